@@ -1,0 +1,41 @@
+"""npe2 reader: slice folders, OME-Zarr, (OME-)TIFF and .npy through napari-histovol's core."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .core.errors import InputError
+from .core.io.detect import detect_format
+from .core.io.naming import split_stem
+
+
+def get_reader(path: str | list[str]) -> Callable | None:
+    """Return a reader function when napari-histovol can open ``path``, else None."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    try:
+        fmt = detect_format(path)
+    except InputError:
+        return None
+    if fmt == "folder":
+        from .core.io.imagefile import is_image_file
+
+        if not any(is_image_file(n) for n in os.listdir(path)):
+            return None
+    return read_layers
+
+
+def read_layers(path: str | list[str]) -> list[tuple]:
+    """Read ``path`` into napari layer-data tuples (lazy dask data, physical scale)."""
+    from ._layers import volume_to_layer_data
+    from .core.io.detect import read_volume
+
+    if isinstance(path, list):
+        path = path[0]
+    volume = read_volume(path)
+    name = split_stem(Path(os.fspath(path).rstrip("/")).name)[0]
+    return volume_to_layer_data(volume, name=name)

@@ -1,0 +1,327 @@
+"""Pyramidal OME-TIFF: tiled, compressed, one IFD per plane with SubIFDs for the lower levels.
+
+This is the layout Bio-Formats, QuPath and tifffile read as a multi-resolution image. The
+full-resolution planes are streamed from the lazy source once; the lower levels are halved
+from them on the fly and spilled to a temporary memory map (at most 1/3 of the volume),
+then written after the main planes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import tempfile
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from ..errors import InputError
+from ..progress import Progress, ProgressGenerator, drain
+from .atomic import atomic_output
+from .meta import META_KEY, VolumeMeta, unit_to_micrometer
+from .pyramid import default_levels, halve, level_shapes
+from .volume import Volume
+
+TIFF_COMPRESSIONS = ("zlib", "zstd", "lzw", "jpeg", "none")
+
+
+def parse_ome_physical_size(xml: str) -> tuple[float | None, float | None, float | None]:
+    """(x, y, z) physical pixel size in µm from OME-XML (None where absent)."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None, None, None
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
+    if pixels is None:
+        return None, None, None
+    out = []
+    for ax in "XYZ":
+        v = pixels.get(f"PhysicalSize{ax}")
+        f = unit_to_micrometer(pixels.get(f"PhysicalSize{ax}Unit", "µm"))
+        out.append(float(v) * f if v is not None and f else None)
+    return out[0], out[1], out[2]
+
+
+def parse_ome_map_annotation(xml: str, key: str = META_KEY) -> str | None:
+    """Value of key ``key`` in the OME-XML MapAnnotations (None if absent)."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    for el in root.iter():
+        if (el.tag.endswith("}M") or el.tag == "M") and el.get("K") == key:
+            return el.text
+    return None
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def read_ome_tiff(path: str | os.PathLike) -> Volume:
+    """Open a (pyramidal) OME-TIFF or plain TIFF stack lazily, every resolution level."""
+    import tifffile
+    import zarr
+
+    path = Path(os.fspath(path)).expanduser()
+    if not path.is_file():
+        raise InputError(f"'{path}' does not exist.")
+    try:
+        tif = tifffile.TiffFile(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"'{path}' is not a readable TIFF file ({e}).") from None
+    with tif:
+        series = tif.series[0]
+        axes = series.axes
+        n_levels = len(series.levels)
+        xml = tif.ome_metadata if tif.is_ome else None
+        ij = tif.imagej_metadata
+        page0 = series.pages[0]
+        size = path.stat().st_size
+        ends = [o + c for o, c in zip(page0.dataoffsets, page0.databytecounts, strict=False) if c]
+        if ends and max(ends) > size:
+            raise InputError(f"'{path}' is truncated ({size} bytes); copy it again.")
+    levels = []
+    for k in range(n_levels):
+        store = tifffile.imread(str(path), aszarr=True, series=0, level=k)
+        levels.append(da.from_zarr(zarr.open(store, mode="r")))
+    levels, rgb, ch_names = _to_zyxc(levels, axes)
+
+    hv = parse_ome_map_annotation(xml) if xml else None
+    meta = VolumeMeta.from_dict(json.loads(hv)) if hv else VolumeMeta()
+    px = py = pz = None
+    if xml:
+        px, py, pz = parse_ome_physical_size(xml)
+    if px is None:
+        from .imagefile import probe
+
+        if path.suffix.lower() in (".tif", ".tiff"):
+            try:
+                info = probe(path)
+                px, pz = info.pixel_size_um, info.spacing_um
+            except InputError:
+                px = None
+            if ij and ij.get("spacing") and pz is None:
+                f = unit_to_micrometer(ij.get("unit"))
+                pz = float(ij["spacing"]) * f if f else None
+    from dataclasses import replace
+
+    scale = (pz or meta.scale[0], py or px or meta.scale[1], px or meta.scale[2])
+    meta = replace(
+        meta,
+        scale=tuple(float(s) for s in scale),
+        rgb=rgb,
+        channel_names=ch_names,
+        scale_known=meta.scale_known or px is not None,
+        spacing_known=meta.spacing_known or pz is not None,
+        unit="micrometer" if (px or pz or meta.unit == "micrometer") else "pixel",
+    )
+    meta = meta.with_planes(levels[0].shape[0])
+    return Volume(data=levels[0], meta=meta, levels=tuple(levels))
+
+
+def _to_zyxc(levels: list[da.Array], axes: str):
+    out = []
+    for a in levels:
+        ax = list(axes)
+        for name in list(ax):
+            if name not in "ZYXSC" and a.shape[ax.index(name)] == 1:
+                i = ax.index(name)
+                a = a[(slice(None),) * i + (0,)]
+                ax.pop(i)
+        extra = [n for n in ax if n not in "ZYXSC"]
+        if extra:
+            raise InputError(
+                f"This TIFF has axes {axes}; only z-stacks of gray or colour planes are supported."
+            )
+        if "Z" not in ax:
+            a = a[None]
+            ax = ["Z"] + ax
+        chan = [n for n in ax if n in "SC"]
+        if len(chan) > 1:
+            raise InputError(f"This TIFF has both samples and channels ({axes}); not supported.")
+        if chan:
+            a = a.transpose([ax.index(n) for n in ("Z", "Y", "X", chan[0])])
+            if a.shape[-1] == 1:
+                a = a[..., 0]
+        else:
+            a = a.transpose([ax.index(n) for n in ("Z", "Y", "X")])
+        out.append(a)
+    rgb = out[0].ndim == 4 and out[0].shape[-1] in (3, 4) and "S" in axes
+    if rgb and out[0].shape[-1] == 4:
+        out = [a[..., :3] for a in out]
+    names: tuple[str, ...] = ()
+    if out[0].ndim == 4:
+        names = ("red", "green", "blue") if rgb else tuple(f"channel {i}" for i in range(out[0].shape[-1]))
+    return out, rgb, names
+
+
+# ---------------------------------------------------------------------------------- writing
+
+
+def write_ome_tiff(volume: Volume, out: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write a pyramidal OME-TIFF (drains :func:`iter_write_ome_tiff`)."""
+    return drain(iter_write_ome_tiff(volume, out, **kwargs))
+
+
+def iter_write_ome_tiff(
+    volume: Volume,
+    out: str | os.PathLike,
+    *,
+    n_levels: int | None = None,
+    tile: int = 512,
+    compression: str = "zlib",
+    compression_level: int | None = None,
+    workers: int = 2,
+    overwrite: bool = False,
+) -> ProgressGenerator[Path]:
+    """Stream a volume into a tiled pyramidal OME-TIFF (BigTIFF, SubIFD levels).
+
+    Parameters
+    ----------
+    compression
+        ``zlib`` (deflate, the default: read by every OME reader), ``zstd``, ``lzw``,
+        ``jpeg`` (lossy, 8-bit only) or ``none``.
+    tile
+        Tile size in pixels (a multiple of 16).
+    """
+    import tifffile
+
+    if compression not in TIFF_COMPRESSIONS:
+        raise InputError(f"Unknown TIFF compression {compression!r}; use one of {', '.join(TIFF_COMPRESSIONS)}.")
+    data = volume.data if isinstance(volume.data, da.Array) else da.from_array(np.asarray(volume.data))
+    if data.dtype.kind not in "uif":
+        raise InputError(f"Cannot write pixel type {data.dtype} to TIFF.")
+    if compression == "jpeg" and data.dtype != np.uint8:
+        raise InputError("JPEG compression holds only 8-bit images; use zlib or zstd.")
+    if tile % 16:
+        raise InputError(f"The TIFF tile size must be a multiple of 16, not {tile}.")
+    meta = volume.meta.with_planes(data.shape[0])
+    n_levels = n_levels or default_levels(data.shape)
+    shapes = level_shapes(data.shape, n_levels)
+    Z = data.shape[0]
+    rgb = data.ndim == 4 and data.shape[3] == 3
+    if data.ndim == 4 and not rgb:
+        raise InputError("OME-TIFF output supports gray or RGB volumes; write multichannel data to OME-Zarr.")
+    comp = None if compression == "none" else compression
+    comp_args = {"level": compression_level} if compression_level is not None and comp else None
+    options: dict[str, Any] = dict(
+        tile=(tile, tile),
+        photometric="rgb" if rgb else "minisblack",
+        compression=comp,
+        compressionargs=comp_args,
+        maxworkers=workers,
+    )
+    if meta.scale_known:
+        options["resolution"] = (1e4 / meta.scale[2], 1e4 / meta.scale[1])
+        options["resolutionunit"] = "CENTIMETER"
+    ome_meta = _ome_metadata(meta, rgb)
+    total = Z * n_levels
+    with atomic_output(out, overwrite=overwrite) as tmp, tempfile.TemporaryDirectory(
+        dir=Path(tmp).parent, prefix=f".{Path(out).name}.levels-"
+    ) as spill_dir:
+        # tifffile pulls tiles from a generator inside one write() call; run it in a thread
+        # and relay progress (and cancellation) through a queue.
+        events: queue.Queue = queue.Queue()
+        cancel = threading.Event()
+        args = (tmp, data, shapes, Path(spill_dir), options, ome_meta, tile, events, cancel)
+        thread = threading.Thread(target=_write_tiff_thread, args=args, daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = events.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.set()
+            thread.join()
+    return Path(out)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _write_tiff_thread(tmp, data, shapes, spill_dir, options, ome_meta, tile, events, cancel) -> None:
+    import tifffile
+
+    try:
+        n_levels = len(shapes)
+        Z = data.shape[0]
+        total = Z * n_levels
+        spills = [
+            np.lib.format.open_memmap(spill_dir / f"l{k}.npy", mode="w+", dtype=data.dtype, shape=shapes[k])
+            for k in range(1, n_levels)
+        ]
+
+        def planes() -> Iterator[np.ndarray]:
+            with ThreadPoolExecutor(max_workers=1) as pre:
+                nxt = pre.submit(_compute_plane, data, 0)
+                for z in range(Z):
+                    plane = nxt.result()
+                    if cancel.is_set():
+                        raise _Cancelled
+                    if z + 1 < Z:
+                        nxt = pre.submit(_compute_plane, data, z + 1)
+                    lvl = plane[None]
+                    for k in range(1, n_levels):
+                        lvl = halve(lvl)
+                        spills[k - 1][z] = lvl[0]
+                    yield plane
+                    events.put(Progress(z + 1, total, f"plane {z + 1}/{Z}", stage="write"))
+
+        def tiles_of(plane_iter: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+            for plane in plane_iter:
+                H, W = plane.shape[:2]
+                for y in range(0, H, tile):
+                    for x in range(0, W, tile):
+                        yield plane[y : y + tile, x : x + tile]
+
+        lower = {k: v for k, v in options.items() if k not in ("resolution", "resolutionunit")}
+        with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
+            tif.write(
+                tiles_of(planes()), shape=shapes[0], dtype=data.dtype,
+                subifds=n_levels - 1, metadata=ome_meta, **options,
+            )
+            for k in range(1, n_levels):
+                if cancel.is_set():
+                    raise _Cancelled
+                lvl = spills[k - 1]
+                tif.write(
+                    tiles_of(iter(lvl)), shape=lvl.shape, dtype=lvl.dtype,
+                    subfiletype=1, metadata=None, **lower,
+                )
+                events.put(Progress(Z * (k + 1), total, f"level {k}", stage="write"))
+        del spills
+        events.put(None)
+    except BaseException as e:  # noqa: BLE001 - relayed to the consuming generator
+        events.put(e)
+
+
+def _compute_plane(data: da.Array, z: int) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(data[z].compute(scheduler="threads")))
+
+
+def _ome_metadata(meta: VolumeMeta, rgb: bool) -> dict[str, Any]:
+    md: dict[str, Any] = {"axes": "ZYXS" if rgb else "ZYX"}
+    if meta.unit == "micrometer":
+        md.update(
+            PhysicalSizeX=meta.scale[2],
+            PhysicalSizeXUnit="µm",
+            PhysicalSizeY=meta.scale[1],
+            PhysicalSizeYUnit="µm",
+            PhysicalSizeZ=meta.scale[0],
+            PhysicalSizeZUnit="µm",
+        )
+    syn = ",".join(str(z) for z in meta.synthetic_z)
+    md["MapAnnotation"] = {META_KEY: json.dumps(meta.to_dict()), "synthetic_planes": syn or "none"}
+    return md

@@ -1,0 +1,368 @@
+"""OME-Zarr (NGFF 0.4 on Zarr v2, NGFF 0.5 on Zarr v3): multiscale reading and streaming writing.
+
+Layout written: axes (c,) z, y, x with units in micrometres, one ``scale`` transform per
+level (y and x doubling), Blosc-zstd compressed chunks of one plane by ``xy_chunk`` pixels,
+``omero`` rendering metadata (RGB channels coloured red/green/blue), and napari-histovol's
+own block (z numbers, gaps, synthetic-plane flags, source files) under the ``histovol`` key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from ..errors import InputError
+from ..progress import Progress, ProgressGenerator, drain
+from .atomic import atomic_output
+from .meta import META_KEY, VolumeMeta, unit_to_micrometer
+from .pyramid import default_levels, iter_write_pyramid, level_shapes
+from .volume import Volume
+
+NGFF_VERSIONS = ("0.4", "0.5")
+DEFAULT_NGFF = "0.5"
+
+
+def is_ome_zarr(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a Zarr group with NGFF multiscales metadata."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    for meta_file in ("zarr.json", ".zattrs"):
+        f = p / meta_file
+        if f.is_file():
+            try:
+                d = json.loads(f.read_text())
+            except ValueError:
+                return False
+            attrs = d.get("attributes", d)
+            return "multiscales" in attrs or "multiscales" in attrs.get("ome", {})
+    return False
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def read_ome_zarr(path: str | os.PathLike) -> Volume:
+    """Open an OME-Zarr image (NGFF 0.4 or 0.5) lazily, all pyramid levels.
+
+    The returned volume is (Z, Y, X) or (Z, Y, X, C): a ``t`` axis of length 1 is dropped,
+    a 2D image becomes one plane, channels move last.
+    """
+    import zarr
+
+    path = Path(os.fspath(path)).expanduser()
+    if not path.exists():
+        raise InputError(f"'{path}' does not exist.")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"'{path}' is not a readable Zarr group ({e}).") from None
+    attrs = dict(group.attrs)
+    ome = attrs.get("ome", attrs)
+    ms_list = ome.get("multiscales")
+    if not ms_list:
+        raise InputError(f"'{path}' is a Zarr group without OME-NGFF 'multiscales' metadata.")
+    ms = ms_list[0]
+    axes = [a["name"] if isinstance(a, dict) else str(a) for a in ms.get("axes", ["z", "y", "x"])]
+    units = [a.get("unit") if isinstance(a, dict) else None for a in ms.get("axes", [])] or [None] * len(axes)
+    try:
+        arrays = [group[d["path"]] for d in ms["datasets"]]
+    except KeyError as e:
+        raise InputError(f"'{path}' names a pyramid level {e} that is missing.") from None
+    levels = [da.from_zarr(a) for a in arrays]
+    scale0 = _dataset_scale(ms["datasets"][0], ms, len(axes))
+
+    hv = attrs.get(META_KEY)
+    omero = attrs.get("omero") or ome.get("omero")
+    levels, axes_out, rgb, ch_names = _to_zyxc(levels, axes, omero, hv)
+
+    scale_by_axis = dict(zip(axes, scale0, strict=True))
+    unit_by_axis = dict(zip(axes, units, strict=False))
+    scale = []
+    known = []
+    for ax in "zyx":
+        s = float(scale_by_axis.get(ax, 1.0))
+        f = unit_to_micrometer(unit_by_axis.get(ax))
+        scale.append(s * f if f else s)
+        known.append(f is not None)
+    if hv:
+        meta = VolumeMeta.from_dict(hv)
+        meta = replace(meta, scale=tuple(scale), rgb=rgb, channel_names=ch_names)
+    else:
+        meta = VolumeMeta(
+            scale=tuple(scale),
+            unit="micrometer" if any(known) else "pixel",
+            scale_known=known[1] and known[2],
+            spacing_known=known[0],
+            rgb=rgb,
+            channel_names=ch_names,
+        )
+    meta = meta.with_planes(levels[0].shape[0])
+    limits = _omero_limits(omero)
+    if limits:
+        meta = replace(meta, extra={**meta.extra, "contrast_limits": limits})
+    return Volume(data=levels[0], meta=meta, levels=tuple(levels))
+
+
+def _omero_limits(omero: dict | None) -> list[float] | None:
+    """Display range of the first channel from omero rendering settings (napari contrast)."""
+    try:
+        w = omero["channels"][0]["window"]
+        lo, hi = float(w["start"]), float(w["end"])
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None
+    return [lo, hi] if hi > lo else None
+
+
+def _dataset_scale(ds: dict, ms: dict, ndim: int) -> list[float]:
+    scale = [1.0] * ndim
+    for t in ds.get("coordinateTransformations", []):
+        if t.get("type") == "scale":
+            scale = [float(s) for s in t["scale"]]
+    for t in ms.get("coordinateTransformations", []) or []:
+        if t.get("type") == "scale":
+            scale = [a * float(b) for a, b in zip(scale, t["scale"], strict=True)]
+    return scale
+
+
+def _to_zyxc(levels, axes, omero, hv):
+    """Reorder every level to (z, y, x[, c])."""
+    axes = list(axes)
+    out = []
+    rgb = False
+    ch_names: tuple[str, ...] = ()
+    for arr in levels:
+        a = arr
+        ax = list(axes)
+        if "t" in ax:
+            i = ax.index("t")
+            if a.shape[i] != 1:
+                raise InputError(
+                    f"This OME-Zarr is a time series ({a.shape[i]} time points); open one time point."
+                )
+            a = a[(slice(None),) * i + (0,)]
+            ax.pop(i)
+        if "z" not in ax:
+            a = a[None]
+            ax = ["z"] + ax
+        if "c" in ax:
+            order = [ax.index(n) for n in ("z", "y", "x", "c")]
+            a = a.transpose(order)
+        else:
+            a = a.transpose([ax.index(n) for n in ("z", "y", "x")])
+        out.append(a)
+    if out[0].ndim == 4:
+        n_c = out[0].shape[3]
+        if n_c == 1:
+            out = [a[..., 0] for a in out]
+        else:
+            labels = [c.get("label", f"channel {i}") for i, c in enumerate((omero or {}).get("channels", []))]
+            colors = [str(c.get("color", "")).upper() for c in (omero or {}).get("channels", [])]
+            flagged = bool(hv and hv.get("rgb"))
+            rgb_colors = colors[:3] == ["FF0000", "00FF00", "0000FF"]
+            rgb = n_c == 3 and (flagged or (rgb_colors and out[0].dtype == np.uint8))
+            ch_names = tuple(labels) if len(labels) == n_c else tuple(f"channel {i}" for i in range(n_c))
+    return out, "zyxc" if out[0].ndim == 4 else "zyx", rgb, ch_names
+
+
+# ---------------------------------------------------------------------------------- writing
+
+
+def write_ome_zarr(volume: Volume, out: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write a volume as a multiscale OME-Zarr (drains :func:`iter_write_ome_zarr`)."""
+    return drain(iter_write_ome_zarr(volume, out, **kwargs))
+
+
+def iter_write_ome_zarr(
+    volume: Volume,
+    out: str | os.PathLike,
+    *,
+    ngff_version: str = DEFAULT_NGFF,
+    n_levels: int | None = None,
+    xy_chunk: int = 512,
+    compression: str = "zstd",
+    compression_level: int = 3,
+    workers: int = 2,
+    overwrite: bool = False,
+    block_bytes: int | None = None,
+) -> ProgressGenerator[Path]:
+    """Stream a (lazy) volume into a multiscale OME-Zarr, block by block.
+
+    Parameters
+    ----------
+    volume
+        (Z, Y, X) or (Z, Y, X, C) volume with its metadata.
+    out
+        Output path, conventionally ending in ``.ome.zarr``. Written under a temporary name
+        and renamed when complete.
+    ngff_version
+        ``"0.5"`` (Zarr v3, default) or ``"0.4"`` (Zarr v2) for older readers.
+    n_levels
+        Pyramid levels (default: halve until the image fits in 256 pixels).
+    xy_chunk
+        Chunk size in y and x; chunks are one plane deep.
+    compression, compression_level
+        Blosc codec (``"zstd"``, ``"lz4"``, ``"zlib"``) or ``"none"``.
+    workers
+        Threads computing and compressing blocks in parallel.
+    overwrite
+        Replace an existing output (otherwise an existing ``out`` is an error).
+    """
+    if ngff_version not in NGFF_VERSIONS:
+        raise InputError(f"NGFF version must be one of {', '.join(NGFF_VERSIONS)}, not {ngff_version!r}.")
+    data = _as_dask(volume.data)
+    _check_writable_dtype(data.dtype)
+    meta = volume.meta.with_planes(data.shape[0])
+    n_levels = n_levels or default_levels(data.shape)
+    xy_chunk = int(min(xy_chunk, max(64, max(data.shape[1:3]))))
+    shapes = level_shapes(data.shape, n_levels)
+    with atomic_output(out, overwrite=overwrite) as tmp:
+        arrays = _create_arrays(tmp, shapes, data.dtype, meta, ngff_version, xy_chunk, compression, compression_level)
+        channel_last = data.ndim == 4
+
+        def sink(level: int, region: tuple[slice, slice, slice], block: np.ndarray) -> None:
+            if channel_last:
+                arrays[level][(slice(None),) + region] = np.moveaxis(block, -1, 0)
+            else:
+                arrays[level][region] = block
+
+        kw = {"block_bytes": block_bytes} if block_bytes else {}
+        yield from iter_write_pyramid(data, sink, n_levels=n_levels, xy_chunk=xy_chunk, workers=workers, **kw)
+        _write_attrs(tmp, arrays, meta, ngff_version, shapes, data)
+        yield Progress(1, 1, "metadata", stage="finish")
+    return Path(out)
+
+
+def _as_dask(data) -> da.Array:
+    if isinstance(data, da.Array):
+        return data
+    arr = np.asarray(data)
+    return da.from_array(arr, chunks=(1,) + arr.shape[1:])
+
+
+def _check_writable_dtype(dtype: np.dtype) -> None:
+    if np.dtype(dtype).kind not in "uif" or np.dtype(dtype).itemsize > 8:
+        raise InputError(f"Cannot write pixel type {dtype}; convert to an integer or float type.")
+
+
+def _compressor(zarr_format: int, name: str, level: int, itemsize: int):
+    if name == "none":
+        return None
+    if name not in ("zstd", "lz4", "zlib", "lz4hc", "blosclz"):
+        raise InputError(f"Unknown compression {name!r}; use zstd, lz4, zlib or none.")
+    if zarr_format == 3:
+        from zarr.codecs import BloscCodec
+
+        return BloscCodec(cname=name, clevel=level, shuffle="shuffle" if itemsize > 1 else "noshuffle", typesize=itemsize)
+    import numcodecs
+
+    return numcodecs.Blosc(cname=name, clevel=level, shuffle=numcodecs.Blosc.SHUFFLE if itemsize > 1 else numcodecs.Blosc.NOSHUFFLE)
+
+
+def _axes_names(meta: VolumeMeta, ndim: int) -> list[str]:
+    return (["c"] if ndim == 4 else []) + ["z", "y", "x"]
+
+
+def _create_arrays(path, shapes, dtype, meta, version, xy_chunk, compression, level):
+    import zarr
+
+    zarr_format = 3 if version == "0.5" else 2
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    comp = _compressor(zarr_format, compression, level, np.dtype(dtype).itemsize)
+    arrays = []
+    for k, shp in enumerate(shapes):
+        if len(shp) == 4:
+            shape = (shp[3], shp[0], shp[1], shp[2])
+            chunks = (1, 1, min(xy_chunk, shp[1]), min(xy_chunk, shp[2]))
+        else:
+            shape = tuple(shp)
+            chunks = (1, min(xy_chunk, shp[1]), min(xy_chunk, shp[2]))
+        kw: dict[str, Any] = {"fill_value": 0}
+        if zarr_format == 3:
+            kw["dimension_names"] = _axes_names(meta, len(shp))
+            kw["compressors"] = [comp] if comp is not None else None
+        else:
+            kw["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+            kw["compressors"] = comp
+        arrays.append(group.create_array(name=str(k), shape=shape, chunks=chunks, dtype=dtype, **kw))
+    return arrays
+
+
+def multiscales_metadata(meta: VolumeMeta, shapes, ndim: int, version: str) -> dict:
+    """The NGFF ``multiscales`` entry for our levels (y and x doubling per level)."""
+    unit = "micrometer" if meta.unit == "micrometer" else None
+    axes = []
+    if ndim == 4:
+        axes.append({"name": "c", "type": "channel"})
+    for name in "zyx":
+        a = {"name": name, "type": "space"}
+        if unit:
+            a["unit"] = unit
+        axes.append(a)
+    datasets = []
+    for k in range(len(shapes)):
+        s = [meta.scale[0], meta.scale[1] * 2**k, meta.scale[2] * 2**k]
+        t = [0.0, (2**k - 1) * meta.scale[1] / 2, (2**k - 1) * meta.scale[2] / 2]
+        if ndim == 4:
+            s, t = [1.0] + s, [0.0] + t
+        tr = [{"type": "scale", "scale": [float(v) for v in s]}]
+        if k:
+            tr.append({"type": "translation", "translation": [float(v) for v in t]})
+        datasets.append({"path": str(k), "coordinateTransformations": tr})
+    ms = {"name": "image", "axes": axes, "datasets": datasets, "type": "mean"}
+    if version == "0.4":
+        ms["version"] = "0.4"
+    return ms
+
+
+def _omero(meta: VolumeMeta, data: da.Array, coarse: np.ndarray) -> dict:
+    n_c = data.shape[3] if data.ndim == 4 else 1
+    info = np.iinfo(data.dtype) if data.dtype.kind in "ui" else None
+    lo_t, hi_t = (float(info.min), float(info.max)) if info else (float(coarse.min()), float(coarse.max()))
+    channels = []
+    colors = ["FF0000", "00FF00", "0000FF"] if meta.rgb else ["FFFFFF"] * n_c
+    names = list(meta.channel_names) or [f"channel {i}" for i in range(n_c)]
+    for i in range(n_c):
+        ch = coarse[..., i] if coarse.ndim == 4 else coarse
+        if ch.size:
+            lo, hi = (float(v) for v in np.percentile(ch, [0.1, 99.9]))
+        else:
+            lo, hi = lo_t, hi_t
+        if meta.rgb and info is not None and data.dtype == np.uint8:
+            lo, hi = 0.0, 255.0
+        if hi <= lo:
+            hi = lo + 1
+        channels.append(
+            {
+                "label": names[i] if i < len(names) else f"channel {i}",
+                "color": colors[i] if i < len(colors) else "FFFFFF",
+                "active": True,
+                "window": {"min": lo_t, "max": hi_t, "start": lo, "end": hi},
+            }
+        )
+    return {"channels": channels, "rdefs": {"model": "color" if meta.rgb else "greyscale"}}
+
+
+def _write_attrs(path, arrays, meta: VolumeMeta, version: str, shapes, data: da.Array) -> None:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    coarse = arrays[-1][...]
+    if data.ndim == 4:
+        coarse = np.moveaxis(coarse, 0, -1)
+    ms = multiscales_metadata(meta, shapes, data.ndim, version)
+    omero = _omero(meta, data, coarse)
+    hv = meta.to_dict()
+    if version == "0.5":
+        group.attrs.update({"ome": {"version": "0.5", "multiscales": [ms], "omero": omero}, META_KEY: hv})
+    else:
+        group.attrs.update({"multiscales": [ms], "omero": omero, META_KEY: hv})
+
+
+__all__ = ["is_ome_zarr", "iter_write_ome_zarr", "multiscales_metadata", "read_ome_zarr", "write_ome_zarr"]

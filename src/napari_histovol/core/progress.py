@@ -1,0 +1,89 @@
+"""Progress reporting shared by the CLI (tqdm), the napari widgets (thread workers) and scripts.
+
+Long work is written as a generator ``iter_<verb>(...)`` that yields :class:`Progress`
+and *returns* its result; :func:`drain` runs such a generator to the end and gives the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of long-running work.
+
+    Parameters
+    ----------
+    done, total
+        Units finished so far and units in all (``total`` may be 0 when unknown).
+    message
+        What is being done now, for a progress bar's label.
+    stage
+        Name of the pipeline stage (``"read"``, ``"write"``, ...).
+    """
+
+    done: int
+    total: int
+    message: str = ""
+    stage: str = ""
+
+    @property
+    def fraction(self) -> float:
+        """Completed fraction in [0, 1] (0 when the total is unknown)."""
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+
+ProgressGenerator = Generator[Progress, None, T]
+
+
+def drain(gen: ProgressGenerator[T], callback: Callable[[Progress], Any] | None = None) -> T:
+    """Run a progress generator to completion and return its result.
+
+    Parameters
+    ----------
+    gen
+        A generator that yields :class:`Progress` and returns a value.
+    callback
+        Called with every :class:`Progress` (for example to update a tqdm bar).
+    """
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(p)
+
+
+def drain_with_tqdm(gen: ProgressGenerator[T], *, desc: str = "", disable: bool | None = None) -> T:
+    """Run a progress generator, showing a tqdm bar on stderr (one bar per stage)."""
+    from tqdm.auto import tqdm
+
+    bar = None
+    stage = None
+
+    def update(p: Progress) -> None:
+        nonlocal bar, stage
+        if bar is None or p.stage != stage:
+            if bar is not None:
+                bar.close()
+            stage = p.stage
+            label = f"{desc} {p.stage}".strip() if p.stage else desc
+            bar = tqdm(total=p.total or None, desc=label, unit="step", disable=disable, leave=False)
+        if p.total and bar.total != p.total:
+            bar.total = p.total
+        bar.n = p.done
+        if p.message:
+            bar.set_postfix_str(p.message, refresh=False)
+        bar.refresh()
+
+    try:
+        return drain(gen, update)
+    finally:
+        if bar is not None:
+            bar.close()
