@@ -24,6 +24,7 @@ def volume_to_layer_data(volume: Volume, *, name: str) -> list[tuple[Any, dict, 
         "scale": tuple(float(s) for s in meta.scale),
         "metadata": {META_KEY: meta.to_dict()},
         "multiscale": multiscale,
+        "axis_labels": ("z", "y", "x"),
     }
     if meta.unit == "micrometer":
         kwargs["units"] = ("micrometer",) * 3

@@ -39,12 +39,23 @@ def _positive_int(text: str) -> int:
 
 
 def _add_scale_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pixel-size", type=_positive_float, metavar="UM",
-                   help="x/y pixel size in µm (overrides what the files say)")
-    p.add_argument("--section-spacing", type=_positive_float, metavar="UM",
-                   help="distance between sections in µm")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="leave out corrupt or truncated section images (they become gaps) instead of stopping")
+    p.add_argument(
+        "--pixel-size",
+        type=_positive_float,
+        metavar="UM",
+        help="x/y pixel size in µm (overrides what the files say)",
+    )
+    p.add_argument(
+        "--section-spacing",
+        type=_positive_float,
+        metavar="UM",
+        help="distance between sections in µm",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out corrupt or truncated section images (they become gaps) instead of stopping",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,38 +67,71 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("info", help="what a folder or volume holds: count, shape, dtype, z numbers, gaps",
-                       description="Describe a folder of sections or a volume (.ome.zarr, .ome.tif, .npy).")
+    p = sub.add_parser(
+        "info",
+        help="what a folder or volume holds: count, shape, dtype, z numbers, gaps",
+        description="Describe a folder of sections or a volume (.ome.zarr, .ome.tif, .npy).",
+    )
     p.add_argument("path", help="folder of section images or volume file")
-    p.add_argument("--json", dest="json_out", metavar="OUT.json", nargs="?", const="-",
-                   help="write the description as JSON (to a file, or stdout when no file is given)")
+    p.add_argument(
+        "--json",
+        dest="json_out",
+        metavar="OUT.json",
+        nargs="?",
+        const="-",
+        help="write the description as JSON (to a file, or stdout when no file is given)",
+    )
     p.add_argument("--skip-bad", action="store_true", help="leave out corrupt section images")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("convert", help="folder <-> .ome.zarr <-> .ome.tif (pyramidal) <-> .npy",
-                       description="Convert between a folder of sections, OME-Zarr, pyramidal OME-TIFF and "
-                       ".npy. The output format follows OUT's suffix (.ome.zarr, .ome.tif, .npy, else a folder).")
+    p = sub.add_parser(
+        "convert",
+        help="folder <-> .ome.zarr <-> .ome.tif (pyramidal) <-> .npy",
+        description="Convert between a folder of sections, OME-Zarr, pyramidal OME-TIFF and "
+        ".npy. The output format follows OUT's suffix (.ome.zarr, .ome.tif, .npy, else a folder).",
+    )
     p.add_argument("input", help="folder of sections or volume")
     p.add_argument("output", help="OUT.ome.zarr, OUT.ome.tif, OUT.npy or an output folder")
     _add_scale_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--levels", type=_positive_int, help="pyramid levels (default: down to 256 px)")
     p.add_argument("--ngff-version", choices=("0.4", "0.5"), help="OME-Zarr version (default 0.5)")
-    p.add_argument("--chunk", type=_positive_int, metavar="PX", help="OME-Zarr chunk / OME-TIFF tile size in y and x")
-    p.add_argument("--compression", help="zstd (Zarr default), zlib (TIFF default), lz4, lzw, jpeg, none")
-    p.add_argument("--slice-format", choices=("tif", "png", "jpg", "bmp"),
-                   help="image format of slices when OUT is a folder (default: the input's)")
-    p.add_argument("--workers", type=_positive_int, default=min(4, os.cpu_count() or 2),
-                   help="threads computing and compressing blocks")
+    p.add_argument(
+        "--chunk",
+        type=_positive_int,
+        metavar="PX",
+        help="OME-Zarr chunk / OME-TIFF tile size in y and x",
+    )
+    p.add_argument(
+        "--compression", help="zstd (Zarr default), zlib (TIFF default), lz4, lzw, jpeg, none"
+    )
+    p.add_argument(
+        "--slice-format",
+        choices=("tif", "png", "jpg", "bmp"),
+        help="image format of slices when OUT is a folder (default: the input's)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=min(4, os.cpu_count() or 2),
+        help="threads computing and compressing blocks",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("demo", help="open the bundled sample sections in napari (--no-gui: write files only)",
-                       description="Open the bundled ANHIR lung-lesion sections in napari. With --no-gui (or "
-                       "when there is no display) write them as OME-Zarr plus a PNG overview instead.")
+    p = sub.add_parser(
+        "demo",
+        help="open the bundled sample sections in napari (--no-gui: write files only)",
+        description="Open the bundled ANHIR lung-lesion sections in napari. With --no-gui (or "
+        "when there is no display) write them as OME-Zarr plus a PNG overview instead.",
+    )
     p.add_argument("--no-gui", action="store_true", help="write files only, do not open napari")
-    p.add_argument("--out", default="histovol-demo", help="folder for the files (default ./histovol-demo)")
-    p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the napari window and close it")
+    p.add_argument(
+        "--out", default="histovol-demo", help="folder for the files (default ./histovol-demo)"
+    )
+    p.add_argument(
+        "--screenshot", metavar="PNG", help="save a screenshot of the napari window and close it"
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -139,16 +183,28 @@ def cmd_convert(args: argparse.Namespace) -> int:
     )
     opts: dict = {"overwrite": args.overwrite}
     if fmt == "ome-zarr":
-        opts.update(ngff_version=args.ngff_version, n_levels=args.levels, xy_chunk=args.chunk,
-                    compression=args.compression, workers=args.workers)
+        opts.update(
+            ngff_version=args.ngff_version,
+            n_levels=args.levels,
+            xy_chunk=args.chunk,
+            compression=args.compression,
+            workers=args.workers,
+        )
     elif fmt == "ome-tiff":
-        opts.update(n_levels=args.levels, tile=args.chunk, compression=args.compression, workers=args.workers)
+        opts.update(
+            n_levels=args.levels,
+            tile=args.chunk,
+            compression=args.compression,
+            workers=args.workers,
+        )
     elif fmt == "npy":
         opts.update(workers=args.workers)
     else:
         opts.update(ext=args.slice_format)
     _reject_unused(args, fmt)
-    out = drain_with_tqdm(iter_write_volume(vol, args.output, **opts), desc="convert", disable=args.quiet or None)
+    out = drain_with_tqdm(
+        iter_write_volume(vol, args.output, **opts), desc="convert", disable=args.quiet or None
+    )
     print(f"wrote {out} ({fmt}, {vol.shape[0]} planes)")
     return 0
 
@@ -167,7 +223,10 @@ def _reject_unused(args: argparse.Namespace, fmt: str) -> None:
 
 
 def _has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform in ("darwin", "win32")
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform in (
+        "darwin",
+        "win32",
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -176,7 +235,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     folder = sample_folder()
     if args.no_gui or not _has_display():
         if not args.no_gui:
-            print("histovol: no display found; writing the demo files instead (as with --no-gui).", file=sys.stderr)
+            print(
+                "histovol: no display found; writing the demo files instead (as with --no-gui).",
+                file=sys.stderr,
+            )
         return _demo_files(folder, Path(args.out))
     return _demo_gui(folder, args.screenshot)
 
@@ -196,7 +258,9 @@ def _demo_files(folder: Path, out_dir: Path) -> int:
     zarr_path = out_dir / "lung_lesion3.ome.zarr"
     drain_with_tqdm(iter_write_volume(vol, zarr_path, overwrite=True), desc="demo")
     png = write_overview_png(vol, out_dir / "lung_lesion3_sections.png")
-    print(f"wrote {zarr_path} ({vol.shape[0]} sections, gaps at z {', '.join(map(str, vol.meta.gaps))})")
+    print(
+        f"wrote {zarr_path} ({vol.shape[0]} sections, gaps at z {', '.join(map(str, vol.meta.gaps))})"
+    )
     print(f"wrote {png}")
     return 0
 

@@ -47,7 +47,10 @@ def format_description(d: dict[str, Any]) -> str:
         f"  shape      {' x '.join(map(str, d['shape']))}  ({d['axes']}, {d['dtype']}{', RGB' if d['rgb'] else ''}, {size})",
     ]
     if len(d["levels"]) > 1:
-        lines.append(f"  levels     {len(d['levels'])}: " + ", ".join("x".join(map(str, lv[1:3])) for lv in d["levels"]))
+        lines.append(
+            f"  levels     {len(d['levels'])}: "
+            + ", ".join("x".join(map(str, lv[1:3])) for lv in d["levels"])
+        )
     z, y, x = d["scale"]
     if d["unit"] == "micrometer":
         px = f"{x:g} x {y:g} µm" if d["pixel_size_known"] else "unknown (pass --pixel-size)"
@@ -57,7 +60,9 @@ def format_description(d: dict[str, Any]) -> str:
     lines += [f"  pixel size {px}", f"  spacing    {sp}"]
     lines.append(f"  z numbers  {format_ranges(d['z_numbers'])}")
     gaps = d["gaps"]
-    lines.append(f"  gaps       {format_ranges(gaps)}" + (f"  ({len(gaps)} missing)" if gaps else ""))
+    lines.append(
+        f"  gaps       {format_ranges(gaps)}" + (f"  ({len(gaps)} missing)" if gaps else "")
+    )
     if d["synthetic_z"]:
         lines.append(f"  synthetic  {format_ranges(d['synthetic_z'])}  (generated planes)")
     if d.get("naming_pattern"):

@@ -42,7 +42,12 @@ def contact_sheet(volume: Volume, *, max_side: int = 320, columns: int | None = 
     pad = 6
     channels = (3,) if planes[0].ndim == 3 else ()
     sheet = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad) + channels, 255, np.uint8)
-    stack = np.stack([np.pad(p, [(0, h - p.shape[0]), (0, w - p.shape[1])] + [(0, 0)] * (p.ndim - 2)) for p in planes])
+    stack = np.stack(
+        [
+            np.pad(p, [(0, h - p.shape[0]), (0, w - p.shape[1])] + [(0, 0)] * (p.ndim - 2))
+            for p in planes
+        ]
+    )
     stack8 = to_uint8(stack)
     for i in range(n):
         r, c = divmod(i, cols)

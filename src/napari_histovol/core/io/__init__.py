@@ -1,6 +1,6 @@
 """Readers and writers: slice folders, OME-Zarr, OME-TIFF, ``.npy``; format detection."""
 
-from .detect import FORMATS, detect_format, read_volume, write_volume, iter_write_volume
+from .detect import FORMATS, detect_format, iter_write_volume, read_volume, write_volume
 from .meta import VolumeMeta
 from .naming import NamePattern, find_gaps, format_ranges, last_number, natural_key, order_slices
 from .volume import Volume

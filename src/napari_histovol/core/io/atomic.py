@@ -27,12 +27,16 @@ def check_output(out: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """
     out = Path(os.fspath(out)).expanduser()
     if out.exists() and not overwrite:
-        raise OutputError(f"'{out}' exists already; choose another name or pass --overwrite to replace it.")
+        raise OutputError(
+            f"'{out}' exists already; choose another name or pass --overwrite to replace it."
+        )
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputError(f"Cannot create the folder '{parent}' for '{out.name}': {e.strerror}.") from None
+        raise OutputError(
+            f"Cannot create the folder '{parent}' for '{out.name}': {e.strerror}."
+        ) from None
     if not os.access(parent, os.W_OK):
         raise OutputError(f"Cannot write to the folder '{parent}': permission denied.")
     return out
@@ -49,7 +53,9 @@ def _remove(p: Path) -> None:
 
 
 @contextmanager
-def atomic_output(out: str | os.PathLike, *, overwrite: bool = False, is_dir: bool = False) -> Iterator[Path]:
+def atomic_output(
+    out: str | os.PathLike, *, overwrite: bool = False, is_dir: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path to write into; rename it to ``out`` only if the block succeeds.
 
     On any exception (or a cancelled generator) the temporary output is removed, so no
@@ -65,7 +71,9 @@ def atomic_output(out: str | os.PathLike, *, overwrite: bool = False, is_dir: bo
     except OSError as e:
         _remove(tmp)
         if e.errno == errno.ENOSPC:
-            raise OutputError(f"The disk is full while writing '{out}'; nothing was written.") from None
+            raise OutputError(
+                f"The disk is full while writing '{out}'; nothing was written."
+            ) from None
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise OutputError(f"Cannot write '{out}': {e.strerror}.") from None
         raise

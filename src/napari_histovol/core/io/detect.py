@@ -62,7 +62,9 @@ def read_volume(
     if fmt == "folder":
         from .slices import read_slice_folder
 
-        return read_slice_folder(path, on_corrupt=on_corrupt, pixel_size=pixel_size, section_spacing=section_spacing)
+        return read_slice_folder(
+            path, on_corrupt=on_corrupt, pixel_size=pixel_size, section_spacing=section_spacing
+        )
     if fmt == "ome-zarr":
         from .ome_zarr import read_ome_zarr
 
@@ -76,19 +78,34 @@ def read_volume(
 
         vol = read_npy(path)
     if pixel_size is not None or section_spacing is not None:
-        vol = Volume(vol.data, vol.meta.with_scale(pixel_size=pixel_size, section_spacing=section_spacing), vol.levels)
+        vol = Volume(
+            vol.data,
+            vol.meta.with_scale(pixel_size=pixel_size, section_spacing=section_spacing),
+            vol.levels,
+        )
     return vol
 
 
 _WRITER_OPTIONS = {
-    "ome-zarr": {"ngff_version", "n_levels", "xy_chunk", "compression", "compression_level", "workers", "overwrite", "block_bytes"},
+    "ome-zarr": {
+        "ngff_version",
+        "n_levels",
+        "xy_chunk",
+        "compression",
+        "compression_level",
+        "workers",
+        "overwrite",
+        "block_bytes",
+    },
     "ome-tiff": {"n_levels", "tile", "compression", "compression_level", "workers", "overwrite"},
     "npy": {"overwrite", "workers"},
     "folder": {"pattern", "ext", "overwrite"},
 }
 
 
-def iter_write_volume(volume: Volume, out: str | os.PathLike, *, format: str | None = None, **options: Any) -> ProgressGenerator[Path]:
+def iter_write_volume(
+    volume: Volume, out: str | os.PathLike, *, format: str | None = None, **options: Any
+) -> ProgressGenerator[Path]:
     """Write a volume in the format told by ``out``'s suffix (or ``format``), with progress.
 
     Options that do not apply to the chosen format (``None`` values) are ignored; others
@@ -100,7 +117,9 @@ def iter_write_volume(volume: Volume, out: str | os.PathLike, *, format: str | N
     opts = {k: v for k, v in options.items() if v is not None}
     unknown = set(opts) - _WRITER_OPTIONS[fmt]
     if unknown:
-        raise InputError(f"The option(s) {', '.join(sorted(unknown))} do not apply to {fmt} output.")
+        raise InputError(
+            f"The option(s) {', '.join(sorted(unknown))} do not apply to {fmt} output."
+        )
     if fmt == "ome-zarr":
         from .ome_zarr import iter_write_ome_zarr as w
     elif fmt == "ome-tiff":
@@ -112,6 +131,8 @@ def iter_write_volume(volume: Volume, out: str | os.PathLike, *, format: str | N
     return (yield from w(volume, out, **opts))
 
 
-def write_volume(volume: Volume, out: str | os.PathLike, *, format: str | None = None, **options: Any) -> Path:
+def write_volume(
+    volume: Volume, out: str | os.PathLike, *, format: str | None = None, **options: Any
+) -> Path:
     """Write a volume (see :func:`iter_write_volume`) and return the output path."""
     return drain(iter_write_volume(volume, out, format=format, **options))

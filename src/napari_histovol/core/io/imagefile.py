@@ -152,7 +152,9 @@ def _probe_png(path: str, size: int) -> ImageInfo:
         raise CorruptImageError(f"'{path}' is not a PNG file although it is named .png.")
     width, height, depth, ctype = struct.unpack(">IIBB", head[16:26])
     if tail[4:8] != b"IEND":
-        raise CorruptImageError(f"'{path}' is truncated (no PNG end marker); copy it again or remove it.")
+        raise CorruptImageError(
+            f"'{path}' is truncated (no PNG end marker); copy it again or remove it."
+        )
     channels = {0: 1, 2: 3, 3: 3, 4: 1, 6: 3}.get(ctype)
     if channels is None:
         raise CorruptImageError(f"'{path}' has an unknown PNG colour type {ctype}.")

@@ -82,7 +82,9 @@ class VolumeMeta:
         zs = self.z_numbers if len(self.z_numbers) == n else tuple(range(n))
         syn = self.synthetic if len(self.synthetic) == n else (False,) * n
         files = self.files if len(self.files) == n else ("",) * n
-        return replace(self, z_numbers=tuple(int(z) for z in zs), synthetic=tuple(map(bool, syn)), files=files)
+        return replace(
+            self, z_numbers=tuple(int(z) for z in zs), synthetic=tuple(map(bool, syn)), files=files
+        )
 
     def with_scale(
         self,
@@ -168,13 +170,27 @@ def unit_to_micrometer(unit: str | None) -> float | None:
         return None
     u = str(unit).strip().lower().replace("µ", "u").replace("μ", "u")
     table = {
-        "micrometer": 1.0, "micrometre": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0,
-        "nanometer": 1e-3, "nanometre": 1e-3, "nm": 1e-3,
-        "millimeter": 1e3, "millimetre": 1e3, "mm": 1e3,
-        "centimeter": 1e4, "centimetre": 1e4, "cm": 1e4,
-        "meter": 1e6, "metre": 1e6, "m": 1e6,
-        "angstrom": 1e-4, "a": 1e-4,
-        "picometer": 1e-6, "pm": 1e-6,
+        "micrometer": 1.0,
+        "micrometre": 1.0,
+        "um": 1.0,
+        "micron": 1.0,
+        "microns": 1.0,
+        "nanometer": 1e-3,
+        "nanometre": 1e-3,
+        "nm": 1e-3,
+        "millimeter": 1e3,
+        "millimetre": 1e3,
+        "mm": 1e3,
+        "centimeter": 1e4,
+        "centimetre": 1e4,
+        "cm": 1e4,
+        "meter": 1e6,
+        "metre": 1e6,
+        "m": 1e6,
+        "angstrom": 1e-4,
+        "a": 1e-4,
+        "picometer": 1e-6,
+        "pm": 1e-6,
     }
     return table.get(u)
 

@@ -68,7 +68,9 @@ def iter_write_npy(
     volume: Volume, out: str | os.PathLike, *, overwrite: bool = False, workers: int = 2
 ) -> ProgressGenerator[Path]:
     """Stream a volume into a memory-mapped ``.npy`` plus its ``.npy.json`` metadata."""
-    data = volume.data if isinstance(volume.data, da.Array) else da.from_array(np.asarray(volume.data))
+    data = (
+        volume.data if isinstance(volume.data, da.Array) else da.from_array(np.asarray(volume.data))
+    )
     meta = volume.meta.with_planes(data.shape[0])
     out = Path(out)
     check_output(sidecar_path(out), overwrite=overwrite)
@@ -78,9 +80,10 @@ def iter_write_npy(
         def sink(level, region, block):
             mm[region] = block
 
-        yield from iter_write_pyramid(data, sink, n_levels=1, xy_chunk=max(data.shape[1:3]), workers=workers)
+        yield from iter_write_pyramid(
+            data, sink, n_levels=1, xy_chunk=max(data.shape[1:3]), workers=workers
+        )
         mm.flush()
-        del mm
         with atomic_output(sidecar_path(out), overwrite=overwrite) as side_tmp:
             side_tmp.write_text(json.dumps({META_KEY: meta.to_dict()}, indent=1))
         yield Progress(1, 1, "metadata", stage="finish")

@@ -38,7 +38,9 @@ def parse_ome_physical_size(xml: str) -> tuple[float | None, float | None, float
         root = ET.fromstring(xml)
     except ET.ParseError:
         return None, None, None
-    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
+    pixels = next(
+        (el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None
+    )
     if pixels is None:
         return None, None, None
     out = []
@@ -158,7 +160,11 @@ def _to_zyxc(levels: list[da.Array], axes: str):
         out = [a[..., :3] for a in out]
     names: tuple[str, ...] = ()
     if out[0].ndim == 4:
-        names = ("red", "green", "blue") if rgb else tuple(f"channel {i}" for i in range(out[0].shape[-1]))
+        names = (
+            ("red", "green", "blue")
+            if rgb
+            else tuple(f"channel {i}" for i in range(out[0].shape[-1]))
+        )
     return out, rgb, names
 
 
@@ -191,11 +197,14 @@ def iter_write_ome_tiff(
     tile
         Tile size in pixels (a multiple of 16).
     """
-    import tifffile
 
     if compression not in TIFF_COMPRESSIONS:
-        raise InputError(f"Unknown TIFF compression {compression!r}; use one of {', '.join(TIFF_COMPRESSIONS)}.")
-    data = volume.data if isinstance(volume.data, da.Array) else da.from_array(np.asarray(volume.data))
+        raise InputError(
+            f"Unknown TIFF compression {compression!r}; use one of {', '.join(TIFF_COMPRESSIONS)}."
+        )
+    data = (
+        volume.data if isinstance(volume.data, da.Array) else da.from_array(np.asarray(volume.data))
+    )
     if data.dtype.kind not in "uif":
         raise InputError(f"Cannot write pixel type {data.dtype} to TIFF.")
     if compression == "jpeg" and data.dtype != np.uint8:
@@ -205,11 +214,14 @@ def iter_write_ome_tiff(
     meta = volume.meta.with_planes(data.shape[0])
     n_levels = n_levels or default_levels(data.shape)
     shapes = level_shapes(data.shape, n_levels)
-    Z = data.shape[0]
     rgb = data.ndim == 4 and data.shape[3] == 3
     if data.ndim == 4 and not rgb:
-        raise InputError("OME-TIFF output supports gray or RGB volumes; write multichannel data to OME-Zarr.")
+        raise InputError(
+            "OME-TIFF output supports gray or RGB volumes; write multichannel data to OME-Zarr."
+        )
     comp = None if compression == "none" else compression
+    if compression_level is None and comp in ("zlib", "zstd"):
+        compression_level = 1  # ~3x faster than the libraries' default, a few % larger
     comp_args = {"level": compression_level} if compression_level is not None and comp else None
     options: dict[str, Any] = dict(
         tile=(tile, tile),
@@ -217,15 +229,18 @@ def iter_write_ome_tiff(
         compression=comp,
         compressionargs=comp_args,
         maxworkers=workers,
+        buffersize=32 * 2**20,  # bytes compressed per pass; tifffile's default holds ~0.5 GB
     )
     if meta.scale_known:
         options["resolution"] = (1e4 / meta.scale[2], 1e4 / meta.scale[1])
         options["resolutionunit"] = "CENTIMETER"
     ome_meta = _ome_metadata(meta, rgb)
-    total = Z * n_levels
-    with atomic_output(out, overwrite=overwrite) as tmp, tempfile.TemporaryDirectory(
-        dir=Path(tmp).parent, prefix=f".{Path(out).name}.levels-"
-    ) as spill_dir:
+    with (
+        atomic_output(out, overwrite=overwrite) as tmp,
+        tempfile.TemporaryDirectory(
+            dir=Path(tmp).parent, prefix=f".{Path(out).name}.levels-"
+        ) as spill_dir,
+    ):
         # tifffile pulls tiles from a generator inside one write() call; run it in a thread
         # and relay progress (and cancellation) through a queue.
         events: queue.Queue = queue.Queue()
@@ -251,7 +266,9 @@ class _Cancelled(Exception):
     pass
 
 
-def _write_tiff_thread(tmp, data, shapes, spill_dir, options, ome_meta, tile, events, cancel) -> None:
+def _write_tiff_thread(
+    tmp, data, shapes, spill_dir, options, ome_meta, tile, events, cancel
+) -> None:
     import tifffile
 
     try:
@@ -259,8 +276,7 @@ def _write_tiff_thread(tmp, data, shapes, spill_dir, options, ome_meta, tile, ev
         Z = data.shape[0]
         total = Z * n_levels
         spills = [
-            np.lib.format.open_memmap(spill_dir / f"l{k}.npy", mode="w+", dtype=data.dtype, shape=shapes[k])
-            for k in range(1, n_levels)
+            _PlaneSpill(spill_dir / f"l{k}.raw", shapes[k], data.dtype) for k in range(1, n_levels)
         ]
 
         def planes() -> Iterator[np.ndarray]:
@@ -289,22 +305,54 @@ def _write_tiff_thread(tmp, data, shapes, spill_dir, options, ome_meta, tile, ev
         lower = {k: v for k, v in options.items() if k not in ("resolution", "resolutionunit")}
         with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
             tif.write(
-                tiles_of(planes()), shape=shapes[0], dtype=data.dtype,
-                subifds=n_levels - 1, metadata=ome_meta, **options,
+                tiles_of(planes()),
+                shape=shapes[0],
+                dtype=data.dtype,
+                subifds=n_levels - 1,
+                metadata=ome_meta,
+                **options,
             )
             for k in range(1, n_levels):
                 if cancel.is_set():
                     raise _Cancelled
                 lvl = spills[k - 1]
                 tif.write(
-                    tiles_of(iter(lvl)), shape=lvl.shape, dtype=lvl.dtype,
-                    subfiletype=1, metadata=None, **lower,
+                    tiles_of(lvl.planes()),
+                    shape=lvl.shape,
+                    dtype=lvl.dtype,
+                    subfiletype=1,
+                    metadata=None,
+                    **lower,
                 )
                 events.put(Progress(Z * (k + 1), total, f"level {k}", stage="write"))
-        del spills
+        for sp in spills:
+            sp.close()
         events.put(None)
     except BaseException as e:  # noqa: BLE001 - relayed to the consuming generator
         events.put(e)
+
+
+class _PlaneSpill:
+    """Planes of one lower pyramid level in a raw temporary file, written and read with
+    pwrite/pread (not memory-mapped, so they do not count towards resident memory)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.plane_shape = self.shape[1:]
+        self.plane_bytes = int(np.prod(self.plane_shape)) * self.dtype.itemsize
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+
+    def __setitem__(self, z: int, plane: np.ndarray) -> None:
+        os.pwrite(self.fd, np.ascontiguousarray(plane, self.dtype).tobytes(), z * self.plane_bytes)
+
+    def planes(self) -> Iterator[np.ndarray]:
+        for z in range(self.shape[0]):
+            buf = os.pread(self.fd, self.plane_bytes, z * self.plane_bytes)
+            yield np.frombuffer(buf, self.dtype).reshape(self.plane_shape)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _compute_plane(data: da.Array, z: int) -> np.ndarray:

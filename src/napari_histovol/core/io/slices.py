@@ -10,7 +10,7 @@ import json
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +23,7 @@ from ..progress import Progress, ProgressGenerator
 from .atomic import atomic_output
 from .imagefile import ImageInfo, decode, is_image_file, probe
 from .meta import META_KEY, VolumeMeta
-from .naming import NamePattern, find_gaps, format_ranges, infer_pattern, order_slices
+from .naming import NamePattern, find_gaps, infer_pattern, order_slices
 from .volume import Volume
 
 SIDECAR = "histovol.json"
@@ -57,13 +57,13 @@ def background_value(img: np.ndarray) -> np.ndarray:
     """
     if img.shape[0] < 2 or img.shape[1] < 2:
         return np.median(img.reshape(-1, *img.shape[2:]), axis=0).astype(img.dtype)
-    border = np.concatenate(
-        [img[0], img[-1], img[1:-1, 0], img[1:-1, -1]], axis=0
-    )
+    border = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]], axis=0)
     return np.median(border, axis=0).astype(img.dtype)
 
 
-def place_on_canvas(img: np.ndarray, canvas_hw: tuple[int, int], fill: np.ndarray | None = None) -> np.ndarray:
+def place_on_canvas(
+    img: np.ndarray, canvas_hw: tuple[int, int], fill: np.ndarray | None = None
+) -> np.ndarray:
     """Centre ``img`` on a canvas of ``canvas_hw``, padding with ``fill`` (its background).
 
     An image larger than the canvas along an axis is centre-cropped along it.
@@ -88,6 +88,7 @@ def place_on_canvas(img: np.ndarray, canvas_hw: tuple[int, int], fill: np.ndarra
 
 def _probe_all(paths: Sequence[str], on_corrupt: str) -> tuple[list[ImageInfo], list[str]]:
     """Probe headers in parallel (I/O bound); return infos and the skipped files."""
+
     def safe(p: str):
         try:
             return probe(p)
@@ -100,7 +101,9 @@ def _probe_all(paths: Sequence[str], on_corrupt: str) -> tuple[list[ImageInfo], 
     for p, r in zip(paths, results, strict=True):
         if isinstance(r, Exception):
             if on_corrupt == "error":
-                raise InputError(f"{r} (or use --skip-bad to treat it as a missing section)") from None
+                raise InputError(
+                    f"{r} (or use --skip-bad to treat it as a missing section)"
+                ) from None
             warnings.warn(f"Skipping {r}", HistovolWarning, stacklevel=3)
             skipped.append(p)
         else:
@@ -201,7 +204,9 @@ def _has_number(path: str) -> bool:
     return last_number(path) is not None
 
 
-def _folder_meta(infos: list[ImageInfo], zs: list[int], sidecar: VolumeMeta | None, *, rgb: bool) -> VolumeMeta:
+def _folder_meta(
+    infos: list[ImageInfo], zs: list[int], sidecar: VolumeMeta | None, *, rgb: bool
+) -> VolumeMeta:
     names = [os.path.basename(i.path) for i in infos]
     try:
         pattern = infer_pattern(names)
@@ -262,7 +267,9 @@ def _read_sidecar(folder: Path) -> VolumeMeta | None:
         return None
 
 
-def _lazy_stack(infos: list[ImageInfo], canvas: tuple[int, int], channels: int, dtype: np.dtype) -> da.Array:
+def _lazy_stack(
+    infos: list[ImageInfo], canvas: tuple[int, int], channels: int, dtype: np.dtype
+) -> da.Array:
     """One dask chunk per section; a single graph layer, so opening is O(1) in graph size."""
     H, W = canvas
     n = len(infos)
@@ -297,7 +304,9 @@ def write_slice_folder(
     """Write a volume as one image per plane (drains :func:`iter_write_slice_folder`)."""
     from ..progress import drain
 
-    return drain(iter_write_slice_folder(volume, out, pattern=pattern, ext=ext, overwrite=overwrite))
+    return drain(
+        iter_write_slice_folder(volume, out, pattern=pattern, ext=ext, overwrite=overwrite)
+    )
 
 
 def iter_write_slice_folder(
@@ -324,7 +333,9 @@ def iter_write_slice_folder(
             "write .tif or .png slices instead."
         )
     if pattern.ext.lower() == ".png" and volume.dtype not in (np.uint8, np.uint16):
-        raise InputError(f".png holds 8 or 16-bit images but the volume is {volume.dtype}; write .tif.")
+        raise InputError(
+            f".png holds 8 or 16-bit images but the volume is {volume.dtype}; write .tif."
+        )
     names = [_plane_name(f, z, pattern) for f, z in zip(meta.files, meta.z_numbers, strict=True)]
     if len(set(names)) != len(names):
         raise InputError("The z numbers of the volume repeat; cannot name one file per plane.")

@@ -1,0 +1,65 @@
+"""npe2: the manifest validates, is the one napari loads, and every command imports."""
+
+from pathlib import Path
+
+import npe2
+import pytest
+
+from .conftest import REPO
+
+
+def test_manifest_validates_and_every_command_imports():
+    pm = npe2.PluginManager.instance()
+    pm.discover()
+    manifest = pm.get_manifest("napari-histovol")
+    assert manifest.display_name == "HistoVol"
+    npe2.PluginManifest.from_file(REPO / "napari.yaml").validate_imports()
+    for cmd in manifest.contributions.commands:
+        func = npe2.manifest.utils.import_python_name(cmd.python_name)
+        assert callable(func), cmd.python_name
+    assert {w.command for w in manifest.contributions.writers} == {
+        "napari-histovol.write_ome_zarr",
+        "napari-histovol.write_ome_tiff",
+        "napari-histovol.write_npy",
+    }
+
+
+def test_installed_manifest_is_the_top_level_napari_yaml():
+    import napari_histovol
+
+    installed = Path(napari_histovol.__file__).parent / "napari.yaml"
+    assert installed.read_text() == (REPO / "napari.yaml").read_text()
+
+
+def test_npe2_read_outside_a_viewer(make_sections):
+    folder, _ = make_sections(zs=(2, 3, 6))
+    npe2.PluginManager.instance().discover()
+    layers = npe2.read([str(folder)], stack=False, plugin_name="napari-histovol")
+    data, kwargs, kind = layers[0]
+    assert kind == "image" and data.shape[0] == 3
+    assert kwargs["metadata"]["histovol"]["gaps"] == [4, 5]
+
+
+def test_sample_data_is_registered():
+    pm = npe2.PluginManager.instance()
+    pm.discover()
+    samples = dict(pm.iter_sample_data())["napari-histovol"]
+    assert [s.key for s in samples] == ["lung_lesion3"]
+    data, kwargs, kind = samples[0].open()[0]
+    assert data.shape == (5, 661, 895, 3) and kwargs["rgb"]
+
+
+@pytest.mark.parametrize("name", ["v.ome.zarr", "v.ome.tif", "v.npy"])
+def test_writers_through_npe2(make_sections, tmp_path, name):
+    import numpy as np
+
+    from napari_histovol.core.io import read_volume
+
+    folder, _ = make_sections(zs=(1, 2))
+    npe2.PluginManager.instance().discover()
+    data, kwargs, _ = npe2.read([str(folder)], stack=False, plugin_name="napari-histovol")[0]
+    kwargs["scale"] = (4.0, 0.5, 0.5)
+    out = npe2.write(str(tmp_path / name), [(data, kwargs, "image")], plugin_name="napari-histovol")
+    back = read_volume(out[0])
+    np.testing.assert_array_equal(back.data.compute(), data.compute())
+    assert back.meta.scale == (4.0, 0.5, 0.5) and back.meta.z_numbers == (1, 2)

@@ -1,0 +1,71 @@
+"""Real napari viewers on a (virtual) display: the plugin's reader, sample and writer end to end."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_histovol.core.io import read_volume, write_volume
+
+from .conftest import tissue
+
+pytestmark = pytest.mark.gui
+
+
+def _not_blank(img: np.ndarray) -> bool:
+    rgb = img[..., :3].astype(float)
+    return rgb.std() > 10 and len(np.unique(rgb.reshape(-1, 3)[::97], axis=0)) > 20
+
+
+def test_open_slice_folder_with_scale_and_gaps(make_napari_viewer, tmp_path):
+    d = tmp_path / "sections"
+    d.mkdir()
+    for z in (1, 2, 4):
+        tifffile.imwrite(
+            d / f"s_{z:02d}.tif",
+            tissue((120, 160), z, dtype=np.uint16),
+            resolution=(1e4 / 0.5, 1e4 / 0.5),
+            resolutionunit="CENTIMETER",
+        )
+    viewer = make_napari_viewer(show=True)
+    layers = viewer.open(str(d), plugin="napari-histovol")
+    layer = layers[0]
+    assert layer.data.shape == (3, 120, 160)
+    assert tuple(layer.scale) == pytest.approx((0.5, 0.5, 0.5))
+    assert layer.metadata["histovol"]["gaps"] == [3]
+    assert layer.metadata["histovol"]["z_numbers"] == [1, 2, 4]
+    assert _not_blank(viewer.screenshot(canvas_only=True))
+
+
+def test_open_ome_zarr_as_multiscale_with_scale(make_napari_viewer, make_sections, tmp_path):
+    folder, _ = make_sections(zs=(1, 2, 3), shape=(600, 700), rgb=True)
+    out = tmp_path / "v.ome.zarr"
+    write_volume(read_volume(folder, pixel_size=0.25, section_spacing=5), out, n_levels=3)
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.open(str(out), plugin="napari-histovol")[0]
+    assert layer.multiscale and len(layer.data) == 3 and layer.rgb
+    assert tuple(layer.scale) == pytest.approx((5, 0.25, 0.25))
+    assert _not_blank(viewer.screenshot(canvas_only=True))
+
+
+def test_sample_opens_and_renders(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-histovol", "lung_lesion3")
+    layer = viewer.layers[-1]
+    assert layer.rgb and layer.data.shape == (5, 661, 895, 3)
+    assert layer.metadata["histovol"]["gaps"] == [2, 6]
+    shot = viewer.screenshot(canvas_only=True)
+    assert _not_blank(shot)
+    # stepping to another section changes the picture
+    viewer.dims.set_current_step(0, 4)
+    assert np.abs(viewer.screenshot(canvas_only=True).astype(int) - shot.astype(int)).mean() > 1
+
+
+def test_save_layer_through_plugin_writer(make_napari_viewer, make_sections, tmp_path):
+    folder, _ = make_sections(zs=(1, 3))
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.open(str(folder), plugin="napari-histovol")[0]
+    out = tmp_path / "saved.ome.zarr"
+    viewer.layers.save(str(out), selected=False, plugin="napari-histovol")
+    back = read_volume(out)
+    np.testing.assert_array_equal(back.data.compute(), np.asarray(layer.data))
+    assert back.meta.gaps == (2,)
