@@ -201,3 +201,26 @@ def test_non_positive_scale_is_refused(make_sections):
     folder, _ = make_sections()
     with pytest.raises(InputError, match="positive"):
         read_slice_folder(folder, pixel_size=0)
+
+
+def test_real_em_stack_from_shared_data(shared_data):
+    folder = shared_data / "isbi2012_sstem_train" / "train_image"
+    vol = read_slice_folder(folder)
+    assert vol.shape == (30, 512, 512) and vol.dtype == np.uint8
+    assert vol.meta.z_numbers == tuple(range(30)) and vol.meta.gaps == ()
+    assert vol.meta.pattern.width == 2
+    import imagecodecs
+
+    first = imagecodecs.png_decode((folder / vol.meta.files[7]).read_bytes())
+    np.testing.assert_array_equal(vol.data[7].compute(), first)
+
+
+def test_real_confocal_tiff_stack_opens_as_volume(shared_data):
+    from napari_histovol.core.io import read_volume
+
+    vol = read_volume(shared_data / "cells3d_nuclei_3d" / "nuclei.tif")
+    assert vol.shape == (60, 256, 256) and vol.dtype == np.uint16
+    np.testing.assert_array_equal(
+        vol.data[30].compute(),
+        tifffile.imread(shared_data / "cells3d_nuclei_3d" / "nuclei.tif")[30],
+    )
