@@ -137,6 +137,12 @@ def _to_zyxc(levels: list[da.Array], axes: str):
                 i = ax.index(name)
                 a = a[(slice(None),) * i + (0,)]
                 ax.pop(i)
+        if "Z" not in ax:
+            # a plain multi-page TIFF: tifffile names its page axis Q or I (or T in ImageJ
+            # files saved as time series); a single such axis is the section axis.
+            generic = [n for n in ax if n in "QIT"]
+            if len(generic) == 1:
+                ax[ax.index(generic[0])] = "Z"
         extra = [n for n in ax if n not in "ZYXSC"]
         if extra:
             raise InputError(
