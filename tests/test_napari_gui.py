@@ -69,3 +69,25 @@ def test_save_layer_through_plugin_writer(make_napari_viewer, make_sections, tmp
     back = read_volume(out)
     np.testing.assert_array_equal(back.data.compute(), np.asarray(layer.data))
     assert back.meta.gaps == (2,)
+
+
+def test_histovol_demo_opens_napari_and_saves_a_screenshot(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import imagecodecs
+
+    assert os.environ.get("DISPLAY"), "pytest-xvfb provides the display"
+    shot = tmp_path / "demo.png"
+    env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}
+    p = subprocess.run(
+        [sys.executable, "-m", "napari_histovol.cli", "demo", "--screenshot", str(shot)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert p.returncode == 0, p.stderr
+    img = imagecodecs.png_decode(shot.read_bytes())
+    assert img.shape[0] > 300 and _not_blank(img)
