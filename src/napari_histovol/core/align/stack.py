@@ -1,0 +1,295 @@
+"""Align a stack of sections: reference strategies, bad-section guards, QC, lazy warping."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import HistovolWarning, InputError
+from ..io.volume import Volume
+from ..progress import Progress, ProgressGenerator, drain
+from .channel import CHANNELS, prepare, registration_scale, tissue_fraction
+from .estimate import PairResult, overlap_ncc, register_pair, warp_image
+from .transforms import SectionTransform, rescale, save_transforms, transform_size
+from .warp import warp_volume
+
+METHODS = ("translation", "rigid", "affine", "elastic")
+REFERENCES = ("previous", "middle", "first")
+ENGINES = ("histovol", "stackreg")
+BLANK_TISSUE_FRACTION = 0.01
+LOW_NCC_Z = -3.5
+
+
+@dataclass
+class AlignResult:
+    """Aligned volume (lazy), one transform per section, and the QC report."""
+
+    volume: Volume
+    transforms: list[SectionTransform]
+    qc: dict[str, Any]
+    files: list[str] = field(default_factory=list)
+    z_numbers: list[int] = field(default_factory=list)
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+    source_shapes: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def flagged_z(self) -> list[int]:
+        """z numbers of the sections QC flagged (blank, failed, low similarity)."""
+        return [s["z"] for s in self.qc["sections"] if s["flags"]]
+
+    def save_transforms(self, path: str | os.PathLike) -> Path:
+        canvas = tuple(self.volume.shape[1:3])
+        return save_transforms(
+            path, self.transforms, files=self.files, z_numbers=self.z_numbers, offsets=self.offsets,
+            source_shapes=self.source_shapes, canvas=canvas,
+            extra={"method": self.qc["method"], "reference": self.qc["reference"], "engine": self.qc["engine"],
+                   "registration_scale": self.qc["registration_scale"]},
+        )
+
+    def save_qc(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text(json.dumps(self.qc, indent=1))
+        os.replace(tmp, path)
+        return path
+
+
+def align(volume: Volume, **kwargs: Any) -> AlignResult:
+    """Align a volume's sections (drains :func:`iter_align`)."""
+    return drain(iter_align(volume, **kwargs))
+
+
+def _check_options(method: str, reference: str, engine: str, channel: str, reg_size: int) -> None:
+    if method not in METHODS:
+        raise InputError(f"Unknown alignment method '{method}'; use one of {', '.join(METHODS)}.")
+    if reference not in REFERENCES:
+        raise InputError(f"Unknown reference '{reference}'; use one of {', '.join(REFERENCES)}.")
+    if engine not in ENGINES:
+        raise InputError(f"Unknown engine '{engine}'; use one of {', '.join(ENGINES)}.")
+    if engine == "stackreg" and method == "elastic":
+        raise InputError("The stackreg engine has no elastic method; use --engine histovol.")
+    if channel not in CHANNELS:
+        raise InputError(f"Unknown registration channel '{channel}'; use one of {', '.join(CHANNELS)}.")
+    if reg_size < 32:
+        raise InputError(f"The registration size must be at least 32 pixels, not {reg_size}.")
+
+
+def iter_align(
+    volume: Volume,
+    *,
+    method: str = "rigid",
+    reference: str = "previous",
+    engine: str = "histovol",
+    reg_size: int = 512,
+    channel: str = "auto",
+    coarse: bool = True,
+    workers: int = 2,
+) -> ProgressGenerator[AlignResult]:
+    """Estimate one transform per section and return the lazily warped volume with QC.
+
+    Parameters
+    ----------
+    volume
+        (Z, Y, X[, C]) sections on a common canvas (as read from a folder).
+    method
+        ``translation``, ``rigid`` (default), ``affine`` or ``elastic`` (affine plus a smooth
+        displacement field).
+    reference
+        ``previous`` (default): each section to its already aligned neighbour, outward from the
+        middle section, so drift accumulates over half the stack and a bad section is skipped
+        (the next one registers to the last good one); ``middle`` (the seed's choice) or
+        ``first``: every section directly to that section.
+    engine
+        ``histovol`` (coarse rotation search + ECC, any rotation) or ``stackreg`` (pystackreg /
+        TurboReg, as in the seed pipeline).
+    reg_size
+        Registration runs on copies whose larger side is at most this many pixels; the
+        transforms are scaled to full resolution.
+    channel
+        Registration channel: ``auto`` (optical density for brightfield RGB, inverted gray for
+        brightfield gray, intensity for dark backgrounds), ``od``, ``intensity``, ``inverted``.
+    coarse
+        Try an exhaustive rotation search besides the neighbour's transform (large rotations).
+    """
+    _check_options(method, reference, engine, channel, reg_size)
+    n = volume.shape[0]
+    meta = volume.meta.with_planes(n)
+    shape = tuple(volume.shape[1:3])
+    s = registration_scale(shape, reg_size)
+    # registration images, read once (in parallel; reading is the slow part for big sections)
+    regs: list[np.ndarray | None] = [None] * n
+
+    def prep(i: int) -> np.ndarray:
+        return prepare(np.asarray(volume.data[i].compute(scheduler="sync")), s, channel)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        for k, (i, r) in enumerate(zip(range(n), ex.map(prep, range(n)), strict=True)):
+            regs[i] = r
+            yield Progress(k + 1, n, f"section {meta.z_numbers[i]}", stage="prepare")
+    tissue = [tissue_fraction(r) for r in regs]
+    blank = [t < BLANK_TISSUE_FRACTION for t in tissue]
+    for i in range(n):
+        if blank[i]:
+            warnings.warn(f"Section z={meta.z_numbers[i]} ({_name(meta, i)}) is blank or nearly empty; "
+                          "it keeps its neighbour's transform.", HistovolWarning, stacklevel=2)
+    if n == 1:
+        warnings.warn("A single section: nothing to align; it is returned unchanged.", HistovolWarning, stacklevel=2)
+    if all(blank):
+        raise InputError("Every section looks blank; there is nothing to register.")
+
+    ref = {"first": 0}.get(reference, n // 2)
+    ref = _nearest_good(ref, blank)
+    mats: list[np.ndarray] = [np.eye(3) for _ in range(n)]
+    fields: list[np.ndarray | None] = [None] * n
+    flags: list[list[str]] = [[] for _ in range(n)]
+    scores: list[float | None] = [None] * n
+    for i in range(n):
+        if blank[i]:
+            flags[i].append("blank")
+
+    def aligned_small(i: int) -> np.ndarray:
+        return warp_image(regs[i], mats[i], regs[i].shape, fields[i])
+
+    def register(i: int, fixed: np.ndarray, init: np.ndarray) -> None:
+        res: PairResult = register_pair(fixed, regs[i], method=method, init=init, coarse=coarse, engine=engine)
+        init_score = overlap_ncc(fixed, regs[i], init)
+        if not res.ok or res.ncc < init_score - 0.02:
+            flags[i].append("failed")
+            warnings.warn(f"Section z={meta.z_numbers[i]} ({_name(meta, i)}) could not be registered "
+                          f"(NCC {res.ncc:.2f}); it keeps its neighbour's transform.", HistovolWarning, stacklevel=3)
+            mats[i], fields[i], scores[i] = init, None, init_score
+        else:
+            mats[i], fields[i], scores[i] = res.matrix, res.field, res.ncc
+
+    done = 0
+    total = max(1, n - 1)
+    if reference == "previous":
+        for step in (1, -1):
+            last_good = ref
+            i = ref + step
+            while 0 <= i < n:
+                if blank[i]:
+                    mats[i] = mats[last_good].copy()
+                else:
+                    register(i, aligned_small(last_good), mats[last_good])
+                    if "failed" not in flags[i]:
+                        last_good = i
+                done += 1
+                yield Progress(done, total, f"section {meta.z_numbers[i]}", stage="register")
+                i += step
+    else:
+        fixed = regs[ref]
+        for i in range(n):
+            if i == ref:
+                continue
+            if not blank[i]:
+                register(i, fixed, np.eye(3))
+            done += 1
+            yield Progress(done, total, f"section {meta.z_numbers[i]}", stage="register")
+
+    transforms = [
+        SectionTransform(rescale(mats[i], s), None if fields[i] is None else fields[i] / s, s) for i in range(n)
+    ]
+    qc = _qc_report(meta, regs, mats, fields, transforms, flags, shape, s, ref,
+                    method=method, reference=reference, engine=engine)
+    offsets = [tuple(o) for o in meta.extra.get("canvas_offsets", [[0, 0]] * n)]
+    source_shapes = [tuple(o) for o in meta.extra.get("source_shapes", [list(shape)] * n)]
+    data = warp_volume(volume.data, transforms, shape)
+    extra = {k: v for k, v in meta.extra.items() if k not in ("canvas_offsets", "source_shapes")}
+    extra["alignment"] = {"method": method, "reference": reference, "engine": engine,
+                          "reference_z": meta.z_numbers[ref], "flagged_z": [s_["z"] for s_ in qc["sections"] if s_["flags"]]}
+    out = Volume(data, replace(meta, extra=extra))
+    yield Progress(total, total, "done", stage="register")
+    return AlignResult(out, transforms, qc, files=list(meta.files), z_numbers=list(meta.z_numbers),
+                       offsets=offsets, source_shapes=source_shapes)
+
+
+def _name(meta, i: int) -> str:
+    return meta.files[i] if meta.files and meta.files[i] else f"plane {i}"
+
+
+def _nearest_good(i: int, blank: list[bool]) -> int:
+    order = sorted(range(len(blank)), key=lambda k: (abs(k - i), k))
+    return next(k for k in order if not blank[k])
+
+
+def _qc_report(meta, regs, mats, fields, transforms, flags, shape, s, ref, *, method, reference, engine) -> dict:
+    n = len(regs)
+    aligned = [warp_image(regs[i], mats[i], regs[i].shape, fields[i]) for i in range(n)]
+    pairs = []
+    for i in range(1, n):
+        before = overlap_ncc(regs[i - 1], regs[i], np.eye(3))
+        after = overlap_ncc(aligned[i - 1], aligned[i], np.eye(3))
+        pairs.append({"z_a": meta.z_numbers[i - 1], "z_b": meta.z_numbers[i], "ncc_before": before, "ncc_after": after,
+                      "flags": []})
+    afters = np.array([p["ncc_after"] for p in pairs]) if pairs else np.zeros(0)
+    if len(afters) >= 4:
+        med = float(np.median(afters))
+        mad = float(np.median(np.abs(afters - med))) * 1.4826 + 1e-6
+        for k, p in enumerate(pairs):
+            z = (p["ncc_after"] - med) / mad
+            p["robust_z"] = z
+            if z < LOW_NCC_Z:
+                p["flags"].append("low_similarity")
+        # a section whose both pairs are dissimilar is itself suspicious (torn, folded)
+        for i in range(n):
+            left = pairs[i - 1]["flags"] if i > 0 else ["low_similarity"]
+            right = pairs[i]["flags"] if i < n - 1 else ["low_similarity"]
+            if "low_similarity" in left and "low_similarity" in right and "low_similarity" not in flags[i]:
+                flags[i].append("low_similarity")
+    for k, p in enumerate(pairs):
+        for i in (k, k + 1):
+            for f in flags[i]:
+                if f in ("blank", "failed") and f not in p["flags"]:
+                    p["flags"].append(f)
+    sections = []
+    for i in range(n):
+        size = transform_size(transforms[i].matrix, shape)
+        sections.append({
+            "z": meta.z_numbers[i], "file": _name(meta, i), "flags": flags[i], **size,
+            "elastic_max_px": float(np.abs(transforms[i].field).max()) if transforms[i].field is not None else 0.0,
+        })
+    return {
+        "method": method, "reference": reference, "engine": engine, "registration_scale": s,
+        "reference_z": meta.z_numbers[ref],
+        "mean_ncc_before": float(np.mean([p["ncc_before"] for p in pairs])) if pairs else None,
+        "mean_ncc_after": float(np.mean([p["ncc_after"] for p in pairs])) if pairs else None,
+        "pairs": pairs, "sections": sections,
+    }
+
+
+def apply_transforms_file(volume: Volume, transforms_path: str | os.PathLike) -> Volume:
+    """Re-apply a ``T.json`` to a volume: another channel, or a higher-resolution copy of the
+    same sections (matrices are scaled by the ratio of the files' sizes)."""
+    from .transforms import load_transforms, scale_matrix
+
+    tf = load_transforms(transforms_path)
+    meta = volume.meta.with_planes(volume.shape[0])
+    if len(tf.transforms) != volume.shape[0]:
+        raise InputError(f"The transforms file has {len(tf.transforms)} slices but the input has "
+                         f"{volume.shape[0]}; give the same sections.")
+    shapes = meta.extra.get("source_shapes") or [list(volume.shape[1:3])] * volume.shape[0]
+    offsets = meta.extra.get("canvas_offsets") or [[0, 0]] * volume.shape[0]
+    ks = [shapes[i][0] / tf.source_shapes[i][0] for i in range(len(shapes))]
+    kx = [shapes[i][1] / tf.source_shapes[i][1] for i in range(len(shapes))]
+    k = float(np.median(ks))
+    if max(abs(a - k) for a in ks + kx) > 0.02 * k:
+        raise InputError("The sections are not a uniformly scaled copy of those the transforms were made for.")
+    out_shape = (round(tf.canvas[0] * k), round(tf.canvas[1] * k))
+    K = np.linalg.inv(scale_matrix(1.0 / k)) if k != 1 else np.eye(3)  # old pixel -> new pixel
+    transforms = []
+    for i, t in enumerate(tf.transforms):
+        m_file = K @ t.matrix @ np.linalg.inv(K)
+        off = np.array([[1, 0, offsets[i][1]], [0, 1, offsets[i][0]], [0, 0, 1.0]])
+        fld = None if t.field is None else t.field * k
+        transforms.append(SectionTransform(off @ m_file, fld, t.field_scale / k))
+    data = warp_volume(volume.data, transforms, out_shape)
+    extra = {kk: v for kk, v in meta.extra.items() if kk not in ("canvas_offsets", "source_shapes")}
+    return Volume(data, replace(meta, extra=extra))

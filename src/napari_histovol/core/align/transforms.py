@@ -1,0 +1,250 @@
+"""Section transforms: 3x3 matrices (aligned pixel -> source pixel), elastic fields, and the
+transforms file ``T.json``.
+
+Convention: ``matrix`` maps an aligned-image pixel (x, y, 1) to source-image pixel coordinates
+(pixel centres at integers). An elastic field ``u`` (2, h, w) lives on the aligned grid at the
+registration scale ``s``: source = M @ (x + u(x)), with u in full-resolution pixels after scaling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+
+TRANSFORMS_VERSION = 1
+
+
+@dataclass
+class SectionTransform:
+    """Where every aligned pixel of one section comes from.
+
+    ``matrix`` is in the coordinates of the section as read (the common canvas) at full
+    resolution; ``field`` (2, h, w) float32 holds (dx, dy) on the aligned grid at
+    ``field_scale`` (registration resolution), in full-resolution pixels, or is None.
+    """
+
+    matrix: np.ndarray
+    field: np.ndarray | None = None
+    field_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.matrix = np.asarray(self.matrix, dtype=np.float64).reshape(3, 3)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.field is None and np.allclose(self.matrix, np.eye(3))
+
+    def displacement_at(self, xy: np.ndarray) -> np.ndarray:
+        """Field value (dx, dy) at full-resolution aligned points ``xy`` (N, 2)."""
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        if self.field is None:
+            return np.zeros_like(xy)
+        s = self.field_scale
+        p = ((xy + 0.5) * s - 0.5).astype(np.float32)
+        n = len(p)
+        cols = 4096  # OpenCV maps must stay below 32767 a side
+        rows = -(-n // cols)
+        pad = rows * cols - n
+        px = np.pad(p[:, 0], (0, pad)).reshape(rows, cols)
+        py = np.pad(p[:, 1], (0, pad)).reshape(rows, cols)
+        return np.stack([self._sample(c, px, py).ravel()[:n] for c in range(2)], axis=1).astype(np.float64)
+
+    def displacement_on_grid(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Field (2, len(ys), len(xs)) at the full-resolution aligned grid ys x xs."""
+        s = self.field_scale
+        py, px = np.meshgrid(((ys + 0.5) * s - 0.5).astype(np.float32), ((xs + 0.5) * s - 0.5).astype(np.float32),
+                             indexing="ij")
+        return np.stack([self._sample(c, px, py) for c in range(2)])
+
+    def _sample(self, c: int, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+        return cv2.remap(self.field[c].astype(np.float32), px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def aligned_to_source(self, xy: np.ndarray) -> np.ndarray:
+        """Map aligned points (N, 2) in (x, y) to source points."""
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        q = xy + self.displacement_at(xy)
+        return _apply(self.matrix, q)
+
+    def source_to_aligned(self, xy: np.ndarray, iterations: int = 50) -> np.ndarray:
+        """Map source points (N, 2) to the aligned frame (inverting the field by fixed point)."""
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        q = _apply(np.linalg.inv(self.matrix), xy)
+        if self.field is None:
+            return q
+        x = q.copy()
+        for _ in range(iterations):
+            nxt = q - self.displacement_at(x)
+            if np.abs(nxt - x).max() < 1e-4:
+                x = nxt
+                break
+            x = nxt
+        return x
+
+    def translated(self, offset_xy: tuple[float, float]) -> SectionTransform:
+        """The same transform with source coordinates shifted by ``-offset`` (canvas -> file)."""
+        t = np.array([[1, 0, -offset_xy[0]], [0, 1, -offset_xy[1]], [0, 0, 1]], float)
+        return SectionTransform(t @ self.matrix, self.field, self.field_scale)
+
+
+def _apply(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    h = np.c_[xy, np.ones(len(xy))] @ m.T
+    return h[:, :2] / h[:, 2:3]
+
+
+def scale_matrix(s: float) -> np.ndarray:
+    """Pixel-centre-correct map from full-resolution to scale-``s`` pixel coordinates."""
+    return np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5], [0, 0, 1.0]])
+
+
+def rescale(matrix_small: np.ndarray, s: float) -> np.ndarray:
+    """A matrix estimated at scale ``s`` expressed at full resolution."""
+    a = scale_matrix(s)
+    return np.linalg.inv(a) @ matrix_small @ a
+
+
+def transform_size(m: np.ndarray, shape: tuple[int, int]) -> dict[str, float]:
+    """Translation (px, at the image centre), rotation (deg), scale and shear of a matrix."""
+    h, w = shape
+    c = np.array([(w - 1) / 2, (h - 1) / 2])
+    moved = _apply(m, c[None])[0]
+    a = m[:2, :2]
+    rot = float(np.degrees(np.arctan2(a[1, 0], a[0, 0])))
+    sx = float(np.hypot(a[0, 0], a[1, 0]))
+    det = float(np.linalg.det(a))
+    sy = det / sx if sx else 0.0
+    shear = float((a[0, 0] * a[0, 1] + a[1, 0] * a[1, 1]) / det) if det else 0.0
+    return {
+        "translation_px": float(np.hypot(*(moved - c))),
+        "rotation_deg": rot,
+        "scale_x": sx,
+        "scale_y": sy,
+        "shear": shear,
+    }
+
+
+# ------------------------------------------------------------------------ transforms file
+
+
+def save_transforms(
+    path: str | os.PathLike,
+    transforms: list[SectionTransform],
+    *,
+    files: list[str],
+    z_numbers: list[int],
+    offsets: list[tuple[int, int]],
+    source_shapes: list[tuple[int, int]],
+    canvas: tuple[int, int],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``T.json`` (and the elastic fields as .npy files in ``T.fields/``).
+
+    Matrices are written in each source file's own pixel coordinates (the canvas offset is
+    folded in), so that they apply to the files as they are on disk.
+    """
+    path = Path(path)
+    field_dir = path.with_name(path.stem + ".fields")
+    slices = []
+    for i, t in enumerate(transforms):
+        ft = t.translated((offsets[i][1], offsets[i][0]))
+        entry: dict[str, Any] = {
+            "file": files[i],
+            "z": int(z_numbers[i]),
+            "matrix": [[float(v) for v in row] for row in ft.matrix],
+            "field": None,
+            "source_shape": [int(v) for v in source_shapes[i]],
+            "canvas_offset": [int(offsets[i][0]), int(offsets[i][1])],
+        }
+        if t.field is not None:
+            field_dir.mkdir(parents=True, exist_ok=True)
+            fp = field_dir / f"{i:04d}_z{int(z_numbers[i])}.npy"
+            np.save(fp, t.field.astype(np.float32))
+            entry["field"] = str(fp.relative_to(path.parent))
+            entry["field_scale"] = float(t.field_scale)
+        slices.append(entry)
+    doc = {
+        "version": TRANSFORMS_VERSION,
+        "convention": "matrix maps aligned pixel (x, y, 1) to source-file pixel (x, y) at full "
+        "resolution; field (dx, dy) on the aligned grid at field_scale, in full-resolution pixels: "
+        "source = matrix @ (p + field(p))",
+        "canvas": [int(canvas[0]), int(canvas[1])],
+        "slices": slices,
+        **(extra or {}),
+    }
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class TransformsFile:
+    """A loaded ``T.json``: per-slice transforms in source-file coordinates."""
+
+    canvas: tuple[int, int]
+    files: list[str]
+    z_numbers: list[int]
+    transforms: list[SectionTransform]
+    source_shapes: list[tuple[int, int]]
+    raw: dict = field(default_factory=dict)
+
+    def index_of(self, slice_id: str) -> int:
+        """Find a slice by file name, z number, or 0-based position (``#3``)."""
+        if slice_id in self.files:
+            return self.files.index(slice_id)
+        base = os.path.basename(slice_id)
+        if base in self.files:
+            return self.files.index(base)
+        if slice_id.startswith("#") and slice_id[1:].isdigit():
+            i = int(slice_id[1:])
+            if 0 <= i < len(self.files):
+                return i
+        if slice_id.lstrip("-").isdigit() and int(slice_id) in self.z_numbers:
+            return self.z_numbers.index(int(slice_id))
+        raise InputError(
+            f"No slice '{slice_id}' in the transforms file; give a file name, a z number "
+            f"({self.z_numbers[0]}..{self.z_numbers[-1]}) or #index."
+        )
+
+
+def load_transforms(path: str | os.PathLike) -> TransformsFile:
+    """Read a ``T.json`` written by :func:`save_transforms`."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"The transforms file '{path}' does not exist.") from None
+    except ValueError as e:
+        raise InputError(f"'{path}' is not valid JSON ({e}).") from None
+    if not isinstance(doc, dict) or "slices" not in doc:
+        raise InputError(f"'{path}' is not a napari-histovol transforms file (no 'slices').")
+    ts, files, zs, shapes = [], [], [], []
+    for i, s in enumerate(doc["slices"]):
+        try:
+            m = np.asarray(s["matrix"], float)
+            if m.shape != (3, 3) or not np.isfinite(m).all():
+                raise ValueError("matrix must be 3x3 numbers")
+            fld = None
+            if s.get("field"):
+                fld = np.load(path.parent / s["field"]).astype(np.float32)
+            ts.append(SectionTransform(m, fld, float(s.get("field_scale", 1.0))))
+            files.append(str(s.get("file", "")))
+            zs.append(int(s.get("z", i)))
+            shapes.append(tuple(s.get("source_shape", doc.get("canvas", (0, 0)))))
+        except (KeyError, ValueError, TypeError, OSError) as e:
+            raise InputError(f"Slice {i} of '{path}' is malformed ({e}).") from None
+    return TransformsFile(tuple(doc.get("canvas", (0, 0))), files, zs, ts, shapes, doc)
+
+
+def apply_transforms(*args, **kwargs):
+    """Re-apply a transforms file to a volume (see :func:`napari_histovol.core.align.stack.apply_transforms_file`)."""
+    from .stack import apply_transforms_file
+
+    return apply_transforms_file(*args, **kwargs)
