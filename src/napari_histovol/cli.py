@@ -120,6 +120,82 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser(
+        "align",
+        help="align sections: translation, rigid, affine or elastic, with QC",
+        description="Align the sections of IN and write the aligned volume to OUT (format from its "
+        "suffix, as in convert). Registration runs on downsized copies; the transforms are applied to "
+        "the full-resolution sections.",
+    )
+    p.add_argument("input", help="folder of sections or volume")
+    p.add_argument("output", help="OUT.ome.zarr, OUT.ome.tif, OUT.npy or an output folder")
+    p.add_argument(
+        "--method", choices=("translation", "rigid", "affine", "elastic"), default="rigid"
+    )
+    p.add_argument(
+        "--reference",
+        choices=("previous", "middle", "first"),
+        default="previous",
+        help="previous: each to its aligned neighbour outward from the middle (default); "
+        "middle/first: all directly to that section",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("histovol", "stackreg"),
+        default="histovol",
+        help="histovol: coarse rotation search + ECC (default); stackreg: pystackreg as the seed",
+    )
+    p.add_argument(
+        "--reg-size",
+        type=_positive_int,
+        default=512,
+        metavar="PX",
+        help="register on copies at most PX pixels a side (default 512)",
+    )
+    p.add_argument(
+        "--channel",
+        choices=("auto", "od", "intensity", "inverted"),
+        default="auto",
+        help="registration channel (auto: optical density for brightfield RGB)",
+    )
+    p.add_argument(
+        "--transforms",
+        metavar="T.json",
+        help="write the transforms (matrix per slice, elastic fields)",
+    )
+    p.add_argument(
+        "--qc",
+        metavar="QC.json",
+        help="write the QC report (NCC before/after, transform sizes, flags)",
+    )
+    p.add_argument(
+        "--apply",
+        metavar="T.json",
+        help="do not register: apply these transforms (another channel or a "
+        "higher-resolution copy of the same sections)",
+    )
+    _add_scale_options(p)
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace OUT (and T.json / QC.json) if they exist"
+    )
+    p.add_argument("--workers", type=_positive_int, default=min(4, os.cpu_count() or 2))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_align)
+
+    p = sub.add_parser(
+        "warp-points",
+        help="map x,y points of one input slice into the aligned frame",
+        description="Map x,y points (landmarks, annotations) given in the pixel coordinates of one "
+        "input slice into the aligned frame, elastic part included. POINTS.csv needs x and y columns "
+        "(any case); other columns are kept.",
+    )
+    p.add_argument("transforms", metavar="T.json")
+    p.add_argument("slice", metavar="SLICE", help="the slice's file name, z number, or #index")
+    p.add_argument("points", metavar="POINTS.csv")
+    p.add_argument("output", metavar="OUT.csv")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_warp_points)
+
+    p = sub.add_parser(
         "demo",
         help="open the bundled sample sections in napari (--no-gui: write files only)",
         description="Open the bundled ANHIR lung-lesion sections in napari. With --no-gui (or "
@@ -220,6 +296,112 @@ def _reject_unused(args: argparse.Namespace, fmt: str) -> None:
     if given:
         flag = "--" + given[0].replace("_", "-")
         raise InputError(f"{flag} does not apply when writing {fmt} output.")
+
+
+def _write_side_file(path: str | None, overwrite: bool, writer) -> None:
+    if not path:
+        return
+    from .core.io.atomic import check_output
+
+    check_output(path, overwrite=overwrite)
+    writer(path)
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    from .core.align import apply_transforms, iter_align
+    from .core.io.atomic import check_output
+    from .core.io.detect import detect_format, iter_write_volume, read_volume
+    from .core.progress import drain_with_tqdm
+
+    detect_format(args.output, for_output=True)
+    check_output(args.output, overwrite=args.overwrite)
+    for side in (args.transforms, args.qc):
+        if side:
+            check_output(side, overwrite=args.overwrite)
+    vol = read_volume(
+        args.input,
+        on_corrupt="skip" if args.skip_bad else "error",
+        pixel_size=args.pixel_size,
+        section_spacing=args.section_spacing,
+    )
+    quiet = args.quiet or None
+    if args.apply:
+        aligned = apply_transforms(vol, args.apply)
+    else:
+        result = drain_with_tqdm(
+            iter_align(
+                vol,
+                method=args.method,
+                reference=args.reference,
+                engine=args.engine,
+                reg_size=args.reg_size,
+                channel=args.channel,
+                workers=args.workers,
+            ),
+            desc="align",
+            disable=quiet,
+        )
+        aligned = result.volume
+        _write_side_file(args.transforms, True, result.save_transforms)
+        _write_side_file(args.qc, True, result.save_qc)
+        flagged = result.flagged_z
+        q = result.qc
+        print(
+            f"aligned {vol.shape[0]} sections ({args.method}, reference {args.reference}): mean NCC of neighbours "
+            f"{q['mean_ncc_before'] if q['mean_ncc_before'] is not None else float('nan'):.3f} -> "
+            f"{q['mean_ncc_after'] if q['mean_ncc_after'] is not None else float('nan'):.3f}"
+            + (f"; flagged z: {', '.join(map(str, flagged))}" if flagged else "")
+        )
+    out = drain_with_tqdm(
+        iter_write_volume(aligned, args.output, overwrite=args.overwrite, workers=args.workers),
+        desc="align",
+        disable=quiet,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_warp_points(args: argparse.Namespace) -> int:
+    import csv
+
+    import numpy as np
+
+    from .core.align.transforms import load_transforms
+    from .core.io.atomic import atomic_output
+
+    tf = load_transforms(args.transforms)
+    i = tf.index_of(args.slice)
+    try:
+        with open(args.points, newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError as e:
+        raise InputError(f"Cannot read '{args.points}': {e.strerror}.") from None
+    if not rows:
+        raise InputError(f"'{args.points}' is empty.")
+    header = [h.strip() for h in rows[0]]
+    lower = [h.lower() for h in header]
+    if "x" not in lower or "y" not in lower:
+        raise InputError(
+            f"'{args.points}' needs x and y columns in its header line; it has {header}."
+        )
+    ix, iy = lower.index("x"), lower.index("y")
+    try:
+        pts = np.array([[float(r[ix]), float(r[iy])] for r in rows[1:] if r], float)
+    except (ValueError, IndexError) as e:
+        raise InputError(f"'{args.points}' has a row without numeric x, y ({e}).") from None
+    mapped = tf.transforms[i].source_to_aligned(pts) if len(pts) else pts
+    with (
+        atomic_output(args.output, overwrite=args.overwrite) as tmp,
+        open(tmp, "w", newline="") as f,
+    ):
+        w = csv.writer(f)
+        w.writerow(header)
+        for r, (x, y) in zip([r for r in rows[1:] if r], mapped, strict=True):
+            r = list(r)
+            r[ix], r[iy] = f"{x:.4f}", f"{y:.4f}"
+            w.writerow(r)
+    print(f"wrote {args.output} ({len(pts)} points of slice {tf.files[i] or i})")
+    return 0
 
 
 def _has_display() -> bool:

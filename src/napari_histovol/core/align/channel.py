@@ -26,14 +26,20 @@ def is_bright_background(img: np.ndarray) -> bool:
     return bg > 0.5 * top
 
 
+def auto_channel(img: np.ndarray) -> str:
+    """The channel kind ``auto`` picks for a section (decide once per stack: a per-section
+    choice could invert one section against its neighbours)."""
+    bright = is_bright_background(img)
+    return ("od" if img.ndim == 3 else "inverted") if bright else "intensity"
+
+
 def registration_channel(img: np.ndarray, kind: str = "auto") -> np.ndarray:
     """One float32 channel in which tissue is bright and the slide dark (not normalised)."""
     if kind not in CHANNELS:
         raise ValueError(f"channel must be one of {CHANNELS}")
     f = img.astype(np.float32, copy=False)
     if kind == "auto":
-        bright = is_bright_background(img)
-        kind = ("od" if img.ndim == 3 else "inverted") if bright else "intensity"
+        kind = auto_channel(img)
     if kind == "od":
         bg = np.maximum(np.asarray(background_value(img), np.float32), 1.0)
         od = -np.log(np.clip((f + 1.0) / (bg + 1.0), 1e-3, 1.0))

@@ -27,7 +27,12 @@ MOTIONS = {
     "affine": cv2.MOTION_AFFINE,
     "elastic": cv2.MOTION_AFFINE,
 }
-STACKREG_MODES = {"translation": "TRANSLATION", "rigid": "RIGID_BODY", "similarity": "SCALED_ROTATION", "affine": "AFFINE"}
+STACKREG_MODES = {
+    "translation": "TRANSLATION",
+    "rigid": "RIGID_BODY",
+    "similarity": "SCALED_ROTATION",
+    "affine": "AFFINE",
+}
 
 
 @dataclass
@@ -41,13 +46,26 @@ class PairResult:
     message: str = ""
 
 
-def warp_image(img: np.ndarray, matrix: np.ndarray, shape: tuple[int, int] | None = None,
-               field: np.ndarray | None = None, *, border: float = 0.0, interp: int = cv2.INTER_LINEAR) -> np.ndarray:
+def warp_image(
+    img: np.ndarray,
+    matrix: np.ndarray,
+    shape: tuple[int, int] | None = None,
+    field: np.ndarray | None = None,
+    *,
+    border: float = 0.0,
+    interp: int = cv2.INTER_LINEAR,
+) -> np.ndarray:
     """Warp a (small) image: output pixel p takes img at matrix @ (p + field(p))."""
     h, w = shape or img.shape[:2]
     if field is None:
-        return cv2.warpAffine(img, matrix[:2].astype(np.float64), (w, h), flags=interp | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+        return cv2.warpAffine(
+            img,
+            matrix[:2].astype(np.float64),
+            (w, h),
+            flags=interp | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=border,
+        )
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     qx, qy = xx + field[0], yy + field[1]
     m = matrix.astype(np.float32)
@@ -56,7 +74,9 @@ def warp_image(img: np.ndarray, matrix: np.ndarray, shape: tuple[int, int] | Non
     return cv2.remap(img, mx, my, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
 
 
-def valid_mask(shape: tuple[int, int], matrix: np.ndarray, src_shape: tuple[int, int], field=None) -> np.ndarray:
+def valid_mask(
+    shape: tuple[int, int], matrix: np.ndarray, src_shape: tuple[int, int], field=None
+) -> np.ndarray:
     ones = np.ones(src_shape, np.float32)
     return warp_image(ones, matrix, shape, field, interp=cv2.INTER_NEAREST) > 0.5
 
@@ -78,6 +98,10 @@ def overlap_ncc(fixed: np.ndarray, moving: np.ndarray, matrix: np.ndarray, field
     warped = warp_image(moving, matrix, fixed.shape, field)
     valid = valid_mask(fixed.shape, matrix, moving.shape, field)
     tissue = (fixed > 0.1) | (warped > 0.1)
+    if tissue[valid].mean() > 0.6 if valid.any() else False:
+        # content fills the frame (EM, dense fluorescence): a tissue mask would only select
+        # the bright structures and bias the correlation
+        return ncc(fixed, warped, valid)
     return ncc(fixed, warped, valid & tissue)
 
 
@@ -89,8 +113,15 @@ def _rotation_about_centre(angle_deg: float, shape: tuple[int, int]) -> np.ndarr
     return m
 
 
-def coarse_search(fixed: np.ndarray, moving: np.ndarray, *, size: int = 128, step_deg: float = 6.0,
-                  max_angle: float = 180.0, keep: int = 3) -> list[np.ndarray]:
+def coarse_search(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    *,
+    size: int = 128,
+    step_deg: float = 6.0,
+    max_angle: float = 180.0,
+    keep: int = 3,
+) -> list[np.ndarray]:
     """Best rigid starts (fixed -> moving matrices, at the input scale) over all rotations.
 
     At each angle the moving image is rotated about its centre and the shift found by phase
@@ -117,8 +148,16 @@ def coarse_search(fixed: np.ndarray, moving: np.ndarray, *, size: int = 128, ste
     return [rescale(c, s) for _, c in scored[:keep]]
 
 
-def ecc_refine(fixed: np.ndarray, moving: np.ndarray, init: np.ndarray, motion: int,
-               *, levels: int = 3, iterations: int = 100, eps: float = 1e-6) -> tuple[np.ndarray, bool]:
+def ecc_refine(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    init: np.ndarray,
+    motion: int,
+    *,
+    levels: int = 3,
+    iterations: int = 100,
+    eps: float = 1e-6,
+) -> tuple[np.ndarray, bool]:
     """Coarse-to-fine ECC from ``init``; returns (matrix, converged)."""
     m = init.copy()
     ok = True
@@ -135,8 +174,13 @@ def ecc_refine(fixed: np.ndarray, moving: np.ndarray, init: np.ndarray, motion: 
             warp = np.array([[1, 0, warp[0, 2]], [0, 1, warp[1, 2]]], np.float32)
         try:
             _, warp = cv2.findTransformECC(
-                f, mv, warp, motion,
-                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, eps), None, 5,
+                f,
+                mv,
+                warp,
+                motion,
+                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, eps),
+                None,
+                5,
             )
         except cv2.error:
             ok = False
@@ -146,8 +190,14 @@ def ecc_refine(fixed: np.ndarray, moving: np.ndarray, init: np.ndarray, motion: 
     return m, ok
 
 
-def elastic_field(fixed: np.ndarray, moving: np.ndarray, matrix: np.ndarray, *, smooth_frac: float = 0.015,
-                  max_frac: float = 0.05) -> np.ndarray:
+def elastic_field(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    matrix: np.ndarray,
+    *,
+    smooth_frac: float = 0.015,
+    max_frac: float = 0.05,
+) -> np.ndarray:
     """Smooth displacement u (2, h, w) on the fixed grid such that moving(M(p + u)) ~ fixed(p).
 
     DIS optical flow between the fixed image and the affinely warped moving image, smoothed
@@ -167,8 +217,15 @@ def elastic_field(fixed: np.ndarray, moving: np.ndarray, matrix: np.ndarray, *, 
     return np.clip(u, -lim, lim).astype(np.float32)
 
 
-def register_pair(fixed: np.ndarray, moving: np.ndarray, *, method: str = "rigid", init: np.ndarray | None = None,
-                  coarse: bool = True, engine: str = "histovol") -> PairResult:
+def register_pair(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    *,
+    method: str = "rigid",
+    init: np.ndarray | None = None,
+    coarse: bool = True,
+    engine: str = "histovol",
+) -> PairResult:
     """Register ``moving`` onto ``fixed``; the best of the given start and the coarse search wins."""
     if engine == "stackreg":
         return _register_stackreg(fixed, moving, method)
@@ -177,7 +234,8 @@ def register_pair(fixed: np.ndarray, moving: np.ndarray, *, method: str = "rigid
     if coarse:
         starts += coarse_search(fixed, moving)
     best = None
-    for start in starts:
+    init_score = None
+    for k, start in enumerate(starts):
         # OpenCV's ECC parametrises rotation by asin and fails beyond +-90 degrees: refine
         # large rotations against a copy of the moving image pre-rotated by the start angle.
         angle = math.degrees(math.atan2(start[1, 0], start[0, 0]))
@@ -195,6 +253,12 @@ def register_pair(fixed: np.ndarray, moving: np.ndarray, *, method: str = "rigid
                 m = m2
         m = pre @ m
         score = overlap_ncc(fixed, moving, m)
+        if k == 0:
+            init_score = score
+        elif score < init_score + max(0.05, 0.25 * abs(init_score)):
+            # a far-away start must win clearly: on self-similar texture (EM) a spurious
+            # rotation can score about as well as the true, nearby answer
+            continue
         if best is None or score > best.ncc:
             best = PairResult(m, None, score, ok)
     if method == "elastic" and best is not None:

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import HistovolWarning, InputError
 from ..io.volume import Volume
 from ..progress import Progress, ProgressGenerator, drain
-from .channel import CHANNELS, prepare, registration_scale, tissue_fraction
+from .channel import CHANNELS, auto_channel, prepare, registration_scale, tissue_fraction
 from .estimate import PairResult, overlap_ncc, register_pair, warp_image
 from .transforms import SectionTransform, rescale, save_transforms, transform_size
 from .warp import warp_volume
@@ -47,10 +47,19 @@ class AlignResult:
     def save_transforms(self, path: str | os.PathLike) -> Path:
         canvas = tuple(self.volume.shape[1:3])
         return save_transforms(
-            path, self.transforms, files=self.files, z_numbers=self.z_numbers, offsets=self.offsets,
-            source_shapes=self.source_shapes, canvas=canvas,
-            extra={"method": self.qc["method"], "reference": self.qc["reference"], "engine": self.qc["engine"],
-                   "registration_scale": self.qc["registration_scale"]},
+            path,
+            self.transforms,
+            files=self.files,
+            z_numbers=self.z_numbers,
+            offsets=self.offsets,
+            source_shapes=self.source_shapes,
+            canvas=canvas,
+            extra={
+                "method": self.qc["method"],
+                "reference": self.qc["reference"],
+                "engine": self.qc["engine"],
+                "registration_scale": self.qc["registration_scale"],
+            },
         )
 
     def save_qc(self, path: str | os.PathLike) -> Path:
@@ -76,7 +85,9 @@ def _check_options(method: str, reference: str, engine: str, channel: str, reg_s
     if engine == "stackreg" and method == "elastic":
         raise InputError("The stackreg engine has no elastic method; use --engine histovol.")
     if channel not in CHANNELS:
-        raise InputError(f"Unknown registration channel '{channel}'; use one of {', '.join(CHANNELS)}.")
+        raise InputError(
+            f"Unknown registration channel '{channel}'; use one of {', '.join(CHANNELS)}."
+        )
     if reg_size < 32:
         raise InputError(f"The registration size must be at least 32 pixels, not {reg_size}.")
 
@@ -90,6 +101,7 @@ def iter_align(
     reg_size: int = 512,
     channel: str = "auto",
     coarse: bool = True,
+    detrend: bool = False,
     workers: int = 2,
 ) -> ProgressGenerator[AlignResult]:
     """Estimate one transform per section and return the lazily warped volume with QC.
@@ -117,6 +129,10 @@ def iter_align(
         brightfield gray, intensity for dark backgrounds), ``od``, ``intensity``, ``inverted``.
     coarse
         Try an exhaustive rotation search besides the neighbour's transform (large rotations).
+    detrend
+        With ``previous``: divide out the linear z-trend of the chained rotations and shifts
+        (accumulated registration error on stacks whose neighbours differ a lot, such as
+        serial EM). Off by default: it also removes a real steady turn of the specimen.
     """
     _check_options(method, reference, engine, channel, reg_size)
     n = volume.shape[0]
@@ -125,6 +141,13 @@ def iter_align(
     s = registration_scale(shape, reg_size)
     # registration images, read once (in parallel; reading is the slow part for big sections)
     regs: list[np.ndarray | None] = [None] * n
+    if channel == "auto":
+        # one channel kind for the whole stack, chosen on a few sections
+        probe_idx = sorted({0, n // 2, n - 1})
+        kinds = [
+            auto_channel(np.asarray(volume.data[i].compute(scheduler="sync"))) for i in probe_idx
+        ]
+        channel = max(set(kinds), key=kinds.count)
 
     def prep(i: int) -> np.ndarray:
         return prepare(np.asarray(volume.data[i].compute(scheduler="sync")), s, channel)
@@ -137,10 +160,18 @@ def iter_align(
     blank = [t < BLANK_TISSUE_FRACTION for t in tissue]
     for i in range(n):
         if blank[i]:
-            warnings.warn(f"Section z={meta.z_numbers[i]} ({_name(meta, i)}) is blank or nearly empty; "
-                          "it keeps its neighbour's transform.", HistovolWarning, stacklevel=2)
+            warnings.warn(
+                f"Section z={meta.z_numbers[i]} ({_name(meta, i)}) is blank or nearly empty; "
+                "it keeps its neighbour's transform.",
+                HistovolWarning,
+                stacklevel=2,
+            )
     if n == 1:
-        warnings.warn("A single section: nothing to align; it is returned unchanged.", HistovolWarning, stacklevel=2)
+        warnings.warn(
+            "A single section: nothing to align; it is returned unchanged.",
+            HistovolWarning,
+            stacklevel=2,
+        )
     if all(blank):
         raise InputError("Every section looks blank; there is nothing to register.")
 
@@ -158,29 +189,52 @@ def iter_align(
         return warp_image(regs[i], mats[i], regs[i].shape, fields[i])
 
     def register(i: int, fixed: np.ndarray, init: np.ndarray) -> None:
-        res: PairResult = register_pair(fixed, regs[i], method=method, init=init, coarse=coarse, engine=engine)
+        res: PairResult = register_pair(
+            fixed, regs[i], method=method, init=init, coarse=coarse, engine=engine
+        )
         init_score = overlap_ncc(fixed, regs[i], init)
         if not res.ok or res.ncc < init_score - 0.02:
             flags[i].append("failed")
-            warnings.warn(f"Section z={meta.z_numbers[i]} ({_name(meta, i)}) could not be registered "
-                          f"(NCC {res.ncc:.2f}); it keeps its neighbour's transform.", HistovolWarning, stacklevel=3)
+            warnings.warn(
+                f"Section z={meta.z_numbers[i]} ({_name(meta, i)}) could not be registered "
+                f"(NCC {res.ncc:.2f}); it keeps its neighbour's transform.",
+                HistovolWarning,
+                stacklevel=3,
+            )
             mats[i], fields[i], scores[i] = init, None, init_score
         else:
             mats[i], fields[i], scores[i] = res.matrix, res.field, res.ncc
+            if _dissimilar(
+                res.ncc,
+                [scores[k] for k in range(n) if scores[k] is not None and k != i and not flags[k]],
+            ):
+                flags[i].append("low_similarity")
+                warnings.warn(
+                    f"Section z={meta.z_numbers[i]} ({_name(meta, i)}) matches its neighbour poorly "
+                    f"(NCC {res.ncc:.2f}): torn, folded or unrelated? Its neighbours do not register "
+                    "to it.",
+                    HistovolWarning,
+                    stacklevel=3,
+                )
 
     done = 0
     total = max(1, n - 1)
     if reference == "previous":
         for step in (1, -1):
-            last_good = ref
+            last_good, prev_good = ref, None
             i = ref + step
             while 0 <= i < n:
                 if blank[i]:
                     mats[i] = mats[last_good].copy()
                 else:
-                    register(i, aligned_small(last_good), mats[last_good])
-                    if "failed" not in flags[i]:
-                        last_good = i
+                    # the guard against drift: register to the mean of the last two good aligned
+                    # sections, so one section's own content pulls the chain less
+                    fixed = aligned_small(last_good)
+                    if prev_good is not None:
+                        fixed = 0.5 * (fixed + aligned_small(prev_good))
+                    register(i, fixed, mats[last_good])
+                    if not flags[i]:
+                        prev_good, last_good = last_good, i
                 done += 1
                 yield Progress(done, total, f"section {meta.z_numbers[i]}", stage="register")
                 i += step
@@ -194,21 +248,78 @@ def iter_align(
             done += 1
             yield Progress(done, total, f"section {meta.z_numbers[i]}", stage="register")
 
+    if reference == "previous" and detrend and n >= 6:
+        mats = remove_drift(mats, regs[ref].shape)
     transforms = [
-        SectionTransform(rescale(mats[i], s), None if fields[i] is None else fields[i] / s, s) for i in range(n)
+        SectionTransform(rescale(mats[i], s), None if fields[i] is None else fields[i] / s, s)
+        for i in range(n)
     ]
-    qc = _qc_report(meta, regs, mats, fields, transforms, flags, shape, s, ref,
-                    method=method, reference=reference, engine=engine)
+    qc = _qc_report(
+        meta,
+        regs,
+        mats,
+        fields,
+        transforms,
+        flags,
+        shape,
+        s,
+        ref,
+        method=method,
+        reference=reference,
+        engine=engine,
+    )
     offsets = [tuple(o) for o in meta.extra.get("canvas_offsets", [[0, 0]] * n)]
     source_shapes = [tuple(o) for o in meta.extra.get("source_shapes", [list(shape)] * n)]
     data = warp_volume(volume.data, transforms, shape)
     extra = {k: v for k, v in meta.extra.items() if k not in ("canvas_offsets", "source_shapes")}
-    extra["alignment"] = {"method": method, "reference": reference, "engine": engine,
-                          "reference_z": meta.z_numbers[ref], "flagged_z": [s_["z"] for s_ in qc["sections"] if s_["flags"]]}
+    extra["alignment"] = {
+        "method": method,
+        "reference": reference,
+        "engine": engine,
+        "reference_z": meta.z_numbers[ref],
+        "flagged_z": [s_["z"] for s_ in qc["sections"] if s_["flags"]],
+    }
     out = Volume(data, replace(meta, extra=extra))
     yield Progress(total, total, "done", stage="register")
-    return AlignResult(out, transforms, qc, files=list(meta.files), z_numbers=list(meta.z_numbers),
-                       offsets=offsets, source_shapes=source_shapes)
+    return AlignResult(
+        out,
+        transforms,
+        qc,
+        files=list(meta.files),
+        z_numbers=list(meta.z_numbers),
+        offsets=offsets,
+        source_shapes=source_shapes,
+    )
+
+
+def remove_drift(mats: list[np.ndarray], shape: tuple[int, int]) -> list[np.ndarray]:
+    """Divide out the linear z-trend of the rigid part (rotation, shift of the centre) of
+    chained transforms: a random walk of registration errors is mostly such a trend, while
+    per-section jitter is not (only ~2/n of it is removed)."""
+    n = len(mats)
+    h, w = shape
+    c = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
+    z = np.arange(n, dtype=float)
+    ang = np.unwrap([np.arctan2(m[1, 0], m[0, 0]) for m in mats])
+    shift = np.array([(m @ c)[:2] - c[:2] for m in mats])
+    fit = lambda v: np.polyval(np.polyfit(z, v, 1), z)  # noqa: E731
+    ang_s = fit(ang)
+    shift_s = np.stack([fit(shift[:, 0]), fit(shift[:, 1])], axis=1)
+    to_c = np.array([[1, 0, c[0]], [0, 1, c[1]], [0, 0, 1.0]])
+    out = []
+    for i in range(n):
+        ca, sa = np.cos(ang_s[i]), np.sin(ang_s[i])
+        t = to_c @ np.array([[ca, -sa, 0], [sa, ca, 0], [0, 0, 1.0]]) @ np.linalg.inv(to_c)
+        t[:2, 2] += shift_s[i]
+        out.append(mats[i] @ np.linalg.inv(t))
+    return out
+
+
+def _dissimilar(score: float, accepted: list[float]) -> bool:
+    """A registration so poor next to the others that the section should not be a reference."""
+    if score < 0.02:
+        return True
+    return len(accepted) >= 2 and score < 0.3 * float(np.median(accepted))
 
 
 def _name(meta, i: int) -> str:
@@ -220,29 +331,49 @@ def _nearest_good(i: int, blank: list[bool]) -> int:
     return next(k for k in order if not blank[k])
 
 
-def _qc_report(meta, regs, mats, fields, transforms, flags, shape, s, ref, *, method, reference, engine) -> dict:
+def _qc_report(
+    meta, regs, mats, fields, transforms, flags, shape, s, ref, *, method, reference, engine
+) -> dict:
     n = len(regs)
     aligned = [warp_image(regs[i], mats[i], regs[i].shape, fields[i]) for i in range(n)]
     pairs = []
+    blank = ["blank" in f for f in flags]
     for i in range(1, n):
-        before = overlap_ncc(regs[i - 1], regs[i], np.eye(3))
-        after = overlap_ncc(aligned[i - 1], aligned[i], np.eye(3))
-        pairs.append({"z_a": meta.z_numbers[i - 1], "z_b": meta.z_numbers[i], "ncc_before": before, "ncc_after": after,
-                      "flags": []})
-    afters = np.array([p["ncc_after"] for p in pairs]) if pairs else np.zeros(0)
-    if len(afters) >= 4:
+        skip = blank[i - 1] or blank[i]
+        before = None if skip else overlap_ncc(regs[i - 1], regs[i], np.eye(3))
+        after = None if skip else overlap_ncc(aligned[i - 1], aligned[i], np.eye(3))
+        pairs.append(
+            {
+                "z_a": meta.z_numbers[i - 1],
+                "z_b": meta.z_numbers[i],
+                "ncc_before": before,
+                "ncc_after": after,
+                "flags": [],
+            }
+        )
+    afters = np.array([p["ncc_after"] for p in pairs if p["ncc_after"] is not None])
+    if len(afters) >= 3:
         med = float(np.median(afters))
-        mad = float(np.median(np.abs(afters - med))) * 1.4826 + 1e-6
-        for k, p in enumerate(pairs):
+        # a floor on the spread: in a clean stack every NCC is alike and tiny differences
+        # must not count as outliers
+        mad = max(float(np.median(np.abs(afters - med))) * 1.4826, 0.03)
+        typical = float(np.percentile(afters, 75))
+        for p in pairs:
+            if p["ncc_after"] is None:
+                continue
             z = (p["ncc_after"] - med) / mad
             p["robust_z"] = z
-            if z < LOW_NCC_Z:
+            if z < LOW_NCC_Z or (typical > 0.2 and p["ncc_after"] < 0.5 * typical):
                 p["flags"].append("low_similarity")
-        # a section whose both pairs are dissimilar is itself suspicious (torn, folded)
+        # a section whose pairs on both sides are dissimilar is itself suspicious (torn, folded)
         for i in range(n):
             left = pairs[i - 1]["flags"] if i > 0 else ["low_similarity"]
             right = pairs[i]["flags"] if i < n - 1 else ["low_similarity"]
-            if "low_similarity" in left and "low_similarity" in right and "low_similarity" not in flags[i]:
+            if (
+                "low_similarity" in left
+                and "low_similarity" in right
+                and "low_similarity" not in flags[i]
+            ):
                 flags[i].append("low_similarity")
     for k, p in enumerate(pairs):
         for i in (k, k + 1):
@@ -252,17 +383,33 @@ def _qc_report(meta, regs, mats, fields, transforms, flags, shape, s, ref, *, me
     sections = []
     for i in range(n):
         size = transform_size(transforms[i].matrix, shape)
-        sections.append({
-            "z": meta.z_numbers[i], "file": _name(meta, i), "flags": flags[i], **size,
-            "elastic_max_px": float(np.abs(transforms[i].field).max()) if transforms[i].field is not None else 0.0,
-        })
+        sections.append(
+            {
+                "z": meta.z_numbers[i],
+                "file": _name(meta, i),
+                "flags": flags[i],
+                **size,
+                "elastic_max_px": float(np.abs(transforms[i].field).max())
+                if transforms[i].field is not None
+                else 0.0,
+            }
+        )
     return {
-        "method": method, "reference": reference, "engine": engine, "registration_scale": s,
+        "method": method,
+        "reference": reference,
+        "engine": engine,
+        "registration_scale": s,
         "reference_z": meta.z_numbers[ref],
-        "mean_ncc_before": float(np.mean([p["ncc_before"] for p in pairs])) if pairs else None,
-        "mean_ncc_after": float(np.mean([p["ncc_after"] for p in pairs])) if pairs else None,
-        "pairs": pairs, "sections": sections,
+        "mean_ncc_before": _mean([p["ncc_before"] for p in pairs]),
+        "mean_ncc_after": _mean([p["ncc_after"] for p in pairs]),
+        "pairs": pairs,
+        "sections": sections,
     }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    v = [x for x in values if x is not None]
+    return float(np.mean(v)) if v else None
 
 
 def apply_transforms_file(volume: Volume, transforms_path: str | os.PathLike) -> Volume:
@@ -273,15 +420,19 @@ def apply_transforms_file(volume: Volume, transforms_path: str | os.PathLike) ->
     tf = load_transforms(transforms_path)
     meta = volume.meta.with_planes(volume.shape[0])
     if len(tf.transforms) != volume.shape[0]:
-        raise InputError(f"The transforms file has {len(tf.transforms)} slices but the input has "
-                         f"{volume.shape[0]}; give the same sections.")
+        raise InputError(
+            f"The transforms file has {len(tf.transforms)} slices but the input has "
+            f"{volume.shape[0]}; give the same sections."
+        )
     shapes = meta.extra.get("source_shapes") or [list(volume.shape[1:3])] * volume.shape[0]
     offsets = meta.extra.get("canvas_offsets") or [[0, 0]] * volume.shape[0]
     ks = [shapes[i][0] / tf.source_shapes[i][0] for i in range(len(shapes))]
     kx = [shapes[i][1] / tf.source_shapes[i][1] for i in range(len(shapes))]
     k = float(np.median(ks))
     if max(abs(a - k) for a in ks + kx) > 0.02 * k:
-        raise InputError("The sections are not a uniformly scaled copy of those the transforms were made for.")
+        raise InputError(
+            "The sections are not a uniformly scaled copy of those the transforms were made for."
+        )
     out_shape = (round(tf.canvas[0] * k), round(tf.canvas[1] * k))
     K = np.linalg.inv(scale_matrix(1.0 / k)) if k != 1 else np.eye(3)  # old pixel -> new pixel
     transforms = []

@@ -55,17 +55,28 @@ class SectionTransform:
         pad = rows * cols - n
         px = np.pad(p[:, 0], (0, pad)).reshape(rows, cols)
         py = np.pad(p[:, 1], (0, pad)).reshape(rows, cols)
-        return np.stack([self._sample(c, px, py).ravel()[:n] for c in range(2)], axis=1).astype(np.float64)
+        return np.stack([self._sample(c, px, py).ravel()[:n] for c in range(2)], axis=1).astype(
+            np.float64
+        )
 
     def displacement_on_grid(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Field (2, len(ys), len(xs)) at the full-resolution aligned grid ys x xs."""
         s = self.field_scale
-        py, px = np.meshgrid(((ys + 0.5) * s - 0.5).astype(np.float32), ((xs + 0.5) * s - 0.5).astype(np.float32),
-                             indexing="ij")
+        py, px = np.meshgrid(
+            ((ys + 0.5) * s - 0.5).astype(np.float32),
+            ((xs + 0.5) * s - 0.5).astype(np.float32),
+            indexing="ij",
+        )
         return np.stack([self._sample(c, px, py) for c in range(2)])
 
     def _sample(self, c: int, px: np.ndarray, py: np.ndarray) -> np.ndarray:
-        return cv2.remap(self.field[c].astype(np.float32), px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.remap(
+            self.field[c].astype(np.float32),
+            px,
+            py,
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
 
     def aligned_to_source(self, xy: np.ndarray) -> np.ndarray:
         """Map aligned points (N, 2) in (x, y) to source points."""

@@ -19,8 +19,14 @@ _CV_MAX_SIDE = 32000  # OpenCV's remap/warpAffine work on images below SHRT_MAX 
 STRIP_ROWS = 1024
 
 
-def warp_section(plane: np.ndarray, t: SectionTransform, out_shape: tuple[int, int], *,
-                 fill: np.ndarray | None = None, strip_rows: int = STRIP_ROWS) -> np.ndarray:
+def warp_section(
+    plane: np.ndarray,
+    t: SectionTransform,
+    out_shape: tuple[int, int],
+    *,
+    fill: np.ndarray | None = None,
+    strip_rows: int = STRIP_ROWS,
+) -> np.ndarray:
     """Warp one (Y, X[, C]) section into an ``out_shape`` aligned frame."""
     if fill is None:
         fill = background_value(plane)
@@ -28,15 +34,26 @@ def warp_section(plane: np.ndarray, t: SectionTransform, out_shape: tuple[int, i
     if plane.dtype not in _CV_DTYPES:
         work = plane.astype(np.float32)
     if work.ndim == 3 and work.shape[2] > 4:
-        return np.stack([warp_section(plane[..., c], t, out_shape, fill=np.asarray(fill).reshape(-1)[c])
-                         for c in range(plane.shape[2])], axis=-1)
+        return np.stack(
+            [
+                warp_section(plane[..., c], t, out_shape, fill=np.asarray(fill).reshape(-1)[c])
+                for c in range(plane.shape[2])
+            ],
+            axis=-1,
+        )
     border = tuple(float(v) for v in np.atleast_1d(fill)) + (0.0,) * 3
     H, W = out_shape
     out = np.empty((H, W) + plane.shape[2:], dtype=work.dtype)
     big = max(plane.shape[:2]) >= _CV_MAX_SIDE or max(H, W) >= _CV_MAX_SIDE
     if t.field is None and not big:
-        out[...] = cv2.warpAffine(work, t.matrix[:2], (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=border[:4]).reshape(out.shape)
+        out[...] = cv2.warpAffine(
+            work,
+            t.matrix[:2],
+            (W, H),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=border[:4],
+        ).reshape(out.shape)
     else:
         m = t.matrix.astype(np.float64)
         xs = np.arange(W, dtype=np.float64)
@@ -60,15 +77,22 @@ def warp_section(plane: np.ndarray, t: SectionTransform, out_shape: tuple[int, i
 
 def _remap(img: np.ndarray, mx: np.ndarray, my: np.ndarray, border: tuple, big: bool) -> np.ndarray:
     if not big:
-        return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=border[:4])
+        return cv2.remap(
+            img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=border[:4]
+        )
     from scipy import ndimage as ndi
 
     chans = [img] if img.ndim == 2 else [img[..., c] for c in range(img.shape[2])]
-    outs = [ndi.map_coordinates(c, [my, mx], order=1, mode="constant", cval=border[i]) for i, c in enumerate(chans)]
+    outs = [
+        ndi.map_coordinates(c, [my, mx], order=1, mode="constant", cval=border[i])
+        for i, c in enumerate(chans)
+    ]
     return outs[0] if img.ndim == 2 else np.stack(outs, axis=-1)
 
 
-def warp_volume(data: da.Array, transforms: list[SectionTransform], out_shape: tuple[int, int]) -> da.Array:
+def warp_volume(
+    data: da.Array, transforms: list[SectionTransform], out_shape: tuple[int, int]
+) -> da.Array:
     """Lazily warp every section of a (Z, Y, X[, C]) dask array (one task per section)."""
     data = data.rechunk((1,) + data.shape[1:])
     H, W = out_shape

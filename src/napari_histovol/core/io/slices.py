@@ -196,8 +196,14 @@ def read_slice_folder(
     # where each file's pixel (0, 0) lands on the canvas, and the files' own sizes: the
     # transforms file maps aligned pixels to file pixels with these
     offsets = [[(canvas[0] - i.shape[0]) // 2, (canvas[1] - i.shape[1]) // 2] for i in infos]
-    meta = replace(meta, extra={**meta.extra, "canvas_offsets": offsets,
-                                "source_shapes": [list(i.shape) for i in infos]})
+    meta = replace(
+        meta,
+        extra={
+            **meta.extra,
+            "canvas_offsets": offsets,
+            "source_shapes": [list(i.shape) for i in infos],
+        },
+    )
 
     data = _lazy_stack(infos, canvas, channels, dtype)
     return Volume(data=data, meta=meta)
