@@ -155,7 +155,8 @@ def main() -> None:
         "ratio_ome_zarr_to_numpy_save_throughput": results["ome-zarr"]["mb_per_s"] / npy,
         "ratio_ome_zarr_lz4_to_numpy_save_throughput": results["ome-zarr-lz4"]["mb_per_s"] / npy,
         "ratio_ome_tiff_to_numpy_save_throughput": results["ome-tiff"]["mb_per_s"] / npy,
-        "ratio_ome_zarr_to_numpy_end_to_end": results["ome-zarr"]["mb_per_s"] / r["end_to_end_mb_per_s"],
+        "ratio_ome_zarr_to_numpy_end_to_end": results["ome-zarr"]["mb_per_s"]
+        / r["end_to_end_mb_per_s"],
         "goals": {"peak_rss_mb_below": 1024, "ome_zarr_throughput_ratio_at_least": 0.5},
         "settings": {
             "ome-zarr": "NGFF 0.5, Blosc zstd level 1, 1024x1024x1 chunks, full pyramid",

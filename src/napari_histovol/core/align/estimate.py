@@ -27,6 +27,7 @@ MOTIONS = {
     "affine": cv2.MOTION_AFFINE,
     "elastic": cv2.MOTION_AFFINE,
 }
+GOOD_NCC = 0.6  # a refined nearby start this good skips the exhaustive rotation search
 STACKREG_MODES = {
     "translation": "TRANSLATION",
     "rigid": "RIGID_BODY",
@@ -160,7 +161,7 @@ def ecc_refine(
 ) -> tuple[np.ndarray, bool]:
     """Coarse-to-fine ECC from ``init``; returns (matrix, converged)."""
     m = init.copy()
-    ok = True
+    ok = False  # True once the finest level attempted converged
     for lvl in range(levels - 1, -1, -1):
         s = 0.5**lvl
         if min(fixed.shape) * s < 24:
@@ -185,6 +186,7 @@ def ecc_refine(
         except cv2.error:
             ok = False
             continue
+        ok = True
         small = np.vstack([warp.astype(np.float64), [0, 0, 1]])
         m = np.linalg.inv(a) @ small @ a
     return m, ok
@@ -231,11 +233,12 @@ def register_pair(
         return _register_stackreg(fixed, moving, method)
     motion = MOTIONS[method]
     starts = [np.eye(3) if init is None else np.asarray(init, float)]
-    if coarse:
-        starts += coarse_search(fixed, moving)
     best = None
     init_score = None
-    for k, start in enumerate(starts):
+    k = -1
+    while k + 1 < len(starts):
+        k += 1
+        start = starts[k]
         # OpenCV's ECC parametrises rotation by asin and fails beyond +-90 degrees: refine
         # large rotations against a copy of the moving image pre-rotated by the start angle.
         angle = math.degrees(math.atan2(start[1, 0], start[0, 0]))
@@ -261,6 +264,9 @@ def register_pair(
             continue
         if best is None or score > best.ncc:
             best = PairResult(m, None, score, ok)
+        if k == 0 and coarse and not (ok and score >= GOOD_NCC):
+            # the nearby start did not give a clearly good match: search every rotation
+            starts += coarse_search(fixed, moving)
     if method == "elastic" and best is not None:
         u = elastic_field(fixed, moving, best.matrix)
         score = overlap_ncc(fixed, moving, best.matrix, u)

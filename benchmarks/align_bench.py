@@ -1,0 +1,228 @@
+"""Alignment benchmark: recover synthetic jitter on aligned stacks, landmark error on ANHIR,
+speed at 1024 x 1024; every method beside pystackreg (the seed's TurboReg) in the same run.
+
+Prints one JSON object. Needs ../shared/data (cells3d, ISBI, skin) and the bundled sample.
+
+    python benchmarks/align_bench.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import cv2
+import dask.array as da
+import numpy as np
+import tifffile
+
+from napari_histovol._sample_data import sample_folder
+from napari_histovol.core.align import align
+from napari_histovol.core.io import read_volume
+from napari_histovol.core.io.meta import VolumeMeta
+from napari_histovol.core.io.volume import Volume
+
+SHARED = Path(
+    os.environ.get("HISTOVOL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+METHODS = [
+    ("histovol", "rigid"),
+    ("histovol", "affine"),
+    ("histovol", "elastic"),
+    ("stackreg", "rigid"),
+]
+
+
+def jitter_matrix(rng, shape, max_shift=10.0, max_deg=10.0):
+    h, w = shape
+    m = np.eye(3)
+    m[:2] = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), rng.uniform(-max_deg, max_deg), 1.0)
+    m[:2, 2] += rng.uniform(-max_shift, max_shift, 2)
+    return m
+
+
+def jitter_stack(planes, seed=0):
+    """Each plane seen through a random rigid jitter J_i (aligned pixel -> jittered pixel)."""
+    rng = np.random.default_rng(seed)
+    out, truths = [], []
+    for p in planes:
+        j = jitter_matrix(rng, p.shape[:2])
+        fill = float(np.median(np.concatenate([p[0], p[-1], p[:, 0], p[:, -1]])))
+        out.append(cv2.warpAffine(p, j[:2], (p.shape[1], p.shape[0]), borderValue=fill))
+        truths.append(j)
+    return np.stack(out), truths
+
+
+def residuals(transforms, truths, shape, ref):
+    """Mean distance (px) over a 5x5 grid between J_i^-1 M_i and J_ref^-1 M_ref (the common
+    frame): 0 when every section lands where its unjittered self was."""
+    h, w = shape
+    ys, xs = np.meshgrid(np.linspace(0, h - 1, 5), np.linspace(0, w - 1, 5), indexing="ij")
+    pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    g_ref = np.linalg.inv(truths[ref]) @ transforms[ref].matrix
+    out = []
+    for i, (t, j) in enumerate(zip(transforms, truths, strict=True)):
+        if i == ref:
+            continue
+        g = np.linalg.inv(j) @ t.matrix
+        out.append(float(np.linalg.norm((g @ pts)[:2] - (g_ref @ pts)[:2], axis=0).mean()))
+    return np.array(out)
+
+
+def volume_of(stack):
+    return Volume(
+        da.from_array(stack, chunks=(1,) + stack.shape[1:]), VolumeMeta().with_planes(len(stack))
+    )
+
+
+def jitter_case(name, planes, reg_size):
+    stack, truths = jitter_stack(planes)
+    vol = volume_of(stack)
+    ref = len(planes) // 2
+    rows = {}
+    for engine, method in METHODS:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = align(vol, method=method, reference="previous", engine=engine, reg_size=reg_size)
+        dt = time.perf_counter() - t0
+        r = residuals(res.transforms, truths, stack.shape[1:3], ref)
+        key = "pystackreg RIGID_BODY" if engine == "stackreg" else method
+        rows[key] = {
+            "mean_residual_px": float(r.mean()),
+            "median_residual_px": float(np.median(r)),
+            "max_residual_px": float(r.max()),
+            "lost_pairs_over_5px": int((r > 5).sum()),
+            "seconds_per_section": dt / len(planes),
+            "flagged": len(res.flagged_z),
+        }
+    return {
+        "data": name,
+        "sections": len(planes),
+        "shape": list(stack.shape[1:]),
+        "reg_size": reg_size,
+        "jitter": "uniform +-10 px, +-10 deg per section",
+        "reference": "previous (chained from the middle)",
+        "results": rows,
+    }
+
+
+def anhir_case():
+    folder = sample_folder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vol = read_volume(folder)
+    meta = vol.meta
+    offs = [np.array(o[::-1], float) for o in meta.extra["canvas_offsets"]]
+
+    def lm(i):
+        with open(folder / "landmarks" / (meta.files[i][:-4] + ".csv")) as f:
+            rows = list(csv.reader(f))[1:]
+        return np.array([[float(r[1]), float(r[2])] for r in rows]) * 0.1 + offs[i]
+
+    rows = {}
+    ident = np.concatenate([np.linalg.norm(lm(i) - lm(0), axis=1) for i in range(1, 5)])
+    rows["identity"] = {
+        "mean_tre_px": float(ident.mean()),
+        "median_tre_px": float(np.median(ident)),
+    }
+    for engine, method in METHODS:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = align(vol, method=method, reference="first", engine=engine, reg_size=448)
+        dt = time.perf_counter() - t0
+        ref = res.transforms[0].source_to_aligned(lm(0))
+        tre = np.concatenate(
+            [
+                np.linalg.norm(res.transforms[i].source_to_aligned(lm(i)) - ref, axis=1)
+                for i in range(1, 5)
+            ]
+        )
+        key = "pystackreg RIGID_BODY" if engine == "stackreg" else method
+        rows[key] = {
+            "mean_tre_px": float(tre.mean()),
+            "median_tre_px": float(np.median(tre)),
+            "seconds_per_section": dt / 5,
+        }
+    # the best any affine can do: a least-squares affine fitted to the landmarks themselves
+    bound = []
+    for i in range(1, 5):
+        a, b = lm(i), lm(0)
+        x = np.c_[b, np.ones(len(b))]
+        coef, *_ = np.linalg.lstsq(x, a, rcond=None)
+        bound.append(np.linalg.norm(x @ coef - a, axis=1))
+    bound = np.concatenate(bound)
+    rows["oracle affine fitted to the landmarks"] = {
+        "mean_tre_px": float(bound.mean()),
+        "median_tre_px": float(np.median(bound)),
+    }
+    return {
+        "data": "ANHIR lung lesion 3 (5% scale), every section to the H&E section",
+        "results": rows,
+    }
+
+
+def speed_case(n=6):
+    skin = tifffile.imread(SHARED / "skin_he_2d" / "skin.tif")
+    gray = cv2.cvtColor(
+        cv2.resize(skin[:, 160:1120], (1024, 1024), interpolation=cv2.INTER_AREA),
+        cv2.COLOR_RGB2GRAY,
+    )
+    stack, truths = jitter_stack([gray] * n, seed=5)
+    vol = volume_of(stack)
+    rows = {}
+    for label, engine, reg in (
+        ("histovol rigid, register at 512", "histovol", 512),
+        ("histovol rigid, register at 1024", "histovol", 1024),
+        ("pystackreg RIGID_BODY at 1024", "stackreg", 1024),
+    ):
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = align(
+                vol, method="rigid", reference="previous", engine=engine, reg_size=reg, workers=1
+            )
+        dt = (time.perf_counter() - t0) / n
+        r = residuals(res.transforms, truths, (1024, 1024), n // 2)
+        rows[label] = {"seconds_per_section": dt, "mean_residual_px": float(r.mean())}
+    base = rows["pystackreg RIGID_BODY at 1024"]["seconds_per_section"]
+    for v in rows.values():
+        v["speedup_vs_pystackreg"] = base / v["seconds_per_section"]
+    return {"data": "skin H&E resized to 1024x1024 gray, 6 jittered copies", "results": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer sections")
+    args = ap.parse_args()
+    if not SHARED.is_dir():
+        sys.exit(f"shared data not found at {SHARED}")
+    nuclei = tifffile.imread(SHARED / "cells3d_nuclei_3d" / "nuclei.tif")
+    isbi = read_volume(SHARED / "isbi2012_sstem_train" / "train_image").data.compute()
+    if args.quick:
+        nuclei, isbi = nuclei[20:32], isbi[:10]
+    out = {
+        "benchmark": "align_bench",
+        "machine": {"cpus": os.cpu_count()},
+        "cells3d": jitter_case("cells3d nuclei z-planes (uint16)", list(nuclei), 256),
+        "isbi": jitter_case("ISBI 2012 ssTEM (uint8)", list(isbi), 512),
+        "anhir": anhir_case(),
+        "speed_1024": speed_case(),
+        "goals": {
+            "cells3d_mean_residual_px_below": 0.5,
+            "anhir_median_tre_px_below": 5,
+            "speedup_vs_pystackreg_at_1024_at_least": 3,
+        },
+    }
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

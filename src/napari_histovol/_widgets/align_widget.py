@@ -1,0 +1,141 @@
+"""'Align sections' dock widget: method, reference, downsizing; QC table with flagged sections."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import ComboBox, Container, PushButton, SpinBox, create_widget
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
+
+from .._layers import layer_to_volume
+from ..core.align import METHODS, REFERENCES, iter_align
+from ..core.align.stack import ENGINES
+from ..core.io.meta import META_KEY
+from ._common import ProgressRow
+from ._worker import run_progress_generator
+
+if TYPE_CHECKING:
+    import napari
+
+
+class AlignWidget(Container):
+    """Align the sections of an image layer; adds '<name> aligned' with the transforms in its
+    metadata, and lists neighbour pairs with their NCC before/after and QC flags (click a row
+    to go to that section)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        import napari
+
+        self.viewer = viewer
+        self.layer = create_widget(annotation=napari.layers.Image, label="sections")
+        self.method = ComboBox(choices=METHODS, value="rigid", label="method")
+        self.reference = ComboBox(choices=REFERENCES, value="previous", label="reference")
+        self.engine = ComboBox(choices=ENGINES, value="histovol", label="engine")
+        self.reg_size = SpinBox(value=512, min=64, max=8192, step=64, label="register at (px)")
+        self.run_button = PushButton(text="Align")
+        self.progress = ProgressRow()
+        super().__init__(
+            widgets=[
+                self.layer,
+                self.method,
+                self.reference,
+                self.engine,
+                self.reg_size,
+                self.run_button,
+                self.progress,
+            ]
+        )
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["z a", "z b", "NCC before", "NCC after", "flags"])
+        self.table.cellClicked.connect(self._go_to_row)
+        self.native.layout().addWidget(self.table)
+        self.run_button.changed.connect(self.run)
+        self.result = None
+        self._z_of_plane: list[int] = []
+        viewer.layers.events.inserted.connect(self.layer.reset_choices)
+        viewer.layers.events.removed.connect(self.layer.reset_choices)
+
+    def run(self) -> None:
+        layer = self.layer.value
+        if layer is None:
+            from napari.utils.notifications import show_warning
+
+            show_warning("Choose an image layer with the sections first.")
+            return
+        volume = layer_to_volume(
+            layer.data,
+            {
+                "rgb": layer.rgb,
+                "scale": tuple(layer.scale),
+                "metadata": layer.metadata,
+                "units": getattr(layer, "units", None),
+            },
+        )
+        opts = dict(
+            method=self.method.value,
+            reference=self.reference.value,
+            engine=self.engine.value,
+            reg_size=int(self.reg_size.value),
+        )
+        self.run_button.enabled = False
+        worker = run_progress_generator(
+            lambda: iter_align(volume, **opts),
+            on_progress=self.progress.update,
+            on_done=lambda result: self._show(layer, result),
+            on_finished=self._finished,
+        )
+        self.progress.start(worker)
+
+    def _finished(self) -> None:
+        self.progress.finish()
+        self.run_button.enabled = True
+
+    def _show(self, layer, result) -> None:
+        self.result = result
+        meta = dict(layer.metadata)
+        meta[META_KEY] = result.volume.meta.to_dict()
+        meta["transforms"] = [t.matrix.tolist() for t in result.transforms]
+        meta["qc"] = result.qc
+        self.viewer.add_image(
+            result.volume.data,
+            name=f"{layer.name} aligned",
+            scale=layer.scale,
+            rgb=layer.rgb,
+            metadata=meta,
+            contrast_limits=None if layer.rgb else layer.contrast_limits,
+        )
+        self._z_of_plane = list(result.volume.meta.z_numbers)
+        pairs = result.qc["pairs"]
+        self.table.setRowCount(len(pairs))
+        for r, p in enumerate(pairs):
+            cells = [
+                str(p["z_a"]),
+                str(p["z_b"]),
+                _fmt(p["ncc_before"]),
+                _fmt(p["ncc_after"]),
+                ", ".join(p["flags"]),
+            ]
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if p["flags"]:
+                    item.setBackground(QColor(150, 40, 40))
+                self.table.setItem(r, c, item)
+        flagged = result.flagged_z
+        self.progress.status.value = (
+            f"mean NCC {_fmt(result.qc['mean_ncc_before'])} -> "
+            f"{_fmt(result.qc['mean_ncc_after'])}"
+            + (f"; flagged z: {', '.join(map(str, flagged))}" if flagged else "; no flags")
+        )
+
+    def _go_to_row(self, row: int, _col: int) -> None:
+        item = self.table.item(row, 1)
+        if item is None or not self._z_of_plane:
+            return
+        z = int(item.text())
+        if z in self._z_of_plane:
+            self.viewer.dims.set_current_step(0, self._z_of_plane.index(z))
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
