@@ -91,3 +91,10 @@ def test_histovol_demo_opens_napari_and_saves_a_screenshot(tmp_path):
     assert p.returncode == 0, p.stderr
     img = imagecodecs.png_decode(shot.read_bytes())
     assert img.shape[0] > 300 and _not_blank(img)
+
+
+def test_tensorflow_never_loads_in_the_napari_process():
+    """TensorFlow's LLVM crashes next to napari's OpenGL canvas: it must only run in children."""
+    import sys
+
+    assert "tensorflow" not in sys.modules

@@ -196,6 +196,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_warp_points)
 
     p = sub.add_parser(
+        "interpolate",
+        help="generate sections between sections, fill missing numbers, replace damaged ones",
+        description="Generate interpolated planes: N frames between neighbouring sections "
+        "(--frames-between) or exactly the missing z numbers (--fill-gaps), and/or regenerate damaged "
+        "sections (--replace). Generated planes are flagged synthetic. A folder OUT is written plane by "
+        "plane and a rerun resumes it.",
+    )
+    p.add_argument("input", help="folder of sections or volume")
+    p.add_argument("output", help="output folder (resumable), OUT.ome.zarr, OUT.ome.tif or OUT.npy")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--frames-between", type=int, metavar="N", help="N evenly spaced frames between neighbours"
+    )
+    mode.add_argument(
+        "--fill-gaps", action="store_true", help="generate exactly the missing z numbers (default)"
+    )
+    p.add_argument(
+        "--replace", metavar="Z,Z,...", help="z numbers of damaged sections to regenerate"
+    )
+    p.add_argument(
+        "--replace-flagged",
+        metavar="QC.json",
+        help="regenerate the sections flagged in an align QC file",
+    )
+    p.add_argument(
+        "--method",
+        choices=("flow", "linear", "model"),
+        default="flow",
+        help="flow: motion-compensated from optical flow (default); linear: cross-fade; "
+        "model: a FILM/InterpolAI TensorFlow SavedModel (--model)",
+    )
+    p.add_argument("--model", metavar="DIR", help="SavedModel folder for --method model")
+    p.add_argument(
+        "--tile",
+        type=_positive_int,
+        default=512,
+        metavar="PX",
+        help="model tile size (default 512)",
+    )
+    p.add_argument(
+        "--slice-format", choices=("tif", "png", "jpg", "bmp"), help="image format of a folder OUT"
+    )
+    _add_scale_options(p)
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace OUT (a folder made with other parameters)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser(
         "demo",
         help="open the bundled sample sections in napari (--no-gui: write files only)",
         description="Open the bundled ANHIR lung-lesion sections in napari. With --no-gui (or "
@@ -401,6 +451,103 @@ def cmd_warp_points(args: argparse.Namespace) -> int:
             r[ix], r[iy] = f"{x:.4f}", f"{y:.4f}"
             w.writerow(r)
     print(f"wrote {args.output} ({len(pts)} points of slice {tf.files[i] or i})")
+    return 0
+
+
+def _parse_z_list(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise InputError(
+            f"--replace takes z numbers separated by commas, like 12,31; not '{text}'."
+        ) from None
+
+
+def _flagged_from_qc(path: str | None) -> list[int]:
+    if not path:
+        return []
+    try:
+        doc = json.loads(Path(path).read_text())
+        return [int(s["z"]) for s in doc["sections"] if s.get("flags")]
+    except FileNotFoundError:
+        raise InputError(f"The QC file '{path}' does not exist.") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"'{path}' is not a napari-histovol QC file ({e}).") from None
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from .core.interpolate import iter_interpolate, iter_write_interpolated_folder
+    from .core.io.detect import detect_format, iter_write_volume, read_volume
+    from .core.progress import drain_with_tqdm
+
+    fmt = detect_format(args.output, for_output=True)
+    n = args.frames_between or 0
+    if n < 0:
+        raise InputError("--frames-between must be 0 or more.")
+    replace_z = sorted(
+        set(_parse_z_list(args.replace)) | set(_flagged_from_qc(args.replace_flagged))
+    )
+    vol = read_volume(
+        args.input,
+        on_corrupt="skip" if args.skip_bad else "error",
+        pixel_size=args.pixel_size,
+        section_spacing=args.section_spacing,
+    )
+    quiet = args.quiet or None
+    result = drain_with_tqdm(
+        iter_interpolate(
+            vol,
+            frames_between=n,
+            replace_z=replace_z,
+            method=args.method,
+            model_dir=args.model,
+            tile=args.tile,
+        ),
+        desc="interpolate",
+        disable=quiet,
+    )
+    try:
+        if result.plan.n_synthetic == 0:
+            print(
+                "histovol: nothing to generate: no gaps, no --frames-between, no --replace.",
+                file=sys.stderr,
+            )
+        if fmt == "folder":
+            params = {
+                "input": str(Path(args.input).resolve()),
+                "frames_between": n,
+                "replace": replace_z,
+                "method": args.method,
+                "model": args.model,
+                "tile": args.tile,
+            }
+            out = drain_with_tqdm(
+                iter_write_interpolated_folder(
+                    result,
+                    args.output,
+                    ext=args.slice_format,
+                    overwrite=args.overwrite,
+                    params=params,
+                ),
+                desc="interpolate",
+                disable=quiet,
+            )
+        else:
+            if args.slice_format:
+                raise InputError("--slice-format applies only when OUT is a folder.")
+            out = drain_with_tqdm(
+                iter_write_volume(result.volume, args.output, overwrite=args.overwrite),
+                desc="interpolate",
+                disable=quiet,
+            )
+    finally:
+        result.close()
+    print(
+        f"wrote {out}: {result.volume.shape[0]} planes, {result.plan.n_synthetic} generated "
+        f"({args.method}), z spacing {result.volume.meta.scale[0]:g} {result.volume.meta.unit}"
+    )
     return 0
 
 

@@ -1,0 +1,264 @@
+"""Interpolate a stack: a lazy volume whose generated planes are flagged synthetic, and a
+resumable folder writer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ..errors import InputError, OutputError
+from ..io.meta import META_KEY
+from ..io.naming import NamePattern
+from ..io.volume import Volume
+from ..progress import Progress, ProgressGenerator, drain
+from .flow import cast_like, estimate_pair_flow, synthesize
+from .plan import Plan, make_plan
+
+METHODS = ("flow", "linear", "model")
+MANIFEST = ".histovol-interpolate.json"
+
+
+def interpolate_pair(
+    a: np.ndarray,
+    b: np.ndarray,
+    ts: list[float],
+    *,
+    method: str = "flow",
+    runner=None,
+    tile: int = 512,
+) -> np.ndarray:
+    """Frames at times ``ts`` between two sections (same shape), in their dtype: (len(ts), ...)."""
+    out = []
+    if method == "flow":
+        flow = estimate_pair_flow(a, b)
+        frames = [synthesize(a, b, flow, t) for t in ts]
+    elif method == "linear":
+        af, bf = a.astype(np.float32), b.astype(np.float32)
+        frames = [(1 - t) * af + t * bf for t in ts]
+    elif method == "model":
+        from .model import run_tiled
+
+        frames = [run_tiled(runner, a, b, t, tile=tile) for t in ts]
+    else:
+        raise InputError(
+            f"Unknown interpolation method '{method}'; use one of {', '.join(METHODS)}."
+        )
+    for f in frames:
+        out.append(cast_like(f, a.dtype))
+    return np.stack(out)
+
+
+@dataclass
+class InterpolationResult:
+    """The interpolated volume (lazy) and its plan (which planes are generated, from what)."""
+
+    volume: Volume
+    plan: Plan
+    runner: Any = None
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+
+
+def interpolate(volume: Volume, **kwargs: Any) -> InterpolationResult:
+    """Plan and build the interpolated volume (drains :func:`iter_interpolate`)."""
+    return drain(iter_interpolate(volume, **kwargs))
+
+
+def iter_interpolate(
+    volume: Volume,
+    *,
+    frames_between: int = 0,
+    replace_z: tuple[int, ...] | list[int] = (),
+    method: str = "flow",
+    model_dir: str | os.PathLike | None = None,
+    tile: int = 512,
+) -> ProgressGenerator[InterpolationResult]:
+    """Build the interpolated volume lazily: one dask task per neighbouring pair (flow is
+    estimated once per pair), so pairs run in parallel and nothing is computed until used.
+
+    Parameters
+    ----------
+    volume
+        (Z, Y, X[, C]) sections with their z numbers (gaps are missing numbers).
+    frames_between
+        N evenly spaced frames between neighbouring sections (0: only fill the gaps). Sections
+        are renumbered z0 + (z - z0)(N + 1); the z spacing becomes spacing / (N + 1).
+    replace_z
+        z numbers of damaged sections to regenerate from their neighbours.
+    method
+        ``flow`` (default), ``linear`` (cross-fade), or ``model`` (a FILM-style SavedModel in
+        ``model_dir``, run in a child process).
+    """
+    if method not in METHODS:
+        raise InputError(
+            f"Unknown interpolation method '{method}'; use one of {', '.join(METHODS)}."
+        )
+    if method == "model" and not model_dir:
+        raise InputError("The model method needs --model DIR (a TensorFlow SavedModel folder).")
+    meta = volume.meta.with_planes(volume.shape[0])
+    plan = make_plan(meta.z_numbers, frames_between=frames_between, replace=tuple(replace_z))
+    yield Progress(0, 1, "planning", stage="interpolate")
+    runner = None
+    if method == "model":
+        from .model import ModelRunner
+
+        runner = ModelRunner(model_dir)
+    data = volume.data.rechunk((1,) + tuple(volume.shape[1:]))
+    pieces = []
+    pairs = plan.pairs()
+    done_pairs: set = set()
+    shape1 = tuple(volume.shape[1:])
+    for f in plan.frames:
+        if not f.synthetic:
+            pieces.append(data[f.source : f.source + 1])
+            continue
+        key = (f.a, f.b)
+        if key in done_pairs:
+            continue
+        done_pairs.add(key)
+        idx = pairs[key]
+        ts = [plan.frames[i].t for i in idx]
+        block = dask.delayed(interpolate_pair, pure=True)(
+            data[f.a],
+            data[f.b],
+            ts,
+            method=method,
+            runner=runner,
+            tile=tile,
+            dask_key_name=f"interp-{method}-{_token(volume, f.a, f.b, ts)}",
+        )
+        pieces.append(da.from_delayed(block, shape=(len(ts),) + shape1, dtype=volume.dtype))
+    out = da.concatenate(pieces, axis=0)
+    step = frames_between + 1
+    files = tuple(meta.files[f.source] if not f.synthetic else "" for f in plan.frames)
+    new_meta = replace(
+        meta,
+        z_numbers=tuple(f.z for f in plan.frames),
+        synthetic=tuple(f.synthetic for f in plan.frames),
+        gaps=(),
+        files=files,
+        scale=(meta.scale[0] / step, meta.scale[1], meta.scale[2]),
+        extra={
+            **{k: v for k, v in meta.extra.items() if k not in ("canvas_offsets", "source_shapes")},
+            "interpolation": {
+                "method": method,
+                "frames_between": frames_between,
+                "replaced_z": list(plan.replaced),
+                "source_z": list(meta.z_numbers),
+            },
+        },
+    )
+    yield Progress(1, 1, f"{plan.n_synthetic} planes to generate", stage="interpolate")
+    return InterpolationResult(Volume(out, new_meta), plan, runner)
+
+
+def _token(volume: Volume, a: int, b: int, ts: list[float]) -> str:
+    return hashlib.sha1(f"{volume.data.name}-{a}-{b}-{ts}".encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ resumable folder output
+
+
+def iter_write_interpolated_folder(
+    result: InterpolationResult,
+    out: str | os.PathLike,
+    *,
+    pattern: NamePattern | None = None,
+    ext: str | None = None,
+    overwrite: bool = False,
+    params: dict | None = None,
+) -> ProgressGenerator[Path]:
+    """Write the interpolated stack into a folder, one file per plane, resumably.
+
+    Each file is written under a temporary name and renamed, so a file present is complete.
+    ``.histovol-interpolate.json`` records the parameters: a rerun with the same parameters
+    skips planes already written and finishes a half-done run; different parameters are an
+    error unless ``overwrite``. Measured sections keep their names when their number is
+    unchanged; generated planes take the folder pattern with their z number. ``synthetic.txt``
+    lists the generated files and ``histovol.json`` holds scale, z numbers and flags.
+    """
+    from ..io.slices import SIDECAR, SYNTHETIC_LIST, _plane_name, _write_image
+
+    vol = result.volume
+    meta = vol.meta.with_planes(vol.shape[0])
+    pattern = pattern or meta.pattern or NamePattern("slice_", 4, "", ".tif")
+    if ext:
+        pattern = replace(pattern, ext=ext if ext.startswith(".") else "." + ext)
+    if pattern.ext.lower() in (".jpg", ".jpeg", ".bmp") and vol.dtype != np.uint8:
+        raise InputError(
+            f"{pattern.ext} holds only 8-bit images; write .tif or .png slices instead."
+        )
+    names = [_plane_name(f, z, pattern) for f, z in zip(meta.files, meta.z_numbers, strict=True)]
+    out = Path(out).expanduser()
+    manifest = {"version": 1, "params": params or {}, "names": names}
+    man_path = out / MANIFEST
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(f"'{out}' exists and is not a folder.")
+        previous = json.loads(man_path.read_text()) if man_path.is_file() else None
+        if previous is None and any(out.iterdir()) and not overwrite:
+            raise OutputError(
+                f"'{out}' exists and was not made by this command; choose an empty folder "
+                "or pass --overwrite."
+            )
+        if previous is not None and previous != manifest:
+            if not overwrite:
+                raise OutputError(
+                    f"'{out}' holds an interpolation with other parameters; choose another folder "
+                    "or pass --overwrite to start again."
+                )
+            for n in previous.get("names", []):
+                (out / n).unlink(missing_ok=True)
+    else:
+        try:
+            out.mkdir(parents=True)
+        except OSError as e:
+            raise OutputError(f"Cannot create '{out}': {e.strerror}.") from None
+    tmp_man = out / (MANIFEST + ".partial")
+    tmp_man.write_text(json.dumps(manifest))
+    os.replace(tmp_man, man_path)
+    todo = [i for i, n in enumerate(names) if not (out / n).is_file()]
+    total = len(names)
+    done = total - len(todo)
+    yield Progress(done, total, f"{done} planes already written", stage="write")
+    # compute per pair block so a pair's flow is estimated once: group consecutive planes
+    for start, stop in _runs(todo, vol.data.chunks[0]):
+        block = np.asarray(vol.data[start:stop].compute())
+        for k, i in enumerate(range(start, stop)):
+            if i not in set(todo):
+                continue
+            target = out / names[i]
+            tmp = target.with_name(".partial-" + target.name)  # hidden, same extension
+            _write_image(tmp, block[k], meta)
+            os.replace(tmp, target)
+            done += 1
+            yield Progress(done, total, names[i], stage="write")
+    (out / SYNTHETIC_LIST).write_text(
+        "".join(f"{n}\n" for n, s in zip(names, meta.synthetic, strict=True) if s)
+    )
+    side = replace(meta, files=tuple(names), pattern=pattern)
+    (out / SIDECAR).write_text(json.dumps({META_KEY: side.to_dict()}, indent=1))
+    return out
+
+
+def _runs(todo: list[int], chunks: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Chunk-aligned index ranges that contain planes still to write."""
+    want = set(todo)
+    runs, start = [], 0
+    for c in chunks:
+        stop = start + c
+        if any(i in want for i in range(start, stop)):
+            runs.append((start, stop))
+        start = stop
+    return runs
