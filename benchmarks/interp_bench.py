@@ -27,7 +27,9 @@ from napari_histovol.core.io import read_volume
 from napari_histovol.core.io.meta import VolumeMeta
 from napari_histovol.core.io.volume import Volume
 
-SHARED = Path(os.environ.get("HISTOVOL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED = Path(
+    os.environ.get("HISTOVOL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 METHODS = ("linear", "flow")
 
 
@@ -35,7 +37,10 @@ def score(stack: np.ndarray) -> dict:
     kept = stack[0::2]
     zs = list(range(0, len(stack), 2))
     data_range = float(stack.max()) - float(stack.min())
-    vol = Volume(da.from_array(kept, chunks=(1,) + kept.shape[1:]), VolumeMeta(z_numbers=tuple(zs)).with_planes(len(kept)))
+    vol = Volume(
+        da.from_array(kept, chunks=(1,) + kept.shape[1:]),
+        VolumeMeta(z_numbers=tuple(zs)).with_planes(len(kept)),
+    )
     targets = list(range(1, zs[-1], 2))
     out = {}
     for method in METHODS:
@@ -45,12 +50,27 @@ def score(stack: np.ndarray) -> dict:
             res = interpolate(vol, method=method)
             got = res.volume.data.compute(scheduler="threads")
         dt = time.perf_counter() - t0
-        p = [psnr(stack[z].astype(float), got[z].astype(float), data_range=data_range) for z in targets]
-        s = [ssim(stack[z].astype(float), got[z].astype(float), data_range=data_range) for z in targets]
-        out[method] = {"psnr_db": float(np.mean(p)), "ssim": float(np.mean(s)), "seconds_per_frame": dt / len(targets)}
+        p = [
+            psnr(stack[z].astype(float), got[z].astype(float), data_range=data_range)
+            for z in targets
+        ]
+        s = [
+            ssim(stack[z].astype(float), got[z].astype(float), data_range=data_range)
+            for z in targets
+        ]
+        out[method] = {
+            "psnr_db": float(np.mean(p)),
+            "ssim": float(np.mean(s)),
+            "seconds_per_frame": dt / len(targets),
+        }
     for m in METHODS[1:]:
         out[m]["psnr_gain_over_linear_db"] = out[m]["psnr_db"] - out["linear"]["psnr_db"]
-    return {"shape": list(stack.shape), "dtype": str(stack.dtype), "frames": len(targets), "results": out}
+    return {
+        "shape": list(stack.shape),
+        "dtype": str(stack.dtype),
+        "frames": len(targets),
+        "results": out,
+    }
 
 
 def main() -> None:

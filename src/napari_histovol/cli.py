@@ -246,6 +246,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser(
+        "build",
+        help="folder of sections -> aligned, interpolated, multiscale OME-Zarr volume",
+        description="The main job: read a folder of sections (z numbers, gaps), put them on a common "
+        "canvas (--size), align them (--align), fill the gaps or add N frames between sections, and "
+        "write a multiscale OME-Zarr with physical scale and synthetic-plane flags, plus "
+        "OUT.transforms.json and OUT.qc.json beside it. Streams with bounded memory; --resume finishes a "
+        "killed run.",
+    )
+    p.add_argument("input", help="folder of sections (or a volume)")
+    p.add_argument("output", help="OUT.ome.zarr")
+    p.add_argument(
+        "--frames-between",
+        type=int,
+        metavar="N",
+        help="N frames between sections (default: fill gaps only)",
+    )
+    p.add_argument(
+        "--align", choices=("none", "translation", "rigid", "affine", "elastic"), default="rigid"
+    )
+    p.add_argument("--reference", choices=("previous", "middle", "first"), default="previous")
+    p.add_argument(
+        "--reg-size",
+        type=_positive_int,
+        default=512,
+        metavar="PX",
+        help="registration size (default 512)",
+    )
+    p.add_argument(
+        "--size",
+        type=_positive_int,
+        metavar="PX",
+        help="downsize sections to at most PX pixels a side",
+    )
+    p.add_argument(
+        "--interpolation",
+        choices=("flow", "linear"),
+        default="flow",
+        help="how generated planes are made",
+    )
+    _add_scale_options(p)
+    p.add_argument(
+        "--resume", action="store_true", help="reuse cached registrations and finish a killed run"
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="dask.distributed scheduler address (default: local threads)",
+    )
+    p.add_argument("--ngff-version", choices=("0.4", "0.5"), default="0.5")
+    p.add_argument("--workers", type=_positive_int, default=min(4, os.cpu_count() or 2))
+    p.add_argument("--overwrite", action="store_true", help="replace OUT and its side files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser(
         "demo",
         help="open the bundled sample sections in napari (--no-gui: write files only)",
         description="Open the bundled ANHIR lung-lesion sections in napari. With --no-gui (or "
@@ -548,6 +603,44 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         f"wrote {out}: {result.volume.shape[0]} planes, {result.plan.n_synthetic} generated "
         f"({args.method}), z spacing {result.volume.meta.scale[0]:g} {result.volume.meta.unit}"
     )
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .core.pipeline import iter_build_volume
+    from .core.progress import drain_with_tqdm
+
+    res = drain_with_tqdm(
+        iter_build_volume(
+            args.input,
+            args.output,
+            frames_between=args.frames_between,
+            align=args.align,
+            reference=args.reference,
+            reg_size=args.reg_size,
+            size=args.size,
+            pixel_size=args.pixel_size,
+            section_spacing=args.section_spacing,
+            interp_method=args.interpolation,
+            resume=args.resume,
+            scheduler=args.scheduler,
+            overwrite=args.overwrite,
+            on_corrupt="skip" if args.skip_bad else "error",
+            workers=args.workers,
+            ngff_version=args.ngff_version,
+        ),
+        desc="build",
+        disable=args.quiet or None,
+    )
+    z, y, x = res.scale
+    print(
+        f"wrote {res.out}: {' x '.join(map(str, res.shape))}, voxel {z:g} x {y:g} x {x:g}, "
+        f"{len(res.synthetic_z)} generated planes"
+        + (f", flagged z {', '.join(map(str, res.flagged_z))}" if res.flagged_z else "")
+    )
+    for p in (res.transforms, res.qc):
+        if p:
+            print(f"wrote {p}")
     return 0
 
 

@@ -258,7 +258,7 @@ def register_pair(
         score = overlap_ncc(fixed, moving, m)
         if k == 0:
             init_score = score
-        elif score < init_score + max(0.05, 0.25 * abs(init_score)):
+        elif score < init_score + max(0.1, 0.5 * abs(init_score)):
             # a far-away start must win clearly: on self-similar texture (EM) a spurious
             # rotation can score about as well as the true, nearby answer
             continue

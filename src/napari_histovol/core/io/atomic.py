@@ -54,22 +54,29 @@ def _remove(p: Path) -> None:
 
 @contextmanager
 def atomic_output(
-    out: str | os.PathLike, *, overwrite: bool = False, is_dir: bool = False
+    out: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    is_dir: bool = False,
+    keep_partial: bool = False,
 ) -> Iterator[Path]:
     """Yield a temporary path to write into; rename it to ``out`` only if the block succeeds.
 
     On any exception (or a cancelled generator) the temporary output is removed, so no
-    half-written file or folder is ever left under the final name.
+    half-written file or folder is ever left under the final name. With ``keep_partial`` a
+    leftover temporary output is handed back to be resumed, and kept if this run fails too.
     """
     out = check_output(out, overwrite=overwrite)
     tmp = temp_name(out)
-    _remove(tmp)  # a stale leftover of a killed run
+    if not keep_partial:
+        _remove(tmp)  # a stale leftover of a killed run
     try:
-        if is_dir:
+        if is_dir and not tmp.is_dir():
             tmp.mkdir()
         yield tmp
     except OSError as e:
-        _remove(tmp)
+        if not keep_partial:
+            _remove(tmp)
         if e.errno == errno.ENOSPC:
             raise OutputError(
                 f"The disk is full while writing '{out}'; nothing was written."
@@ -78,7 +85,8 @@ def atomic_output(
             raise OutputError(f"Cannot write '{out}': {e.strerror}.") from None
         raise
     except BaseException:
-        _remove(tmp)
+        if not keep_partial:
+            _remove(tmp)
         raise
     if out.exists() or out.is_symlink():
         old = out.parent / f".{out.name}.old"

@@ -96,6 +96,8 @@ _WRITER_OPTIONS = {
         "workers",
         "overwrite",
         "block_bytes",
+        "resume_key",
+        "client",
     },
     "ome-tiff": {"n_levels", "tile", "compression", "compression_level", "workers", "overwrite"},
     "npy": {"overwrite", "workers"},

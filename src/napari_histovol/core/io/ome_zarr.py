@@ -198,6 +198,8 @@ def iter_write_ome_zarr(
     workers: int = 2,
     overwrite: bool = False,
     block_bytes: int | None = None,
+    resume_key: str | None = None,
+    client=None,
 ) -> ProgressGenerator[Path]:
     """Stream a (lazy) volume into a multiscale OME-Zarr, block by block.
 
@@ -221,6 +223,11 @@ def iter_write_ome_zarr(
         Threads computing and compressing blocks in parallel.
     overwrite
         Replace an existing output (otherwise an existing ``out`` is an error).
+    resume_key
+        Make the write resumable: a killed run leaves its temporary output, and a later run
+        with the same key skips the blocks already written (a different key starts over).
+    client
+        A ``dask.distributed`` client: blocks are computed on its cluster.
     """
     if ngff_version not in NGFF_VERSIONS:
         raise InputError(
@@ -232,10 +239,27 @@ def iter_write_ome_zarr(
     n_levels = n_levels or default_levels(data.shape)
     xy_chunk = int(min(xy_chunk, max(64, max(data.shape[1:3]))))
     shapes = level_shapes(data.shape, n_levels)
-    with atomic_output(out, overwrite=overwrite) as tmp:
-        arrays = _create_arrays(
-            tmp, shapes, data.dtype, meta, ngff_version, xy_chunk, compression, compression_level
-        )
+    with atomic_output(out, overwrite=overwrite, keep_partial=resume_key is not None) as tmp:
+        done_blocks = _resume_state(tmp, resume_key)
+        if done_blocks is None:
+            arrays = _create_arrays(
+                tmp,
+                shapes,
+                data.dtype,
+                meta,
+                ngff_version,
+                xy_chunk,
+                compression,
+                compression_level,
+            )
+            if resume_key is not None:
+                (tmp / RESUME_FILE).write_text(json.dumps({"key": resume_key}))
+            done_blocks = set()
+        else:
+            import zarr
+
+            group = zarr.open_group(str(tmp), mode="r+")
+            arrays = [group[str(k)] for k in range(n_levels)]
         writer = ChunkWriter(
             tmp,
             arrays,
@@ -250,13 +274,60 @@ def iter_write_ome_zarr(
             else:
                 writer.write(level, region, block)
 
+        log = open(tmp / BLOCKS_FILE, "a") if resume_key is not None else None  # noqa: SIM115
+
+        def mark(b) -> None:
+            if log is not None:
+                log.write(_block_id(b) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
+
         kw = {"block_bytes": block_bytes} if block_bytes else {}
-        yield from iter_write_pyramid(
-            data, sink, n_levels=n_levels, xy_chunk=xy_chunk, workers=workers, **kw
-        )
+        try:
+            yield from iter_write_pyramid(
+                data,
+                sink,
+                n_levels=n_levels,
+                xy_chunk=xy_chunk,
+                workers=workers,
+                client=client,
+                skip=lambda b: _block_id(b) in done_blocks,
+                on_block_done=mark,
+                **kw,
+            )
+        finally:
+            if log is not None:
+                log.close()
         _write_attrs(tmp, arrays, meta, ngff_version, shapes, data)
+        for f in (RESUME_FILE, BLOCKS_FILE):
+            (tmp / f).unlink(missing_ok=True)
         yield Progress(1, 1, "metadata", stage="finish")
     return Path(out)
+
+
+RESUME_FILE = ".histovol-resume.json"
+BLOCKS_FILE = ".histovol-blocks.txt"
+
+
+def _block_id(b) -> str:
+    return f"{b.z[0]}-{b.z[1]}:{b.y[0]}-{b.y[1]}:{b.x[0]}-{b.x[1]}"
+
+
+def _resume_state(tmp: Path, key: str | None) -> set[str] | None:
+    """Blocks already written in a partial output made with the same key (None: start anew)."""
+    if key is None:
+        return None
+    try:
+        if json.loads((tmp / RESUME_FILE).read_text()).get("key") != key:
+            raise ValueError
+    except (OSError, ValueError):
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+        return None
+    blocks = tmp / BLOCKS_FILE
+    return set(blocks.read_text().split()) if blocks.is_file() else set()
 
 
 def _as_dask(data) -> da.Array:

@@ -142,12 +142,15 @@ def iter_write_pyramid(
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     skip: Callable[[Block], bool] | None = None,
     on_block_done: Callable[[Block], None] | None = None,
+    client=None,
 ) -> ProgressGenerator[None]:
     """Compute ``src`` block by block and hand every pyramid level of each block to ``sink``.
 
     ``sink(level, (zslice, yslice, xslice), array)`` must be safe to call from several
     threads for disjoint, chunk-aligned regions. ``skip`` lets a resumed run pass over blocks
-    that are already written. Yields :class:`Progress` per finished block.
+    that are already written. With a ``dask.distributed`` ``client`` the blocks are computed
+    on the cluster (a bounded window of them at a time) and written here. Yields
+    :class:`Progress` per finished block.
     """
     shapes = level_shapes(src.shape, n_levels)
     blocks = plan_blocks(
@@ -165,7 +168,37 @@ def iter_write_pyramid(
             sink(k, b.at_level(k, shapes[k]), arr)
         return b
 
+    def store(b: Block, arr: np.ndarray) -> None:
+        for k in range(n_levels):
+            if k:
+                arr = halve(arr)
+            sink(k, b.at_level(k, shapes[k]), arr)
+
     yield Progress(done, total, "writing", stage="write")
+    if client is not None:
+        from distributed import as_completed
+
+        window = max(2, 2 * len(client.scheduler_info().get("workers", {})) or 2)
+        it_c = iter(todo)
+        futures = {}
+        for b in it_c:
+            futures[client.compute(src[slice(*b.z), slice(*b.y), slice(*b.x)])] = b
+            if len(futures) >= window:
+                break
+        ac = as_completed(list(futures))
+        for fut in ac:
+            b = futures.pop(fut)
+            store(b, np.asarray(fut.result()))
+            if on_block_done:
+                on_block_done(b)
+            done += 1
+            nxt = next(it_c, None)
+            if nxt is not None:
+                f2 = client.compute(src[slice(*nxt.z), slice(*nxt.y), slice(*nxt.x)])
+                futures[f2] = nxt
+                ac.add(f2)
+            yield Progress(done, total, f"block {done}/{total}", stage="write")
+        return
     if workers <= 1:
         for b in todo:
             work(b)
