@@ -114,11 +114,16 @@ def test_help_on_every_command():
         assert code == 0 and "usage: histovol " + cmd in out
 
 
-def test_demo_no_gui_writes_the_sample(tmp_path):
+def test_demo_no_gui_builds_the_sample(tmp_path):
     code, out, err = run_cli("demo", "--no-gui", "--out", tmp_path / "demo")
     assert code == 0, err
     vol = read_volume(tmp_path / "demo" / "lung_lesion3.ome.zarr")
-    assert vol.meta.z_numbers == (1, 3, 4, 5, 7) and vol.meta.gaps == (2, 6)
-    assert vol.meta.rgb and vol.shape[0] == 5
-    png = (tmp_path / "demo" / "lung_lesion3_sections.png").read_bytes()
+    # z 1, 3, 4, 5, 7 with 2 frames between: 19 planes; the gaps and the frames are synthetic
+    assert vol.shape[0] == 19 and len(vol.meta.synthetic_z) == 14 and vol.meta.rgb
+    assert vol.meta.extra["alignment"]["method"] == "rigid"
+    assert (tmp_path / "demo" / "lung_lesion3.transforms.json").is_file()
+    png = (tmp_path / "demo" / "lung_lesion3_3d.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # a second run reuses the finished volume
+    code, out, err = run_cli("demo", "--no-gui", "--out", tmp_path / "demo")
+    assert code == 0 and "built before" in out

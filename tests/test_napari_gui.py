@@ -82,7 +82,16 @@ def test_histovol_demo_opens_napari_and_saves_a_screenshot(tmp_path):
     shot = tmp_path / "demo.png"
     env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}
     p = subprocess.run(
-        [sys.executable, "-m", "napari_histovol.cli", "demo", "--screenshot", str(shot)],
+        [
+            sys.executable,
+            "-m",
+            "napari_histovol.cli",
+            "demo",
+            "--screenshot",
+            str(shot),
+            "--out",
+            str(tmp_path / "d"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -654,52 +654,92 @@ def _has_display() -> bool:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._sample_data import sample_folder
 
-    folder = sample_folder()
+    out_dir = Path(args.out)
+    volume_path = _demo_build(sample_folder(), out_dir)
     if args.no_gui or not _has_display():
         if not args.no_gui:
             print(
                 "histovol: no display found; writing the demo files instead (as with --no-gui).",
                 file=sys.stderr,
             )
-        return _demo_files(folder, Path(args.out))
-    return _demo_gui(folder, args.screenshot)
+        png = _demo_png(volume_path, out_dir / "lung_lesion3_3d.png")
+        print(f"wrote {png}")
+        return 0
+    return _demo_gui(volume_path, args.screenshot)
 
 
-def _demo_files(folder: Path, out_dir: Path) -> int:
+def _demo_build(folder: Path, out_dir: Path) -> Path:
+    """Build the sample (align, 2 frames between sections) unless a finished build is there."""
     import warnings as _w
 
     from .core.errors import HistovolWarning
-    from .core.io.detect import iter_write_volume, read_volume
-    from .core.preview import write_overview_png
+    from .core.io.ome_zarr import is_ome_zarr
+    from .core.pipeline import iter_build_volume
     from .core.progress import drain_with_tqdm
 
+    out_dir.mkdir(parents=True, exist_ok=True)
+    volume_path = out_dir / "lung_lesion3.ome.zarr"
+    if is_ome_zarr(volume_path):
+        print(f"using the demo volume built before: {volume_path}")
+        return volume_path
     with _w.catch_warnings():
         _w.simplefilter("ignore", HistovolWarning)
-        vol = read_volume(folder)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    zarr_path = out_dir / "lung_lesion3.ome.zarr"
-    drain_with_tqdm(iter_write_volume(vol, zarr_path, overwrite=True), desc="demo")
-    png = write_overview_png(vol, out_dir / "lung_lesion3_sections.png")
+        res = drain_with_tqdm(
+            iter_build_volume(folder, volume_path, frames_between=2, align="rigid", resume=True),
+            desc="demo",
+        )
     print(
-        f"wrote {zarr_path} ({vol.shape[0]} sections, gaps at z {', '.join(map(str, vol.meta.gaps))})"
+        f"wrote {res.out}: {res.shape[0]} planes ({len(res.synthetic_z)} interpolated) from 5 sections "
+        "(z 1, 3, 4, 5, 7; gaps 2 and 6 filled)"
     )
-    print(f"wrote {png}")
-    return 0
+    return volume_path
 
 
-def _demo_gui(folder: Path, screenshot: str | None) -> int:
+def _demo_png(volume_path: Path, png: Path) -> Path:
+    import imagecodecs
+    import numpy as np
+
+    from .core.io.ome_zarr import read_ome_zarr
+    from .core.preview import to_uint8
+    from .core.render3d import orthoviews
+
+    vol = read_ome_zarr(volume_path)
+    data = to_uint8(np.asarray(vol.data.compute()))
+    z, y = data.shape[:2]
+    view = orthoviews(data, z_scale=max(1.0, 0.3 * y / z))
+    png.write_bytes(imagecodecs.png_encode(view))
+    return png
+
+
+def _demo_gui(volume_path: Path, screenshot: str | None) -> int:
     import napari
 
-    viewer = napari.Viewer(title="napari-histovol demo: lung lesion 3 sections")
-    viewer.open(str(folder), plugin="napari-histovol")
+    from ._widgets.view3d_widget import View3DWidget
+
+    viewer = napari.Viewer(title="napari-histovol demo: lung lesion 3, aligned and interpolated")
+    layers = viewer.open(str(volume_path), plugin="napari-histovol")
+    view = View3DWidget(viewer)
+    viewer.window.add_dock_widget(view, name="3D view", area="right")
+    view.layer.value = layers[0]
+    view.make_rgb_renderable()
+    view.z_exaggeration.value = 12.0
+    view.axis.value = "y"
+    view.position.value = 0.6
+    viewer.window.resize(1500, 950)
+    from qtpy.QtCore import QTimer
+
+    def frame():  # once the window has its size: fit the clipped volume and tilt the camera
+        viewer.reset_view()
+        viewer.camera.angles = (-15, 25, 75)
+
+    QTimer.singleShot(400, frame)
     if screenshot:
-        from qtpy.QtCore import QTimer
 
         def snap():
             viewer.screenshot(screenshot, canvas_only=False)
             viewer.close()
 
-        QTimer.singleShot(1500, snap)
+        QTimer.singleShot(2000, snap)
     napari.run()
     return 0
 

@@ -24,6 +24,23 @@ if TYPE_CHECKING:
 RENDERINGS = ("mip", "translucent", "attenuated_mip", "average", "minip", "iso")
 
 
+def _level_for_3d(layer, max_side: int = 1024):
+    """The pyramid level napari would volume-render (largest with sides <= ``max_side``), with
+    the scale and translate that put it where level 0 is."""
+    if not layer.multiscale:
+        return layer.data, tuple(layer.scale), tuple(layer.translate)
+    levels = list(layer.data)
+    base = levels[0].shape
+    pick = next((lv for lv in levels if max(lv.shape[1:3]) <= max_side), levels[-1])
+    factors = [b / p for b, p in zip(base[:3], pick.shape[:3], strict=True)]
+    scale = tuple(s * f for s, f in zip(tuple(layer.scale), factors, strict=True))
+    translate = tuple(
+        t + (f - 1) / 2 * s
+        for t, f, s in zip(tuple(layer.translate), factors, tuple(layer.scale), strict=True)
+    )
+    return pick, scale, translate
+
+
 class View3DWidget(Container):
     """Clip and render a volume layer in 3D."""
 
@@ -110,9 +127,9 @@ class View3DWidget(Container):
         layer = self.layer.value
         if layer is None or not layer.rgb:
             return []
-        data = layer.data[-1] if layer.multiscale else layer.data
         import numpy as np
 
+        data, scale, translate = _level_for_3d(layer)
         probe = np.asarray(data[data.shape[0] // 2])
         chans, cmaps, top = rgb_channels_for_3d(data, brightfield=is_bright_background(probe))
         made = []
@@ -123,8 +140,8 @@ class View3DWidget(Container):
                     name=f"{layer.name} [{label} 3D]",
                     colormap=cmap,
                     blending="additive",
-                    scale=layer.scale,
-                    translate=layer.translate,
+                    scale=scale,
+                    translate=translate,
                     contrast_limits=(0, top),
                     metadata=layer.metadata,
                 )
