@@ -72,3 +72,16 @@ def layer_to_volume(data: Any, attributes: dict) -> Volume:
         channel_names=("red", "green", "blue") if rgb else meta.channel_names,
     )
     return Volume(data=arr, meta=meta.with_planes(arr.shape[0]))
+
+
+def layer_volume(layer) -> Volume:
+    """The core Volume behind a napari Image layer (its data, scale, units and metadata)."""
+    return layer_to_volume(
+        layer.data,
+        {
+            "rgb": layer.rgb,
+            "scale": tuple(layer.scale),
+            "metadata": layer.metadata,
+            "units": getattr(layer, "units", None),
+        },
+    )

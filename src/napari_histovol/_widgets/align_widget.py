@@ -8,7 +8,7 @@ from magicgui.widgets import ComboBox, Container, PushButton, SpinBox, create_wi
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
-from .._layers import layer_to_volume
+from .._layers import layer_volume
 from ..core.align import METHODS, REFERENCES, iter_align
 from ..core.align.stack import ENGINES
 from ..core.io.meta import META_KEY
@@ -63,15 +63,7 @@ class AlignWidget(Container):
 
             show_warning("Choose an image layer with the sections first.")
             return
-        volume = layer_to_volume(
-            layer.data,
-            {
-                "rgb": layer.rgb,
-                "scale": tuple(layer.scale),
-                "metadata": layer.metadata,
-                "units": getattr(layer, "units", None),
-            },
-        )
+        volume = layer_volume(layer)
         opts = dict(
             method=self.method.value,
             reference=self.reference.value,

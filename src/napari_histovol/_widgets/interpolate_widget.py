@@ -18,7 +18,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from .._layers import layer_to_volume
+from .._layers import layer_volume
 from ..core.interpolate import METHODS, interpolate_pair, iter_interpolate
 from ..core.io.meta import META_KEY
 from ..core.progress import Progress
@@ -74,15 +74,7 @@ class InterpolateWidget(Container):
 
             show_warning("Choose an image layer with the sections first.")
             return None, None
-        return layer, layer_to_volume(
-            layer.data,
-            {
-                "rgb": layer.rgb,
-                "scale": tuple(layer.scale),
-                "metadata": layer.metadata,
-                "units": getattr(layer, "units", None),
-            },
-        )
+        return layer, layer_volume(layer)
 
     def _model(self) -> str | None:
         d = str(self.model_dir.value or "")
