@@ -15,7 +15,6 @@ import dask.array as da
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..io.meta import META_KEY
 from ..io.naming import NamePattern
 from ..io.volume import Volume
 from ..progress import Progress, ProgressGenerator, drain
@@ -188,18 +187,11 @@ def iter_write_interpolated_folder(
     unchanged; generated planes take the folder pattern with their z number. ``synthetic.txt``
     lists the generated files and ``histovol.json`` holds scale, z numbers and flags.
     """
-    from ..io.slices import SIDECAR, SYNTHETIC_LIST, _plane_name, _write_image
+    from ..io.slices import _write_image, plane_names, write_folder_sidecars
 
     vol = result.volume
     meta = vol.meta.with_planes(vol.shape[0])
-    pattern = pattern or meta.pattern or NamePattern("slice_", 4, "", ".tif")
-    if ext:
-        pattern = replace(pattern, ext=ext if ext.startswith(".") else "." + ext)
-    if pattern.ext.lower() in (".jpg", ".jpeg", ".bmp") and vol.dtype != np.uint8:
-        raise InputError(
-            f"{pattern.ext} holds only 8-bit images; write .tif or .png slices instead."
-        )
-    names = [_plane_name(f, z, pattern) for f, z in zip(meta.files, meta.z_numbers, strict=True)]
+    pattern, names = plane_names(meta, vol.dtype, pattern=pattern, ext=ext)
     out = Path(out).expanduser()
     manifest = {"version": 1, "params": params or {}, "names": names}
     man_path = out / MANIFEST
@@ -244,11 +236,7 @@ def iter_write_interpolated_folder(
             os.replace(tmp, target)
             done += 1
             yield Progress(done, total, names[i], stage="write")
-    (out / SYNTHETIC_LIST).write_text(
-        "".join(f"{n}\n" for n, s in zip(names, meta.synthetic, strict=True) if s)
-    )
-    side = replace(meta, files=tuple(names), pattern=pattern)
-    (out / SIDECAR).write_text(json.dumps({META_KEY: side.to_dict()}, indent=1))
+    write_folder_sidecars(out, meta, names, pattern)
     return out
 
 

@@ -335,32 +335,46 @@ def iter_write_slice_folder(
     name and renamed when complete.
     """
     meta = volume.meta.with_planes(volume.shape[0])
-    pattern = pattern or meta.pattern or NamePattern("slice_", 4, "", ".tif")
-    if ext is not None:
-        pattern = replace(pattern, ext=ext if ext.startswith(".") else "." + ext)
-    if pattern.ext.lower() in (".jpg", ".jpeg", ".bmp") and volume.dtype != np.uint8:
-        raise InputError(
-            f"{pattern.ext} holds only 8-bit images but the volume is {volume.dtype}; "
-            "write .tif or .png slices instead."
-        )
-    if pattern.ext.lower() == ".png" and volume.dtype not in (np.uint8, np.uint16):
-        raise InputError(
-            f".png holds 8 or 16-bit images but the volume is {volume.dtype}; write .tif."
-        )
-    names = [_plane_name(f, z, pattern) for f, z in zip(meta.files, meta.z_numbers, strict=True)]
-    if len(set(names)) != len(names):
-        raise InputError("The z numbers of the volume repeat; cannot name one file per plane.")
+    pattern, names = plane_names(meta, volume.dtype, pattern=pattern, ext=ext)
     n = volume.shape[0]
     with atomic_output(out, overwrite=overwrite, is_dir=True) as tmp:
         for i in range(n):
             plane = np.asarray(volume.data[i].compute())
             _write_image(tmp / names[i], plane, meta)
             yield Progress(i + 1, n, names[i], stage="write")
-        new_meta = replace(meta, files=tuple(names), pattern=pattern)
-        (tmp / SIDECAR).write_text(json.dumps({META_KEY: new_meta.to_dict()}, indent=1))
-        syn = [nm for nm, s in zip(names, meta.synthetic, strict=True) if s]
-        (tmp / SYNTHETIC_LIST).write_text("".join(f"{s}\n" for s in syn))
+        write_folder_sidecars(tmp, meta, names, pattern)
     return Path(out)
+
+
+def plane_names(
+    meta: VolumeMeta, dtype, *, pattern: NamePattern | None = None, ext: str | None = None
+):
+    """The folder pattern (the source's unless given; ``ext`` swaps the image format) and one
+    file name per plane; refuses formats that cannot hold the dtype and repeated names."""
+    pattern = pattern or meta.pattern or NamePattern("slice_", 4, "", ".tif")
+    if ext:
+        pattern = replace(pattern, ext=ext if ext.startswith(".") else "." + ext)
+    dtype = np.dtype(dtype)
+    if pattern.ext.lower() in (".jpg", ".jpeg", ".bmp") and dtype != np.uint8:
+        raise InputError(
+            f"{pattern.ext} holds only 8-bit images but the volume is {dtype}; write .tif or .png slices instead."
+        )
+    if pattern.ext.lower() == ".png" and dtype not in (np.uint8, np.uint16):
+        raise InputError(f".png holds 8 or 16-bit images but the volume is {dtype}; write .tif.")
+    names = [_plane_name(f, z, pattern) for f, z in zip(meta.files, meta.z_numbers, strict=True)]
+    if len(set(names)) != len(names):
+        raise InputError("The z numbers of the volume repeat; cannot name one file per plane.")
+    return pattern, names
+
+
+def write_folder_sidecars(
+    folder: Path, meta: VolumeMeta, names: list[str], pattern: NamePattern
+) -> None:
+    """``histovol.json`` (scale, z numbers, flags, names) and ``synthetic.txt`` (generated files)."""
+    side = replace(meta, files=tuple(names), pattern=pattern)
+    (folder / SIDECAR).write_text(json.dumps({META_KEY: side.to_dict()}, indent=1))
+    syn = [nm for nm, s in zip(names, meta.synthetic, strict=True) if s]
+    (folder / SYNTHETIC_LIST).write_text("".join(f"{s}\n" for s in syn))
 
 
 def _plane_name(source: str, z: int, pattern: NamePattern) -> str:
