@@ -301,6 +301,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser(
+        "focus",
+        help="sharpness of sections and tiles: flags, focus maps, best plane",
+        description="Score the sharpness of every section (and tile, with --tile) on its tissue; "
+        "flag sections and tiles blurry relative to the stack (robust z-score); pick the best plane "
+        "of a focus stack with a sub-step estimate.",
+    )
+    p.add_argument("input", help="folder of sections, focus stack or volume")
+    p.add_argument(
+        "--metric",
+        choices=("laplacian", "tenengrad", "brenner", "normalized_variance", "spectral"),
+        default="laplacian",
+    )
+    p.add_argument(
+        "--tile",
+        type=_positive_int,
+        metavar="PX",
+        help="also score tiles of PX pixels (focus maps)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=_positive_float,
+        default=3.5,
+        metavar="Z",
+        help="flag when the robust z-score is below -Z (default 3.5)",
+    )
+    p.add_argument(
+        "--json",
+        dest="json_out",
+        metavar="OUT.json",
+        help="write the scores, flags and maps as JSON",
+    )
+    p.add_argument("--skip-bad", action="store_true", help="leave out corrupt section images")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_focus)
+
+    p = sub.add_parser(
         "demo",
         help="open the bundled sample sections in napari (--no-gui: write files only)",
         description="Open the bundled ANHIR lung-lesion sections in napari. With --no-gui (or "
@@ -641,6 +677,39 @@ def cmd_build(args: argparse.Namespace) -> int:
     for p in (res.transforms, res.qc):
         if p:
             print(f"wrote {p}")
+    return 0
+
+
+def cmd_focus(args: argparse.Namespace) -> int:
+    from .core.focus import iter_focus_stack
+    from .core.io.atomic import atomic_output
+    from .core.io.detect import read_volume
+    from .core.progress import drain_with_tqdm
+
+    vol = read_volume(args.input, on_corrupt="skip" if args.skip_bad else "error")
+    rep = drain_with_tqdm(
+        iter_focus_stack(vol, metric=args.metric, tile=args.tile, threshold=args.threshold),
+        desc="focus",
+        disable=args.quiet or None,
+    )
+    print(f"{'z':>6}  {'score':>12}  {'z-score':>8}  flag  file")
+    for p in rep["planes"]:
+        tiles = (
+            f"  ({p['tiles']['flagged']} blurry tiles)"
+            if "tiles" in p and p["tiles"]["flagged"]
+            else ""
+        )
+        print(
+            f"{p['z']:>6}  {p['score']:>12.6g}  {p['robust_z']:>8.2f}  {'BLUR' if p['out_of_focus'] else '    '}"
+            f"  {p['file']}{tiles}"
+        )
+    print(
+        f"best plane: z {rep['best_plane']} (sub-step {rep['best_plane_subframe']:.2f}); "
+        f"out of focus: {', '.join(map(str, rep['flagged_z'])) or 'none'}"
+    )
+    if args.json_out:
+        with atomic_output(args.json_out, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(rep, indent=1))
     return 0
 
 
