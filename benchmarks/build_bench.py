@@ -23,7 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-SHARED = Path(os.environ.get("HISTOVOL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED = Path(
+    os.environ.get("HISTOVOL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 def make_sections(folder: Path, n: int, size: int, seed: int = 0) -> None:
@@ -42,8 +44,11 @@ def make_sections(folder: Path, n: int, size: int, seed: int = 0) -> None:
         m = cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2), rng.uniform(-3, 3), 1.0)
         m[:, 2] += rng.uniform(-10, 10, 2)
         img = cv2.warpAffine(img, m, (size, size), borderValue=(245, 245, 245))
-        cv2.imwrite(str(folder / f"section_{z:04d}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 90])
+        cv2.imwrite(
+            str(folder / f"section_{z:04d}.jpg"),
+            cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_JPEG_QUALITY, 90],
+        )
         jitter.append(m.tolist())
     (folder.parent / "jitter.json").write_text(json.dumps(jitter))
 
@@ -57,7 +62,9 @@ def seed_loop(folder: Path, out: Path, frames_between: int) -> None:
     files = sorted(folder.glob("*.jpg"))
     first = cv2.imread(str(files[0]))
     h, w = first.shape[:2]
-    ref_img = cv2.cvtColor(cv2.imread(str(files[len(files) // 2])), cv2.COLOR_BGR2GRAY).astype(np.float64)
+    ref_img = cv2.cvtColor(cv2.imread(str(files[len(files) // 2])), cv2.COLOR_BGR2GRAY).astype(
+        np.float64
+    )
     n_out = (len(files) - 1) * (frames_between + 1) + 1
     stack = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(n_out, h, w, 3))
     prev = None
@@ -65,8 +72,10 @@ def seed_loop(folder: Path, out: Path, frames_between: int) -> None:
     for i, f in enumerate(files):
         img = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
         tmat = sr.register(ref_img, cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64))
-        aligned = np.stack([np.clip(sr.transform(img[..., c].astype(np.float64), tmat), 0, 255)
-                            for c in range(3)], axis=-1).astype(np.uint8)
+        aligned = np.stack(
+            [np.clip(sr.transform(img[..., c].astype(np.float64), tmat), 0, 255) for c in range(3)],
+            axis=-1,
+        ).astype(np.uint8)
         k = i * (frames_between + 1)
         stack[k] = aligned
         if prev is not None:
@@ -86,16 +95,31 @@ def child(kind: str, folder: str, out: str, frames_between: int) -> dict:
         from napari_histovol.core.pipeline import build_volume
 
         interp = "linear" if kind == "histovol-linear" else "flow"
-        build_volume(folder, out, frames_between=frames_between, align="rigid", interp_method=interp, workers=2)
+        build_volume(
+            folder,
+            out,
+            frames_between=frames_between,
+            align="rigid",
+            interp_method=interp,
+            workers=2,
+        )
     wall = time.perf_counter() - t0
     c1 = os.times()
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
-    return {"seconds": wall, "cpu_seconds": cpu, "busy_cores": cpu / wall,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "busy_cores": cpu / wall,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def du(p: Path) -> int:
-    return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return (
+        p.stat().st_size
+        if p.is_file()
+        else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    )
 
 
 def main() -> None:
@@ -117,12 +141,28 @@ def main() -> None:
         make_sections(folder, args.sections, args.size)
     make_s = time.perf_counter() - t0
     results = {}
-    for kind, name in (("histovol", "v.ome.zarr"), ("histovol-linear", "vl.ome.zarr"), ("seed", "seed.npy")):
+    for kind, name in (
+        ("histovol", "v.ome.zarr"),
+        ("histovol-linear", "vl.ome.zarr"),
+        ("seed", "seed.npy"),
+    ):
         out = scratch / name
         for p in (out, scratch / f".{name}.work", scratch / f".{name}.partial"):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        p = subprocess.run([sys.executable, __file__, "--frames-between", str(args.frames_between), "--child", kind,
-                            str(folder), str(out)], capture_output=True, text=True)
+        p = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--frames-between",
+                str(args.frames_between),
+                "--child",
+                kind,
+                str(folder),
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if p.returncode:
             raise SystemExit(p.stderr[-3000:])
         r = json.loads(p.stdout.strip().splitlines()[-1])
@@ -134,17 +174,28 @@ def main() -> None:
     summary = {
         "benchmark": "build_bench",
         "machine": {"cpus": os.cpu_count()},
-        "input": {"sections": args.sections, "size": args.size, "rgb": True, "format": "JPEG q90",
-                  "jitter": "+-10 px, +-3 deg", "input_mb_raw": args.sections * args.size**2 * 3 / 1e6,
-                  "making_seconds": make_s},
-        "output": {"planes": n_out, "frames_between": args.frames_between, "raw_mb": n_out * args.size**2 * 3 / 1e6},
+        "input": {
+            "sections": args.sections,
+            "size": args.size,
+            "rgb": True,
+            "format": "JPEG q90",
+            "jitter": "+-10 px, +-3 deg",
+            "input_mb_raw": args.sections * args.size**2 * 3 / 1e6,
+            "making_seconds": make_s,
+        },
+        "output": {
+            "planes": n_out,
+            "frames_between": args.frames_between,
+            "raw_mb": n_out * args.size**2 * 3 / 1e6,
+        },
         "results": results,
         "speedup_histovol_vs_seed": results["seed"]["seconds"] / results["histovol"]["seconds"],
-        "speedup_histovol_linear_vs_seed": results["seed"]["seconds"] / results["histovol-linear"]["seconds"],
+        "speedup_histovol_linear_vs_seed": results["seed"]["seconds"]
+        / results["histovol-linear"]["seconds"],
         "goals": {"peak_rss_mb_below": 2048, "speedup_at_least": 2},
         "notes": "histovol: build with rigid alignment (registered at 512 px), flow (or linear) interpolation, "
-                 "multiscale OME-Zarr; seed: pystackreg RIGID_BODY at full resolution to the middle section, "
-                 "linear interpolation, memmap .npy (no pyramid, no compression).",
+        "multiscale OME-Zarr; seed: pystackreg RIGID_BODY at full resolution to the middle section, "
+        "linear interpolation, memmap .npy (no pyramid, no compression).",
     }
     print(json.dumps(summary, indent=1))
 

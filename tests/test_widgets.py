@@ -135,3 +135,30 @@ def test_3d_view_clipping_changes_the_render(make_napari_viewer, tmp_path):
         w.save_screenshot() == str(tmp_path / "shot.png")
         and (tmp_path / "shot.png").stat().st_size > 1000
     )
+
+
+def test_focus_widget_maps_flags_and_jumps(make_napari_viewer, qtbot):
+    import cv2
+
+    from napari_histovol._widgets.focus_widget import FocusWidget
+
+    from .conftest import tissue
+
+    sharp = tissue((256, 256), 1)
+    sharp = cv2.add(sharp, np.random.default_rng(0).integers(0, 40, sharp.shape, dtype=np.uint8))
+    planes = [sharp] * 7
+    planes[2] = cv2.GaussianBlur(sharp, (0, 0), 3)
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_image(np.stack(planes), name="sec", scale=(5, 0.5, 0.5))
+    w = FocusWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.layer.value = layer
+    w.tile.value = 64
+    w.run()
+    qtbot.waitUntil(lambda: w.report is not None and w.run_button.enabled, timeout=60000)
+    assert w.report["flagged_z"] == [2] and w.report["worst_plane"] == 2
+    assert w.map_layer.data.shape == (7, 4, 4)
+    assert tuple(w.map_layer.scale) == pytest.approx((5, 32, 32))
+    w._go_worst()
+    assert viewer.dims.current_step[0] == 2
+    assert len(w.plot.scores) == 7

@@ -219,16 +219,25 @@ def iter_focus_stack(
     tiles that are blurry relative to the stack; pick the best plane. Yields Progress."""
     from .progress import Progress
 
-    if metric not in METRICS:
-        raise InputError(f"Unknown focus metric '{metric}'; use one of {', '.join(METRICS)}.")
+    if metric not in METRICS + ("model",):
+        raise InputError(
+            f"Unknown focus metric '{metric}'; use one of {', '.join(METRICS)} or model."
+        )
     meta = volume.meta.with_planes(volume.shape[0])
     n = volume.shape[0]
-    scores, maps = [], []
+    scores, maps, distances = [], [], []
     for i in range(n):
         img = np.asarray(volume.data[i].compute())
-        scores.append(score(img, metric))
-        if tile:
-            maps.append(focus_map(img, tile=tile, metric=metric, threshold=threshold))
+        if metric == "model":
+            d, fm = model_scores(img, tile=tile, threshold=threshold)
+            distances.append(d)
+            scores.append(1.0 / (1.0 + d))  # sharper = higher, as for the classical metrics
+            if tile:
+                maps.append(fm)
+        else:
+            scores.append(score(img, metric))
+            if tile:
+                maps.append(focus_map(img, tile=tile, metric=metric, threshold=threshold))
         yield Progress(i + 1, n, f"z {meta.z_numbers[i]}", stage="focus")
     z = robust_z(np.array(scores))
     flags = z < -threshold
@@ -246,6 +255,8 @@ def iter_focus_stack(
             "robust_z": float(z[i]),
             "out_of_focus": bool(flags[i]),
         }
+        if distances:
+            entry["defocus_um"] = distances[i]
         if tile:
             m = maps[i]
             entry["tiles"] = {
@@ -267,3 +278,30 @@ def iter_focus_stack(
         "best_plane_subframe": float(sub_z),
         "worst_plane": zs[int(np.argmin(scores))],
     }
+
+
+def model_scores(
+    img: np.ndarray, *, tile: int | None = None, threshold: float = 3.5, model_path=None
+) -> tuple[float, FocusMap | None]:
+    """Defocus distance (µm) of an image from the learned regressor (median over its tissue
+    patches) and, with ``tile``, a focus map of per-tile median distances (score = 1/(1+d))."""
+    from .focus_model import PATCH, image_patches, predict_focus_distance
+
+    patches, corners = image_patches(img)
+    d = predict_focus_distance(patches, model_path=model_path)
+    if not tile:
+        return float(np.median(d)), None
+    h, w = img.shape[:2]
+    ny, nx = max(1, math.ceil(h / tile)), max(1, math.ceil(w / tile))
+    dist = np.zeros((ny, nx))
+    cover = np.zeros((ny, nx))
+    cells: dict = {}
+    for (y, x), v in zip(corners, d, strict=True):
+        cells.setdefault(((y + PATCH // 2) // tile, (x + PATCH // 2) // tile), []).append(v)
+    for (j, i), vals in cells.items():
+        if j < ny and i < nx:
+            dist[j, i] = float(np.median(vals))
+            cover[j, i] = 1.0
+    sc = np.where(cover > 0, 1.0 / (1.0 + dist), 0.0)
+    flags = robust_flags(sc, valid=cover > 0, threshold=threshold)
+    return float(np.median(d)), FocusMap(sc, cover, tile, flags)

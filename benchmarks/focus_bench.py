@@ -1,0 +1,174 @@
+"""Focus benchmark: best plane on the DFNN light-sheet defocus series (known focus), the learned
+regressor's defocus error beside the best classical metric mapped to distance on held-out
+synthetic defocus of real H&E and EM patches, and throughput. Prints one JSON object.
+
+    python benchmarks/focus_bench.py
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from napari_histovol.core.focus import METRICS, best_plane, focus_channel, score
+from napari_histovol.core.focus_model import (
+    PATCH,
+    Optics,
+    defocus,
+    normalise_patches,
+    predict_focus_distance,
+)
+from napari_histovol.core.io import read_volume
+
+SHARED = Path(
+    os.environ.get("HISTOVOL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+
+
+def dfnn() -> dict:
+    folder = SHARED / "dfnn_defocus" / "mitochondria"
+    rows = list(csv.DictReader(open(SHARED / "dfnn_defocus" / "z_offsets.csv")))
+    truth_index = 51
+    vol = read_volume(folder)
+    planes = [np.asarray(vol.data[i].compute()) for i in range(vol.shape[0])]
+    zs = list(vol.meta.z_numbers)
+    out = {"frames": len(planes), "in_focus_index": truth_index, "step_um": 0.05, "rows": len(rows)}
+    res = {}
+    for metric in METRICS + ("model",):
+        if metric == "model":
+            from napari_histovol.core.focus_model import image_distance
+
+            s = [1 / (1 + image_distance(p)) for p in planes]
+        else:
+            s = [score(p, metric) for p in planes]
+        k, sub = best_plane(s)
+        sub_z = zs[int(np.floor(sub))] + (sub - np.floor(sub)) * (
+            zs[min(int(np.floor(sub)) + 1, len(zs) - 1)] - zs[int(np.floor(sub))]
+        )
+        res[metric] = {
+            "best_plane": zs[k],
+            "best_plane_subframe": float(sub_z),
+            "error_frames": abs(zs[k] - truth_index),
+            "subframe_error_frames": abs(sub_z - truth_index),
+        }
+    out["results"] = res
+    return out
+
+
+def synthetic_sets(rng):
+    from napari_histovol.core.focus_model import image_patches
+
+    skin = focus_channel(tifffile.imread(SHARED / "skin_he_2d" / "skin.tif"))
+    isbi = read_volume(SHARED / "isbi2012_sstem_train" / "train_image").data.compute()
+    cal = [skin[:, : 2 * skin.shape[1] // 3]] + [focus_channel(p) for p in isbi[:15]]
+    test = {
+        "H&E (skin, right third)": [skin[:, 2 * skin.shape[1] // 3 :]],
+        "EM (ISBI sections 15-29)": [focus_channel(p) for p in isbi[15:]],
+    }
+    optics = Optics()
+
+    def make(images, n):
+        pats = np.concatenate([image_patches(im, stride=48)[0] for im in images])
+        pats = pats[pats.std(axis=(1, 2)) > 0.03]
+        idx = rng.choice(len(pats), size=n, replace=len(pats) < n)
+        ds = rng.uniform(0, optics.max_defocus_um, n)
+        big = []
+        for i, d in zip(idx, ds, strict=True):
+            p = np.pad(pats[i], 8, mode="reflect")
+            big.append(defocus(p, float(d), optics, rng)[8 : 8 + PATCH, 8 : 8 + PATCH])
+        return np.stack(big), ds
+
+    return make(cal, 600), {k: make(v, 400) for k, v in test.items()}
+
+
+def calibrate(metric, x, d):
+    """Monotone map score -> distance from calibration patches (binned medians, interpolated)."""
+    s = np.array([score(p, metric, use_mask=False) for p in x])
+    ls = np.log(np.maximum(s, 1e-12))
+    order = np.argsort(ls)
+    bins = np.array_split(order, 20)
+    xs = np.array([ls[b].mean() for b in bins])
+    ys = np.array([np.median(d[b]) for b in bins])
+    ys = np.minimum.accumulate(ys)  # sharper score -> smaller distance
+    return lambda p: np.interp(np.log(max(score(p, metric, use_mask=False), 1e-12)), xs, ys)
+
+
+def regression() -> dict:
+    rng = np.random.default_rng(7)
+    (cx, cd), tests = synthetic_sets(rng)
+    maps = {m: calibrate(m, cx, cd) for m in METRICS}
+    out = {}
+    for name, (x, d) in tests.items():
+        pred = predict_focus_distance(x)
+        row = {"regressor_mae_um": float(np.abs(pred - d).mean())}
+        cl = {
+            m: float(np.mean([abs(maps[m](p) - t) for p, t in zip(x, d, strict=True)]))
+            for m in METRICS
+        }
+        best = min(cl, key=cl.get)
+        row.update(
+            {
+                "classical_mae_um": cl,
+                "best_classical": best,
+                "best_classical_mae_um": cl[best],
+                "ratio_regressor_to_best_classical": row["regressor_mae_um"] / cl[best],
+            }
+        )
+        out[name] = row
+    return {
+        "defocus_range_um": [0, Optics().max_defocus_um],
+        "patches_per_set": 400,
+        "results": out,
+    }
+
+
+def throughput() -> dict:
+    skin = tifffile.imread(SHARED / "skin_he_2d" / "skin.tif")
+    img = np.tile(skin, (2, 2, 1))[:2048, :2048]
+    mp = img.shape[0] * img.shape[1] / 1e6
+    out = {}
+    for metric in METRICS:
+        score(img, metric)
+        t0 = time.perf_counter()
+        reps = 3
+        for _ in range(reps):
+            score(img, metric)
+        out[metric] = mp * reps / (time.perf_counter() - t0)
+    from napari_histovol.core.focus_model import image_patches
+
+    patches, _ = image_patches(img)
+    predict_focus_distance(patches[:64])
+    t0 = time.perf_counter()
+    predict_focus_distance(patches)
+    out["model"] = len(patches) * PATCH * PATCH / 1e6 / (time.perf_counter() - t0)
+    return {
+        "image": "2048x2048 RGB (skin tiled), tissue mask included",
+        "megapixels_per_second": out,
+    }
+
+
+def main() -> None:
+    out = {
+        "benchmark": "focus_bench",
+        "machine": {"cpus": os.cpu_count()},
+        "dfnn": dfnn(),
+        "synthetic_defocus": regression(),
+        "throughput": throughput(),
+        "goals": {
+            "dfnn_best_plane_within_frames": 1,
+            "regressor_error_below_half_of_classical": True,
+            "classical_mp_per_s_at_least": 100,
+        },
+    }
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    _ = normalise_patches
+    main()
