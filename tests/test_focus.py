@@ -108,6 +108,23 @@ def test_cli_focus_json(tmp_path, make_sections):
     rep = json.loads((tmp_path / "f.json").read_text())
     assert rep["worst_plane"] == 3 and "best_plane_subframe" in rep
     assert [p["z"] for p in rep["planes"]] == [1, 2, 3, 4, 5]
+    # the flags feed the interpolation's damaged-section replacement
+    rep["flagged_z"] = [3]
+    (tmp_path / "f.json").write_text(json.dumps(rep))
+    assert (
+        main(
+            [
+                "interpolate",
+                str(folder),
+                str(tmp_path / "fixed"),
+                "--replace-flagged",
+                str(tmp_path / "f.json"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "fixed" / "synthetic.txt").read_text().split() == ["sec_003.png"]
 
 
 def test_shipped_regressor_on_held_out_synthetic_defocus(skin):

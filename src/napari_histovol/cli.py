@@ -584,6 +584,8 @@ def _flagged_from_qc(path: str | None) -> list[int]:
         return []
     try:
         doc = json.loads(Path(path).read_text())
+        if "flagged_z" in doc and "sections" not in doc:  # a histovol focus report
+            return [int(z) for z in doc["flagged_z"]]
         return [int(s["z"]) for s in doc["sections"] if s.get("flags")]
     except FileNotFoundError:
         raise InputError(f"The QC file '{path}' does not exist.") from None
