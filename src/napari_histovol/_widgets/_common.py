@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
+from typing import Any
+
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
 from ..core.progress import Progress
+from ._worker import run_progress_generator
+
+
+def chosen_layer(layer_widget):
+    """The layer picked in a layer combo box, or None after telling the user to pick one."""
+    layer = layer_widget.value
+    if layer is None:
+        from napari.utils.notifications import show_warning
+
+        show_warning("Choose an image layer with the sections first.")
+    return layer
 
 
 class ProgressRow(Container):
@@ -17,6 +31,28 @@ class ProgressRow(Container):
         super().__init__(widgets=[self.bar, self.status, self.cancel], labels=False)
         self.worker = None
         self.cancel.changed.connect(self._cancel)
+
+    def run(
+        self,
+        make_generator: Callable[[], Generator[Progress, None, Any]],
+        on_done: Callable[[Any], None],
+        *buttons: PushButton,
+    ):
+        """Run a core progress generator on a thread worker shown in this row; ``buttons``
+        are disabled until it finishes (done, failed or cancelled)."""
+        for b in buttons:
+            b.enabled = False
+
+        def finished() -> None:
+            self.finish()
+            for b in buttons:
+                b.enabled = True
+
+        worker = run_progress_generator(
+            make_generator, on_progress=self.update, on_done=on_done, on_finished=finished
+        )
+        self.start(worker)
+        return worker
 
     def start(self, worker) -> None:
         self.worker = worker

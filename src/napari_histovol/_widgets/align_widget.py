@@ -12,8 +12,7 @@ from .._layers import layer_volume
 from ..core.align import METHODS, REFERENCES, iter_align
 from ..core.align.stack import ENGINES
 from ..core.io.meta import META_KEY
-from ._common import ProgressRow
-from ._worker import run_progress_generator
+from ._common import ProgressRow, chosen_layer
 
 if TYPE_CHECKING:
     import napari
@@ -57,11 +56,8 @@ class AlignWidget(Container):
         viewer.layers.events.removed.connect(self.layer.reset_choices)
 
     def run(self) -> None:
-        layer = self.layer.value
+        layer = chosen_layer(self.layer)
         if layer is None:
-            from napari.utils.notifications import show_warning
-
-            show_warning("Choose an image layer with the sections first.")
             return
         volume = layer_volume(layer)
         opts = dict(
@@ -70,18 +66,11 @@ class AlignWidget(Container):
             engine=self.engine.value,
             reg_size=int(self.reg_size.value),
         )
-        self.run_button.enabled = False
-        worker = run_progress_generator(
+        self.progress.run(
             lambda: iter_align(volume, **opts),
-            on_progress=self.progress.update,
-            on_done=lambda result: self._show(layer, result),
-            on_finished=self._finished,
+            lambda result: self._show(layer, result),
+            self.run_button,
         )
-        self.progress.start(worker)
-
-    def _finished(self) -> None:
-        self.progress.finish()
-        self.run_button.enabled = True
 
     def _show(self, layer, result) -> None:
         self.result = result

@@ -18,7 +18,6 @@ from magicgui.widgets import (
 
 from ..core.pipeline import ALIGN_CHOICES, iter_build_volume
 from ._common import ProgressRow
-from ._worker import run_progress_generator
 
 if TYPE_CHECKING:
     import napari
@@ -85,18 +84,9 @@ class BuildWidget(Container):
             section_spacing=float(self.spacing.value) or None,
             resume=self.resume.value == "resume",
         )
-        self.run_button.enabled = False
-        worker = run_progress_generator(
-            lambda: iter_build_volume(folder, out, **opts),
-            on_progress=self.progress.update,
-            on_done=self._show,
-            on_finished=self._finished,
+        self.progress.run(
+            lambda: iter_build_volume(folder, out, **opts), self._show, self.run_button
         )
-        self.progress.start(worker)
-
-    def _finished(self) -> None:
-        self.progress.finish()
-        self.run_button.enabled = True
 
     def _show(self, result) -> None:
         from .._layers import volume_to_layer_data

@@ -13,8 +13,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from .._layers import layer_volume
 from ..core.focus import METRICS, iter_focus_stack
-from ._common import ProgressRow
-from ._worker import run_progress_generator
+from ._common import ProgressRow, chosen_layer
 
 if TYPE_CHECKING:
     import napari
@@ -116,11 +115,8 @@ class FocusWidget(Container):
         viewer.layers.events.removed.connect(self.layer.reset_choices)
 
     def run(self) -> None:
-        layer = self.layer.value
+        layer = chosen_layer(self.layer)
         if layer is None:
-            from napari.utils.notifications import show_warning
-
-            show_warning("Choose an image layer with the sections first.")
             return
         volume = layer_volume(layer)
         opts = dict(
@@ -128,18 +124,11 @@ class FocusWidget(Container):
             tile=int(self.tile.value) or None,
             threshold=float(self.threshold.value),
         )
-        self.run_button.enabled = False
-        worker = run_progress_generator(
+        self.progress.run(
             lambda: iter_focus_stack(volume, **opts),
-            on_progress=self.progress.update,
-            on_done=lambda rep: self._show(layer, rep),
-            on_finished=self._finished,
+            lambda rep: self._show(layer, rep),
+            self.run_button,
         )
-        self.progress.start(worker)
-
-    def _finished(self) -> None:
-        self.progress.finish()
-        self.run_button.enabled = True
 
     def _show(self, layer, rep) -> None:
         self.report = rep

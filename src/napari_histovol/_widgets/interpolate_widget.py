@@ -22,8 +22,7 @@ from .._layers import layer_volume
 from ..core.interpolate import METHODS, interpolate_pair, iter_interpolate
 from ..core.io.meta import META_KEY
 from ..core.progress import Progress
-from ._common import ProgressRow
-from ._worker import run_progress_generator
+from ._common import ProgressRow, chosen_layer
 
 if TYPE_CHECKING:
     import napari
@@ -68,13 +67,8 @@ class InterpolateWidget(Container):
         viewer.dims.events.current_step.connect(self._show_plane_kind)
 
     def _volume(self):
-        layer = self.layer.value
-        if layer is None:
-            from napari.utils.notifications import show_warning
-
-            show_warning("Choose an image layer with the sections first.")
-            return None, None
-        return layer, layer_volume(layer)
+        layer = chosen_layer(self.layer)
+        return (None, None) if layer is None else (layer, layer_volume(layer))
 
     def _model(self) -> str | None:
         d = str(self.model_dir.value or "")
@@ -113,7 +107,7 @@ class InterpolateWidget(Container):
             else:
                 self.viewer.add_image(frame, name=name, rgb=layer.rgb, scale=tuple(layer.scale)[1:])
 
-        self._start(gen, show)
+        self.progress.run(gen, show, self.run_button, self.preview_button)
 
     def run(self) -> None:
         layer, vol = self._volume()
@@ -161,18 +155,7 @@ class InterpolateWidget(Container):
             )
             self._show_plane_kind()
 
-        self._start(gen, show)
-
-    def _start(self, gen, on_done) -> None:
-        self.run_button.enabled = self.preview_button.enabled = False
-        worker = run_progress_generator(
-            gen, on_progress=self.progress.update, on_done=on_done, on_finished=self._finished
-        )
-        self.progress.start(worker)
-
-    def _finished(self) -> None:
-        self.progress.finish()
-        self.run_button.enabled = self.preview_button.enabled = True
+        self.progress.run(gen, show, self.run_button, self.preview_button)
 
     def _show_plane_kind(self, event=None) -> None:
         layer = self.result_layer
