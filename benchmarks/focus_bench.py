@@ -21,7 +21,6 @@ from napari_histovol.core.focus_model import (
     PATCH,
     Optics,
     defocus,
-    normalise_patches,
     predict_focus_distance,
 )
 from napari_histovol.core.io import read_volume
@@ -170,5 +169,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    _ = normalise_patches
     main()

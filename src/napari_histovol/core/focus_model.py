@@ -196,9 +196,7 @@ def train(
     model = build_model()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
-    val_rng_state = np.random.default_rng(seed + 1)
     val = FocusDataset(dataset.sharp, dataset.optics, seed=seed + 1, real=dataset.real)
-    del val_rng_state
     vx, vy = zip(*[val.batch(batch) for _ in range(val_batches)], strict=True)
     vx, vy = torch.from_numpy(np.concatenate(vx)), torch.from_numpy(np.concatenate(vy))
     best, best_state, bad, history = float("inf"), None, 0, []

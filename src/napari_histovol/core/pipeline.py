@@ -28,7 +28,7 @@ import numpy as np
 from .align import iter_align
 from .align.transforms import SectionTransform, load_transforms, rescale, save_transforms
 from .align.warp import warp_volume
-from .errors import InputError, OutputError
+from .errors import InputError
 from .interpolate import iter_interpolate
 from .io.atomic import check_output, temp_name
 from .io.detect import read_volume
@@ -333,5 +333,4 @@ __all__ = [
     "normalise",
     "side_files",
     "work_folder",
-    "OutputError",
 ]
