@@ -17,6 +17,8 @@ def get_reader(path: str | list[str]) -> Callable | None:
         if len(path) != 1:
             return None
         path = path[0]
+    if str(path).lower().endswith(".hgm"):
+        return read_hgm_layers
     try:
         fmt = detect_format(path)
     except InputError:
@@ -39,3 +41,16 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     volume = read_volume(path)
     name = split_stem(Path(os.fspath(path).rstrip("/")).name)[0]
     return volume_to_layer_data(volume, name=name)
+
+
+def read_hgm_layers(path: str | list[str]) -> list[tuple]:
+    """Read an ``.hgm`` Gaussian-mixture file: the decoded volume (lazy) and its Gaussians."""
+    from ._layers import mixture_to_layer_data
+    from .core.gaussians import decompress_volume, read_hgm
+
+    if isinstance(path, list):
+        path = path[0]
+    mix, header = read_hgm(path)
+    name = Path(os.fspath(path)).name[: -len(".hgm")]
+    volume = decompress_volume(mix, header)
+    return mixture_to_layer_data(mix, header, volume, name=name, hgm_bytes=Path(path).read_bytes())

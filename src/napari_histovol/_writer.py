@@ -21,3 +21,25 @@ def write_ome_tiff(path: str, data: Any, attributes: dict) -> list[str]:
 def write_npy(path: str, data: Any, attributes: dict) -> list[str]:
     """Save an image layer as .npy with its metadata in NAME.npy.json."""
     return [str(write_volume(layer_to_volume(data, attributes), path, format="npy"))]
+
+
+def write_hgm(path: str, data: Any, attributes: dict) -> list[str]:
+    """Save the Gaussian mixture behind an image layer as ``.hgm``.
+
+    The layer must come from a fit (the *Gaussian compression* widget) or an ``.hgm`` file:
+    fitting takes minutes, so saving never starts one silently.
+    """
+    from .core.errors import InputError
+    from .core.io.atomic import atomic_output
+
+    blob = (attributes.get("metadata") or {}).get("hgm_bytes")
+    if not blob:
+        raise InputError(
+            f"The layer '{attributes.get('name', '')}' holds no fitted Gaussian mixture; fit one "
+            "with the Gaussian compression widget (or histovol compress) and save that layer."
+        )
+    if not str(path).lower().endswith(".hgm"):
+        path = f"{path}.hgm"
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(bytes(blob))
+    return [str(path)]

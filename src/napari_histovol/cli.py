@@ -360,6 +360,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_focus_train)
 
     p = sub.add_parser(
+        "compress",
+        help="fit a 3D Gaussian mixture to a volume and store it as .hgm",
+        description="Fit anisotropic 3D Gaussians to a single-channel volume (block by block "
+        "when it is big) and store them quantised and entropy coded in OUT.hgm. The settings "
+        "used go to OUT.fit.yaml and the fit's figures (PSNR, SSIM, ratio, loss history) to "
+        "OUT.fit.json.",
+    )
+    p.add_argument("input", help="volume: folder of sections, .ome.zarr, .tif or .npy")
+    p.add_argument("output", help="OUT.hgm")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--ratio", type=_positive_float, help="target compression ratio (raw bytes / file bytes)"
+    )
+    budget.add_argument("--gaussians", type=_positive_int, metavar="N", help="number of Gaussians")
+    p.add_argument(
+        "--time-budget",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop optimising after this long (the fit so far is kept)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FIT.yaml",
+        help="fit settings (a saved OUT.fit.yaml works); options given here win",
+    )
+    p.add_argument("--iterations", type=_positive_int, help="optimiser steps per block")
+    p.add_argument(
+        "--block-size", type=_positive_int, metavar="PX", help="edge of the fitted blocks"
+    )
+    p.add_argument("--scheduler", metavar="ADDRESS", help="fit blocks on this dask cluster")
+    p.add_argument("--workers", type=_positive_int, help="blocks fitted at once (default: cores)")
+    _add_scale_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace OUT and its side files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser(
+        "decompress",
+        help="evaluate an .hgm file: the whole volume, a region, or another resolution",
+        description="Evaluate the Gaussians of IN.hgm on a voxel grid and write it as OUT "
+        "(.ome.zarr, .ome.tif/.tif, .npy or a folder of slices). --roi takes voxel ranges of "
+        "the original volume; --zoom samples a finer or coarser grid (the mixture is "
+        "continuous).",
+    )
+    p.add_argument("input", help="IN.hgm")
+    p.add_argument("output", help="OUT.ome.zarr, OUT.tif, OUT.npy or a folder")
+    p.add_argument("--roi", metavar="z0:z1,y0:y1,x0:x1", help="region of the original volume")
+    p.add_argument(
+        "--zoom",
+        type=_positive_float,
+        default=1.0,
+        metavar="F",
+        help="voxels per original voxel along each axis (2: twice as fine; 0.5: half)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=min(4, os.cpu_count() or 2),
+        help="threads evaluating and writing blocks",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser(
         "demo",
         help="open the bundled sample sections in napari (--no-gui: write files only)",
         description="Open the bundled ANHIR lung-lesion sections in napari. With --no-gui (or "
@@ -779,6 +844,97 @@ def cmd_focus_train(args: argparse.Namespace) -> int:
     }
     save_model(model, args.output, optics=optics, info=info)
     print(f"wrote {args.output} (validation MAE {info['val_mae_um']:.3f} um)")
+    return 0
+
+
+def _fit_side_files(out: str) -> tuple[Path, Path]:
+    base = Path(out)
+    stem = base.name[: -len(".hgm")] if base.name.lower().endswith(".hgm") else base.name
+    return base.with_name(stem + ".fit.yaml"), base.with_name(stem + ".fit.json")
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .core.gaussians import FitConfig, fit_report, iter_compress
+    from .core.io.atomic import atomic_output, check_output
+    from .core.io.detect import read_volume
+    from .core.progress import drain_with_tqdm
+
+    if not args.output.lower().endswith(".hgm"):
+        raise InputError(f"The output '{args.output}' must end in .hgm.")
+    if args.ratio is None and args.gaussians is None and args.config is None:
+        raise InputError("Give a target with --ratio R or --gaussians N (or a --config file).")
+    cfg = FitConfig.from_yaml(
+        args.config,
+        ratio=args.ratio,
+        gaussians=args.gaussians,
+        time_budget=args.time_budget,
+        iterations=args.iterations,
+        block_size=args.block_size,
+    )
+    yaml_path, json_path = _fit_side_files(args.output)
+    for path in (args.output, yaml_path, json_path):
+        check_output(path, overwrite=args.overwrite)
+    vol = read_volume(
+        args.input,
+        on_corrupt="skip" if args.skip_bad else "error",
+        pixel_size=args.pixel_size,
+        section_spacing=args.section_spacing,
+    )
+    if vol.meta.rgb or vol.data.ndim != 3:
+        raise InputError(
+            f"'{args.input}' is not a single-channel 3D volume (shape {vol.shape}); "
+            "convert one channel to gray first."
+        )
+    res = drain_with_tqdm(
+        iter_compress(
+            vol.data,
+            cfg,
+            voxel_size=vol.meta.scale,
+            unit=vol.meta.unit,
+            workers=args.workers,
+            scheduler=args.scheduler,
+        ),
+        desc="compress",
+        disable=args.quiet or None,
+    )
+    with atomic_output(args.output, overwrite=args.overwrite) as tmp:
+        tmp.write_bytes(res.data)
+    report = {
+        "input": str(args.input),
+        "output": str(args.output),
+        **fit_report(res, vol.data.compute()),
+        "history": res.history,
+    }
+    with atomic_output(yaml_path, overwrite=args.overwrite) as tmp:
+        res.config.to_yaml(tmp)
+    with atomic_output(json_path, overwrite=args.overwrite) as tmp:
+        tmp.write_text(json.dumps(report, indent=1))
+    print(
+        f"wrote {args.output}: {len(res.mixture)} Gaussians, {len(res.data)} bytes, "
+        f"ratio {res.ratio:.1f}, {res.bits_per_voxel:.3f} bits/voxel, "
+        f"PSNR {report['psnr_db']:.2f} dB (foreground {report['psnr_foreground_db']:.2f}), "
+        f"SSIM {report['ssim']:.4f}, fitted in {res.seconds:.0f} s"
+    )
+    print(f"wrote {yaml_path} and {json_path}")
+    return 0
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from .core.gaussians import decompress_volume, parse_roi, read_hgm
+    from .core.io.detect import detect_format, iter_write_volume
+    from .core.progress import drain_with_tqdm
+
+    fmt = detect_format(args.output, for_output=True)
+    mix, header = read_hgm(args.input)
+    roi = parse_roi(args.roi, header.shape) if args.roi else None
+    vol = decompress_volume(mix, header, zoom=args.zoom, roi=roi)
+    opts: dict = {"overwrite": args.overwrite}
+    if fmt in ("ome-zarr", "ome-tiff", "npy"):
+        opts["workers"] = args.workers
+    out = drain_with_tqdm(
+        iter_write_volume(vol, args.output, **opts), desc="decompress", disable=args.quiet or None
+    )
+    print(f"wrote {out} ({fmt}, shape {'x'.join(map(str, vol.shape))}, {header.dtype})")
     return 0
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from .align import iter_align
 from .align.transforms import SectionTransform, load_transforms, rescale, save_transforms
 from .align.warp import warp_volume
+from .cluster import dask_client
 from .errors import InputError
 from .interpolate import iter_interpolate
 from .io.atomic import check_output, temp_name
@@ -164,7 +165,7 @@ def iter_build_volume(
     t_path, qc_path = side_files(out)
     for p in (out, t_path, qc_path):
         check_output(p, overwrite=overwrite)
-    client = _client(scheduler)
+    client = dask_client(scheduler)
 
     yield Progress(0, 1, "reading headers", stage="read")
     source = read_volume(
@@ -306,23 +307,6 @@ def iter_build_volume(
         final.meta.synthetic_z,
         flagged,
     )
-
-
-def _client(scheduler: Any):
-    if scheduler is None:
-        return None
-    if not isinstance(scheduler, str):
-        return scheduler  # a distributed.Client
-    try:
-        from distributed import Client
-    except ImportError:
-        raise InputError(
-            "--scheduler needs the 'distributed' package (pip install distributed)."
-        ) from None
-    try:
-        return Client(scheduler, timeout="10s")
-    except OSError as e:
-        raise InputError(f"Cannot reach the dask scheduler at '{scheduler}' ({e}).") from None
 
 
 __all__ = [

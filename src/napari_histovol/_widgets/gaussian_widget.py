@@ -1,0 +1,133 @@
+"""'Gaussian compression' dock widget: fit a 3D Gaussian mixture to a volume layer, show the
+reconstruction and the Gaussians, report ratio and PSNR; save the result as ``.hgm`` through
+File > Save Selected Layer (the plugin's writer) and open ``.hgm`` files with File > Open."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+
+from .._layers import layer_volume, mixture_to_layer_data
+from ..core.errors import HistovolError
+from ..core.gaussians import FitConfig, decompress_volume, fit_report, iter_compress
+from ..core.progress import Progress
+from ._common import ProgressRow, chosen_layer
+
+if TYPE_CHECKING:
+    import napari
+
+
+def _fit_and_measure(volume, config: FitConfig):
+    """Fit, then decode and measure, as one progress generator for the thread worker."""
+    result = yield from iter_compress(
+        volume.data, config, voxel_size=volume.meta.scale, unit=volume.meta.unit
+    )
+    yield Progress(1, 1, "decoding and measuring", "fit")
+    decoded = decompress_volume(result.mixture, result.header)
+    original = volume.data.compute()
+    values = decoded.data.compute()
+    report = fit_report(result, original, values)
+    return result, decoded, report
+
+
+class GaussianWidget(Container):
+    """Compress a volume layer into Gaussians with a ratio or count budget."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        import napari
+
+        self.viewer = viewer
+        self.layer = create_widget(annotation=napari.layers.Image, label="volume")
+        self.budget = ComboBox(choices=("ratio", "count"), value="ratio", label="budget")
+        self.ratio = FloatSpinBox(value=100.0, min=2.0, max=5000.0, step=10.0, label="ratio")
+        self.count = SpinBox(value=4000, min=1, max=5_000_000, step=500, label="Gaussians")
+        self.time_budget = FloatSpinBox(
+            value=0.0, min=0.0, max=86400.0, step=30.0, label="time budget (s, 0 = none)"
+        )
+        self.iterations = SpinBox(value=FitConfig.iterations, min=10, max=20000, label="steps")
+        self.run_button = PushButton(text="Fit Gaussians")
+        self.progress = ProgressRow()
+        self.summary = Label(value="")
+        super().__init__(
+            widgets=[
+                self.layer,
+                self.budget,
+                self.ratio,
+                self.count,
+                self.time_budget,
+                self.iterations,
+                self.run_button,
+                self.progress,
+                self.summary,
+            ]
+        )
+        self.count.visible = False
+        self.budget.changed.connect(self._budget_changed)
+        self.run_button.changed.connect(self.run)
+        self.report: dict | None = None
+        viewer.layers.events.inserted.connect(self.layer.reset_choices)
+        viewer.layers.events.removed.connect(self.layer.reset_choices)
+
+    def _budget_changed(self, value: str) -> None:
+        self.ratio.visible = value == "ratio"
+        self.count.visible = value == "count"
+
+    def config(self) -> FitConfig:
+        """The fit settings the widget's controls describe."""
+        by_ratio = self.budget.value == "ratio"
+        return FitConfig(
+            ratio=float(self.ratio.value) if by_ratio else None,
+            gaussians=None if by_ratio else int(self.count.value),
+            time_budget=float(self.time_budget.value) or None,
+            iterations=int(self.iterations.value),
+        )
+
+    def run(self) -> None:
+        from napari.utils.notifications import show_error
+
+        layer = chosen_layer(self.layer)
+        if layer is None:
+            return
+        volume = layer_volume(layer)
+        if volume.meta.rgb or volume.data.ndim != 3:
+            show_error("Gaussian compression takes a single-channel 3D volume.")
+            return
+        try:
+            cfg = self.config()
+        except HistovolError as exc:
+            show_error(str(exc))
+            return
+        self.summary.value = ""
+        self.progress.run(
+            lambda: _fit_and_measure(volume, cfg),
+            lambda out: self._show(layer, *out),
+            self.run_button,
+        )
+
+    def _show(self, layer, result, decoded, report) -> None:
+        self.report = report
+        name = f"{layer.name} (Gaussians)"
+        for old in (name, f"{name} Gaussians"):
+            if old in self.viewer.layers:
+                self.viewer.layers.remove(old)
+        tuples = mixture_to_layer_data(
+            result.mixture, result.header, decoded, name=name, hgm_bytes=result.data
+        )
+        for data, kwargs, kind in tuples:
+            kwargs["translate"] = tuple(layer.translate)[-3:]
+            kwargs["metadata"] = {**kwargs.get("metadata", {}), "fit_report": report}
+            getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        self.summary.value = (
+            f"{report['gaussians']} Gaussians, {report['file_bytes']} bytes, "
+            f"ratio {report['ratio']:.1f}, PSNR {report['psnr_db']:.2f} dB, "
+            f"SSIM {report['ssim']:.3f}, {report['fit_seconds']:.0f} s"
+        )

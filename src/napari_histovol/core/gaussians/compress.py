@@ -1,0 +1,377 @@
+"""Compress a volume into a Gaussian mixture and decompress it again.
+
+Big volumes are fitted block by block. Blocks are coloured by the parity of their index along
+each axis; blocks of one colour never touch, so they are fitted in parallel (dask), and colours
+run one after another. Each block is fitted on its core plus ``block_overlap`` voxels of its
+neighbours, with the Gaussians that earlier colours already placed nearby rendered as a fixed
+context, and keeps the Gaussians whose centre lies in its core. A block thus fits what its
+neighbours left over, across the seam, which is what blends the seams.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import numpy as np
+import torch
+
+from ..cluster import dask_client
+from ..errors import InputError
+from ..progress import Progress, ProgressGenerator, drain
+from .config import FitConfig
+from .fit import BlockFit, Normalisation, estimate_normalisation, iter_fit_block, occupancy
+from .hgm import HgmHeader, Quantisation, encode, quantise
+from .mixture import GaussianMixture
+from .render import render_region
+
+#: Bytes one Gaussian takes in a file after entropy coding, a prior for the first budget (the
+#: final count is trimmed to the real size).
+_BYTES_PER_GAUSSIAN_PRIOR = 10.0
+#: Bytes of the header and checksum, a prior.
+_HEADER_PRIOR = 500
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of the fit: its core (owned Gaussians) and its fit region (core + overlap)."""
+
+    index: tuple[int, int, int]
+    core: tuple[slice, slice, slice]
+    region: tuple[slice, slice, slice]
+
+    @property
+    def colour(self) -> tuple[int, int, int]:
+        return tuple(i % 2 for i in self.index)
+
+    @property
+    def origin(self) -> tuple[int, int, int]:
+        return tuple(s.start for s in self.region)
+
+
+def plan_blocks(shape, block_size: int, overlap: int) -> list[Block]:
+    """Split ``shape`` into about ``block_size``-sized blocks (all of it when it is smaller)."""
+    counts = [max(1, math.ceil(n / block_size)) for n in shape]
+    edges = [
+        np.linspace(0, n, c + 1).round().astype(int) for n, c in zip(shape, counts, strict=True)
+    ]
+    blocks = []
+    for index in itertools.product(*[range(c) for c in counts]):
+        core, region = [], []
+        for ax, i in enumerate(index):
+            a, b = int(edges[ax][i]), int(edges[ax][i + 1])
+            core.append(slice(a, b))
+            region.append(slice(max(0, a - overlap), min(shape[ax], b + overlap)))
+        blocks.append(Block(tuple(index), tuple(core), tuple(region)))
+    return blocks
+
+
+@dataclass
+class CompressResult:
+    """A fitted mixture, its file bytes and how it was made."""
+
+    mixture: GaussianMixture  # as stored (quantised)
+    header: HgmHeader
+    data: bytes
+    config: FitConfig
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.header.raw_bytes / len(self.data)
+
+    @property
+    def bits_per_voxel(self) -> float:
+        return 8 * len(self.data) / float(np.prod(self.header.shape))
+
+
+def _target_count(cfg: FitConfig, raw_bytes: int) -> int:
+    if cfg.gaussians is not None:
+        return int(cfg.gaussians)
+    budget = raw_bytes / cfg.ratio - _HEADER_PRIOR
+    if budget < 4 * _BYTES_PER_GAUSSIAN_PRIOR:
+        raise InputError(
+            f"A ratio of {cfg.ratio:g} leaves {raw_bytes / cfg.ratio:.0f} bytes for a "
+            f"{raw_bytes}-byte volume, too few for any Gaussian; choose a lower ratio."
+        )
+    return max(1, int(budget / _BYTES_PER_GAUSSIAN_PRIOR))
+
+
+def _importance(mix: GaussianMixture) -> np.ndarray:
+    """Energy of each Gaussian (amplitude^2 x volume), the order in which to drop them."""
+    return mix.amplitudes**2 * np.prod(mix.scales, axis=1)
+
+
+def _fit_one(
+    volume, block: Block, n: int, cfg: FitConfig, norm: Normalisation, context, budget, report
+) -> BlockFit:
+    x = norm.forward(np.asarray(volume[block.region]))
+    ctx = None
+    if context is not None and len(context):
+        shape = x.shape
+        ctx_vals = render_region(context, shape, start=block.origin)
+        ctx = ((ctx_vals - context.background) / norm.value_range).astype(np.float32)
+    gen = iter_fit_block(
+        x, n, cfg, norm, context=ctx, time_budget=budget, label=f"block {block.index}"
+    )
+    return drain(gen, report)
+
+
+def _keep_zone(blocks: list[Block], rank: list[int], i: int, shape) -> np.ndarray:
+    """Voxels of block ``i``'s region where it keeps Gaussians: its core, and the cores of
+    blocks fitted before it (their residual is what it fitted there)."""
+    b = blocks[i]
+    zone = np.zeros(tuple(s.stop - s.start for s in b.region), bool)
+    for j, other in enumerate(blocks):
+        if j != i and rank[j] >= rank[i]:
+            continue
+        inter = []
+        for r, c in zip(b.region, other.core, strict=True):
+            lo, hi = max(r.start, c.start), min(r.stop, c.stop)
+            if lo >= hi:
+                break
+            inter.append(slice(lo - r.start, hi - r.start))
+        else:
+            zone[tuple(inter)] = True
+    return zone
+
+
+def _owned(fit: BlockFit, block: Block, zone: np.ndarray, norm: Normalisation) -> GaussianMixture:
+    """The Gaussians of a block fit whose centre lies in its keep zone."""
+    mix = fit.mixture(norm, block.origin)
+    local = np.round(mix.centres - np.asarray(block.origin)).astype(int)
+    local = np.clip(local, 0, np.asarray(zone.shape) - 1)
+    return mix.subset(zone[tuple(local.T)])
+
+
+def iter_compress(
+    volume,
+    config: FitConfig,
+    *,
+    voxel_size=(1.0, 1.0, 1.0),
+    unit: str = "pixel",
+    workers: int | None = None,
+    scheduler: Any = None,
+) -> ProgressGenerator[CompressResult]:
+    """Fit a Gaussian mixture to a 3D volume and encode it; yields progress.
+
+    Parameters
+    ----------
+    volume
+        A ``(Z, Y, X)`` numpy or dask array, integer or float, finite.
+    config
+        Budget and fit settings (see :class:`FitConfig`).
+    voxel_size, unit
+        Physical voxel size stored in the file.
+    workers
+        Blocks fitted at the same time (default: the number of cores, at most the blocks).
+    scheduler
+        A ``dask.distributed`` scheduler address or Client to fit the blocks on.
+    """
+    t0 = time.perf_counter()
+    if getattr(volume, "ndim", 0) != 3:
+        raise InputError(
+            f"Gaussian-mixture compression takes a single-channel 3D volume, not shape "
+            f"{getattr(volume, 'shape', None)}."
+        )
+    dtype = np.dtype(volume.dtype)
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise InputError(f"Cannot compress a volume of type {dtype}; give numbers.")
+    if min(volume.shape) < 2:
+        raise InputError(f"The volume {tuple(volume.shape)} is too thin to fit in 3D.")
+    yield Progress(0, 1, "reading the volume", "fit")
+    arr = np.asarray(volume)
+    if np.issubdtype(dtype, np.floating) and not np.isfinite(arr).all():
+        raise InputError("The volume holds NaN or infinite values; fill or mask them first.")
+    norm = estimate_normalisation(arr)
+    shape = tuple(int(s) for s in arr.shape)
+    raw_bytes = int(np.prod(shape)) * dtype.itemsize
+    n_total = _target_count(config, raw_bytes)
+    blocks = plan_blocks(arr.shape, config.block_size, config.block_overlap)
+    colours = sorted({b.colour for b in blocks})
+    rank = [colours.index(b.colour) for b in blocks]
+    zones = [_keep_zone(blocks, rank, i, shape) for i in range(len(blocks))]
+    # Budget per block from its share of occupied voxels in its keep zone; it fits more, in
+    # proportion, where its region reaches into blocks still to come (those are dropped).
+    kept_occ, fit_factor = [], []
+    for b, zone in zip(blocks, zones, strict=True):
+        occ = occupancy(norm.forward(arr[b.region]), norm, config.occupancy_threshold)
+        k = float(occ[zone].sum()) + 1.0
+        kept_occ.append(k)
+        fit_factor.append((float(occ.sum()) + 1.0) / k)
+    share = np.asarray(kept_occ) / np.sum(kept_occ)
+    counts = np.maximum(1, np.round(share * n_total * np.asarray(fit_factor))).astype(int)
+    n_workers = max(1, min(workers or torch.get_num_threads(), len(blocks)))
+    client = dask_client(scheduler)
+    placed: list[GaussianMixture] = []
+    history: list[dict] = []
+    done = 0
+    for colour in colours:
+        members = [i for i, b in enumerate(blocks) if b.colour == colour]
+        context = GaussianMixture.concatenate(placed, norm.background) if placed else None
+        budget = None
+        if config.time_budget is not None:
+            # Share the time left by the Gaussians still to fit; parallel blocks share a slot.
+            left = config.time_budget - (time.perf_counter() - t0)
+            later = [k for k, b in enumerate(blocks) if b.colour >= colour]
+            share = counts[members].sum() / counts[later].sum()
+            budget = max(1.0, left * share * min(n_workers, len(members)) / len(members))
+        fits = yield from _run_parallel(
+            arr,
+            [blocks[i] for i in members],
+            [int(counts[i]) for i in members],
+            config,
+            norm,
+            context,
+            budget,
+            n_workers,
+            client,
+            (done, len(blocks)),
+        )
+        for i, fit in zip(members, fits, strict=True):
+            placed.append(_owned(fit, blocks[i], zones[i], norm))
+            history.extend({"block": list(blocks[i].index), **h} for h in fit.history)
+        done += len(members)
+    mix = GaussianMixture.concatenate(placed, norm.background)
+    quant = Quantisation(
+        position_step=config.position_step,
+        scale_min=config.min_sigma,
+        scale_max=config.max_sigma,
+        scale_bits=config.scale_bits,
+        rotation_bits=config.rotation_bits,
+        amplitude_bits=config.amplitude_bits,
+    )
+    header = HgmHeader(
+        shape,
+        dtype.name,
+        (float(arr.min()), float(arr.max())),
+        tuple(float(v) for v in voxel_size),
+        unit,
+        {
+            "size": config.block_size,
+            "overlap": config.block_overlap,
+            "grid": [len({b.index[ax] for b in blocks}) for ax in range(3)],
+        },
+    )
+    yield Progress(len(blocks), len(blocks), "encoding", "fit")
+    # Meet the budget exactly: drop the least energetic Gaussians (overlapping keep zones of
+    # corner blocks can place a few more than asked, and the bytes per Gaussian were a guess).
+    order = np.argsort(-_importance(mix), kind="stable")
+    if config.gaussians is not None:
+        order = order[: config.gaussians]
+    data = encode(mix.subset(np.sort(order)), header, quant)
+    if config.ratio is not None:
+        target = header.raw_bytes / config.ratio
+        while len(data) > target and len(order) > 1:
+            per = len(data) / len(order)
+            drop = max(1, int(math.ceil((len(data) - target) / per)))
+            order = order[: max(1, len(order) - drop)]
+            data = encode(mix.subset(np.sort(order)), header, quant)
+    mix = mix.subset(np.sort(order))
+    stored, _ = quantise(mix, header.shape, quant)
+    return CompressResult(stored, header, data, config, time.perf_counter() - t0, history)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _run_parallel(arr, blocks, counts, cfg, norm, context, budget, n_workers, client, position):
+    """Fit blocks of one colour in parallel through dask, relaying their progress.
+
+    Fits run on a helper thread (local threads or a distributed cluster); their per-step
+    progress comes back through a queue. Closing this generator (a cancelled widget run) stops
+    the local fits at their next step.
+    """
+    q: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    done_blocks, total_blocks = position
+    steps: dict[str, int] = {}
+
+    def report(p: Progress) -> None:
+        if stop.is_set():
+            raise _Cancelled
+        q.put(p)
+
+    relay = report if client is None else None
+    tasks = [
+        dask.delayed(_fit_one)(arr, b, n, cfg, norm, context, budget, relay)
+        for b, n in zip(blocks, counts, strict=True)
+    ]
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            if client is not None:
+                out["fits"] = client.gather(client.compute(tasks))
+            elif len(tasks) == 1:
+                out["fits"] = [tasks[0].compute(scheduler="sync")]
+            else:
+                threads = torch.get_num_threads()
+                torch.set_num_threads(max(1, threads // min(n_workers, len(tasks))))
+                try:
+                    out["fits"] = list(
+                        dask.compute(*tasks, scheduler="threads", num_workers=n_workers)
+                    )
+                finally:
+                    torch.set_num_threads(threads)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            out["error"] = exc
+        q.put(None)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    total = total_blocks * cfg.iterations
+    try:
+        while True:
+            p = q.get()
+            if p is None:
+                break
+            label = p.message.split(":")[0]
+            steps[label] = p.done
+            done = done_blocks * cfg.iterations + sum(steps.values())
+            yield Progress(min(done, total), total, p.message, "fit")
+    finally:
+        stop.set()
+        worker.join()
+    if "error" in out:
+        raise out["error"]
+    return out["fits"]
+
+
+def fit_report(result: CompressResult, original, decoded=None) -> dict:
+    """Figures of a fit: size, ratio, bits per voxel, PSNR (whole and foreground), SSIM, time.
+
+    ``decoded`` is the decompressed volume when the caller has it already.
+    """
+    from .. import metrics
+    from .decompress import decompress_array
+
+    original = np.asarray(original)
+    if decoded is None:
+        decoded = decompress_array(result.mixture, result.header).compute()
+    fg = metrics.foreground(original)
+    return {
+        "shape": list(result.header.shape),
+        "dtype": result.header.dtype,
+        "gaussians": len(result.mixture),
+        "file_bytes": len(result.data),
+        "ratio": result.ratio,
+        "bits_per_voxel": result.bits_per_voxel,
+        "psnr_db": metrics.psnr(original, decoded),
+        "psnr_foreground_db": metrics.psnr(original, decoded, fg),
+        "ssim": metrics.ssim(original, decoded),
+        "fit_seconds": result.seconds,
+    }
+
+
+def compress(volume, config: FitConfig, **kwargs) -> CompressResult:
+    """Fit and encode (see :func:`iter_compress`)."""
+    return drain(iter_compress(volume, config, **kwargs))
