@@ -256,7 +256,9 @@ def test_config_yaml_round_trip_and_overrides(tmp_path):
 
 
 def test_plan_blocks_cover_the_volume_once():
-    blocks = plan_blocks((50, 300, 130), 128, 8)
+    assert len(plan_blocks((60, 256, 256), 192, 8)) == 1  # fewer voxels than 192^3
+    blocks = plan_blocks((50, 300, 130), 100, 8)
+    assert len(blocks) == 1 * 3 * 2
     owned = np.zeros((50, 300, 130), int)
     for b in blocks:
         owned[b.core] += 1

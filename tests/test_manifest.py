@@ -21,6 +21,7 @@ def test_manifest_validates_and_every_command_imports():
         "napari-histovol.write_ome_zarr",
         "napari-histovol.write_ome_tiff",
         "napari-histovol.write_npy",
+        "napari-histovol.write_hgm",
     }
 
 
@@ -63,3 +64,41 @@ def test_writers_through_npe2(make_sections, tmp_path, name):
     back = read_volume(out[0])
     np.testing.assert_array_equal(back.data.compute(), data.compute())
     assert back.meta.scale == (4.0, 0.5, 0.5) and back.meta.z_numbers == (1, 2)
+
+
+def test_hgm_reader_and_writer_through_npe2(tmp_path):
+    import numpy as np
+
+    from napari_histovol.core.gaussians import GaussianMixture, HgmHeader, encode, read_hgm
+
+    rng = np.random.default_rng(0)
+    mix = GaussianMixture(
+        rng.uniform(2, 14, (20, 3)),
+        rng.uniform(1, 2, (20, 3)),
+        rng.normal(size=(20, 4)),
+        rng.uniform(100, 900, 20),
+        50.0,
+    )
+    src = tmp_path / "m.hgm"
+    src.write_bytes(encode(mix, HgmHeader((16, 16, 16), "uint16", (0.0, 4000.0), (2.0, 1.0, 1.0))))
+    npe2.PluginManager.instance().discover()
+    layers = npe2.read([str(src)], stack=False, plugin_name="napari-histovol")
+    (img, ikw, ikind), (pts, pkw, pkind) = layers
+    assert ikind == "image" and pkind == "points"
+    assert img.shape == (16, 16, 16) and ikw["scale"] == (2.0, 1.0, 1.0)
+    assert pts.shape == (20, 3) and len(pkw["size"]) == 20
+    out = npe2.write(
+        str(tmp_path / "copy.hgm"), [(img, ikw, "image")], plugin_name="napari-histovol"
+    )
+    assert Path(out[0]).read_bytes() == src.read_bytes()
+    back, _ = read_hgm(out[0])
+    assert len(back) == 20
+    # A plain image (no fit behind it) is refused with a sentence, not fitted silently.
+    from napari_histovol.core.errors import InputError
+
+    with pytest.raises(InputError, match="no fitted Gaussian mixture"):
+        npe2.write(
+            str(tmp_path / "x.hgm"),
+            [(img, {"name": "plain"}, "image")],
+            plugin_name="napari-histovol",
+        )

@@ -33,7 +33,7 @@ from .render import render_region
 
 #: Bytes one Gaussian takes in a file after entropy coding, a prior for the first budget (the
 #: final count is trimmed to the real size).
-_BYTES_PER_GAUSSIAN_PRIOR = 10.0
+_BYTES_PER_GAUSSIAN_PRIOR = 7.8
 #: Bytes of the header and checksum, a prior.
 _HEADER_PRIOR = 500
 
@@ -56,8 +56,14 @@ class Block:
 
 
 def plan_blocks(shape, block_size: int, overlap: int) -> list[Block]:
-    """Split ``shape`` into about ``block_size``-sized blocks (all of it when it is smaller)."""
-    counts = [max(1, math.ceil(n / block_size)) for n in shape]
+    """Split ``shape`` into blocks of about ``block_size`` voxels a side.
+
+    A volume of at most ``block_size**3`` voxels is one block, whatever its shape.
+    """
+    if int(np.prod(shape)) <= block_size**3:
+        counts = [1, 1, 1]
+    else:
+        counts = [max(1, math.ceil(n / block_size)) for n in shape]
     edges = [
         np.linspace(0, n, c + 1).round().astype(int) for n, c in zip(shape, counts, strict=True)
     ]

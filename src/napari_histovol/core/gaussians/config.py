@@ -39,7 +39,7 @@ class FitConfig:
     init_sigma
         Initial sigma as a fraction of the mean distance to the three nearest Gaussians.
     lr_position, lr_scale, lr_rotation, lr_amplitude
-        Adam learning rates (voxels, log-voxels, quaternion units, fraction of the value range).
+        Adam learning rates (voxels, log-voxels, quaternion units, log-amplitude).
     l1_weight, l2_weight, ssim_weight
         Loss = l1 * mean(w |e|) + l2 * mean(w e^2) / mean(e_0^2) + ssim * (1 - SSIM).
     edge_weight
@@ -65,20 +65,20 @@ class FitConfig:
     ratio: float | None = None
     gaussians: int | None = None
     time_budget: float | None = None
-    iterations: int = 400
+    iterations: int = 300
     densify_every: int = 40
     densify_until: float = 0.6
-    coarse_fraction: float = 0.75
+    coarse_fraction: float = 0.9
     init_fraction: float = 0.7
     init_sigma: float = 0.45
     lr_position: float = 0.05
     lr_scale: float = 0.02
     lr_rotation: float = 0.02
-    lr_amplitude: float = 0.01
+    lr_amplitude: float = 0.05
     l1_weight: float = 0.2
     l2_weight: float = 0.8
     ssim_weight: float = 0.1
-    edge_weight: float = 0.5
+    edge_weight: float = 0.3
     min_sigma: float = 0.35
     max_sigma: float = 8.0
     prune_amplitude: float = 0.004
@@ -86,10 +86,10 @@ class FitConfig:
     occupancy_threshold: float = 2.0
     block_size: int = 192
     block_overlap: int = 8
-    position_step: float = 0.125
-    amplitude_bits: int = 12
-    scale_bits: int = 8
-    rotation_bits: int = 8
+    position_step: float = 0.25
+    amplitude_bits: int = 9
+    scale_bits: int = 6
+    rotation_bits: int = 6
     seed: int = 0
 
     def __post_init__(self) -> None:

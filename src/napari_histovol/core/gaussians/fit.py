@@ -30,6 +30,8 @@ from .render import render_torch
 #: Edge of the random crop on which the SSIM term is evaluated each step (SSIM over the whole
 #: block every step would cost ten times the rendering).
 _SSIM_CROP = (12, 48, 48)
+#: Amplitudes (normalised) never go below this; the pruning threshold is far above it.
+_MIN_AMPLITUDE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -188,16 +190,18 @@ class _Params:
         self.mu = t(centres).requires_grad_()
         self.log_s = t(np.log(scales)).requires_grad_()
         self.quat = t(rotations).requires_grad_()
-        self.amp = t(amps).requires_grad_()
+        # Amplitudes are optimised as logarithms: steps are relative, whatever the data's scale,
+        # and amplitudes stay positive (additive, fluorescence-like blending).
+        self.log_a = t(np.log(np.maximum(amps, _MIN_AMPLITUDE))).requires_grad_()
         self.opt = torch.optim.Adam(
             [
                 {"params": [self.mu], "lr": cfg.lr_position},
                 {"params": [self.log_s], "lr": cfg.lr_scale},
                 {"params": [self.quat], "lr": cfg.lr_rotation},
-                {"params": [self.amp], "lr": cfg.lr_amplitude},
+                {"params": [self.log_a], "lr": cfg.lr_amplitude},
             ]
         )
-        self.grad_acc = torch.zeros(len(self.amp))
+        self.grad_acc = torch.zeros(len(self.log_a))
         self.grad_steps = 0
 
     def numpy(self):
@@ -207,23 +211,28 @@ class _Params:
                 self.mu.numpy().astype(np.float64),
                 np.exp(self.log_s.numpy()).astype(np.float64),
                 q.numpy().astype(np.float64),
-                self.amp.numpy().astype(np.float64),
+                np.exp(self.log_a.numpy()).astype(np.float64),
             )
 
     def render(self, shape, origin=(0.0, 0.0, 0.0), step=(1.0, 1.0, 1.0)):
-        return render_torch(self.mu, self.log_s.exp(), self.quat, self.amp, shape, origin, step)
+        return render_torch(
+            self.mu, self.log_s.exp(), self.quat, self.log_a.exp(), shape, origin, step
+        )
+
+    def __len__(self) -> int:
+        return len(self.log_a)
 
     def project(self, shape, cfg: FitConfig) -> None:
         """Keep parameters valid: scales in range, amplitudes non-negative, centres inside."""
         with torch.no_grad():
             self.log_s.clamp_(math.log(cfg.min_sigma), math.log(cfg.max_sigma))
-            self.amp.clamp_(min=0.0)
+            self.log_a.clamp_(min=math.log(_MIN_AMPLITUDE))
             for ax, n in enumerate(shape):
                 self.mu[:, ax].clamp_(-0.5, n - 0.5)
             self.quat /= self.quat.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def _densify(p: _Params, n_target: int, cfg: FitConfig, shape, rng) -> _Params:
+def _densify(p: _Params, n_target: int, cfg: FitConfig, shape, rng, steps_left: int) -> _Params:
     """Prune faint / degenerate Gaussians, then clone or split those with large gradients."""
     mu, s, q, a = p.numpy()
     grad = (p.grad_acc / max(p.grad_steps, 1)).numpy()
@@ -234,7 +243,8 @@ def _densify(p: _Params, n_target: int, cfg: FitConfig, shape, rng) -> _Params:
     mu, s, q, a, grad = mu[keep], s[keep], q[keep], a[keep], grad[keep]
     room = n_target - len(a)
     if room > 0:
-        k = min(room, max(1, len(a) // 3))
+        # Grow by at most a third per step, but enough to reach the budget by the last one.
+        k = min(room, max(1, len(a) // 3, math.ceil(room / max(1, steps_left))))
         chosen = np.argsort(-grad)[:k]
         big = s[chosen].max(1) > 1.5 * cfg.min_sigma * 2
         new_mu, new_s, new_q, new_a = [], [], [], []
@@ -305,7 +315,14 @@ def iter_fit_block(
     n_target = max(1, int(n_target))
     n0 = max(1, int(round(n_target * cfg.init_fraction)))
     resid0 = x if context is None else x - context
-    p = _Params(*initial_gaussians(resid0, occ, n0, cfg, rng), cfg)
+    mu0, s0, q0, a0 = initial_gaussians(resid0, occ, n0, cfg, rng)
+    # Overlapping initial Gaussians overshoot: scale all amplitudes by the least-squares factor.
+    with torch.no_grad():
+        t32 = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+        r = render_torch(t32(mu0), t32(s0), t32(q0), t32(a0), shape)
+        resid_t = torch.from_numpy(np.ascontiguousarray(resid0))
+        a0 = a0 * float((r * resid_t).sum() / (r * r).sum().clamp_min(1e-12))
+    p = _Params(mu0, s0, q0, np.clip(a0, 0, None), cfg)
     mse0 = float((target**2).mean()) if ctx is None else float(((target - ctx) ** 2).mean())
     mse0 = max(mse0, 1e-12)
     l10 = max(float(target.abs().mean()), 1e-12)
@@ -352,16 +369,17 @@ def iter_fit_block(
                     "iteration": it,
                     "loss": float(loss.detach()),
                     "psnr": psnr,
-                    "gaussians": len(p.amp),
+                    "gaussians": len(p),
                 }
             )
         elapsed = time.perf_counter() - t0
         if (it + 1) % cfg.densify_every == 0 and it + 1 < last_densify:
-            p = _densify(p, n_target, cfg, shape, rng)
+            steps_left = (last_densify - it - 1) // cfg.densify_every + 1
+            p = _densify(p, n_target, cfg, shape, rng, steps_left)
         yield Progress(
             it + 1,
             cfg.iterations,
-            f"{label}: loss {float(loss.detach()):.4f}, PSNR {psnr:.2f} dB, {len(p.amp)} Gaussians",
+            f"{label}: loss {float(loss.detach()):.4f}, PSNR {psnr:.2f} dB, {len(p)} Gaussians",
             "fit",
         )
         if time_budget is not None and elapsed > time_budget:
