@@ -24,7 +24,7 @@ from scipy.spatial import cKDTree
 
 from ..progress import Progress, ProgressGenerator
 from .config import FitConfig
-from .mixture import GaussianMixture
+from .mixture import GaussianMixture, quaternion_to_matrix
 from .render import render_torch
 
 #: Edge of the random crop on which the SSIM term is evaluated each step (SSIM over the whole
@@ -248,8 +248,6 @@ def _densify(p: _Params, n_target: int, cfg: FitConfig, shape, rng, steps_left: 
         chosen = np.argsort(-grad)[:k]
         big = s[chosen].max(1) > 1.5 * cfg.min_sigma * 2
         new_mu, new_s, new_q, new_a = [], [], [], []
-        from .mixture import quaternion_to_matrix
-
         rot = quaternion_to_matrix(q[chosen])
         for j, i in enumerate(chosen):
             if big[j]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 #: Gaussians are cut off at this Mahalanobis radius (3 sigma keeps 97 % of a 3D Gaussian's
 #: mass and everything above 1.1 % of its peak).
@@ -110,19 +111,24 @@ class GaussianMixture:
         return footprint_half_widths(self.scales, self.rotations)
 
 
-def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
-    """Rotation matrices ``(N, 3, 3)`` from quaternions ``(N, 4)`` (normalised here)."""
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    w, x, y, z = q.T
-    return np.stack(
+def rotation_matrices(q: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices ``(N, 3, 3)`` from quaternions ``(N, 4)`` (normalised here), torch,
+    differentiable."""
+    q = q / q.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    w, x, y, z = q.unbind(1)
+    return torch.stack(
         [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
         ],
-        axis=1,
+        dim=1,
     )
+
+
+def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``(N, 3, 3)`` from quaternions ``(N, 4)`` (normalised here), numpy."""
+    return rotation_matrices(torch.as_tensor(np.asarray(q, dtype=np.float64))).numpy()
 
 
 def footprint_half_widths(scales: np.ndarray, rotations: np.ndarray) -> np.ndarray:

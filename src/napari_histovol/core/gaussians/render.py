@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .mixture import TRUNCATION, GaussianMixture
+from .mixture import TRUNCATION, GaussianMixture, rotation_matrices
 
 #: Patch half-widths are rounded up to one of these, so that Gaussians of similar size share
 #: one batched computation.
@@ -29,20 +29,6 @@ _LEVELS = np.concatenate([np.arange(1, 17), np.arange(18, 33, 2), np.arange(36, 
 
 #: Most patch voxels evaluated in one batched tensor operation (bounds memory).
 _MAX_BATCH_VOXELS = 4_000_000
-
-
-def rotation_matrices(q: torch.Tensor) -> torch.Tensor:
-    """Differentiable rotation matrices ``(N, 3, 3)`` from quaternions ``(N, 4)``."""
-    q = q / q.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    w, x, y, z = q.unbind(1)
-    return torch.stack(
-        [
-            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-            torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-            torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        dim=1,
-    )
 
 
 def half_widths(scales: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
