@@ -885,9 +885,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
             f"'{args.input}' is not a single-channel 3D volume (shape {vol.shape}); "
             "convert one channel to gray first."
         )
+    original = vol.data.compute()  # read once: fitted and measured against
     res = drain_with_tqdm(
         iter_compress(
-            vol.data,
+            original,
             cfg,
             voxel_size=vol.meta.scale,
             unit=vol.meta.unit,
@@ -902,7 +903,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     report = {
         "input": str(args.input),
         "output": str(args.output),
-        **fit_report(res, vol.data.compute()),
+        **fit_report(res, original),
         "history": res.history,
     }
     with atomic_output(yaml_path, overwrite=args.overwrite) as tmp:

@@ -28,12 +28,12 @@ if TYPE_CHECKING:
 
 def _fit_and_measure(volume, config: FitConfig):
     """Fit, then decode and measure, as one progress generator for the thread worker."""
+    original = volume.data.compute()  # read once: fitted and measured against
     result = yield from iter_compress(
-        volume.data, config, voxel_size=volume.meta.scale, unit=volume.meta.unit
+        original, config, voxel_size=volume.meta.scale, unit=volume.meta.unit
     )
     yield Progress(1, 1, "decoding and measuring", "fit")
     decoded = decompress_volume(result.mixture, result.header)
-    original = volume.data.compute()
     values = decoded.data.compute()
     report = fit_report(result, original, values)
     return result, decoded, report

@@ -131,11 +131,18 @@ def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
     return rotation_matrices(torch.as_tensor(np.asarray(q, dtype=np.float64))).numpy()
 
 
-def footprint_half_widths(scales: np.ndarray, rotations: np.ndarray) -> np.ndarray:
-    """Half-widths (voxels) of the axis-aligned box around each truncated Gaussian.
+def half_widths(scales: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Half-widths of the truncated footprints' axis-aligned boxes, ``(N, 3)``, torch (no grad).
 
     The ellipsoid ``d^T Sigma^-1 d <= T^2`` reaches ``T * sqrt(Sigma_ii)`` along axis ``i``.
     """
-    r = quaternion_to_matrix(rotations)
-    var = np.einsum("nij,nj->ni", r**2, np.asarray(scales, dtype=np.float64) ** 2)
-    return TRUNCATION * np.sqrt(var)
+    with torch.no_grad():
+        var = torch.einsum("nij,nj->ni", rot**2, scales**2)
+        return TRUNCATION * var.sqrt()
+
+
+def footprint_half_widths(scales: np.ndarray, rotations: np.ndarray) -> np.ndarray:
+    """Half-widths (voxels) of the axis-aligned box around each truncated Gaussian, numpy."""
+    q = torch.as_tensor(np.asarray(rotations, dtype=np.float64))
+    s = torch.as_tensor(np.asarray(scales, dtype=np.float64))
+    return half_widths(s, rotation_matrices(q)).numpy()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .mixture import TRUNCATION, GaussianMixture, rotation_matrices
+from .mixture import TRUNCATION, GaussianMixture, half_widths, rotation_matrices
 
 #: Patch half-widths are rounded up to one of these, so that Gaussians of similar size share
 #: one batched computation.
@@ -29,13 +29,6 @@ _LEVELS = np.concatenate([np.arange(1, 17), np.arange(18, 33, 2), np.arange(36, 
 
 #: Most patch voxels evaluated in one batched tensor operation (bounds memory).
 _MAX_BATCH_VOXELS = 4_000_000
-
-
-def half_widths(scales: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """Half-widths of the truncated footprints' axis-aligned boxes, ``(N, 3)`` (no grad)."""
-    with torch.no_grad():
-        var = torch.einsum("nij,nj->ni", rot**2, scales**2)
-        return TRUNCATION * var.sqrt()
 
 
 def _bucket(h: np.ndarray) -> np.ndarray:
