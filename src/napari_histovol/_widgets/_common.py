@@ -11,6 +11,17 @@ from ..core.progress import Progress
 from ._worker import run_progress_generator
 
 
+def image_layer_picker(viewer, label: str):
+    """A combo box of the viewer's image layers that follows layers being added or removed."""
+    import napari
+    from magicgui.widgets import create_widget
+
+    picker = create_widget(annotation=napari.layers.Image, label=label)
+    viewer.layers.events.inserted.connect(picker.reset_choices)
+    viewer.layers.events.removed.connect(picker.reset_choices)
+    return picker
+
+
 def chosen_layer(layer_widget):
     """The layer picked in a layer combo box, or None after telling the user to pick one."""
     layer = layer_widget.value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, Container, PushButton, SpinBox, create_widget
+from magicgui.widgets import ComboBox, Container, PushButton, SpinBox
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
@@ -12,7 +12,7 @@ from .._layers import layer_volume
 from ..core.align import METHODS, REFERENCES, iter_align
 from ..core.align.stack import ENGINES
 from ..core.io.meta import META_KEY
-from ._common import ProgressRow, chosen_layer
+from ._common import ProgressRow, chosen_layer, image_layer_picker
 
 if TYPE_CHECKING:
     import napari
@@ -24,10 +24,9 @@ class AlignWidget(Container):
     to go to that section)."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        import napari
 
         self.viewer = viewer
-        self.layer = create_widget(annotation=napari.layers.Image, label="sections")
+        self.layer = image_layer_picker(viewer, "sections")
         self.method = ComboBox(choices=METHODS, value="rigid", label="method")
         self.reference = ComboBox(choices=REFERENCES, value="previous", label="reference")
         self.engine = ComboBox(choices=ENGINES, value="histovol", label="engine")
@@ -52,8 +51,6 @@ class AlignWidget(Container):
         self.run_button.changed.connect(self.run)
         self.result = None
         self._z_of_plane: list[int] = []
-        viewer.layers.events.inserted.connect(self.layer.reset_choices)
-        viewer.layers.events.removed.connect(self.layer.reset_choices)
 
     def run(self) -> None:
         layer = chosen_layer(self.layer)

@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton, SpinBox, create_widget
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton, SpinBox
 from qtpy.QtCore import QPointF, QRectF, Qt, Signal
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from .._layers import layer_volume
 from ..core.focus import METRICS, iter_focus_stack
-from ._common import ProgressRow, chosen_layer
+from ._common import ProgressRow, chosen_layer, image_layer_picker
 
 if TYPE_CHECKING:
     import napari
@@ -76,10 +76,9 @@ class FocusWidget(Container):
     """Score sections and tiles; flag blurry ones; jump to the best or worst section."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        import napari
 
         self.viewer = viewer
-        self.layer = create_widget(annotation=napari.layers.Image, label="sections")
+        self.layer = image_layer_picker(viewer, "sections")
         self.metric = ComboBox(choices=METRICS + ("model",), value="laplacian", label="metric")
         self.tile = SpinBox(value=256, min=0, max=8192, step=32, label="tile (px, 0 = none)")
         self.threshold = FloatSpinBox(
@@ -111,8 +110,6 @@ class FocusWidget(Container):
         self.worst_button.changed.connect(self._go_worst)
         self.report = None
         self.map_layer = None
-        viewer.layers.events.inserted.connect(self.layer.reset_choices)
-        viewer.layers.events.removed.connect(self.layer.reset_choices)
 
     def run(self) -> None:
         layer = chosen_layer(self.layer)

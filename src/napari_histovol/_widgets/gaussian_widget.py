@@ -13,14 +13,13 @@ from magicgui.widgets import (
     Label,
     PushButton,
     SpinBox,
-    create_widget,
 )
 
 from .._layers import layer_volume, mixture_to_layer_data
 from ..core.errors import HistovolError
 from ..core.gaussians import FitConfig, decompress_volume, fit_report, iter_compress
 from ..core.progress import Progress
-from ._common import ProgressRow, chosen_layer
+from ._common import ProgressRow, chosen_layer, image_layer_picker
 
 if TYPE_CHECKING:
     import napari
@@ -43,10 +42,9 @@ class GaussianWidget(Container):
     """Compress a volume layer into Gaussians with a ratio or count budget."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        import napari
 
         self.viewer = viewer
-        self.layer = create_widget(annotation=napari.layers.Image, label="volume")
+        self.layer = image_layer_picker(viewer, "volume")
         self.budget = ComboBox(choices=("ratio", "count"), value="ratio", label="budget")
         self.ratio = FloatSpinBox(value=100.0, min=2.0, max=5000.0, step=10.0, label="ratio")
         self.count = SpinBox(value=4000, min=1, max=5_000_000, step=500, label="Gaussians")
@@ -74,8 +72,6 @@ class GaussianWidget(Container):
         self.budget.changed.connect(self._budget_changed)
         self.run_button.changed.connect(self.run)
         self.report: dict | None = None
-        viewer.layers.events.inserted.connect(self.layer.reset_choices)
-        viewer.layers.events.removed.connect(self.layer.reset_choices)
 
     def _budget_changed(self, value: str) -> None:
         self.ratio.visible = value == "ratio"

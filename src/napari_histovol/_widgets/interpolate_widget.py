@@ -15,14 +15,13 @@ from magicgui.widgets import (
     PushButton,
     Slider,
     SpinBox,
-    create_widget,
 )
 
 from .._layers import layer_volume
 from ..core.interpolate import METHODS, interpolate_pair, iter_interpolate
 from ..core.io.meta import META_KEY
 from ..core.progress import Progress
-from ._common import ProgressRow, chosen_layer
+from ._common import ProgressRow, chosen_layer, image_layer_picker
 
 if TYPE_CHECKING:
     import napari
@@ -32,10 +31,9 @@ class InterpolateWidget(Container):
     """Generate planes between the sections of an image layer."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        import napari
 
         self.viewer = viewer
-        self.layer = create_widget(annotation=napari.layers.Image, label="sections")
+        self.layer = image_layer_picker(viewer, "sections")
         self.frames = Slider(value=1, min=0, max=50, label="frames between")
         self.method = ComboBox(choices=METHODS, value="flow", label="method")
         self.model_dir = FileEdit(mode="d", label="model folder", value="")
@@ -62,8 +60,6 @@ class InterpolateWidget(Container):
         self.preview_button.changed.connect(self.preview)
         self.run_button.changed.connect(self.run)
         self.result_layer = None
-        viewer.layers.events.inserted.connect(self.layer.reset_choices)
-        viewer.layers.events.removed.connect(self.layer.reset_choices)
         viewer.dims.events.current_step.connect(self._show_plane_kind)
 
     def _volume(self):

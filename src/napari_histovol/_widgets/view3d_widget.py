@@ -13,10 +13,10 @@ from magicgui.widgets import (
     FileEdit,
     FloatSlider,
     PushButton,
-    create_widget,
 )
 
 from ..core.render3d import AXES, clipping_planes, rgb_channels_for_3d
+from ._common import image_layer_picker
 
 if TYPE_CHECKING:
     import napari
@@ -45,10 +45,9 @@ class View3DWidget(Container):
     """Clip and render a volume layer in 3D."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        import napari
 
         self.viewer = viewer
-        self.layer = create_widget(annotation=napari.layers.Image, label="volume")
+        self.layer = image_layer_picker(viewer, "volume")
         self.split_rgb = PushButton(text="RGB volume: split into channels for 3D")
         self.rendering = ComboBox(choices=RENDERINGS, value="mip", label="rendering")
         self.threshold = FloatSlider(
@@ -105,8 +104,6 @@ class View3DWidget(Container):
         self.layer.changed.connect(self._layer_changed)
         self.split_rgb.changed.connect(self.make_rgb_renderable)
         self.shot.changed.connect(self.save_screenshot)
-        viewer.layers.events.inserted.connect(self.layer.reset_choices)
-        viewer.layers.events.removed.connect(self.layer.reset_choices)
 
     # ------------------------------------------------------------------ targets
     def targets(self) -> list:
