@@ -130,7 +130,7 @@ def test_bad_requests():
         interpolate(vol_of(stack), replace_z=[9])
     with pytest.raises(InputError, match="first and the last"):
         interpolate(vol_of(stack), replace_z=[0])
-    with pytest.raises(InputError, match="needs --model"):
+    with pytest.raises(InputError, match="needs a model folder"):
         interpolate(vol_of(stack), method="model")
     with pytest.raises(InputError, match="not a TensorFlow SavedModel"):
         interpolate(vol_of(stack), method="model", model_dir="/nonexistent")

@@ -159,9 +159,19 @@ def test_existing_output_is_not_overwritten(flagged_volume, tmp_path):
     with pytest.raises(OutputError, match="exists already"):
         write_volume(flagged_volume, out)
     assert (out / "mine.txt").read_text() == "user data"
+    # a folder napari-histovol did not write is never replaced, even with overwrite
+    with pytest.raises(OutputError, match="did not write"):
+        write_volume(flagged_volume, out, overwrite=True)
+    assert (out / "mine.txt").read_text() == "user data"
+    # its own output is replaced
+    (out / "mine.txt").unlink()
     write_volume(flagged_volume, out, overwrite=True)
-    assert not (out / "mine.txt").exists()
+    write_volume(flagged_volume, out, overwrite=True)
     assert read_volume(out).shape == flagged_volume.shape
+    # and a folder is never replaced by a file
+    (tmp_path / "v.npy").mkdir()
+    with pytest.raises(OutputError, match="is a folder"):
+        write_volume(flagged_volume, tmp_path / "v.npy", overwrite=True)
 
 
 @pytest.mark.parametrize("name", ["v.ome.zarr", "v.ome.tif", "v.npy", "folder"])

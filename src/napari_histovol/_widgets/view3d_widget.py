@@ -119,7 +119,7 @@ class View3DWidget(Container):
     def make_rgb_renderable(self, *_) -> list:
         """Replace an RGB layer in 3D by three channel layers with additive blending, so that
         opacity follows intensity and the slide (or black background) is transparent."""
-        from ..core.align.channel import is_bright_background
+        from ..core.image import is_bright_background
 
         layer = self.layer.value
         if layer is None or not layer.rgb:

@@ -1,4 +1,4 @@
-"""Connecting to a ``dask.distributed`` cluster for ``--scheduler ADDRESS``."""
+"""Connecting to a ``dask.distributed`` cluster (a scheduler address, or a Client)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def dask_client(scheduler: Any):
         from distributed import Client
     except ImportError:
         raise InputError(
-            "--scheduler needs the 'distributed' package (pip install distributed)."
+            "A dask scheduler needs the 'distributed' package; install it (pip install distributed).",
+            option="scheduler",
         ) from None
     try:
         return Client(scheduler, timeout="10s")

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
+from .image import tissue_mask
 
 METRICS = ("laplacian", "tenengrad", "brenner", "normalized_variance", "spectral")
 DEFAULT_METRIC = "laplacian"
@@ -36,36 +37,6 @@ def focus_channel(img: np.ndarray) -> np.ndarray:
         top = float(np.nanmax(np.abs(f))) if f.size else 0.0
         f = np.nan_to_num(f / top if top > 0 else f)
     return f
-
-
-def tissue_mask(chan: np.ndarray, *, min_fraction: float = 0.01) -> np.ndarray:
-    """Tissue pixels: Otsu's threshold on a smoothed channel (computed at 1/4 size), on the
-    side away from the slide (bright slides: darker pixels; dark backgrounds: brighter). When
-    hardly anything is tissue-like, all pixels count."""
-    from .io.slices import background_value
-
-    lo, hi = (float(chan.min()), float(chan.max())) if chan.size else (0.0, 0.0)
-    if hi - lo < 1e-6:
-        return np.ones(chan.shape, bool)
-    h, w = chan.shape
-    f = 4 if min(h, w) >= 64 else 1
-    small = (
-        cv2.resize(chan, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
-        if f > 1
-        else chan
-    )
-    small = cv2.GaussianBlur(small, (0, 0), 2.0 / f)
-    u8 = np.clip((small - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
-    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    bright_slide = float(background_value(small)) > float(np.median(small))
-    mask = (u8 < t) if bright_slide else (u8 > t)
-    frac = float(mask.mean())
-    if frac < min_fraction or frac > 0.995:
-        return np.ones(chan.shape, bool)
-    mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8))
-    if f > 1:
-        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-    return mask.astype(bool)
 
 
 def response(chan: np.ndarray, metric: str) -> tuple[np.ndarray, str]:

@@ -159,9 +159,11 @@ def iter_build_volume(
     if align not in ALIGN_CHOICES:
         raise InputError(f"Unknown alignment '{align}'; use one of {', '.join(ALIGN_CHOICES)}.")
     if size is not None and size < 16:
-        raise InputError(f"--size must be at least 16 pixels, not {size}.")
+        raise InputError(f"The canvas size must be at least 16 pixels, not {size}.", option="size")
     if frames_between is not None and frames_between < 0:
-        raise InputError("--frames-between must be 0 or more.")
+        raise InputError(
+            "The number of frames between sections must be 0 or more.", option="frames_between"
+        )
     t_path, qc_path = side_files(out)
     for p in (out, t_path, qc_path):
         check_output(p, overwrite=overwrite)

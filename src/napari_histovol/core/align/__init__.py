@@ -5,7 +5,8 @@ applied lazily, section by section, to the full-resolution data.
 """
 
 from .stack import METHODS, REFERENCES, AlignResult, align, iter_align
-from .transforms import SectionTransform, apply_transforms, load_transforms, save_transforms
+from .transforms import SectionTransform, load_transforms, save_transforms
+from .warp import apply_transforms
 
 __all__ = [
     "METHODS",

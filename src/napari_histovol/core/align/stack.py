@@ -83,7 +83,9 @@ def _check_options(method: str, reference: str, engine: str, channel: str, reg_s
     if engine not in ENGINES:
         raise InputError(f"Unknown engine '{engine}'; use one of {', '.join(ENGINES)}.")
     if engine == "stackreg" and method == "elastic":
-        raise InputError("The stackreg engine has no elastic method; use --engine histovol.")
+        raise InputError(
+            "The stackreg engine has no elastic method; use the histovol engine.", option="engine"
+        )
     if channel not in CHANNELS:
         raise InputError(
             f"Unknown registration channel '{channel}'; use one of {', '.join(CHANNELS)}."
@@ -410,37 +412,3 @@ def _qc_report(
 def _mean(values: list[float | None]) -> float | None:
     v = [x for x in values if x is not None]
     return float(np.mean(v)) if v else None
-
-
-def apply_transforms_file(volume: Volume, transforms_path: str | os.PathLike) -> Volume:
-    """Re-apply a ``T.json`` to a volume: another channel, or a higher-resolution copy of the
-    same sections (matrices are scaled by the ratio of the files' sizes)."""
-    from .transforms import load_transforms, scale_matrix
-
-    tf = load_transforms(transforms_path)
-    meta = volume.meta.with_planes(volume.shape[0])
-    if len(tf.transforms) != volume.shape[0]:
-        raise InputError(
-            f"The transforms file has {len(tf.transforms)} slices but the input has "
-            f"{volume.shape[0]}; give the same sections."
-        )
-    shapes = meta.extra.get("source_shapes") or [list(volume.shape[1:3])] * volume.shape[0]
-    offsets = meta.extra.get("canvas_offsets") or [[0, 0]] * volume.shape[0]
-    ks = [shapes[i][0] / tf.source_shapes[i][0] for i in range(len(shapes))]
-    kx = [shapes[i][1] / tf.source_shapes[i][1] for i in range(len(shapes))]
-    k = float(np.median(ks))
-    if max(abs(a - k) for a in ks + kx) > 0.02 * k:
-        raise InputError(
-            "The sections are not a uniformly scaled copy of those the transforms were made for."
-        )
-    out_shape = (round(tf.canvas[0] * k), round(tf.canvas[1] * k))
-    K = np.linalg.inv(scale_matrix(1.0 / k)) if k != 1 else np.eye(3)  # old pixel -> new pixel
-    transforms = []
-    for i, t in enumerate(tf.transforms):
-        m_file = K @ t.matrix @ np.linalg.inv(K)
-        off = np.array([[1, 0, offsets[i][1]], [0, 1, offsets[i][0]], [0, 0, 1.0]])
-        fld = None if t.field is None else t.field * k
-        transforms.append(SectionTransform(off @ m_file, fld, t.field_scale / k))
-    data = warp_volume(volume.data, transforms, out_shape)
-    extra = {kk: v for kk, v in meta.extra.items() if kk not in ("canvas_offsets", "source_shapes")}
-    return Volume(data, replace(meta, extra=extra))

@@ -252,10 +252,3 @@ def load_transforms(path: str | os.PathLike) -> TransformsFile:
         except (KeyError, ValueError, TypeError, OSError) as e:
             raise InputError(f"Slice {i} of '{path}' is malformed ({e}).") from None
     return TransformsFile(tuple(doc.get("canvas", (0, 0))), files, zs, ts, shapes, doc)
-
-
-def apply_transforms(*args, **kwargs):
-    """Re-apply a transforms file to a volume (see :func:`napari_histovol.core.align.stack.apply_transforms_file`)."""
-    from .stack import apply_transforms_file
-
-    return apply_transforms_file(*args, **kwargs)

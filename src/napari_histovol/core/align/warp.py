@@ -7,12 +7,17 @@ and integer values are rounded and saturated, never wrapped.
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
+
 import cv2
 import dask.array as da
 import numpy as np
 
-from ..io.slices import background_value
-from .transforms import SectionTransform
+from ..errors import InputError
+from ..image import background_value
+from ..io.volume import Volume
+from .transforms import SectionTransform, load_transforms, scale_matrix
 
 _CV_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
 _CV_MAX_SIDE = 32000  # OpenCV's remap/warpAffine work on images below SHRT_MAX pixels a side
@@ -106,3 +111,35 @@ def warp_volume(
         return warp_section(block[0], t, (H, W))[None]
 
     return da.map_blocks(fn, data, dtype=data.dtype, chunks=chunks)
+
+
+def apply_transforms(volume: Volume, transforms_path: str | os.PathLike) -> Volume:
+    """Re-apply a ``T.json`` to a volume: another channel, or a higher-resolution copy of the
+    same sections (matrices are scaled by the ratio of the files' sizes)."""
+    tf = load_transforms(transforms_path)
+    meta = volume.meta.with_planes(volume.shape[0])
+    if len(tf.transforms) != volume.shape[0]:
+        raise InputError(
+            f"The transforms file has {len(tf.transforms)} slices but the input has "
+            f"{volume.shape[0]}; give the same sections."
+        )
+    shapes = meta.extra.get("source_shapes") or [list(volume.shape[1:3])] * volume.shape[0]
+    offsets = meta.extra.get("canvas_offsets") or [[0, 0]] * volume.shape[0]
+    ks = [shapes[i][0] / tf.source_shapes[i][0] for i in range(len(shapes))]
+    kx = [shapes[i][1] / tf.source_shapes[i][1] for i in range(len(shapes))]
+    k = float(np.median(ks))
+    if max(abs(a - k) for a in ks + kx) > 0.02 * k:
+        raise InputError(
+            "The sections are not a uniformly scaled copy of those the transforms were made for."
+        )
+    out_shape = (round(tf.canvas[0] * k), round(tf.canvas[1] * k))
+    K = np.linalg.inv(scale_matrix(1.0 / k)) if k != 1 else np.eye(3)  # old pixel -> new pixel
+    transforms = []
+    for i, t in enumerate(tf.transforms):
+        m_file = K @ t.matrix @ np.linalg.inv(K)
+        off = np.array([[1, 0, offsets[i][1]], [0, 1, offsets[i][0]], [0, 0, 1.0]])
+        fld = None if t.field is None else t.field * k
+        transforms.append(SectionTransform(off @ m_file, fld, t.field_scale / k))
+    data = warp_volume(volume.data, transforms, out_shape)
+    extra = {kk: v for kk, v in meta.extra.items() if kk not in ("canvas_offsets", "source_shapes")}
+    return Volume(data, replace(meta, extra=extra))

@@ -96,7 +96,7 @@ class FitConfig:
         if self.ratio is not None and self.gaussians is not None:
             raise InputError("Give a target compression ratio or a Gaussian count, not both.")
         if self.ratio is None and self.gaussians is None:
-            raise InputError("Give a target compression ratio (--ratio) or count (--gaussians).")
+            raise InputError("Give a target compression ratio or a Gaussian count.", option="ratio")
         if self.ratio is not None and not self.ratio > 1:
             raise InputError(f"The target ratio must be above 1, not {self.ratio}.")
         if self.gaussians is not None and self.gaussians < 1:

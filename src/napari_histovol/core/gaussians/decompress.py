@@ -28,19 +28,27 @@ def parse_roi(text: str, shape) -> tuple[slice, slice, slice]:
     """``"z0:z1,y0:y1,x0:x1"`` (voxels of the original; empty bounds mean the edge) as slices."""
     parts = [p.strip() for p in str(text).split(",")]
     if len(parts) != 3:
-        raise InputError(f"--roi needs three ranges z0:z1,y0:y1,x0:x1, not '{text}'.")
+        raise InputError(
+            f"A region needs three ranges z0:z1,y0:y1,x0:x1, not '{text}'.", option="roi"
+        )
     out = []
     for part, n, axis in zip(parts, shape, "zyx", strict=True):
         bounds = part.split(":")
         if len(bounds) != 2:
-            raise InputError(f"The {axis} range '{part}' of --roi must look like start:stop.")
+            raise InputError(
+                f"The {axis} range '{part}' of the region must look like start:stop.", option="roi"
+            )
         try:
             a = int(bounds[0]) if bounds[0] else 0
             b = int(bounds[1]) if bounds[1] else n
         except ValueError:
-            raise InputError(f"The {axis} range '{part}' of --roi must hold integers.") from None
+            raise InputError(
+                f"The {axis} range '{part}' of the region must hold integers.", option="roi"
+            ) from None
         if not 0 <= a < b <= n:
-            raise InputError(f"The {axis} range {a}:{b} of --roi is outside 0:{n}.")
+            raise InputError(
+                f"The {axis} range {a}:{b} of the region is outside 0:{n}.", option="roi"
+            )
         out.append(slice(a, b))
     return tuple(out)
 
@@ -54,7 +62,7 @@ def output_grid(shape, zoom=1.0, roi=None):
     """
     zooms = np.broadcast_to(np.asarray(zoom, dtype=np.float64), (3,))
     if not np.all(zooms > 0):
-        raise InputError(f"--zoom must be positive, not {zoom}.")
+        raise InputError(f"The zoom must be positive, not {zoom}.", option="zoom")
     full = tuple(max(1, int(round(n * z))) for n, z in zip(shape, zooms, strict=True))
     step = tuple(n / m for n, m in zip(shape, full, strict=True))
     origin = tuple(0.5 * s - 0.5 for s in step)

@@ -104,7 +104,10 @@ def iter_interpolate(
             f"Unknown interpolation method '{method}'; use one of {', '.join(METHODS)}."
         )
     if method == "model" and not model_dir:
-        raise InputError("The model method needs --model DIR (a TensorFlow SavedModel folder).")
+        raise InputError(
+            "The model method needs a model folder (a TensorFlow SavedModel); give its path.",
+            option="model_dir",
+        )
     meta = volume.meta.with_planes(volume.shape[0])
     plan = make_plan(meta.z_numbers, frames_between=frames_between, replace=tuple(replace_z))
     yield Progress(0, 1, "planning", stage="interpolate")
@@ -201,14 +204,16 @@ def iter_write_interpolated_folder(
         previous = json.loads(man_path.read_text()) if man_path.is_file() else None
         if previous is None and any(out.iterdir()) and not overwrite:
             raise OutputError(
-                f"'{out}' exists and was not made by this command; choose an empty folder "
-                "or pass --overwrite."
+                f"'{out}' exists and holds files this interpolation did not write; choose an "
+                "empty folder or allow replacing it.",
+                option="overwrite",
             )
         if previous is not None and previous != manifest:
             if not overwrite:
                 raise OutputError(
                     f"'{out}' holds an interpolation with other parameters; choose another folder "
-                    "or pass --overwrite to start again."
+                    "or allow replacing it to start again.",
+                    option="overwrite",
                 )
             for n in previous.get("names", []):
                 (out / n).unlink(missing_ok=True)

@@ -1,15 +1,36 @@
-"""Write to a temporary name beside the output, rename when complete; never overwrite silently."""
+"""Every file and folder napari-histovol writes goes through here.
+
+An output is written under a hidden temporary name beside it and renamed when complete, so a
+half-written file never carries the final name. An existing output is replaced only with
+``overwrite=True``, and even then a folder that napari-histovol did not write (a user's own
+folder, the working directory) is never replaced. A full disk (or quota) anywhere during the
+write removes the temporary output and raises one :class:`OutputError`.
+"""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..errors import OutputError
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+_NO_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
+# a folder holding one of these was written by napari-histovol (or is an OME-Zarr) and may be
+# replaced with overwrite=True
+_OUR_FOLDER_MARKERS = (
+    "zarr.json",
+    ".zattrs",
+    ".zgroup",
+    "histovol.json",
+    ".histovol-interpolate.json",
+)
 
 
 def temp_name(out: Path) -> Path:
@@ -17,19 +38,48 @@ def temp_name(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def check_output(out: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Check that ``out`` may be written; return it as a Path.
+def _replaceable_folder(p: Path) -> bool:
+    try:
+        return not any(p.iterdir()) or any((p / m).exists() for m in _OUR_FOLDER_MARKERS)
+    except OSError:
+        return False
+
+
+def check_output(
+    out: str | os.PathLike, *, overwrite: bool = False, kind: str | None = None
+) -> Path:
+    """Check that ``out`` may be written; return it as a Path (user ``~`` expanded).
+
+    Parameters
+    ----------
+    out
+        The output path.
+    overwrite
+        Whether an existing output may be replaced.
+    kind
+        ``"file"`` or ``"dir"`` when the output's kind is known: a folder is never replaced by
+        a file.
 
     Raises
     ------
     OutputError
-        When it exists and ``overwrite`` is False, or its folder cannot be created or written.
+        When it exists and ``overwrite`` is False, when it is a folder napari-histovol did not
+        write, or when its folder cannot be created or written.
     """
     out = Path(os.fspath(out)).expanduser()
-    if out.exists() and not overwrite:
-        raise OutputError(
-            f"'{out}' exists already; choose another name or pass --overwrite to replace it."
-        )
+    if out.exists() or out.is_symlink():
+        if out.is_dir() and kind == "file":
+            raise OutputError(f"'{out}' is a folder; give a file name for the output.")
+        if not overwrite:
+            raise OutputError(
+                f"'{out}' exists already; choose another name or allow replacing it.",
+                option="overwrite",
+            )
+        if out.is_dir() and not out.is_symlink() and not _replaceable_folder(out):
+            raise OutputError(
+                f"'{out}' is a folder that napari-histovol did not write, so it is not replaced; "
+                "choose another output name."
+            )
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +92,8 @@ def check_output(out: str | os.PathLike, *, overwrite: bool = False) -> Path:
     return out
 
 
-def _remove(p: Path) -> None:
+def remove_path(p: Path) -> None:
+    """Remove a file or folder if it is there (errors ignored)."""
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p, ignore_errors=True)
     elif p.exists() or p.is_symlink():
@@ -50,6 +101,39 @@ def _remove(p: Path) -> None:
             p.unlink()
         except OSError:
             pass
+
+
+def os_error_in(exc: BaseException | None) -> OSError | None:
+    """The first OSError in an exception's chain (libraries wrap them: tifffile, zarr, dask)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when an exception comes from a full disk or an exhausted quota."""
+    e = os_error_in(exc)
+    return e is not None and e.errno in _DISK_FULL
+
+
+def output_error(exc: BaseException, out: Path) -> OutputError | None:
+    """The one-sentence error for a failed write of ``out``, or None when it is not an OS error
+    about the output (a programming error keeps its traceback)."""
+    e = os_error_in(exc)
+    if e is None:
+        return None
+    if e.errno in _DISK_FULL:
+        return OutputError(
+            f"The disk is full while writing '{out}'; nothing was written: free some space and "
+            "run again."
+        )
+    if e.errno in _NO_PERMISSION:
+        return OutputError(f"Cannot write '{out}': {e.strerror.lower()}.")
+    return None
 
 
 @contextmanager
@@ -64,35 +148,65 @@ def atomic_output(
 
     On any exception (or a cancelled generator) the temporary output is removed, so no
     half-written file or folder is ever left under the final name. With ``keep_partial`` a
-    leftover temporary output is handed back to be resumed, and kept if this run fails too.
+    leftover temporary output is handed back to be resumed, and kept if this run fails too,
+    except when the disk is full: then it is removed to give the space back.
     """
-    out = check_output(out, overwrite=overwrite)
+    out = check_output(out, overwrite=overwrite, kind="dir" if is_dir else "file")
     tmp = temp_name(out)
     if not keep_partial:
-        _remove(tmp)  # a stale leftover of a killed run
+        remove_path(tmp)  # a stale leftover of a killed run
     try:
         if is_dir and not tmp.is_dir():
             tmp.mkdir()
         yield tmp
-    except OSError as e:
-        if not keep_partial:
-            _remove(tmp)
-        if e.errno == errno.ENOSPC:
-            raise OutputError(
-                f"The disk is full while writing '{out}'; nothing was written."
-            ) from None
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise OutputError(f"Cannot write '{out}': {e.strerror}.") from None
+    except BaseException as exc:
+        if not keep_partial or is_disk_full(exc):
+            remove_path(tmp)
+        err = output_error(exc, out) if isinstance(exc, Exception) else None
+        if err is not None:
+            raise err from None
         raise
-    except BaseException:
-        if not keep_partial:
-            _remove(tmp)
-        raise
-    if out.exists() or out.is_symlink():
-        old = out.parent / f".{out.name}.old"
-        _remove(old)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        _remove(old)
-    else:
-        os.replace(tmp, out)
+    try:
+        if out.exists() or out.is_symlink():
+            old = out.parent / f".{out.name}.old"
+            remove_path(old)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            remove_path(old)
+        else:
+            os.replace(tmp, out)
+    except OSError as exc:
+        remove_path(tmp)
+        raise output_error(exc, out) or exc from None
+
+
+@contextmanager
+def atomic_outputs(
+    outs: Sequence[str | os.PathLike], *, overwrite: bool = False
+) -> Iterator[list[Path]]:
+    """:func:`atomic_output` for several files written together (a result and its side files):
+    all are checked before anything is written, and none is left if the block fails."""
+    paths = [Path(os.fspath(o)).expanduser() for o in outs]
+    for p in paths:
+        check_output(p, overwrite=overwrite)
+    with ExitStack() as stack:
+        yield [stack.enter_context(atomic_output(p, overwrite=overwrite)) for p in paths]
+
+
+def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> Path:
+    """Write a text file atomically (temporary name, rename); returns its path."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(os.fspath(path)).expanduser()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write a binary file atomically (temporary name, rename); returns its path."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(os.fspath(path)).expanduser()
+
+
+def write_json(path: str | os.PathLike, doc: Any, *, overwrite: bool = False) -> Path:
+    """Write a JSON document atomically (indented one space, UTF-8); returns its path."""
+    return write_text(path, json.dumps(doc, indent=1, ensure_ascii=False), overwrite=overwrite)

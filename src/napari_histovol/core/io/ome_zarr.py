@@ -239,7 +239,9 @@ def iter_write_ome_zarr(
     n_levels = n_levels or default_levels(data.shape)
     xy_chunk = int(min(xy_chunk, max(64, max(data.shape[1:3]))))
     shapes = level_shapes(data.shape, n_levels)
-    with atomic_output(out, overwrite=overwrite, keep_partial=resume_key is not None) as tmp:
+    with atomic_output(
+        out, overwrite=overwrite, is_dir=True, keep_partial=resume_key is not None
+    ) as tmp:
         done_blocks = _resume_state(tmp, resume_key)
         if done_blocks is None:
             arrays = _create_arrays(

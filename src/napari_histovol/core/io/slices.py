@@ -19,6 +19,7 @@ import dask.array as da
 import numpy as np
 
 from ..errors import CorruptImageError, HistovolWarning, InputError
+from ..image import background_value
 from ..progress import Progress, ProgressGenerator
 from .atomic import atomic_output
 from .imagefile import ImageInfo, decode, is_image_file, probe
@@ -47,18 +48,6 @@ def list_section_files(folder: str | os.PathLike) -> list[str]:
             f"found e.g. '{others[0]}'."
         )
     return [str(folder / n) for n in names]
-
-
-def background_value(img: np.ndarray) -> np.ndarray:
-    """Background of a section: the per-channel median of its one-pixel border.
-
-    White for brightfield slides, black for fluorescence and EM; used to pad sections onto a
-    common canvas and to fill outside the section after warping.
-    """
-    if img.shape[0] < 2 or img.shape[1] < 2:
-        return np.median(img.reshape(-1, *img.shape[2:]), axis=0).astype(img.dtype)
-    border = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]], axis=0)
-    return np.median(border, axis=0).astype(img.dtype)
 
 
 def place_on_canvas(
@@ -101,9 +90,7 @@ def _probe_all(paths: Sequence[str], on_corrupt: str) -> tuple[list[ImageInfo], 
     for p, r in zip(paths, results, strict=True):
         if isinstance(r, Exception):
             if on_corrupt == "error":
-                raise InputError(
-                    f"{r} (or use --skip-bad to treat it as a missing section)"
-                ) from None
+                raise InputError(str(r), option="on_corrupt") from None
             warnings.warn(f"Skipping {r}", HistovolWarning, stacklevel=3)
             skipped.append(p)
         else:

@@ -1,0 +1,133 @@
+"""What every stage shares about one section image: its background, whether it lies on a bright
+slide, a channel in which tissue is bright, and where the tissue is.
+
+One place for these heuristics, so that alignment (registration channel, blank sections), focus
+scoring (sharpness on tissue only), warping and canvas padding (fill with the slide's own
+background) and the 3D view (brightfield or fluorescence rendering) agree on what a section is.
+Only numpy and OpenCV; nothing here knows about files or stages.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+#: Registration / tissue channel kinds: ``auto`` picks ``od`` for brightfield RGB, ``inverted``
+#: for brightfield gray and ``intensity`` for dark backgrounds (fluorescence, EM).
+CHANNELS = ("auto", "od", "intensity", "inverted")
+
+#: Level above which a normalised tissue-bright channel counts as content (after smoothing).
+CONTENT_LEVEL = 0.15
+
+
+def background_value(img: np.ndarray) -> np.ndarray:
+    """Background of a section: the per-channel median of its one-pixel border.
+
+    White for brightfield slides, black for fluorescence and EM; used to pad sections onto a
+    common canvas and to fill outside the section after warping.
+    """
+    if img.shape[0] < 2 or img.shape[1] < 2:
+        return np.median(img.reshape(-1, *img.shape[2:]), axis=0).astype(img.dtype)
+    border = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]], axis=0)
+    return np.median(border, axis=0).astype(img.dtype)
+
+
+def is_bright_background(img: np.ndarray) -> bool:
+    """True when the section lies on a bright (brightfield) slide: its border is above half the
+    dtype's range (8 bit) or half its own maximum (16 bit and float)."""
+    bg = np.asarray(background_value(img), dtype=np.float64).mean()
+    if img.dtype.kind in "ui":
+        top = np.iinfo(img.dtype).max if img.dtype.itemsize == 1 else max(float(img.max()), 1.0)
+    else:
+        top = max(float(np.nanmax(img)), 1e-9) if img.size else 1.0
+    return bg > 0.5 * top
+
+
+def auto_channel(img: np.ndarray) -> str:
+    """The channel kind ``auto`` picks for a section (decide once per stack: a per-section
+    choice could invert one section against its neighbours)."""
+    bright = is_bright_background(img)
+    return ("od" if img.ndim == 3 else "inverted") if bright else "intensity"
+
+
+def registration_channel(img: np.ndarray, kind: str = "auto") -> np.ndarray:
+    """One float32 channel in which tissue is bright and the slide dark (not normalised).
+
+    ``od``: optical density summed over channels, -log(I / I_background), which shows tissue of
+    any stain as bright, so sections in different stains look alike; ``inverted``: gray turned
+    upside down; ``intensity``: gray as it is.
+    """
+    if kind not in CHANNELS:
+        raise ValueError(f"channel must be one of {CHANNELS}")
+    f = img.astype(np.float32, copy=False)
+    if kind == "auto":
+        kind = auto_channel(img)
+    if kind == "od":
+        bg = np.maximum(np.asarray(background_value(img), np.float32), 1.0)
+        od = -np.log(np.clip((f + 1.0) / (bg + 1.0), 1e-3, 1.0))
+        return od.sum(axis=-1) if od.ndim == 3 else od
+    g = f.mean(axis=-1) if f.ndim == 3 else f
+    if kind == "inverted":
+        return float(np.max(g)) - g if g.size else g
+    return g
+
+
+def normalise(chan: np.ndarray) -> np.ndarray:
+    """Robustly scale to [0, 1] (1st and 99.5th percentiles); constant images give zeros."""
+    if chan.size == 0:
+        return np.zeros_like(chan, dtype=np.float32)
+    lo, hi = np.percentile(chan, [1.0, 99.5])
+    if not np.isfinite(hi - lo) or hi - lo < 1e-12:
+        return np.zeros_like(chan, dtype=np.float32)
+    return np.clip((chan - lo) / (hi - lo), 0, 1).astype(np.float32)
+
+
+def content_fraction(tissue_bright: np.ndarray) -> float:
+    """Fraction of pixels clearly above the slide in a normalised tissue-bright channel
+    (smoothed, above :data:`CONTENT_LEVEL`): the blank-section test."""
+    if tissue_bright.size == 0 or tissue_bright.max() <= 0:
+        return 0.0
+    smooth = cv2.GaussianBlur(tissue_bright.astype(np.float32, copy=False), (0, 0), 2)
+    return float((smooth > CONTENT_LEVEL).mean())
+
+
+def tissue_mask(chan: np.ndarray, *, min_fraction: float = 0.01) -> np.ndarray:
+    """Tissue pixels of a gray channel: Otsu's threshold on a smoothed copy (computed at 1/4
+    size), on the side away from the slide (bright slides: darker pixels; dark backgrounds:
+    brighter). When hardly anything, or almost everything, looks like tissue, all pixels count.
+    """
+    lo, hi = (float(chan.min()), float(chan.max())) if chan.size else (0.0, 0.0)
+    if hi - lo < 1e-6:
+        return np.ones(chan.shape, bool)
+    h, w = chan.shape
+    f = 4 if min(h, w) >= 64 else 1
+    small = (
+        cv2.resize(chan, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+        if f > 1
+        else chan
+    )
+    small = cv2.GaussianBlur(small.astype(np.float32, copy=False), (0, 0), 2.0 / f)
+    u8 = np.clip((small - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    bright_slide = float(background_value(small)) > float(np.median(small))
+    mask = (u8 < t) if bright_slide else (u8 > t)
+    frac = float(mask.mean())
+    if frac < min_fraction or frac > 0.995:
+        return np.ones(chan.shape, bool)
+    mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8))
+    if f > 1:
+        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    return mask.astype(bool)
+
+
+__all__ = [
+    "CHANNELS",
+    "CONTENT_LEVEL",
+    "auto_channel",
+    "background_value",
+    "content_fraction",
+    "is_bright_background",
+    "normalise",
+    "registration_channel",
+    "tissue_mask",
+]
