@@ -105,6 +105,11 @@ _WRITER_OPTIONS = {
 }
 
 
+def writer_accepts(fmt: str, option: str) -> bool:
+    """Whether the writer of format ``fmt`` (one of :data:`FORMATS`) takes keyword ``option``."""
+    return option in _WRITER_OPTIONS.get(fmt, ())
+
+
 def iter_write_volume(
     volume: Volume, out: str | os.PathLike, *, format: str | None = None, **options: Any
 ) -> ProgressGenerator[Path]:
