@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import CorruptImageError, HistovolWarning, InputError
-from .meta import unit_to_micrometer
+from .bounds import fits_in_memory, format_bytes
+from .tiff_metadata import PLAUSIBLE_PIXEL_UM, tiff_physical_size
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.int16, np.uint32, np.int32, np.float32, np.float64)
-# Resolution tags above this many µm per pixel are not microscopy (72 dpi defaults etc.): ignored.
-_MAX_PLAUSIBLE_UM_PER_PX = 100.0
 
 
 @dataclass(frozen=True)
@@ -104,43 +107,51 @@ def _probe_tiff(path: str, size: int) -> ImageInfo:
                 "open it as a volume instead of as part of a slice folder."
             )
         channels = dims.get("S", dims.get("C", 1))
-        px, spacing = _tiff_pixel_size(tif, page)
+        size_um = tiff_physical_size(tif)
+    _check_fits(path, (int(dims["Y"]), int(dims["X"])), int(channels), dtype)
     channels = _visible_channels(channels, path)
-    return ImageInfo(path, (int(dims["Y"]), int(dims["X"])), channels, dtype, px, spacing)
+    return ImageInfo(path, (int(dims["Y"]), int(dims["X"])), channels, dtype, size_um.x, size_um.z)
 
 
-def _tiff_pixel_size(tif, page) -> tuple[float | None, float | None]:
-    """µm per pixel (x) and z spacing from OME-XML, ImageJ metadata or resolution tags."""
-    if tif.is_ome and tif.ome_metadata:
-        from .ome_tiff import parse_ome_physical_size
+class ImageTooLargeError(CorruptImageError):
+    """An image whose decoded pixels would not fit in the memory available.
 
-        px, _, sz = parse_ome_physical_size(tif.ome_metadata)
-        if px:
-            return px, sz
-    spacing = None
-    ij = tif.imagej_metadata or {}
-    factor = unit_to_micrometer(ij.get("unit")) if ij else None
-    if ij and factor and ij.get("spacing"):
-        spacing = float(ij["spacing"]) * factor
-    tags = page.tags
-    if "XResolution" not in tags:
-        return None, spacing
-    num, den = tags["XResolution"].value
-    if not num or not den:
-        return None, spacing
-    px_per_unit = num / den
-    unit_tag = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
-    if factor:  # ImageJ: resolution is pixels per `unit`
-        um = factor / px_per_unit
-    elif unit_tag == 3:  # centimetre
-        um = 1e4 / px_per_unit
-    elif unit_tag == 2:  # inch
-        um = 25400.0 / px_per_unit
-    else:
-        return None, spacing
-    if not (0 < um <= _MAX_PLAUSIBLE_UM_PER_PX):
-        return None, spacing
-    return um, spacing
+    A :class:`CorruptImageError`, so a folder reader that skips unusable files skips it too.
+    """
+
+
+def _check_fits(path: str, shape: tuple[int, int], samples: int, dtype: np.dtype) -> None:
+    """Refuse an image whose decoded plane would not fit in the memory available."""
+    h, w = int(shape[0]), int(shape[1])
+    need = h * w * max(1, int(samples)) * np.dtype(dtype).itemsize
+    ok, avail = fits_in_memory(need)
+    if not ok:
+        raise ImageTooLargeError(
+            f"'{path}' declares a {w} x {h} pixel image that needs {format_bytes(need)} of "
+            f"memory once decoded, but only {format_bytes(avail)} is available; save a "
+            "downsampled copy or leave the file out."
+        )
+
+
+_PIL_LOCK = threading.Lock()
+
+
+@contextmanager
+def _pillow_open(path: str) -> Iterator[Any]:
+    """``PIL.Image.open`` without Pillow's decompression-bomb limit (179 Mpx, too small for
+    whole sections): the memory check above is the guard. The limit is lifted only while
+    the header is parsed, under a lock."""
+    from PIL import Image
+
+    with _PIL_LOCK:
+        old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+    with im:
+        yield im
 
 
 def _probe_png(path: str, size: int) -> ImageInfo:
@@ -159,25 +170,73 @@ def _probe_png(path: str, size: int) -> ImageInfo:
     if channels is None:
         raise CorruptImageError(f"'{path}' has an unknown PNG colour type {ctype}.")
     dtype = np.dtype(np.uint16) if depth == 16 and ctype != 3 else np.dtype(np.uint8)
-    px = _png_pixel_size(path)
+    # samples decoded before alpha is dropped (a palette may expand to RGBA)
+    samples = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}[ctype]
+    _check_fits(path, (height, width), samples, dtype)
+    px = _png_pixel_size(path, size)
     return ImageInfo(path, (int(height), int(width)), channels, dtype, px)
 
 
-def _png_pixel_size(path: str) -> float | None:
-    from PIL import Image
+def _png_pixel_size(path: str, size: int) -> float | None:
+    """µm per pixel from the PNG ``pHYs`` chunk (unit metre), read before the image data."""
+    with open(path, "rb") as f:
+        pos = 8
+        while pos + 8 <= size:
+            f.seek(pos)
+            length, kind = struct.unpack(">I4s", f.read(8))
+            if kind == b"pHYs" and length >= 9:
+                ppx, _ppy, unit = struct.unpack(">IIB", f.read(9))
+                if unit != 1 or not ppx:
+                    return None
+                um = 1e6 / ppx
+                lo, hi = PLAUSIBLE_PIXEL_UM
+                return um if lo <= um <= hi else None
+            if kind in (b"IDAT", b"IEND"):
+                return None
+            pos += 12 + length
+    return None
 
-    with Image.open(path) as im:
-        # Pillow reports pHYs in metres as 'dpi' only when the unit is metre.
-        dpi = im.info.get("dpi")
-    if not dpi or not dpi[0]:
-        return None
-    um = 25400.0 / float(dpi[0])
-    return um if 0 < um <= _MAX_PLAUSIBLE_UM_PER_PX else None
+
+# JPEG start-of-frame markers (not DHT C4, JPG C8, DAC CC)
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_frame(path: str) -> tuple[int, int, int] | None:
+    """(height, width, components) from a JPEG's start-of-frame header, or None when the file
+    does not look like a JPEG (then Pillow is asked)."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return None
+        while True:
+            b = f.read(1)
+            if not b:
+                return None
+            if b != b"\xff":
+                continue
+            m = f.read(1)
+            while m == b"\xff":  # fill bytes
+                m = f.read(1)
+            if not m:
+                return None
+            marker = m[0]
+            if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+                continue
+            if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame
+                return None
+            raw = f.read(2)
+            if len(raw) < 2:
+                return None
+            length = struct.unpack(">H", raw)[0]
+            if marker in _JPEG_SOF:
+                frame = f.read(6)
+                if len(frame) < 6:
+                    return None
+                _precision, h, w, n = struct.unpack(">BHHB", frame)
+                return (h, w, n) if h and w else None
+            f.seek(length - 2, 1)
 
 
 def _probe_pillow(path: str, size: int, ext: str) -> ImageInfo:
-    from PIL import Image
-
     if ext in (".jpg", ".jpeg"):
         with open(path, "rb") as f:
             f.seek(max(0, size - 64))
@@ -186,15 +245,21 @@ def _probe_pillow(path: str, size: int, ext: str) -> ImageInfo:
             raise CorruptImageError(
                 f"'{path}' is truncated (no JPEG end marker); copy it again or remove it."
             )
-    with Image.open(path) as im:
+        frame = _jpeg_frame(path)
+        if frame is not None:
+            _check_fits(path, frame[:2], frame[2], np.dtype(np.uint8))
+    with _pillow_open(path) as im:
         w, h = im.size
         mode = im.mode
+        bands = len(im.getbands())
         if ext == ".bmp":
-            declared = struct.unpack("<I", open(path, "rb").read(6)[2:6])[0]
+            with open(path, "rb") as f:
+                declared = struct.unpack("<I", f.read(6)[2:6])[0]
             if declared > size:
                 raise CorruptImageError(f"'{path}' is truncated ({size} of {declared} bytes).")
     channels = 1 if mode in ("1", "L", "LA", "I;16", "I", "F") else 3
     dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}.get(mode, np.uint8)
+    _check_fits(path, (h, w), bands, np.dtype(dtype))
     return ImageInfo(path, (int(h), int(w)), channels, np.dtype(dtype), None)
 
 
@@ -258,10 +323,10 @@ def _decode_other(path: str, ext: str) -> np.ndarray:
             return imagecodecs.png_decode(data)
         except Exception:  # palette PNGs and odd variants: fall back to Pillow
             pass
-    from PIL import Image, ImageFile
+    from PIL import ImageFile
 
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    with Image.open(path) as im:
+    with _pillow_open(path) as im:
         im.load()
         if im.mode == "P" or im.mode == "PA":
             im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")

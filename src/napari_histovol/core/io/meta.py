@@ -168,7 +168,8 @@ def unit_to_micrometer(unit: str | None) -> float | None:
     """Factor that converts a length unit name to micrometres (None if not a length)."""
     if unit is None:
         return None
-    u = str(unit).strip().lower().replace("µ", "u").replace("μ", "u")
+    # ImageJ writes the micro sign as the escape "\\u00B5" in its text metadata
+    u = str(unit).strip().lower().replace("\\u00b5", "u").replace("µ", "u").replace("μ", "u")
     table = {
         "micrometer": 1.0,
         "micrometre": 1.0,
@@ -191,6 +192,8 @@ def unit_to_micrometer(unit: str | None) -> float | None:
         "a": 1e-4,
         "picometer": 1e-6,
         "pm": 1e-6,
+        "inch": 25400.0,
+        "inches": 25400.0,
     }
     return table.get(u)
 

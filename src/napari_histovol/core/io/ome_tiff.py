@@ -13,54 +13,26 @@ import os
 import queue
 import tempfile
 import threading
-import xml.etree.ElementTree as ET
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import numpy as np
 
-from ..errors import InputError
+from ..errors import HistovolWarning, InputError
 from ..progress import Progress, ProgressGenerator, drain
 from .atomic import atomic_output
-from .meta import META_KEY, VolumeMeta, unit_to_micrometer
+from .bounds import fits_in_memory, format_bytes
+from .meta import META_KEY, VolumeMeta
 from .pyramid import default_levels, halve, level_shapes
+from .tiff_metadata import parse_ome_map_annotation, tiff_physical_size
 from .volume import Volume
 
 TIFF_COMPRESSIONS = ("zlib", "zstd", "lzw", "jpeg", "none")
-
-
-def parse_ome_physical_size(xml: str) -> tuple[float | None, float | None, float | None]:
-    """(x, y, z) physical pixel size in µm from OME-XML (None where absent)."""
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return None, None, None
-    pixels = next(
-        (el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None
-    )
-    if pixels is None:
-        return None, None, None
-    out = []
-    for ax in "XYZ":
-        v = pixels.get(f"PhysicalSize{ax}")
-        f = unit_to_micrometer(pixels.get(f"PhysicalSize{ax}Unit", "µm"))
-        out.append(float(v) * f if v is not None and f else None)
-    return out[0], out[1], out[2]
-
-
-def parse_ome_map_annotation(xml: str, key: str = META_KEY) -> str | None:
-    """Value of key ``key`` in the OME-XML MapAnnotations (None if absent)."""
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return None
-    for el in root.iter():
-        if (el.tag.endswith("}M") or el.tag == "M") and el.get("K") == key:
-            return el.text
-    return None
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -83,8 +55,8 @@ def read_ome_tiff(path: str | os.PathLike) -> Volume:
         axes = series.axes
         n_levels = len(series.levels)
         xml = tif.ome_metadata if tif.is_ome else None
-        ij = tif.imagej_metadata
-        page0 = series.pages[0]
+        size_um = tiff_physical_size(tif)
+        page0 = series.keyframe
         size = path.stat().st_size
         ends = [o + c for o, c in zip(page0.dataoffsets, page0.databytecounts, strict=False) if c]
         if ends and max(ends) > size:
@@ -93,27 +65,13 @@ def read_ome_tiff(path: str | os.PathLike) -> Volume:
     for k in range(n_levels):
         store = tifffile.imread(str(path), aszarr=True, series=0, level=k)
         levels.append(da.from_zarr(zarr.open(store, mode="r")))
+    _check_chunk_fits(path, levels[0])
     levels, rgb, ch_names = _to_zyxc(levels, axes)
 
-    hv = parse_ome_map_annotation(xml) if xml else None
-    meta = VolumeMeta.from_dict(json.loads(hv)) if hv else VolumeMeta()
-    px = py = pz = None
-    if xml:
-        px, py, pz = parse_ome_physical_size(xml)
-    if px is None:
-        from .imagefile import probe
-
-        if path.suffix.lower() in (".tif", ".tiff"):
-            try:
-                info = probe(path)
-                px, pz = info.pixel_size_um, info.spacing_um
-            except InputError:
-                px = None
-            if ij and ij.get("spacing") and pz is None:
-                f = unit_to_micrometer(ij.get("unit"))
-                pz = float(ij["spacing"]) * f if f else None
-    from dataclasses import replace
-
+    meta = _histovol_meta(path, xml)
+    px, py, pz = size_um.x, size_um.y, size_um.z
+    if pz is None and px is not None and not meta.spacing_known:
+        meta = replace(meta, scale=(px, *meta.scale[1:]))  # as for a folder: isotropic guess
     scale = (pz or meta.scale[0], py or px or meta.scale[1], px or meta.scale[2])
     meta = replace(
         meta,
@@ -126,6 +84,34 @@ def read_ome_tiff(path: str | os.PathLike) -> Volume:
     )
     meta = meta.with_planes(levels[0].shape[0])
     return Volume(data=levels[0], meta=meta, levels=tuple(levels))
+
+
+def _histovol_meta(path: Path, xml: str | None) -> VolumeMeta:
+    """napari-histovol's own metadata block from the OME-XML (defaults when absent)."""
+    hv = parse_ome_map_annotation(xml) if xml else None
+    if not hv:
+        return VolumeMeta()
+    try:
+        return VolumeMeta.from_dict(json.loads(hv))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        warnings.warn(
+            f"Ignoring the unreadable napari-histovol metadata in '{path}' ({e}).",
+            HistovolWarning,
+            stacklevel=3,
+        )
+        return VolumeMeta()
+
+
+def _check_chunk_fits(path: Path, level0: da.Array) -> None:
+    """Refuse a TIFF whose smallest readable piece (an untiled page) would not fit in memory."""
+    need = int(np.prod([max(c, default=0) for c in level0.chunks])) * level0.dtype.itemsize
+    ok, avail = fits_in_memory(need)
+    if not ok:
+        raise InputError(
+            f"'{path}' stores planes of {format_bytes(need)} that must be decoded whole, but only "
+            f"{format_bytes(avail)} of memory is available; save it tiled (e.g. as a pyramidal "
+            "OME-TIFF) or downsampled."
+        )
 
 
 def _to_zyxc(levels: list[da.Array], axes: str):
