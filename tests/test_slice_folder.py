@@ -226,3 +226,98 @@ def test_real_confocal_tiff_stack_opens_as_volume(shared_data):
         vol.data[30].compute(),
         tifffile.imread(shared_data / "cells3d_nuclei_3d" / "nuclei.tif")[30],
     )
+
+
+# ------------------------------------------------------------------------------------------
+# section numbers are the numbers that vary across the folder (issue 11)
+
+ANHIR_DIR = "anhir_lung_lesion3_serial/images_scale-5pc"
+
+
+def _copy_anhir(shared_data, dst, *, he_number: int | None):
+    import shutil
+
+    dst.mkdir()
+    for p in sorted((shared_data / ANHIR_DIR).glob("*.jpg")):
+        name = p.name
+        if "-He-" in name and he_number is not None:
+            name = name.replace("-He-", f"-He-{he_number}-")
+        shutil.copy(p, dst / name)
+    return dst
+
+
+def test_real_anhir_names_read_as_sections_1_3_4_5_7(shared_data, tmp_path):
+    folder = _copy_anhir(shared_data, tmp_path / "anhir", he_number=1)
+    with pytest.warns(HistovolWarning, match="different sizes"):
+        vol = read_slice_folder(folder)
+    assert vol.meta.z_numbers == (1, 3, 4, 5, 7)
+    assert vol.meta.gaps == (2, 6)
+    stains = [f.split("-")[4] for f in vol.meta.files]
+    assert stains == ["He", "CD31", "proSPC", "Cc10", "Ki67"]
+    assert vol.meta.pattern.prefix == "29-041-Izd2-w35-" and vol.meta.pattern.suffix == "-les3"
+
+
+def test_real_anhir_he_without_number_is_one_sentence_naming_it(shared_data, tmp_path):
+    folder = _copy_anhir(shared_data, tmp_path / "anhir", he_number=None)
+    with pytest.raises(InputError) as e:
+        read_slice_folder(folder)
+    msg = str(e.value)
+    assert "'29-041-Izd2-w35-He-les3.jpg' has no section number" in msg
+    assert "add its section number to its name" in msg and "two series" not in msg
+
+
+def test_written_anhir_like_folder_keeps_names_and_pattern(make_sections, tmp_path):
+    from napari_histovol.core.io.slices import write_slice_folder
+    from napari_histovol.core.io.volume import Volume
+
+    names = ["lx-CD31-3-les3.png", "lx-Ki67-7-les3.png", "lx-He-1-les3.png"]
+    folder, truth = make_sections(names)
+    vol = read_slice_folder(folder)
+    assert vol.meta.z_numbers == (1, 3, 7)
+    # add a generated plane for z 2: it takes the pattern, measured planes keep their names
+    from dataclasses import replace
+
+    import dask.array as da
+
+    data = da.concatenate([vol.data[:1], vol.data[:1], vol.data[1:]])
+    meta = replace(
+        vol.meta,
+        z_numbers=(1, 2, 3, 7),
+        synthetic=(False, True, False, False),
+        files=(vol.meta.files[0], "", *vol.meta.files[1:]),
+    )
+    out = write_slice_folder(Volume(data, meta), tmp_path / "out")
+    assert sorted(p.name for p in out.glob("*.png")) == sorted([*names, "lx-2-les3.png"])
+    back = read_slice_folder(out)
+    assert back.meta.z_numbers == (1, 2, 3, 7) and back.meta.synthetic_z == (2,)
+    np.testing.assert_array_equal(np.asarray(back.data[3]), truth["lx-Ki67-7-les3.png"])
+
+
+def test_renumbered_plane_does_not_keep_a_name_that_says_another_number(make_sections, tmp_path):
+    from dataclasses import replace
+
+    from napari_histovol.core.io.slices import write_slice_folder
+    from napari_histovol.core.io.volume import Volume
+
+    folder, _ = make_sections(["lx-CD31-3-les3.png", "lx-Ki67-7-les3.png"])
+    vol = read_slice_folder(folder)
+    moved = Volume(vol.data, replace(vol.meta, z_numbers=(3, 8)))
+    out = write_slice_folder(moved, tmp_path / "out")
+    assert sorted(p.name for p in out.glob("*.png")) == ["lx-8-les3.png", "lx-CD31-3-les3.png"]
+
+
+def test_runaway_numbering_is_refused_before_any_file_is_probed(make_sections, monkeypatch):
+    from napari_histovol.core.io import slices
+
+    calls = []
+    monkeypatch.setattr(slices, "probe", lambda p: calls.append(p))
+    folder, _ = make_sections(zs=(1, 2, 1_000_000), width=1)
+    with pytest.raises(InputError, match="999997 numbers missing.*rename the files"):
+        read_slice_folder(folder)
+    assert calls == []
+
+
+def test_23_digit_number_in_a_name_is_refused_without_allocating(make_sections):
+    folder, _ = make_sections(["s_1.png", "s_2.png", "s_" + "1" * 23 + ".png"])
+    with pytest.raises(InputError, match="too large to be one"):
+        read_slice_folder(folder)

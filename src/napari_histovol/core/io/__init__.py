@@ -2,7 +2,15 @@
 
 from .detect import FORMATS, detect_format, iter_write_volume, read_volume, write_volume
 from .meta import VolumeMeta
-from .naming import NamePattern, find_gaps, format_ranges, last_number, natural_key, order_slices
+from .naming import (
+    NamePattern,
+    check_z_numbers,
+    find_gaps,
+    format_ranges,
+    natural_key,
+    order_slices,
+    section_numbers,
+)
 from .volume import Volume
 
 __all__ = [
@@ -10,13 +18,14 @@ __all__ = [
     "NamePattern",
     "Volume",
     "VolumeMeta",
+    "check_z_numbers",
     "detect_format",
     "find_gaps",
     "format_ranges",
     "iter_write_volume",
-    "last_number",
     "natural_key",
     "order_slices",
     "read_volume",
+    "section_numbers",
     "write_volume",
 ]

@@ -24,7 +24,15 @@ from ..progress import Progress, ProgressGenerator
 from .atomic import atomic_output
 from .imagefile import ImageInfo, decode, is_image_file, probe
 from .meta import META_KEY, VolumeMeta
-from .naming import NamePattern, find_gaps, infer_pattern, order_slices
+from .naming import (
+    NamePattern,
+    find_gaps,
+    infer_pattern,
+    number_in_pattern,
+    order_slices,
+    section_numbers,
+    split_stem,
+)
 from .volume import Volume
 
 SIDECAR = "histovol.json"
@@ -131,7 +139,8 @@ def read_slice_folder(
     folder = Path(os.fspath(folder)).expanduser()
     paths = list_section_files(folder)
     ordered, zs = order_slices(paths)
-    if not any(_has_number(p) for p in ordered):
+    find_gaps(zs, source=str(folder))  # refuses a runaway numbering before any file is probed
+    if not any(z is not None for z in section_numbers(ordered)):
         warnings.warn(
             f"No file name in '{folder}' has a number; sections are in natural name order.",
             HistovolWarning,
@@ -194,12 +203,6 @@ def read_slice_folder(
 
     data = _lazy_stack(infos, canvas, channels, dtype)
     return Volume(data=data, meta=meta)
-
-
-def _has_number(path: str) -> bool:
-    from .naming import last_number
-
-    return last_number(path) is not None
 
 
 def _folder_meta(
@@ -348,7 +351,7 @@ def plane_names(
         )
     if pattern.ext.lower() == ".png" and dtype not in (np.uint8, np.uint16):
         raise InputError(f".png holds 8 or 16-bit images but the volume is {dtype}; write .tif.")
-    names = [_plane_name(f, z, pattern) for f, z in zip(meta.files, meta.z_numbers, strict=True)]
+    names = _plane_names(meta, pattern)
     if len(set(names)) != len(names):
         raise InputError("The z numbers of the volume repeat; cannot name one file per plane.")
     return pattern, names
@@ -364,14 +367,25 @@ def write_folder_sidecars(
     (folder / SYNTHETIC_LIST).write_text("".join(f"{s}\n" for s in syn))
 
 
-def _plane_name(source: str, z: int, pattern: NamePattern) -> str:
-    """A measured plane keeps its source file's name (extension swapped if needed); a
-    generated one takes the folder pattern with its z number."""
-    from .naming import last_number, split_stem
+def _plane_names(meta: VolumeMeta, pattern: NamePattern) -> list[str]:
+    """A measured plane keeps its source file's name (extension swapped if needed) when that
+    name's section number is the plane's z number; a generated one, or one whose z number
+    changed, takes the folder pattern with its z number.
 
-    if source and last_number(source) == z:
-        return split_stem(source)[0] + pattern.ext
-    return pattern.format(z)
+    Source names are numbered by the same rule as when they were read: with the source
+    folder's pattern as the shared start and end, else by what varies across them.
+    """
+    sources = [f for f in meta.files if f]
+    by_group = dict(zip(sources, section_numbers(sources), strict=True))
+    names = []
+    for f, z in zip(meta.files, meta.z_numbers, strict=True):
+        number = None
+        if f:
+            number = number_in_pattern(f, meta.pattern) if meta.pattern else None
+            if number is None:
+                number = by_group.get(f)
+        names.append(split_stem(f)[0] + pattern.ext if f and number == z else pattern.format(z))
+    return names
 
 
 def _write_image(path: Path, plane: np.ndarray, meta: VolumeMeta) -> None:
