@@ -12,7 +12,7 @@ from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from .._layers import layer_volume
-from ..core.focus import METRICS, iter_focus_stack
+from ..core.focus import DEFAULT_METRIC, METRICS, iter_focus_stack
 from ._common import ProgressRow, chosen_layer, image_layer_picker
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class FocusWidget(Container):
 
         self.viewer = viewer
         self.layer = image_layer_picker(viewer, "sections")
-        self.metric = ComboBox(choices=METRICS + ("model",), value="laplacian", label="metric")
+        self.metric = ComboBox(choices=METRICS, value=DEFAULT_METRIC, label="metric")
         self.tile = SpinBox(value=256, min=0, max=8192, step=32, label="tile (px, 0 = none)")
         self.threshold = FloatSpinBox(
             value=3.5, min=0.5, max=20.0, step=0.5, label="flag below z =  -"
