@@ -235,17 +235,19 @@ def test_killed_run_resumes_to_the_same_output(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    partial = tmp_path / ".out.partial"  # the folder is written under a hidden name
     deadline = time.time() + 120
     while time.time() < deadline:
-        done = [p for p in out.glob("*.png")] if out.exists() else []
+        done = [p for p in partial.glob("*.png")] if partial.exists() else []
         if len(done) >= 5:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    written = sorted(p.name for p in out.glob("*.png"))
+    assert not out.exists()  # a killed run never leaves a half folder under the final name
+    written = sorted(p.name for p in partial.glob("*.png"))
     assert 5 <= len(written) < 51, written  # killed mid-way
-    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in partial.glob("*.png")}
     p = subprocess.run(
         cmd + [str(out), "--frames-between", "4", "--quiet"], capture_output=True, text=True
     )
@@ -256,7 +258,7 @@ def test_killed_run_resumes_to_the_same_output(tmp_path):
         np.testing.assert_array_equal(read_png(out / n), read_png(ref / n))
     assert all((out / n).stat().st_mtime_ns == t for n, t in mtimes.items())  # not redone
     assert (out / "synthetic.txt").read_text() == (ref / "synthetic.txt").read_text()
-    assert not list(out.glob(".partial-*"))
+    assert not list(out.glob(".partial-*")) and not partial.exists()
 
 
 def read_png(path):

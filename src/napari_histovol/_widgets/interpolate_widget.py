@@ -18,7 +18,7 @@ from magicgui.widgets import (
 )
 
 from .._layers import layer_volume
-from ..core.interpolate import METHODS, interpolate_pair, iter_interpolate
+from ..core.interpolate import METHODS, interpolate_pair, iter_interpolate, parse_z_numbers
 from ..core.io.meta import META_KEY
 from ..core.progress import Progress
 from ._common import ProgressRow, chosen_layer, image_layer_picker
@@ -109,13 +109,11 @@ class InterpolateWidget(Container):
         layer, vol = self._volume()
         if vol is None:
             return
-        from ..cli import _parse_z_list
-
         opts = dict(
             frames_between=int(self.frames.value),
             method=self.method.value,
             model_dir=self._model(),
-            replace_z=_parse_z_list(self.replace.value),
+            replace_z=parse_z_numbers(self.replace.value),
         )
 
         def gen():

@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 from .io.detect import detect_format, read_volume
-from .io.naming import format_ranges
 
 
 def describe(path: str | os.PathLike, *, on_corrupt: str = "error") -> dict[str, Any]:
@@ -35,37 +34,3 @@ def describe(path: str | os.PathLike, *, on_corrupt: str = "error") -> dict[str,
         "naming_pattern": m.pattern.to_dict() if m.pattern else None,
         "bytes": int(vol.nbytes),
     }
-
-
-def format_description(d: dict[str, Any]) -> str:
-    """Human-readable lines for :func:`describe`'s dict."""
-    gb = d["bytes"] / 1e9
-    size = f"{gb:.2f} GB" if gb >= 0.1 else f"{d['bytes'] / 1e6:.1f} MB"
-    lines = [
-        f"{d['path']}  ({d['format']})",
-        f"  planes     {d['planes']}" + ("" if d["planes"] > 1 else "  (a single section)"),
-        f"  shape      {' x '.join(map(str, d['shape']))}  ({d['axes']}, {d['dtype']}{', RGB' if d['rgb'] else ''}, {size})",
-    ]
-    if len(d["levels"]) > 1:
-        lines.append(
-            f"  levels     {len(d['levels'])}: "
-            + ", ".join("x".join(map(str, lv[1:3])) for lv in d["levels"])
-        )
-    z, y, x = d["scale"]
-    if d["unit"] == "micrometer":
-        px = f"{x:g} x {y:g} µm" if d["pixel_size_known"] else "unknown (pass --pixel-size)"
-        sp = f"{z:g} µm" if d["section_spacing_known"] else "unknown (pass --section-spacing)"
-    else:
-        px, sp = "unknown (pass --pixel-size)", "unknown (pass --section-spacing)"
-    lines += [f"  pixel size {px}", f"  spacing    {sp}"]
-    lines.append(f"  z numbers  {format_ranges(d['z_numbers'])}")
-    gaps = d["gaps"]
-    lines.append(
-        f"  gaps       {format_ranges(gaps)}" + (f"  ({len(gaps)} missing)" if gaps else "")
-    )
-    if d["synthetic_z"]:
-        lines.append(f"  synthetic  {format_ranges(d['synthetic_z'])}  (generated planes)")
-    if d.get("naming_pattern"):
-        p = d["naming_pattern"]
-        lines.append(f"  naming     {p['prefix']}{'#' * p['width']}{p['suffix']}{p['ext']}")
-    return "\n".join(lines)

@@ -30,14 +30,16 @@ from .align.transforms import SectionTransform, load_transforms, rescale, save_t
 from .align.warp import warp_volume
 from .cluster import dask_client
 from .errors import InputError
-from .interpolate import iter_interpolate
-from .io.atomic import check_output, temp_name
-from .io.detect import read_volume
+from .interpolate import InterpolationResult, iter_interpolate
+from .io.atomic import check_output, temp_name, write_json
+from .io.detect import detect_format, read_volume
 from .io.ome_zarr import iter_write_ome_zarr
 from .io.volume import Volume
 from .progress import Progress, ProgressGenerator, drain
 
 ALIGN_CHOICES = ("none", "translation", "rigid", "affine", "elastic")
+#: How the build makes generated planes (the model method needs a model folder: interpolate).
+INTERPOLATION_CHOICES = ("flow", "linear")
 
 
 @dataclass(frozen=True)
@@ -79,15 +81,23 @@ def _key(*parts: Any) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _input_fingerprint(path: Path, files: tuple[str, ...]) -> list:
-    if path.is_dir() and files:
-        out = []
-        for f in files:
-            st = (path / f).stat()
-            out.append([f, st.st_size, st.st_mtime_ns])
-        return out
-    st = path.stat()
-    return [str(path), st.st_size, st.st_mtime_ns]
+def _input_fingerprint(path: Path, fmt: str, files: tuple[str, ...]) -> list:
+    """What identifies the input for the resume keys: each section file's size and time for a
+    folder; the metadata files of an OME-Zarr (rewritten with every change); the file itself
+    otherwise. (An OME-Zarr's ``files`` name its sources, which are not inside it.)"""
+    if fmt == "folder":
+        return [[f, *_stat(path / f)] for f in files]
+    if path.is_dir():
+        meta = sorted(
+            q for q in path.rglob("*") if q.name in ("zarr.json", ".zattrs", ".zarray", ".zgroup")
+        )
+        return [[str(q.relative_to(path)), *_stat(q)] for q in meta]
+    return [str(path), *_stat(path)]
+
+
+def _stat(p: Path) -> list[int]:
+    st = p.stat()
+    return [st.st_size, st.st_mtime_ns]
 
 
 def normalise(volume: Volume, size: int | None) -> tuple[Volume, float]:
@@ -160,6 +170,11 @@ def iter_build_volume(
         raise InputError(f"Unknown alignment '{align}'; use one of {', '.join(ALIGN_CHOICES)}.")
     if size is not None and size < 16:
         raise InputError(f"The canvas size must be at least 16 pixels, not {size}.", option="size")
+    if interp_method not in INTERPOLATION_CHOICES:
+        raise InputError(
+            f"Unknown interpolation '{interp_method}'; use one of {', '.join(INTERPOLATION_CHOICES)}.",
+            option="interp_method",
+        )
     if frames_between is not None and frames_between < 0:
         raise InputError(
             "The number of frames between sections must be 0 or more.", option="frames_between"
@@ -170,6 +185,7 @@ def iter_build_volume(
     client = dask_client(scheduler)
 
     yield Progress(0, 1, "reading headers", stage="read")
+    in_fmt = detect_format(input_path)
     source = read_volume(
         input_path, on_corrupt=on_corrupt, pixel_size=pixel_size, section_spacing=section_spacing
     )
@@ -180,7 +196,7 @@ def iter_build_volume(
 
         warnings.warn("A single section: the volume has one plane.", HistovolWarning, stacklevel=2)
     in_path = Path(os.fspath(input_path)).expanduser()
-    fingerprint = _input_fingerprint(in_path, source.meta.files)
+    fingerprint = _input_fingerprint(in_path, in_fmt, source.meta.files)
     yield Progress(1, 1, f"{source.shape[0]} sections", stage="read")
 
     vol, s = normalise(source, size)
@@ -197,7 +213,12 @@ def iter_build_volume(
             yield Progress(1, 1, "registrations reused", stage="register")
         else:
             result = yield from iter_align(
-                vol, method=align, reference=reference, reg_size=reg_size, workers=workers
+                vol,
+                method=align,
+                reference=reference,
+                reg_size=reg_size,
+                workers=workers,
+                scratch=work / f"align-{align_key}.sections",
             )
             transforms, qc = result.transforms, result.qc
             work.mkdir(parents=True, exist_ok=True)
@@ -211,7 +232,7 @@ def iter_build_volume(
                 source_shapes=[tuple(vol.shape[1:3])] * n,
                 canvas=tuple(vol.shape[1:3]),
             )
-            cache_qc.write_text(json.dumps(qc))
+            write_json(cache_qc, qc, overwrite=True)
         flagged = tuple(sec["z"] for sec in qc["sections"] if sec["flags"])
         aligned = Volume(
             warp_volume(vol.data, transforms, tuple(vol.shape[1:3])),
@@ -230,9 +251,12 @@ def iter_build_volume(
     else:
         aligned = vol
 
-    interp = yield from iter_interpolate(
-        aligned, frames_between=frames_between or 0, method=interp_method
-    )
+    if aligned.shape[0] >= 2:
+        interp = yield from iter_interpolate(
+            aligned, frames_between=frames_between or 0, method=interp_method
+        )
+    else:  # one section: nothing lies between sections (warned above)
+        interp = InterpolationResult(aligned, None)
     final = interp.volume
     extra = {
         k: v for k, v in final.meta.extra.items() if k not in ("canvas_offsets", "source_shapes")
@@ -295,10 +319,7 @@ def iter_build_volume(
             canvas=tuple(source.shape[1:3]),
             extra={"method": align, "reference": reference, "build_downsize": s},
         )
-        tmp = qc_path.with_name(qc_path.name + ".partial")
-        tmp.write_text(json.dumps(qc, indent=1))
-        os.replace(tmp, qc_path)
-        qc_written = qc_path
+        qc_written = write_json(qc_path, qc, overwrite=True)
     yield Progress(1, 1, "done", stage="finish")
     return BuildResult(
         out,
@@ -313,6 +334,7 @@ def iter_build_volume(
 
 __all__ = [
     "ALIGN_CHOICES",
+    "INTERPOLATION_CHOICES",
     "BuildResult",
     "build_volume",
     "iter_build_volume",

@@ -4,11 +4,14 @@ Register small, warp big: transforms are estimated on downsized registration ima
 applied lazily, section by section, to the full-resolution data.
 """
 
-from .stack import METHODS, REFERENCES, AlignResult, align, iter_align
+from ..image import CHANNELS
+from .stack import ENGINES, METHODS, REFERENCES, AlignResult, align, iter_align
 from .transforms import SectionTransform, load_transforms, save_transforms
 from .warp import apply_transforms
 
 __all__ = [
+    "CHANNELS",
+    "ENGINES",
     "METHODS",
     "REFERENCES",
     "AlignResult",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from ..io.volume import Volume
 from ..progress import Progress, ProgressGenerator, drain
 from .channel import CHANNELS, auto_channel, prepare, registration_scale, tissue_fraction
 from .estimate import PairResult, overlap_ncc, register_pair, warp_image
+from .store import SectionStore
 from .transforms import SectionTransform, rescale, save_transforms, transform_size
 from .warp import warp_volume
 
@@ -44,7 +44,11 @@ class AlignResult:
         """z numbers of the sections QC flagged (blank, failed, low similarity)."""
         return [s["z"] for s in self.qc["sections"] if s["flags"]]
 
-    def save_transforms(self, path: str | os.PathLike) -> Path:
+    def save_transforms(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the transforms file ``T.json`` (elastic fields beside it in ``T.fields/``)."""
+        from ..io.atomic import check_output
+
+        check_output(path, overwrite=overwrite, kind="file")
         canvas = tuple(self.volume.shape[1:3])
         return save_transforms(
             path,
@@ -62,12 +66,11 @@ class AlignResult:
             },
         )
 
-    def save_qc(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(json.dumps(self.qc, indent=1))
-        os.replace(tmp, path)
-        return path
+    def save_qc(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the QC report (``QC.json``)."""
+        from ..io.atomic import write_json
+
+        return write_json(path, self.qc, overwrite=overwrite)
 
 
 def align(volume: Volume, **kwargs: Any) -> AlignResult:
@@ -105,6 +108,7 @@ def iter_align(
     coarse: bool = True,
     detrend: bool = False,
     workers: int = 2,
+    scratch: str | os.PathLike | None = None,
 ) -> ProgressGenerator[AlignResult]:
     """Estimate one transform per section and return the lazily warped volume with QC.
 
@@ -135,14 +139,51 @@ def iter_align(
         With ``previous``: divide out the linear z-trend of the chained rotations and shifts
         (accumulated registration error on stacks whose neighbours differ a lot, such as
         serial EM). Off by default: it also removes a real steady turn of the specimen.
+    workers
+        Threads reading and preparing sections.
+    scratch
+        Folder for the per-section registration images (a temporary folder by default): they
+        are kept on disk, a few in memory, so memory does not grow with the number of sections.
     """
     _check_options(method, reference, engine, channel, reg_size)
+    store = SectionStore(volume.shape[0], scratch)
+    try:
+        return (
+            yield from _iter_align(
+                volume,
+                store,
+                method,
+                reference,
+                engine,
+                reg_size,
+                channel,
+                coarse,
+                detrend,
+                workers,
+            )
+        )
+    finally:
+        store.close()
+
+
+def _iter_align(
+    volume: Volume,
+    regs: SectionStore,
+    method: str,
+    reference: str,
+    engine: str,
+    reg_size: int,
+    channel: str,
+    coarse: bool,
+    detrend: bool,
+    workers: int,
+) -> ProgressGenerator[AlignResult]:
     n = volume.shape[0]
     meta = volume.meta.with_planes(n)
     shape = tuple(volume.shape[1:3])
     s = registration_scale(shape, reg_size)
     # registration images, read once (in parallel; reading is the slow part for big sections)
-    regs: list[np.ndarray | None] = [None] * n
+    # and kept on disk
     if channel == "auto":
         # one channel kind for the whole stack, chosen on a few sections
         probe_idx = sorted({0, n // 2, n - 1})
@@ -154,11 +195,20 @@ def iter_align(
     def prep(i: int) -> np.ndarray:
         return prepare(np.asarray(volume.data[i].compute(scheduler="sync")), s, channel)
 
+    tissue: list[float] = [0.0] * n
+    reg_shape: tuple[int, int] = (0, 0)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-        for k, (i, r) in enumerate(zip(range(n), ex.map(prep, range(n)), strict=True)):
+        # at most 2 * workers sections in flight, so memory does not follow the stack's size
+        window = max(2, 2 * workers)
+        pending = {i: ex.submit(prep, i) for i in range(min(n, window))}
+        for i in range(n):
+            r = pending.pop(i).result()
+            if i + window < n:
+                pending[i + window] = ex.submit(prep, i + window)
             regs[i] = r
-            yield Progress(k + 1, n, f"section {meta.z_numbers[i]}", stage="prepare")
-    tissue = [tissue_fraction(r) for r in regs]
+            tissue[i] = tissue_fraction(r)
+            reg_shape = r.shape
+            yield Progress(i + 1, n, f"section {meta.z_numbers[i]}", stage="prepare")
     blank = [t < BLANK_TISSUE_FRACTION for t in tissue]
     for i in range(n):
         if blank[i]:
@@ -251,7 +301,7 @@ def iter_align(
             yield Progress(done, total, f"section {meta.z_numbers[i]}", stage="register")
 
     if reference == "previous" and detrend and n >= 6:
-        mats = remove_drift(mats, regs[ref].shape)
+        mats = remove_drift(mats, reg_shape)
     transforms = [
         SectionTransform(rescale(mats[i], s), None if fields[i] is None else fields[i] / s, s)
         for i in range(n)
@@ -337,22 +387,25 @@ def _qc_report(
     meta, regs, mats, fields, transforms, flags, shape, s, ref, *, method, reference, engine
 ) -> dict:
     n = len(regs)
-    aligned = [warp_image(regs[i], mats[i], regs[i].shape, fields[i]) for i in range(n)]
     pairs = []
     blank = ["blank" in f for f in flags]
-    for i in range(1, n):
-        skip = blank[i - 1] or blank[i]
-        before = None if skip else overlap_ncc(regs[i - 1], regs[i], np.eye(3))
-        after = None if skip else overlap_ncc(aligned[i - 1], aligned[i], np.eye(3))
-        pairs.append(
-            {
-                "z_a": meta.z_numbers[i - 1],
-                "z_b": meta.z_numbers[i],
-                "ncc_before": before,
-                "ncc_after": after,
-                "flags": [],
-            }
-        )
+    prev_aligned = None
+    for i in range(n):
+        aligned = warp_image(regs[i], mats[i], regs[i].shape, fields[i])
+        if i > 0:
+            skip = blank[i - 1] or blank[i]
+            before = None if skip else overlap_ncc(regs[i - 1], regs[i], np.eye(3))
+            after = None if skip else overlap_ncc(prev_aligned, aligned, np.eye(3))
+            pairs.append(
+                {
+                    "z_a": meta.z_numbers[i - 1],
+                    "z_b": meta.z_numbers[i],
+                    "ncc_before": before,
+                    "ncc_after": after,
+                    "flags": [],
+                }
+            )
+        prev_aligned = aligned
     afters = np.array([p["ncc_after"] for p in pairs if p["ncc_after"] is not None])
     if len(afters) >= 3:
         med = float(np.median(afters))

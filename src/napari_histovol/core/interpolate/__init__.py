@@ -1,7 +1,7 @@
 """Section interpolation: N frames between sections, filling missing numbers, replacing
 damaged sections; linear cross-fade, optical-flow synthesis, or a FILM-style SavedModel."""
 
-from .plan import Frame, Plan, make_plan
+from .plan import Frame, Plan, make_plan, parse_z_numbers
 from .stack import (
     METHODS,
     InterpolationResult,
@@ -21,4 +21,5 @@ __all__ = [
     "iter_interpolate",
     "iter_write_interpolated_folder",
     "make_plan",
+    "parse_z_numbers",
 ]

@@ -18,6 +18,9 @@ import numpy as np
 
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 CONSISTENCY_PX = 1.5
+#: DIS needs a few pyramid levels of its 8-pixel patches: smaller sections are padded to this
+#: (edge pixels repeated) for the flow, which is then cropped back.
+MIN_FLOW_SIDE = 32
 
 
 @dataclass
@@ -61,9 +64,7 @@ def estimate_pair_flow(a: np.ndarray, b: np.ndarray, *, max_side: int = 1024) ->
         la = cv2.resize(la, size, interpolation=cv2.INTER_AREA)
         lb = cv2.resize(lb, size, interpolation=cv2.INTER_AREA)
     a8, b8 = _to8(la, lb)
-    dis = cv2.DISOpticalFlow_create(DIS_PRESET)
-    f_ab = dis.calc(a8, b8, None)
-    f_ba = dis.calc(b8, a8, None)
+    f_ab, f_ba = _dis_both_ways(a8, b8)
     err_a = np.linalg.norm(f_ab + warp_by_flow(f_ba, f_ab), axis=-1)
     err_b = np.linalg.norm(f_ba + warp_by_flow(f_ab, f_ba), axis=-1)
     vis_a = np.exp(-(((err_a * (1 / s if s < 1 else 1)) / CONSISTENCY_PX) ** 2)).astype(np.float32)
@@ -73,6 +74,19 @@ def estimate_pair_flow(a: np.ndarray, b: np.ndarray, *, max_side: int = 1024) ->
         f_ab, f_ba = up(f_ab) / s, up(f_ba) / s
         vis_a, vis_b = up(vis_a), up(vis_b)
     return PairFlow(f_ab.astype(np.float32), f_ba.astype(np.float32), vis_a, vis_b)
+
+
+def _dis_both_ways(a8: np.ndarray, b8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DIS flow a->b and b->a; sections smaller than :data:`MIN_FLOW_SIDE` are padded for it."""
+    h, w = a8.shape
+    ph, pw = max(0, MIN_FLOW_SIDE - h), max(0, MIN_FLOW_SIDE - w)
+    if ph or pw:
+        pad = lambda x: cv2.copyMakeBorder(x, 0, ph, 0, pw, cv2.BORDER_REPLICATE)  # noqa: E731
+        a8, b8 = pad(a8), pad(b8)
+    dis = cv2.DISOpticalFlow_create(DIS_PRESET)
+    f_ab = dis.calc(a8, b8, None)[:h, :w]
+    f_ba = dis.calc(b8, a8, None)[:h, :w]
+    return np.ascontiguousarray(f_ab), np.ascontiguousarray(f_ba)
 
 
 def synthesize(a: np.ndarray, b: np.ndarray, flow: PairFlow, t: float) -> np.ndarray:

@@ -50,6 +50,24 @@ class Plan:
         return out
 
 
+def parse_z_numbers(text: str | None) -> list[int]:
+    """z numbers written as text, separated by commas or spaces (``"12, 31"``), sorted.
+
+    Raises
+    ------
+    InputError
+        When a part is not a whole number.
+    """
+    parts = [p for p in str(text or "").replace(",", " ").split() if p]
+    try:
+        return sorted({int(p) for p in parts})
+    except ValueError:
+        raise InputError(
+            f"'{text}' is not a list of z numbers; write whole numbers separated by commas, "
+            "like 12, 31."
+        ) from None
+
+
 def make_plan(
     z_numbers: list[int] | tuple[int, ...],
     *,

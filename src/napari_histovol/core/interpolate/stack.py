@@ -14,7 +14,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..errors import InputError, OutputError
+from ..errors import InputError
 from ..io.naming import NamePattern
 from ..io.volume import Volume
 from ..progress import Progress, ProgressGenerator, drain
@@ -183,65 +183,58 @@ def iter_write_interpolated_folder(
 ) -> ProgressGenerator[Path]:
     """Write the interpolated stack into a folder, one file per plane, resumably.
 
-    Each file is written under a temporary name and renamed, so a file present is complete.
-    ``.histovol-interpolate.json`` records the parameters: a rerun with the same parameters
-    skips planes already written and finishes a half-done run; different parameters are an
-    error unless ``overwrite``. Measured sections keep their names when their number is
-    unchanged; generated planes take the folder pattern with their z number. ``synthetic.txt``
-    lists the generated files and ``histovol.json`` holds scale, z numbers and flags.
+    The folder is written under a hidden temporary name (``.OUT.partial``) and renamed when
+    complete, so a folder under the final name is always whole. Each plane file is written under
+    a temporary name and renamed, so a plane present is complete. ``params`` (whatever
+    identifies the run: input, frames, method...) is recorded there: a rerun with the same
+    parameters after a kill skips the planes already written and finishes the folder; other
+    parameters start it over. A run that fails before writing any plane leaves nothing behind.
+    Measured sections keep their names when their number is unchanged; generated planes take
+    the folder pattern with their z number. ``synthetic.txt`` lists the generated files and
+    ``histovol.json`` holds scale, z numbers and flags.
     """
+    from ..io.atomic import atomic_output, remove_path, write_json
     from ..io.slices import _write_image, plane_names, write_folder_sidecars
 
     vol = result.volume
     meta = vol.meta.with_planes(vol.shape[0])
     pattern, names = plane_names(meta, vol.dtype, pattern=pattern, ext=ext)
     out = Path(out).expanduser()
-    manifest = {"version": 1, "params": params or {}, "names": names}
-    man_path = out / MANIFEST
-    if out.exists():
-        if not out.is_dir():
-            raise OutputError(f"'{out}' exists and is not a folder.")
-        previous = json.loads(man_path.read_text()) if man_path.is_file() else None
-        if previous is None and any(out.iterdir()) and not overwrite:
-            raise OutputError(
-                f"'{out}' exists and holds files this interpolation did not write; choose an "
-                "empty folder or allow replacing it.",
-                option="overwrite",
-            )
-        if previous is not None and previous != manifest:
-            if not overwrite:
-                raise OutputError(
-                    f"'{out}' holds an interpolation with other parameters; choose another folder "
-                    "or allow replacing it to start again.",
-                    option="overwrite",
-                )
-            for n in previous.get("names", []):
-                (out / n).unlink(missing_ok=True)
-    else:
+    manifest = {"version": 2, "params": params or {}, "names": names}
+    with atomic_output(out, overwrite=overwrite, is_dir=True, keep_partial=True) as tmp:
+        man_path = tmp / MANIFEST
         try:
-            out.mkdir(parents=True)
-        except OSError as e:
-            raise OutputError(f"Cannot create '{out}': {e.strerror}.") from None
-    tmp_man = out / (MANIFEST + ".partial")
-    tmp_man.write_text(json.dumps(manifest))
-    os.replace(tmp_man, man_path)
-    todo = [i for i, n in enumerate(names) if not (out / n).is_file()]
-    total = len(names)
-    done = total - len(todo)
-    yield Progress(done, total, f"{done} planes already written", stage="write")
-    # compute per pair block so a pair's flow is estimated once: group consecutive planes
-    for start, stop in _runs(todo, vol.data.chunks[0]):
-        block = np.asarray(vol.data[start:stop].compute())
-        for k, i in enumerate(range(start, stop)):
-            if i not in set(todo):
-                continue
-            target = out / names[i]
-            tmp = target.with_name(".partial-" + target.name)  # hidden, same extension
-            _write_image(tmp, block[k], meta)
-            os.replace(tmp, target)
-            done += 1
-            yield Progress(done, total, names[i], stage="write")
-    write_folder_sidecars(out, meta, names, pattern)
+            previous = json.loads(man_path.read_text()) if man_path.is_file() else None
+        except ValueError:
+            previous = None
+        if previous != manifest:  # another run's leftovers: start over
+            for child in tmp.iterdir():
+                remove_path(child)
+            write_json(man_path, manifest)
+        todo = [i for i, n in enumerate(names) if not (tmp / n).is_file()]
+        total = len(names)
+        done = total - len(todo)
+        yield Progress(done, total, f"{done} planes already written", stage="write")
+        try:
+            # compute per chunk, so a pair's flow is estimated once for all its frames
+            want = set(todo)
+            for start, stop in _runs(todo, vol.data.chunks[0]):
+                block = np.asarray(vol.data[start:stop].compute())
+                for k, i in enumerate(range(start, stop)):
+                    if i not in want:
+                        continue
+                    target = tmp / names[i]
+                    part = target.with_name(".partial-" + target.name)  # hidden, same extension
+                    _write_image(part, block[k], meta)
+                    os.replace(part, target)
+                    done += 1
+                    yield Progress(done, total, names[i], stage="write")
+        except BaseException:
+            if not any((tmp / n).is_file() for n in names):
+                remove_path(tmp)  # nothing worth resuming
+            raise
+        write_folder_sidecars(tmp, meta, names, pattern)
+        man_path.unlink()
     return out
 
 

@@ -1,0 +1,106 @@
+"""The ``histovol`` command: one module per subcommand over :mod:`napari_histovol.core`.
+
+Each subcommand module has ``NAME``, ``register(subparsers)`` (declares its options, mostly
+from :mod:`._options`, with choices imported from core) and ``run(args)``. Everything the
+command refuses, argparse's complaints included, prints one line starting ``histovol: error:``
+and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from .. import __version__
+from . import (
+    align,
+    build,
+    compress,
+    convert,
+    decompress,
+    demo,
+    focus,
+    focus_train,
+    info,
+    interpolate,
+    warp_points,
+)
+from ._options import Parser, UsageError, error_line
+
+EXIT_BAD_INPUT = 2
+SUBCOMMANDS = (
+    info,
+    convert,
+    align,
+    warp_points,
+    interpolate,
+    build,
+    focus,
+    focus_train,
+    compress,
+    decompress,
+    demo,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``histovol`` parser with every subcommand registered."""
+    parser = Parser(
+        prog="histovol",
+        description="Serial sections to 3D volumes: read, align, interpolate, stack, inspect "
+        "(napari-histovol).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for module in SUBCOMMANDS:
+        p = module.register(sub)
+        flags = {s for action in p._actions for s in action.option_strings}
+        p.set_defaults(run=module.run, _flags=flags)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"histovol: warning: {message}", file=sys.stderr)
+
+
+def _fail(text: str) -> int:
+    print(f"histovol: error: {text}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``histovol`` console script."""
+    from ..core.errors import HistovolError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        return _fail(str(e))
+    warnings.showwarning = _show_warning
+    try:
+        return int(args.run(args) or 0)
+    except HistovolError as e:
+        return _fail(error_line(e, args))
+    except UsageError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        print("histovol: interrupted; nothing was left half-written.", file=sys.stderr)
+        return 130
+    except MemoryError:
+        return _fail(
+            "the machine ran out of memory; use smaller sections (--size where the command has "
+            "it) or a machine with more memory."
+        )
+    except OSError as e:  # the environment, not the program: a full disk, a vanished file
+        from ..core.io.atomic import is_disk_full
+
+        if is_disk_full(e):
+            return _fail("the disk is full; free some space and run again.")
+        where = f" '{e.filename}'" if e.filename else ""
+        return _fail(f"{e.strerror or e}{where}.")
+
+
+__all__ = ["EXIT_BAD_INPUT", "SUBCOMMANDS", "build_parser", "main"]
