@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ._options import (
     add_input,
@@ -87,6 +88,7 @@ def register(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.align import apply_transforms, iter_align
+    from ..core.align.transforms import fields_folder
     from ..core.errors import InputError
     from ..core.io.atomic import check_output, remove_path
     from ..core.io.detect import detect_format, iter_write_volume
@@ -117,22 +119,28 @@ def run(args: argparse.Namespace) -> int:
             NAME,
         )
         aligned = result.volume
-    out = progress(
-        iter_write_volume(
-            aligned, args.output, overwrite=args.overwrite, **write_options(fmt, workers=workers)
-        ),
-        args,
-        NAME,
-    )
+    written: list[Path] = []
+    try:  # the side files first (small), then the volume; all of them or none
+        if result is not None and args.transforms:
+            written += [result.save_transforms(args.transforms, overwrite=args.overwrite)]
+            written += [fields_folder(written[-1])]
+        if result is not None and args.qc:
+            written += [result.save_qc(args.qc, overwrite=args.overwrite)]
+        out = progress(
+            iter_write_volume(
+                aligned,
+                args.output,
+                overwrite=args.overwrite,
+                **write_options(fmt, workers=workers),
+            ),
+            args,
+            NAME,
+        )
+    except BaseException:
+        for path in written:
+            remove_path(path)
+        raise
     if result is not None:
-        try:  # the side files or nothing: a volume without its transforms is not what was asked
-            if args.transforms:
-                result.save_transforms(args.transforms, overwrite=args.overwrite)
-            if args.qc:
-                result.save_qc(args.qc, overwrite=args.overwrite)
-        except BaseException:
-            remove_path(out)
-            raise
         q = result.qc
         nan = float("nan")
         print(

@@ -127,23 +127,7 @@ def normalise(volume: Volume, size: int | None) -> tuple[Volume, float]:
 
 
 def iter_build_volume(
-    input_path: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    frames_between: int | None = None,
-    align: str = "rigid",
-    reference: str = "previous",
-    reg_size: int = 512,
-    size: int | None = None,
-    pixel_size: float | None = None,
-    section_spacing: float | None = None,
-    interp_method: str = "flow",
-    resume: bool = False,
-    scheduler: Any = None,
-    overwrite: bool = False,
-    on_corrupt: str = "error",
-    workers: int = 2,
-    ngff_version: str = "0.5",
+    input_path: str | os.PathLike, out: str | os.PathLike, **options: Any
 ) -> ProgressGenerator[BuildResult]:
     """Build a multiscale OME-Zarr volume from a folder of sections.
 
@@ -163,6 +147,37 @@ def iter_build_volume(
     scheduler
         A ``dask.distributed`` scheduler address (or Client): blocks are computed there.
     """
+    work = work_folder(Path(os.fspath(out)).expanduser())
+    had_work = work.exists()
+    try:
+        return (yield from _iter_build_volume(input_path, out, **options))
+    except BaseException:
+        # a failed first run (a full disk, bad input) leaves no empty work folder behind
+        if not had_work and work.is_dir() and not any(work.iterdir()):
+            work.rmdir()
+        raise
+
+
+def _iter_build_volume(
+    input_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    frames_between: int | None = None,
+    align: str = "rigid",
+    reference: str = "previous",
+    reg_size: int = 512,
+    size: int | None = None,
+    pixel_size: float | None = None,
+    section_spacing: float | None = None,
+    interp_method: str = "flow",
+    resume: bool = False,
+    scheduler: Any = None,
+    overwrite: bool = False,
+    on_corrupt: str = "error",
+    workers: int = 2,
+    ngff_version: str = "0.5",
+) -> ProgressGenerator[BuildResult]:
+    """:func:`iter_build_volume` without the clean-up of its work folder."""
     out = Path(os.fspath(out)).expanduser()
     if not out.name.lower().endswith((".ome.zarr", ".zarr")):
         raise InputError(f"The build writes OME-Zarr: name the output '{out.name}.ome.zarr'.")

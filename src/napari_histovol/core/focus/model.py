@@ -9,6 +9,7 @@ torch is an optional dependency: it is imported inside the functions that need i
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -149,10 +150,12 @@ def save_focus_model(
         )
     info = _plain(info)
     doc = {"optics": asdict(optics), **info}
+    # serialised in memory, written by plain file I/O: torch's own writer reports a full disk
+    # as a RuntimeError that hides the OSError
+    buf = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), "optics": asdict(optics), "info": info}, buf)
     with atomic_outputs([path, side], overwrite=overwrite) as (tmp_model, tmp_json):
-        torch.save(
-            {"state_dict": model.state_dict(), "optics": asdict(optics), "info": info}, tmp_model
-        )
+        tmp_model.write_bytes(buf.getvalue())
         tmp_json.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     _LOADED.pop(path.resolve(), None)
     return path, side
