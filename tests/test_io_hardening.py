@@ -196,3 +196,341 @@ def test_big_jpeg_within_memory_is_not_refused_by_pillows_bomb_limit(tmp_path, m
 
     assert decode(p, info).shape == (40, 50, 3)
     assert Image.MAX_IMAGE_PIXELS == 100
+
+
+# ------------------------------------------------------------------------------ 7. disk full
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs mounted under tmp_path (root only); unmounted afterwards."""
+    import os
+    import subprocess
+
+    d = tmp_path / "small_disk"
+    d.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)], capture_output=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode(errors='replace').strip()}")
+    try:
+        yield d
+    finally:
+        busy = subprocess.run(["umount", str(d)], capture_output=True).returncode != 0
+        if busy:  # a file left open or mapped on it: unmount lazily, then report the leak
+            subprocess.run(["umount", "-l", str(d)], check=False)
+    assert not busy, "a writer left a file open on the full disk"
+
+
+def _noise_volume(shape=(12, 512, 512)):
+    import dask.array as da
+
+    from napari_histovol.core.io.meta import VolumeMeta
+    from napari_histovol.core.io.volume import Volume
+
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 256, shape, dtype=np.uint8)  # incompressible: 3 MiB in any format
+    return Volume(da.from_array(data, chunks=(1, *shape[1:])), VolumeMeta())
+
+
+@pytest.mark.parametrize(
+    "name", ["v.npy", "v.ome.tif", "v.ome.zarr", "v04.ome.zarr", "png_folder", "tif_folder"]
+)
+def test_full_disk_is_one_output_error_and_leaves_nothing(small_disk, name):
+    from napari_histovol.core.errors import OutputError
+    from napari_histovol.core.io import write_volume
+
+    vol = _noise_volume()
+    opts = {"ngff_version": "0.4"} if name.startswith("v04") else {}
+    if name.endswith("_folder"):
+        opts = {"ext": "." + name.split("_")[0]}
+    with pytest.raises(OutputError, match="disk is full") as e:
+        write_volume(vol, small_disk / name, **opts)
+    assert "\n" not in str(e.value)
+    assert list(small_disk.iterdir()) == []
+
+
+def test_full_disk_while_saving_transforms_leaves_neither_file(small_disk):
+    from napari_histovol.core.align.transforms import SectionTransform, save_transforms
+    from napari_histovol.core.errors import OutputError
+
+    field = np.random.default_rng(1).random((2, 400, 400)).astype(np.float32)  # 1.2 MiB each
+    ts = [SectionTransform(np.eye(3), field, 1.0) for _ in range(3)]
+    with pytest.raises(OutputError, match="disk is full"):
+        save_transforms(
+            small_disk / "T.json",
+            ts,
+            files=["a.png", "b.png", "c.png"],
+            z_numbers=[1, 2, 3],
+            offsets=[(0, 0)] * 3,
+            source_shapes=[(400, 400)] * 3,
+            canvas=(400, 400),
+        )
+    assert list(small_disk.iterdir()) == []
+
+
+# --------------------------------------------------------------------- 5. OME-Zarr integrity
+
+
+def _zarr_volume(tmp_path, version="0.5", name="v.ome.zarr"):
+    """A histovol-written OME-Zarr with an all-zero plane (z index 1) and known content."""
+    import dask.array as da
+
+    from napari_histovol.core.io import write_volume
+    from napari_histovol.core.io.meta import VolumeMeta
+    from napari_histovol.core.io.volume import Volume
+
+    data = np.stack([tissue((40, 48), z) for z in range(3)])
+    data[1] = 0
+    out = write_volume(
+        Volume(da.from_array(data, chunks=(1, 40, 48)), VolumeMeta()),
+        tmp_path / name,
+        ngff_version=version,
+        n_levels=2,
+        xy_chunk=64,
+    )
+    return out, data
+
+
+def _chunk_file(root: Path, version: str, level: int, z: int) -> Path:
+    return root / str(level) / ("c" if version == "0.5" else "") / str(z) / "0" / "0"
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_writer_stores_every_chunk_and_says_so(tmp_path, version):
+    import json
+
+    out, data = _zarr_volume(tmp_path, version)
+    for level in (0, 1):
+        for z in range(3):
+            assert _chunk_file(out, version, level, z).is_file()  # the zero plane too
+    meta_file = out / ("zarr.json" if version == "0.5" else ".zattrs")
+    attrs = json.loads(meta_file.read_text())
+    attrs = attrs.get("attributes", attrs)
+    assert attrs["histovol"]["chunks_complete"] is True
+    np.testing.assert_array_equal(np.asarray(read_volume(out).data), data)
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_missing_chunk_of_a_histovol_volume_is_refused(tmp_path, version):
+    out, _ = _zarr_volume(tmp_path, version)
+    _chunk_file(out, version, 0, 2).unlink()
+    with pytest.raises(InputError) as e:
+        read_volume(out)
+    msg = str(e.value)
+    assert "missing 1 chunk file" in msg and "level 0, plane 2" in msg
+    assert "copy the volume again" in msg and str(out) in msg
+
+
+def test_missing_chunk_of_a_foreign_ome_zarr_opens_with_one_warning(tmp_path):
+    import warnings
+
+    import zarr
+
+    root = tmp_path / "foreign.ome.zarr"
+    g = zarr.open_group(str(root), mode="w", zarr_format=3)
+    a = g.create_array("0", shape=(3, 32, 32), chunks=(1, 32, 32), dtype="uint8", fill_value=0)
+    truth = np.zeros((3, 32, 32), np.uint8)
+    truth[0] = tissue((32, 32), 1)
+    a[0] = truth[0]  # planes 1 and 2 never written: legitimately empty in NGFF
+    axes = [{"name": n, "type": "space"} for n in "zyx"]
+    ds = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1]}]}]
+    g.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": ds}]}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vol = read_volume(root)
+    msgs = [str(w.message) for w in caught]
+    assert len(msgs) == 1 and "no data for 2 chunk(s)" in msgs[0] and "plane 1" in msgs[0]
+    np.testing.assert_array_equal(np.asarray(vol.data), truth)
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_corrupt_chunk_is_one_input_error_even_inside_a_dask_compute(tmp_path, version):
+    out, _ = _zarr_volume(tmp_path, version)
+    chunk = _chunk_file(out, version, 0, 2)
+    chunk.write_bytes(b"\x02\x01garbage, not blosc" * 4)
+    vol = read_volume(out)  # opening decodes nothing, so it succeeds
+    with pytest.raises(InputError, match=r"damaged data at level 0, plane 2.*copy the volume"):
+        (vol.data.astype(np.float32) * 2).mean().compute()
+    # the writers see the same sentence, and leave no output behind
+    from napari_histovol.core.io import write_volume
+
+    with pytest.raises(InputError, match="plane 2"):
+        write_volume(vol, tmp_path / "copy.npy")
+    assert not (tmp_path / "copy.npy").exists()
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_corrupt_tile_of_an_ome_tiff_is_one_input_error(tmp_path):
+    import dask.array as da
+
+    from napari_histovol.core.io import write_volume
+    from napari_histovol.core.io.meta import VolumeMeta
+    from napari_histovol.core.io.volume import Volume
+
+    data = np.stack([tissue((64, 64), z) for z in range(3)])
+    out = write_volume(Volume(da.from_array(data), VolumeMeta()), tmp_path / "v.ome.tif", tile=32)
+    with tifffile.TiffFile(out) as tif:
+        page = tif.series[0].pages[1]
+        offset, count = page.dataoffsets[2], page.databytecounts[2]
+    with open(out, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\xffbad" * (count // 4))
+    vol = read_volume(out)
+    np.testing.assert_array_equal(np.asarray(vol.data[0]), data[0])
+    with pytest.raises(InputError, match=r"damaged data at level 0, plane 1"):
+        vol.data.sum().compute()
+
+
+# -------------------------------------------------------------------------- 6. text inputs
+
+BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
+LATIN1 = "z,y,x\n1,2,3 # caf\xe9\n".encode("latin-1")
+
+
+@pytest.mark.parametrize(("content", "word"), [(BINARY, "binary"), (LATIN1, "not UTF-8")])
+def test_transforms_file_that_is_not_text(tmp_path, content, word):
+    from napari_histovol.core.align.transforms import load_transforms
+
+    p = tmp_path / "T.json"
+    p.write_bytes(content)
+    with pytest.raises(InputError, match=word) as e:
+        load_transforms(p)
+    assert "\n" not in str(e.value)
+    with pytest.raises(InputError, match="does not exist"):
+        load_transforms(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(("content", "word"), [(BINARY, "binary"), (LATIN1, "not UTF-8")])
+def test_npy_metadata_that_is_not_text(tmp_path, content, word):
+    np.save(tmp_path / "v.npy", np.zeros((2, 8, 8), np.uint8))
+    (tmp_path / "v.npy.json").write_bytes(content)
+    with pytest.raises(InputError, match=word):
+        read_volume(tmp_path / "v.npy")
+
+
+def test_folder_sidecar_that_is_not_text_is_ignored_with_a_warning(make_sections):
+    folder, truth = make_sections(zs=(1, 2))
+    (folder / "histovol.json").write_bytes(BINARY)
+    with pytest.warns(UserWarning, match="histovol.json"):
+        vol = read_volume(folder)
+    assert vol.meta.z_numbers == (1, 2)
+
+
+def test_binary_zarr_metadata_is_not_a_traceback(tmp_path):
+    d = tmp_path / "v.ome.zarr"
+    d.mkdir()
+    (d / "zarr.json").write_bytes(BINARY)
+    with pytest.raises(InputError):
+        read_volume(d)
+
+
+def test_histovol_metadata_with_wrong_types_is_ignored_with_a_warning(tmp_path):
+    import json
+
+    out, data = _zarr_volume(tmp_path)
+    meta_file = out / "zarr.json"
+    doc = json.loads(meta_file.read_text())
+    doc["attributes"]["histovol"]["z_numbers"] = "not a list of numbers"
+    meta_file.write_text(json.dumps(doc))
+    with pytest.warns(UserWarning, match="unreadable napari-histovol metadata"):
+        vol = read_volume(out)
+    np.testing.assert_array_equal(np.asarray(vol.data), data)
+
+
+def test_z_numbers_beyond_int64_in_metadata_are_refused(tmp_path):
+    import json
+
+    np.save(tmp_path / "v.npy", np.zeros((2, 8, 8), np.uint8))
+    (tmp_path / "v.npy.json").write_text(json.dumps({"histovol": {"z_numbers": [1, 10**22]}}))
+    with pytest.raises(InputError, match="too large to be a section number"):
+        read_volume(tmp_path / "v.npy")
+
+
+# ------------------------------------------------------------------- 8. one atomic writer
+
+
+def _transforms(n=2, with_field=True):
+    from napari_histovol.core.align.transforms import SectionTransform
+
+    rng = np.random.default_rng(3)
+    out = []
+    for i in range(n):
+        m = np.eye(3)
+        m[0, 2] = i + 0.5
+        f = rng.random((2, 6, 7)).astype(np.float32) if with_field else None
+        out.append(SectionTransform(m, f, 0.5))
+    return out
+
+
+def _save(path, ts, **kw):
+    from napari_histovol.core.align.transforms import save_transforms
+
+    n = len(ts)
+    return save_transforms(
+        path,
+        ts,
+        files=[f"s_{i}.png" for i in range(n)],
+        z_numbers=list(range(1, n + 1)),
+        offsets=[(0, 0)] * n,
+        source_shapes=[(12, 14)] * n,
+        canvas=(12, 14),
+        **kw,
+    )
+
+
+def test_transforms_and_fields_round_trip_and_replace_together(tmp_path):
+    from napari_histovol.core.align.transforms import load_transforms
+    from napari_histovol.core.errors import OutputError
+
+    ts = _transforms()
+    p = _save(tmp_path / "T.json", ts)
+    back = load_transforms(p)
+    for a, b in zip(ts, back.transforms, strict=True):
+        np.testing.assert_array_equal(a.matrix, b.matrix)
+        np.testing.assert_array_equal(a.field, b.field)
+    assert (tmp_path / "T.fields").is_dir()
+    with pytest.raises(OutputError, match="exists already") as e:
+        _save(tmp_path / "T.json", ts, overwrite=False)
+    assert e.value.option == "overwrite"
+    # replaced by transforms without fields: the old fields go too
+    _save(tmp_path / "T.json", _transforms(with_field=False))
+    assert not (tmp_path / "T.fields").exists()
+    assert load_transforms(p).transforms[0].field is None
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["T.json"]
+
+
+def test_failed_transforms_write_leaves_the_previous_pair_untouched(tmp_path, monkeypatch):
+    from napari_histovol.core.align import transforms as tmod
+
+    old = _transforms()
+    p = _save(tmp_path / "T.json", old)
+    before = {q.relative_to(tmp_path): q.read_bytes() for q in tmp_path.rglob("*") if q.is_file()}
+    calls = []
+
+    def failing(path, arr):
+        calls.append(path)
+        if len(calls) == 2:
+            raise RuntimeError("killed half way")
+        return np.save(path, arr)
+
+    monkeypatch.setattr(tmod, "save_array", failing)
+    new = _transforms(n=3)
+    with pytest.raises(RuntimeError, match="half way"):
+        _save(p, new, overwrite=True)
+    after = {q.relative_to(tmp_path): q.read_bytes() for q in tmp_path.rglob("*") if q.is_file()}
+    assert after == before
+
+
+def test_write_plane_is_atomic_and_keeps_the_format(tmp_path):
+    from napari_histovol.core.io.imagefile import decode
+    from napari_histovol.core.io.meta import VolumeMeta
+    from napari_histovol.core.io.slices import write_plane
+
+    img = tissue((20, 24), 5)
+    p = write_plane(tmp_path / "sec_01.png", img, VolumeMeta())
+    np.testing.assert_array_equal(decode(p), img)
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["sec_01.png"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,12 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from ..io.atomic import FIELDS_MARKER, atomic_output, check_output, remove_path
+from ..io.npy import save_array
+from ..io.text import read_text
 
 TRANSFORMS_VERSION = 1
+_LEGACY_FIELD = re.compile(r"\d{4}_z-?\d+\.npy")
 
 
 @dataclass
@@ -154,45 +160,88 @@ def save_transforms(
     source_shapes: list[tuple[int, int]],
     canvas: tuple[int, int],
     extra: dict[str, Any] | None = None,
+    overwrite: bool = True,
 ) -> Path:
-    """Write ``T.json`` (and the elastic fields as .npy files in ``T.fields/``).
+    """Write ``T.json`` (and the elastic fields as .npy files in ``T.fields/``), all or nothing.
 
     Matrices are written in each source file's own pixel coordinates (the canvas offset is
-    folded in), so that they apply to the files as they are on disk.
+    folded in), so that they apply to the files as they are on disk. Both outputs are written
+    under temporary names and renamed when complete; a failure (a full disk) leaves neither.
+
+    Parameters
+    ----------
+    overwrite
+        Whether an existing transforms file (and its fields folder) may be replaced.
+
+    Raises
+    ------
+    OutputError
+        When an output exists and ``overwrite`` is False, or cannot be written.
     """
-    path = Path(path)
-    field_dir = path.with_name(path.stem + ".fields")
-    slices = []
-    for i, t in enumerate(transforms):
-        ft = t.translated((offsets[i][1], offsets[i][0]))
-        entry: dict[str, Any] = {
-            "file": files[i],
-            "z": int(z_numbers[i]),
-            "matrix": [[float(v) for v in row] for row in ft.matrix],
-            "field": None,
-            "source_shape": [int(v) for v in source_shapes[i]],
-            "canvas_offset": [int(offsets[i][0]), int(offsets[i][1])],
+    path = check_output(path, overwrite=overwrite, kind="file")
+    field_dir = fields_folder(path)
+    with_fields = any(t.field is not None for t in transforms)
+    if with_fields:
+        check_output(field_dir, overwrite=overwrite, kind="dir")
+        _adopt_legacy_fields(field_dir)
+    with ExitStack() as stack:
+        tmp_json = stack.enter_context(atomic_output(path, overwrite=overwrite))
+        tmp_fields = (
+            stack.enter_context(atomic_output(field_dir, overwrite=overwrite, is_dir=True))
+            if with_fields
+            else None
+        )
+        slices = []
+        for i, t in enumerate(transforms):
+            ft = t.translated((offsets[i][1], offsets[i][0]))
+            entry: dict[str, Any] = {
+                "file": files[i],
+                "z": int(z_numbers[i]),
+                "matrix": [[float(v) for v in row] for row in ft.matrix],
+                "field": None,
+                "source_shape": [int(v) for v in source_shapes[i]],
+                "canvas_offset": [int(offsets[i][0]), int(offsets[i][1])],
+            }
+            if t.field is not None and tmp_fields is not None:
+                name = f"{i:04d}_z{int(z_numbers[i])}.npy"
+                save_array(tmp_fields / name, t.field.astype(np.float32))
+                entry["field"] = f"{field_dir.name}/{name}"
+                entry["field_scale"] = float(t.field_scale)
+            slices.append(entry)
+        if tmp_fields is not None:
+            (tmp_fields / FIELDS_MARKER).write_text(path.name + "\n", encoding="utf-8")
+        doc = {
+            "version": TRANSFORMS_VERSION,
+            "convention": "matrix maps aligned pixel (x, y, 1) to source-file pixel (x, y) at full "
+            "resolution; field (dx, dy) on the aligned grid at field_scale, in full-resolution "
+            "pixels: source = matrix @ (p + field(p))",
+            "canvas": [int(canvas[0]), int(canvas[1])],
+            "slices": slices,
+            **(extra or {}),
         }
-        if t.field is not None:
-            field_dir.mkdir(parents=True, exist_ok=True)
-            fp = field_dir / f"{i:04d}_z{int(z_numbers[i])}.npy"
-            np.save(fp, t.field.astype(np.float32))
-            entry["field"] = str(fp.relative_to(path.parent))
-            entry["field_scale"] = float(t.field_scale)
-        slices.append(entry)
-    doc = {
-        "version": TRANSFORMS_VERSION,
-        "convention": "matrix maps aligned pixel (x, y, 1) to source-file pixel (x, y) at full "
-        "resolution; field (dx, dy) on the aligned grid at field_scale, in full-resolution pixels: "
-        "source = matrix @ (p + field(p))",
-        "canvas": [int(canvas[0]), int(canvas[1])],
-        "slices": slices,
-        **(extra or {}),
-    }
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+        tmp_json.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    if not with_fields and (field_dir / FIELDS_MARKER).is_file():
+        remove_path(field_dir)  # the fields of the transforms file just replaced
     return path
+
+
+def fields_folder(path: str | os.PathLike) -> Path:
+    """The folder that holds the elastic fields of transforms file ``path`` (``T.fields``)."""
+    p = Path(os.fspath(path))
+    return p.with_name(p.stem + ".fields")
+
+
+def _adopt_legacy_fields(field_dir: Path) -> None:
+    """Mark a fields folder written before folders carried :data:`FIELDS_MARKER` (it holds
+    only ``NNNN_zZ.npy`` files) so that it may be replaced like any folder histovol wrote."""
+    if not field_dir.is_dir() or (field_dir / FIELDS_MARKER).exists():
+        return
+    try:
+        names = os.listdir(field_dir)
+        if names and all(_LEGACY_FIELD.fullmatch(n) for n in names):
+            (field_dir / FIELDS_MARKER).write_text("\n", encoding="utf-8")
+    except OSError:
+        pass
 
 
 @dataclass
@@ -227,13 +276,12 @@ class TransformsFile:
 
 def load_transforms(path: str | os.PathLike) -> TransformsFile:
     """Read a ``T.json`` written by :func:`save_transforms`."""
-    path = Path(path)
+    path = Path(os.fspath(path)).expanduser()
+    text = read_text(path, what="the transforms file")
     try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"The transforms file '{path}' does not exist.") from None
+        doc = json.loads(text)
     except ValueError as e:
-        raise InputError(f"'{path}' is not valid JSON ({e}).") from None
+        raise InputError(f"The transforms file '{path}' is not valid JSON ({e}).") from None
     if not isinstance(doc, dict) or "slices" not in doc:
         raise InputError(f"'{path}' is not a napari-histovol transforms file (no 'slices').")
     ts, files, zs, shapes = [], [], [], []
@@ -244,7 +292,10 @@ def load_transforms(path: str | os.PathLike) -> TransformsFile:
                 raise ValueError("matrix must be 3x3 numbers")
             fld = None
             if s.get("field"):
-                fld = np.load(path.parent / s["field"]).astype(np.float32)
+                fld = np.load(path.parent / str(s["field"]), allow_pickle=False)
+                if fld.ndim != 3 or fld.shape[0] != 2 or fld.dtype.kind != "f":
+                    raise ValueError(f"its field {s['field']} is not a (2, h, w) float array")
+                fld = fld.astype(np.float32)
             ts.append(SectionTransform(m, fld, float(s.get("field_scale", 1.0))))
             files.append(str(s.get("file", "")))
             zs.append(int(s.get("z", i)))

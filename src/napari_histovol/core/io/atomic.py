@@ -24,17 +24,25 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 _NO_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
 # a folder holding one of these was written by napari-histovol (or is an OME-Zarr) and may be
 # replaced with overwrite=True
+FIELDS_MARKER = ".histovol-fields"  # in a transforms file's folder of elastic fields
 _OUR_FOLDER_MARKERS = (
     "zarr.json",
     ".zattrs",
     ".zgroup",
     "histovol.json",
     ".histovol-interpolate.json",
+    FIELDS_MARKER,
 )
 
 
-def temp_name(out: Path) -> Path:
-    """The temporary path used while ``out`` is being written (a hidden sibling)."""
+def temp_name(out: Path, *, keep_suffix: bool = False) -> Path:
+    """The temporary path used while ``out`` is being written (a hidden sibling).
+
+    With ``keep_suffix`` the temporary name ends like ``out`` (``.partial-sec_01.png``), for
+    writers that choose the format by the suffix.
+    """
+    if keep_suffix:
+        return out.parent / f".partial-{out.name}"
     return out.parent / f".{out.name}.partial"
 
 
@@ -143,16 +151,18 @@ def atomic_output(
     overwrite: bool = False,
     is_dir: bool = False,
     keep_partial: bool = False,
+    keep_suffix: bool = False,
 ) -> Iterator[Path]:
     """Yield a temporary path to write into; rename it to ``out`` only if the block succeeds.
 
     On any exception (or a cancelled generator) the temporary output is removed, so no
     half-written file or folder is ever left under the final name. With ``keep_partial`` a
     leftover temporary output is handed back to be resumed, and kept if this run fails too,
-    except when the disk is full: then it is removed to give the space back.
+    except when the disk is full: then it is removed to give the space back. With
+    ``keep_suffix`` the temporary name ends with ``out``'s name (see :func:`temp_name`).
     """
     out = check_output(out, overwrite=overwrite, kind="dir" if is_dir else "file")
-    tmp = temp_name(out)
+    tmp = temp_name(out, keep_suffix=keep_suffix)
     if not keep_partial:
         remove_path(tmp)  # a stale leftover of a killed run
     try:
@@ -191,6 +201,31 @@ def atomic_outputs(
         check_output(p, overwrite=overwrite)
     with ExitStack() as stack:
         yield [stack.enter_context(atomic_output(p, overwrite=overwrite)) for p in paths]
+
+
+def preallocate(path: str | os.PathLike, size: int) -> None:
+    """Reserve ``size`` bytes of disk for the file at ``path`` before it is filled.
+
+    A memory-mapped output over a sparse file dies with SIGBUS when the disk fills up under
+    it; reserving the blocks first turns a full disk into an ``ENOSPC`` :class:`OSError` at
+    once (which :func:`atomic_output` reports in one sentence). Where the file system cannot
+    reserve space, its free space is checked instead.
+    """
+    fd = os.open(os.fspath(path), os.O_RDWR)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fd, 0, int(size))
+                return
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+        st = os.fstatvfs(fd)
+        have = os.fstat(fd).st_blocks * 512
+        if int(size) - have > st.f_bavail * st.f_frsize:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> Path:

@@ -155,6 +155,28 @@ class VolumeMeta:
         return cls.from_dict(json.loads(text))
 
 
+def meta_from_block(block: Any, *, source: str) -> VolumeMeta | None:
+    """:meth:`VolumeMeta.from_dict` for a block read from a file: a block that cannot be
+    understood is ignored with a warning naming ``source`` (None is returned)."""
+    if block is None:
+        return None
+    try:
+        if not isinstance(block, dict):
+            raise TypeError(f"expected a JSON object, found {type(block).__name__}")
+        return VolumeMeta.from_dict(block)
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
+        import warnings
+
+        from ..errors import HistovolWarning
+
+        warnings.warn(
+            f"Ignoring the unreadable napari-histovol metadata in '{source}' ({e}).",
+            HistovolWarning,
+            stacklevel=3,
+        )
+        return None
+
+
 def _check_positive(value: float, what: str) -> None:
     import math
 

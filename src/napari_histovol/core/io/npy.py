@@ -11,9 +11,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..progress import Progress, ProgressGenerator, drain
-from .atomic import atomic_output, check_output
-from .meta import META_KEY, VolumeMeta
+from .atomic import atomic_output, check_output, preallocate, write_json
+from .meta import META_KEY, VolumeMeta, meta_from_block
+from .naming import check_z_numbers
 from .pyramid import iter_write_pyramid
+from .text import read_text
 from .volume import Volume
 
 
@@ -37,11 +39,15 @@ def read_npy(path: str | os.PathLike) -> Volume:
     side = sidecar_path(path)
     meta = None
     if side.is_file():
+        text = read_text(side, what="the metadata file of a .npy volume")
         try:
-            d = json.loads(side.read_text())
-            meta = VolumeMeta.from_dict(d.get(META_KEY, d))
+            d = json.loads(text)
         except ValueError as e:
-            raise InputError(f"'{side}' is not valid JSON ({e}).") from None
+            raise InputError(
+                f"'{side}' is not valid JSON ({e}); repair it or remove it to open the .npy "
+                "without its metadata."
+            ) from None
+        meta = meta_from_block(d.get(META_KEY, d) if isinstance(d, dict) else d, source=str(side))
     if arr.ndim == 2:
         arr = arr[None]
     elif arr.ndim == 3 and meta is None and arr.shape[-1] in (3, 4) and min(arr.shape[:2]) >= 8:
@@ -56,7 +62,31 @@ def read_npy(path: str | os.PathLike) -> Volume:
         data = data[..., :3]
     if meta is None:
         meta = VolumeMeta(rgb=rgb, channel_names=("red", "green", "blue") if rgb else ())
-    return Volume(data=data, meta=meta.with_planes(arr.shape[0]))
+    meta = meta.with_planes(arr.shape[0])
+    check_z_numbers(meta.z_numbers, source=str(side))
+    return Volume(data=data, meta=meta)
+
+
+def save_array(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """``np.save`` whose disk space is reserved first, so that a full disk is an ``ENOSPC``
+    :class:`OSError` (``np.save`` reports a short write without an error number). Use it on
+    a temporary path from :func:`~.atomic.atomic_output`."""
+    arr = np.asarray(array)
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=arr.dtype, shape=arr.shape)
+    try:
+        preallocate(path, mm.offset + mm.nbytes)
+        mm[...] = arr
+        mm.flush()
+    finally:
+        del mm
+    return Path(os.fspath(path))
+
+
+def _pwrite_all(fd: int, raw: bytes, offset: int) -> None:
+    view = memoryview(raw)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def write_npy(volume: Volume, out: str | os.PathLike, **kwargs) -> Path:
@@ -76,15 +106,25 @@ def iter_write_npy(
     check_output(sidecar_path(out), overwrite=overwrite)
     with atomic_output(out, overwrite=overwrite) as tmp:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=data.dtype, shape=data.shape)
+        offset, nbytes = int(mm.offset), int(mm.nbytes)
+        del mm  # the header is written; the data goes in with pwrite, not through a map
+        # reserve the disk first: a full disk is then an error now, not a SIGBUS (a map over a
+        # sparse file) or a short file half way through
+        preallocate(tmp, offset + nbytes)
+        plane_bytes = int(np.prod(data.shape[1:])) * data.dtype.itemsize
+        fd = os.open(tmp, os.O_RDWR)
+        try:
 
-        def sink(level, region, block):
-            mm[region] = block
+            def sink(level: int, region: tuple[slice, ...], block: np.ndarray) -> None:
+                # blocks span whole planes (xy_chunk covers y and x): contiguous bytes
+                raw = np.ascontiguousarray(block, dtype=data.dtype).tobytes()
+                _pwrite_all(fd, raw, offset + region[0].start * plane_bytes)
 
-        yield from iter_write_pyramid(
-            data, sink, n_levels=1, xy_chunk=max(data.shape[1:3]), workers=workers
-        )
-        mm.flush()
-        with atomic_output(sidecar_path(out), overwrite=overwrite) as side_tmp:
-            side_tmp.write_text(json.dumps({META_KEY: meta.to_dict()}, indent=1))
+            yield from iter_write_pyramid(
+                data, sink, n_levels=1, xy_chunk=max(data.shape[1:3]), workers=workers
+            )
+        finally:
+            os.close(fd)
+        write_json(sidecar_path(out), {META_KEY: meta.to_dict()}, overwrite=overwrite)
         yield Progress(1, 1, "metadata", stage="finish")
     return out

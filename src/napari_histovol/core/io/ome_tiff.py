@@ -13,7 +13,6 @@ import os
 import queue
 import tempfile
 import threading
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -23,11 +22,13 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ..errors import HistovolWarning, InputError
+from ..errors import InputError
 from ..progress import Progress, ProgressGenerator, drain
 from .atomic import atomic_output
 from .bounds import fits_in_memory, format_bytes
-from .meta import META_KEY, VolumeMeta
+from .guarded import guarded_dask
+from .meta import META_KEY, VolumeMeta, meta_from_block
+from .naming import check_z_numbers
 from .pyramid import default_levels, halve, level_shapes
 from .tiff_metadata import parse_ome_map_annotation, tiff_physical_size
 from .volume import Volume
@@ -61,10 +62,12 @@ def read_ome_tiff(path: str | os.PathLike) -> Volume:
         ends = [o + c for o, c in zip(page0.dataoffsets, page0.databytecounts, strict=False) if c]
         if ends and max(ends) > size:
             raise InputError(f"'{path}' is truncated ({size} bytes); copy it again.")
+    plane_axis = next((axes.index(a) for a in "ZQIT" if a in axes), None)
     levels = []
     for k in range(n_levels):
         store = tifffile.imread(str(path), aszarr=True, series=0, level=k)
-        levels.append(da.from_zarr(zarr.open(store, mode="r")))
+        arr = zarr.open(store, mode="r")
+        levels.append(guarded_dask(arr, source=str(path), level=k, z_axis=plane_axis))
     _check_chunk_fits(path, levels[0])
     levels, rgb, ch_names = _to_zyxc(levels, axes)
 
@@ -83,6 +86,7 @@ def read_ome_tiff(path: str | os.PathLike) -> Volume:
         unit="micrometer" if (px or pz or meta.unit == "micrometer") else "pixel",
     )
     meta = meta.with_planes(levels[0].shape[0])
+    check_z_numbers(meta.z_numbers, source=str(path))
     return Volume(data=levels[0], meta=meta, levels=tuple(levels))
 
 
@@ -92,14 +96,10 @@ def _histovol_meta(path: Path, xml: str | None) -> VolumeMeta:
     if not hv:
         return VolumeMeta()
     try:
-        return VolumeMeta.from_dict(json.loads(hv))
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
-        warnings.warn(
-            f"Ignoring the unreadable napari-histovol metadata in '{path}' ({e}).",
-            HistovolWarning,
-            stacklevel=3,
-        )
-        return VolumeMeta()
+        block = json.loads(hv)
+    except ValueError:
+        block = hv  # refused below with a warning
+    return meta_from_block(block, source=str(path)) or VolumeMeta()
 
 
 def _check_chunk_fits(path: Path, level0: da.Array) -> None:
@@ -263,13 +263,13 @@ def _write_tiff_thread(
 ) -> None:
     import tifffile
 
+    spills: list[_PlaneSpill] = []
     try:
         n_levels = len(shapes)
         Z = data.shape[0]
         total = Z * n_levels
-        spills = [
-            _PlaneSpill(spill_dir / f"l{k}.raw", shapes[k], data.dtype) for k in range(1, n_levels)
-        ]
+        for k in range(1, n_levels):
+            spills.append(_PlaneSpill(spill_dir / f"l{k}.raw", shapes[k], data.dtype))
 
         def planes() -> Iterator[np.ndarray]:
             with ThreadPoolExecutor(max_workers=1) as pre:
@@ -317,11 +317,12 @@ def _write_tiff_thread(
                     **lower,
                 )
                 events.put(Progress(Z * (k + 1), total, f"level {k}", stage="write"))
-        for sp in spills:
-            sp.close()
         events.put(None)
     except BaseException as e:  # noqa: BLE001 - relayed to the consuming generator
         events.put(e)
+    finally:
+        for sp in spills:
+            sp.close()
 
 
 class _PlaneSpill:
@@ -336,7 +337,11 @@ class _PlaneSpill:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
 
     def __setitem__(self, z: int, plane: np.ndarray) -> None:
-        os.pwrite(self.fd, np.ascontiguousarray(plane, self.dtype).tobytes(), z * self.plane_bytes)
+        view = memoryview(np.ascontiguousarray(plane, self.dtype).tobytes())
+        offset = z * self.plane_bytes
+        while view:  # a short write is retried, so a full disk raises ENOSPC
+            n = os.pwrite(self.fd, view, offset)
+            view, offset = view[n:], offset + n
 
     def planes(self) -> Iterator[np.ndarray]:
         for z in range(self.shape[0]):
@@ -344,7 +349,9 @@ class _PlaneSpill:
             yield np.frombuffer(buf, self.dtype).reshape(self.plane_shape)
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _compute_plane(data: da.Array, z: int) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,14 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ..errors import InputError
+from ..errors import HistovolWarning, InputError
 from ..progress import Progress, ProgressGenerator, drain
-from .atomic import atomic_output
-from .meta import META_KEY, VolumeMeta, unit_to_micrometer
+from .atomic import atomic_output, write_json
+from .guarded import guarded_dask
+from .meta import META_KEY, VolumeMeta, meta_from_block, unit_to_micrometer
+from .naming import check_z_numbers
 from .pyramid import default_levels, iter_write_pyramid, level_shapes
+from .text import read_text
 from .volume import Volume
 
 NGFF_VERSIONS = ("0.4", "0.5")
@@ -37,8 +41,10 @@ def is_ome_zarr(path: str | os.PathLike) -> bool:
         f = p / meta_file
         if f.is_file():
             try:
-                d = json.loads(f.read_text())
-            except ValueError:
+                d = json.loads(read_text(f, what="Zarr metadata"))
+            except (InputError, ValueError):
+                return False
+            if not isinstance(d, dict):
                 return False
             attrs = d.get("attributes", d)
             return "multiscales" in attrs or "multiscales" in attrs.get("ome", {})
@@ -77,10 +83,18 @@ def read_ome_zarr(path: str | os.PathLike) -> Volume:
         arrays = [group[d["path"]] for d in ms["datasets"]]
     except KeyError as e:
         raise InputError(f"'{path}' names a pyramid level {e} that is missing.") from None
-    levels = [da.from_zarr(a) for a in arrays]
+    hv = attrs.get(META_KEY)
+    hv_meta = meta_from_block(hv, source=str(path))
+    if hv_meta is None:
+        hv = None
+    _check_chunks(path, ms["datasets"], arrays, axes, complete=bool(hv and hv.get(COMPLETE_KEY)))
+    z_axis = axes.index("z") if "z" in axes else None
+    levels = [
+        guarded_dask(a, source=str(path), level=d["path"], z_axis=z_axis)
+        for a, d in zip(arrays, ms["datasets"], strict=True)
+    ]
     scale0 = _dataset_scale(ms["datasets"][0], ms, len(axes))
 
-    hv = attrs.get(META_KEY)
     omero = attrs.get("omero") or ome.get("omero")
     levels, axes_out, rgb, ch_names = _to_zyxc(levels, axes, omero, hv)
 
@@ -93,9 +107,8 @@ def read_ome_zarr(path: str | os.PathLike) -> Volume:
         f = unit_to_micrometer(unit_by_axis.get(ax))
         scale.append(s * f if f else s)
         known.append(f is not None)
-    if hv:
-        meta = VolumeMeta.from_dict(hv)
-        meta = replace(meta, scale=tuple(scale), rgb=rgb, channel_names=ch_names)
+    if hv_meta is not None:
+        meta = replace(hv_meta, scale=tuple(scale), rgb=rgb, channel_names=ch_names)
     else:
         meta = VolumeMeta(
             scale=tuple(scale),
@@ -106,10 +119,85 @@ def read_ome_zarr(path: str | os.PathLike) -> Volume:
             channel_names=ch_names,
         )
     meta = meta.with_planes(levels[0].shape[0])
+    check_z_numbers(meta.z_numbers, source=str(path))
     limits = _omero_limits(omero)
     if limits:
         meta = replace(meta, extra={**meta.extra, "contrast_limits": limits})
     return Volume(data=levels[0], meta=meta, levels=tuple(levels))
+
+
+# Set in the histovol metadata block by the writer, which stores every chunk (all-zero ones
+# included): a chunk file missing from such a volume is damage, not an empty chunk.
+COMPLETE_KEY = "chunks_complete"
+_ZARR_META_FILES = frozenset({".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json"})
+
+
+def _stored_keys(root: Path) -> set[str]:
+    """Relative paths ('/'-separated) of the files under one array's folder."""
+    keys: set[str] = set()
+    for dirpath, _dirs, files in os.walk(root):
+        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        for f in files:
+            if f not in _ZARR_META_FILES:
+                keys.add(f if rel == "." else f"{rel}/{f}")
+    return keys
+
+
+def _missing_chunks(root: Path, arr) -> tuple[int, tuple[int, ...] | None, tuple[int, ...]]:
+    """(how many chunk files are missing, the first one's grid index, the grid's chunk shape),
+    from a listing of the folder: nothing is decoded."""
+    import itertools
+    import math
+
+    grid_chunks = tuple(getattr(arr, "shards", None) or arr.chunks)
+    grid = [math.ceil(n / c) for n, c in zip(arr.shape, grid_chunks, strict=True)]
+    md = arr.metadata
+    if getattr(md, "zarr_format", 3) == 3:
+        encode = md.chunk_key_encoding.encode_chunk_key
+    else:
+        sep = getattr(md, "dimension_separator", None) or "."
+
+        def encode(idx: tuple[int, ...]) -> str:
+            return sep.join(str(i) for i in idx) if idx else "0"
+
+    stored = _stored_keys(root)
+    missing, first = 0, None
+    for idx in itertools.product(*(range(g) for g in grid)):
+        if encode(idx) not in stored:
+            missing += 1
+            if first is None:
+                first = idx
+    return missing, first, grid_chunks
+
+
+def _check_chunks(path: Path, datasets, arrays, axes: list[str], *, complete: bool) -> None:
+    """Refuse a volume napari-histovol wrote complete that lacks chunk files; warn once about
+    chunks a foreign OME-Zarr does not store (they read as the fill value, as NGFF allows)."""
+    total, where = 0, ""
+    for d, arr in zip(datasets, arrays, strict=True):
+        root = path.joinpath(*str(d["path"]).split("/"))
+        if not root.is_dir():
+            continue  # not a local folder store: nothing to list
+        n, first, chunks = _missing_chunks(root, arr)
+        if n and not where:
+            plane = ""
+            if "z" in axes and first is not None:
+                plane = f", plane {first[axes.index('z')] * chunks[axes.index('z')]}"
+            where = f"level {d['path']}{plane}"
+        total += n
+    if not total:
+        return
+    if complete:
+        raise InputError(
+            f"'{path}' is missing {total} chunk file(s), the first at {where}; napari-histovol "
+            "wrote every chunk, so this copy is incomplete: copy the volume again."
+        )
+    warnings.warn(
+        f"'{path}' stores no data for {total} chunk(s) (the first at {where}); they read as "
+        "the fill value, as OME-Zarr allows.",
+        HistovolWarning,
+        stacklevel=3,
+    )
 
 
 def _omero_limits(omero: dict | None) -> list[float] | None:
@@ -255,7 +343,7 @@ def iter_write_ome_zarr(
                 compression_level,
             )
             if resume_key is not None:
-                (tmp / RESUME_FILE).write_text(json.dumps({"key": resume_key}))
+                write_json(tmp / RESUME_FILE, {"key": resume_key}, overwrite=True)
             done_blocks = set()
         else:
             import zarr
@@ -329,7 +417,9 @@ def _resume_state(tmp: Path, key: str | None) -> set[str] | None:
         tmp.mkdir(parents=True, exist_ok=True)
         return None
     blocks = tmp / BLOCKS_FILE
-    return set(blocks.read_text().split()) if blocks.is_file() else set()
+    if not blocks.is_file():
+        return set()
+    return set(blocks.read_text(encoding="utf-8", errors="replace").split())
 
 
 def _as_dask(data) -> da.Array:
@@ -380,8 +470,9 @@ class ChunkWriter:
     """Encode and store whole chunks of the arrays just created, bypassing zarr-python's
     per-item write path (3-4x faster here, and thread-safe because every call covers whole,
     distinct chunks). The bytes are exactly what zarr stores for these arrays: C-order,
-    little-endian, Blosc-compressed, edge chunks padded with the fill value; chunks that are
-    all fill value are not written (as zarr's ``write_empty_chunks=False``)."""
+    little-endian, Blosc-compressed, edge chunks padded with the fill value. Every chunk is
+    written, all-zero ones included, so that a chunk file missing later is known to be damage
+    (the histovol metadata block says so with :data:`COMPLETE_KEY`)."""
 
     def __init__(self, root: Path, arrays, *, zarr_format: int, codec) -> None:
         self.root = Path(root)
@@ -411,8 +502,6 @@ class ChunkWriter:
                 for i, c, sl in zip(idx, chunks, region, strict=True)
             )
             piece = block[src]
-            if not piece.any():
-                continue  # all fill value: not stored
             if piece.shape != tuple(chunks):
                 full = np.zeros(chunks, dtype)
                 full[tuple(slice(0, k) for k in piece.shape)] = piece
@@ -523,7 +612,7 @@ def _write_attrs(path, arrays, meta: VolumeMeta, version: str, shapes, data: da.
         coarse = np.moveaxis(coarse, 0, -1)
     ms = multiscales_metadata(meta, shapes, data.ndim, version)
     omero = _omero(meta, data, coarse)
-    hv = meta.to_dict()
+    hv = {**meta.to_dict(), COMPLETE_KEY: True}
     if version == "0.5":
         group.attrs.update(
             {"ome": {"version": "0.5", "multiscales": [ms], "omero": omero}, META_KEY: hv}

@@ -21,11 +21,12 @@ import numpy as np
 from ..errors import CorruptImageError, HistovolWarning, InputError
 from ..image import background_value
 from ..progress import Progress, ProgressGenerator
-from .atomic import atomic_output
+from .atomic import atomic_output, write_json, write_text
 from .imagefile import ImageInfo, decode, is_image_file, probe
-from .meta import META_KEY, VolumeMeta
+from .meta import META_KEY, VolumeMeta, meta_from_block
 from .naming import (
     NamePattern,
+    check_z_numbers,
     find_gaps,
     infer_pattern,
     number_in_pattern,
@@ -33,6 +34,7 @@ from .naming import (
     section_numbers,
     split_stem,
 )
+from .text import read_text
 from .volume import Volume
 
 SIDECAR = "histovol.json"
@@ -261,11 +263,18 @@ def _read_sidecar(folder: Path) -> VolumeMeta | None:
     if not p.is_file():
         return None
     try:
-        d = json.loads(p.read_text())
-        return VolumeMeta.from_dict(d.get(META_KEY, d))
-    except (ValueError, KeyError, TypeError) as e:
+        d = json.loads(read_text(p, what="the folder's napari-histovol metadata"))
+    except (InputError, ValueError) as e:
         warnings.warn(f"Ignoring unreadable '{p}': {e}", HistovolWarning, stacklevel=3)
         return None
+    meta = meta_from_block(d.get(META_KEY, d) if isinstance(d, dict) else d, source=str(p))
+    if meta is not None:
+        try:
+            check_z_numbers(meta.z_numbers, source=str(p))
+        except InputError as e:
+            warnings.warn(f"Ignoring unreadable '{p}': {e}", HistovolWarning, stacklevel=3)
+            return None
+    return meta
 
 
 def _lazy_stack(
@@ -360,11 +369,22 @@ def plane_names(
 def write_folder_sidecars(
     folder: Path, meta: VolumeMeta, names: list[str], pattern: NamePattern
 ) -> None:
-    """``histovol.json`` (scale, z numbers, flags, names) and ``synthetic.txt`` (generated files)."""
+    """``histovol.json`` (scale, z numbers, flags, names) and ``synthetic.txt`` (generated
+    files), each written atomically (replacing a previous run's)."""
     side = replace(meta, files=tuple(names), pattern=pattern)
-    (folder / SIDECAR).write_text(json.dumps({META_KEY: side.to_dict()}, indent=1))
+    write_json(folder / SIDECAR, {META_KEY: side.to_dict()}, overwrite=True)
     syn = [nm for nm, s in zip(names, meta.synthetic, strict=True) if s]
-    (folder / SYNTHETIC_LIST).write_text("".join(f"{s}\n" for s in syn))
+    write_text(folder / SYNTHETIC_LIST, "".join(f"{s}\n" for s in syn), overwrite=True)
+
+
+def write_plane(
+    path: str | os.PathLike, plane: np.ndarray, meta: VolumeMeta, *, overwrite: bool = False
+) -> Path:
+    """Write one plane as an image file (format by suffix) atomically: a file under ``path``
+    is always complete. The temporary name keeps the suffix (``.partial-NAME``)."""
+    with atomic_output(path, overwrite=overwrite, keep_suffix=True) as tmp:
+        _write_image(tmp, plane, meta)
+    return Path(os.fspath(path)).expanduser()
 
 
 def _plane_names(meta: VolumeMeta, pattern: NamePattern) -> list[str]:
@@ -422,5 +442,6 @@ __all__ = [
     "list_section_files",
     "place_on_canvas",
     "read_slice_folder",
+    "write_plane",
     "write_slice_folder",
 ]
