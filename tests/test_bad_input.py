@@ -122,6 +122,12 @@ CASES = [
         "numbers missing",
     ),
     (
+        "z-1-2-50000-build-fills-gaps",
+        lambda t: {"d": _sections(t / "s", names=["s_1.png", "s_2.png", "s_50000.png"])},
+        ["build", "{d}", "{o}/v.ome.zarr", "--quiet"],
+        "would generate 49997 planes from 3 sections",
+    ),
+    (
         "tiff-declares-200000-px",
         lambda t: (
             {"d": _sections(t / "s", names=["s_1.tif", "s_2.tif"])}

@@ -30,7 +30,7 @@ from .align.transforms import SectionTransform, load_transforms, rescale, save_t
 from .align.warp import warp_volume
 from .cluster import dask_client
 from .errors import InputError
-from .interpolate import InterpolationResult, iter_interpolate
+from .interpolate import InterpolationResult, iter_interpolate, make_plan
 from .io.atomic import check_output, temp_name, write_json
 from .io.detect import detect_format, read_volume
 from .io.ome_zarr import iter_write_ome_zarr
@@ -214,6 +214,8 @@ def _iter_build_volume(
     fingerprint = _input_fingerprint(in_path, in_fmt, source.meta.files)
     yield Progress(1, 1, f"{source.shape[0]} sections", stage="read")
 
+    if source.shape[0] >= 2:  # the interpolation's bounds, checked before any work
+        make_plan(source.meta.z_numbers, frames_between=frames_between or 0)
     vol, s = normalise(source, size)
     work = work_folder(out)
     align_key = _key("align", fingerprint, size, align, reference, reg_size)

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from ..errors import InputError
 
 MAX_FRAMES_BETWEEN = 1000
+#: Filling gaps may generate at most this many planes per measured section (and always up to
+#: MIN_GAP_PLANES): more means the numbering is not section numbers, or a gap this wide is
+#: better bridged with an explicit number of frames.
+MAX_GAP_PLANES_PER_SECTION = 100
+MIN_GAP_PLANES = 1000
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,14 @@ def make_plan(
         )
     step = frames_between + 1
     z0 = zs[0]
+    missing = (zs[-1] - z0 + 1) - len(keep)  # numbers to fill, before frames are added
+    if missing > max(MIN_GAP_PLANES, MAX_GAP_PLANES_PER_SECTION * len(keep)):
+        raise InputError(
+            f"Filling the gaps of z {zs[0]}..{zs[-1]} would generate {missing * step} planes "
+            f"from {len(keep)} sections; check that the file numbers are section numbers, or "
+            "choose a number of frames between sections instead of filling the gaps.",
+            option="frames_between",
+        )
     new_z = {i: z0 + (zs[i] - z0) * step for i in keep}
     frames = []
     for a, b in zip(keep[:-1], keep[1:], strict=True):
