@@ -534,3 +534,44 @@ def test_write_plane_is_atomic_and_keeps_the_format(tmp_path):
     p = write_plane(tmp_path / "sec_01.png", img, VolumeMeta())
     np.testing.assert_array_equal(decode(p), img)
     assert sorted(q.name for q in tmp_path.iterdir()) == ["sec_01.png"]
+
+
+@pytest.mark.parametrize(
+    "multiscales",
+    [
+        [{"datasets": "0"}],  # not a list of datasets
+        [{"axes": ["z", "y", "x"], "datasets": [{"path": "0"}], "coordinateTransformations": 5}],
+        [{"axes": ["y", "x"], "datasets": [{"path": "0"}]}],  # 2 axes for a 3D array
+        [
+            {
+                "axes": ["z", "y", "x"],
+                "datasets": [
+                    {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1]}]}
+                ],
+            }
+        ],
+    ],
+)
+def test_malformed_ngff_metadata_is_one_sentence(tmp_path, multiscales):
+    import zarr
+
+    root = tmp_path / "odd.ome.zarr"
+    g = zarr.open_group(str(root), mode="w", zarr_format=2)
+    a = g.create_array("0", shape=(2, 8, 8), chunks=(1, 8, 8), dtype="uint8")
+    a[...] = 1
+    g.attrs["multiscales"] = multiscales
+    with pytest.raises(InputError, match=str(root)):
+        read_volume(root)
+
+
+def test_transforms_file_with_a_runaway_z_number_is_refused(tmp_path):
+    import json
+
+    from napari_histovol.core.align.transforms import load_transforms
+
+    p = _save(tmp_path / "T.json", _transforms(with_field=False))
+    doc = json.loads(p.read_text())
+    doc["slices"][1]["z"] = 10**25
+    p.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="too large"):
+        load_transforms(p)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.atomic import FIELDS_MARKER, atomic_output, check_output, remove_path
+from ..io.naming import check_z_numbers
 from ..io.npy import save_array
 from ..io.text import read_text
 
@@ -302,4 +303,5 @@ def load_transforms(path: str | os.PathLike) -> TransformsFile:
             shapes.append(tuple(s.get("source_shape", doc.get("canvas", (0, 0)))))
         except (KeyError, ValueError, TypeError, OSError) as e:
             raise InputError(f"Slice {i} of '{path}' is malformed ({e}).") from None
+    check_z_numbers(zs, source=str(path))
     return TransformsFile(tuple(doc.get("canvas", (0, 0))), files, zs, ts, shapes, doc)

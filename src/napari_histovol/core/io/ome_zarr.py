@@ -71,29 +71,51 @@ def read_ome_zarr(path: str | os.PathLike) -> Volume:
         raise InputError(f"'{path}' is not a readable Zarr group ({e}).") from None
     attrs = dict(group.attrs)
     ome = attrs.get("ome", attrs)
-    ms_list = ome.get("multiscales")
+    ms_list = ome.get("multiscales") if isinstance(ome, dict) else None
     if not ms_list:
         raise InputError(f"'{path}' is a Zarr group without OME-NGFF 'multiscales' metadata.")
-    ms = ms_list[0]
-    axes = [a["name"] if isinstance(a, dict) else str(a) for a in ms.get("axes", ["z", "y", "x"])]
-    units = [a.get("unit") if isinstance(a, dict) else None for a in ms.get("axes", [])] or [
-        None
-    ] * len(axes)
     try:
-        arrays = [group[d["path"]] for d in ms["datasets"]]
+        ms = ms_list[0]
+        axes = [
+            a["name"] if isinstance(a, dict) else str(a) for a in ms.get("axes", ["z", "y", "x"])
+        ]
+        units = [a.get("unit") if isinstance(a, dict) else None for a in ms.get("axes", [])] or [
+            None
+        ] * len(axes)
+        datasets = list(ms["datasets"])
+        paths = [str(d["path"]) for d in datasets]
+    except (KeyError, TypeError, IndexError, AttributeError) as e:
+        raise InputError(
+            f"'{path}' has OME-NGFF 'multiscales' metadata that cannot be read ({e!r}); "
+            "write the volume again."
+        ) from None
+    try:
+        arrays = [group[p] for p in paths]
     except KeyError as e:
         raise InputError(f"'{path}' names a pyramid level {e} that is missing.") from None
+    if any(not hasattr(a, "chunks") for a in arrays) or len({a.ndim for a in arrays}) > 1:
+        raise InputError(f"'{path}' has pyramid levels that are not arrays of one shape kind.")
+    if arrays and arrays[0].ndim != len(axes):
+        raise InputError(
+            f"'{path}' declares {len(axes)} axes but its arrays have {arrays[0].ndim}; "
+            "write the volume again."
+        )
     hv = attrs.get(META_KEY)
     hv_meta = meta_from_block(hv, source=str(path))
     if hv_meta is None:
         hv = None
-    _check_chunks(path, ms["datasets"], arrays, axes, complete=bool(hv and hv.get(COMPLETE_KEY)))
+    _check_chunks(path, datasets, arrays, axes, complete=bool(hv and hv.get(COMPLETE_KEY)))
     z_axis = axes.index("z") if "z" in axes else None
     levels = [
         guarded_dask(a, source=str(path), level=d["path"], z_axis=z_axis)
-        for a, d in zip(arrays, ms["datasets"], strict=True)
+        for a, d in zip(arrays, datasets, strict=True)
     ]
-    scale0 = _dataset_scale(ms["datasets"][0], ms, len(axes))
+    try:
+        scale0 = _dataset_scale(datasets[0], ms, len(axes))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InputError(
+            f"'{path}' has a scale transform that cannot be read ({e!r}); write the volume again."
+        ) from None
 
     omero = attrs.get("omero") or ome.get("omero")
     levels, axes_out, rgb, ch_names = _to_zyxc(levels, axes, omero, hv)
@@ -218,6 +240,8 @@ def _dataset_scale(ds: dict, ms: dict, ndim: int) -> list[float]:
     for t in ms.get("coordinateTransformations", []) or []:
         if t.get("type") == "scale":
             scale = [a * float(b) for a, b in zip(scale, t["scale"], strict=True)]
+    if len(scale) != ndim:
+        raise ValueError(f"{len(scale)} scale values for {ndim} axes")
     return scale
 
 
