@@ -575,3 +575,10 @@ def test_transforms_file_with_a_runaway_z_number_is_refused(tmp_path):
     p.write_text(json.dumps(doc))
     with pytest.raises(InputError, match="too large"):
         load_transforms(p)
+
+
+def test_jpeg_with_a_damaged_segment_length_is_a_corrupt_image(tmp_path):
+    p = tmp_path / "s_1.jpg"
+    p.write_bytes(b"\xff\xd8\xff\xe0\x00\x00garbage\xff\xd9")  # length 0 would loop forever
+    with pytest.raises(CorruptImageError, match="s_1.jpg"):
+        probe(p)

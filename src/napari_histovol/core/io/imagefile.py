@@ -227,6 +227,8 @@ def _jpeg_frame(path: str) -> tuple[int, int, int] | None:
             if len(raw) < 2:
                 return None
             length = struct.unpack(">H", raw)[0]
+            if length < 2:  # a damaged segment length: let the decoder judge the file
+                return None
             if marker in _JPEG_SOF:
                 frame = f.read(6)
                 if len(frame) < 6:
