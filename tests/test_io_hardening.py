@@ -497,7 +497,7 @@ def test_transforms_and_fields_round_trip_and_replace_together(tmp_path):
         _save(tmp_path / "T.json", ts, overwrite=False)
     assert e.value.option == "overwrite"
     # replaced by transforms without fields: the old fields go too
-    _save(tmp_path / "T.json", _transforms(with_field=False))
+    _save(tmp_path / "T.json", _transforms(with_field=False), overwrite=True)
     assert not (tmp_path / "T.fields").exists()
     assert load_transforms(p).transforms[0].field is None
     assert sorted(q.name for q in tmp_path.iterdir()) == ["T.json"]

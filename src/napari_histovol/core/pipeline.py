@@ -34,6 +34,7 @@ from .interpolate import InterpolationResult, iter_interpolate, make_plan
 from .io.atomic import check_output, temp_name, write_json
 from .io.detect import detect_format, read_volume
 from .io.ome_zarr import iter_write_ome_zarr
+from .io.text import read_text
 from .io.volume import Volume
 from .progress import Progress, ProgressGenerator, drain
 
@@ -226,7 +227,7 @@ def _iter_build_volume(
         cache_t, cache_qc = work / f"align-{align_key}.json", work / f"align-{align_key}.qc.json"
         if resume and cache_t.is_file() and cache_qc.is_file():
             transforms = load_transforms(cache_t).transforms
-            qc = json.loads(cache_qc.read_text())
+            qc = json.loads(read_text(cache_qc, what="the cached QC report"))
             yield Progress(1, 1, "registrations reused", stage="register")
         else:
             result = yield from iter_align(
@@ -248,6 +249,7 @@ def _iter_build_volume(
                 offsets=[(0, 0)] * n,
                 source_shapes=[tuple(vol.shape[1:3])] * n,
                 canvas=tuple(vol.shape[1:3]),
+                overwrite=True,
             )
             write_json(cache_qc, qc, overwrite=True)
         flagged = tuple(sec["z"] for sec in qc["sections"] if sec["flags"])
@@ -335,6 +337,7 @@ def _iter_build_volume(
             source_shapes=[tuple(x) for x in shapes],
             canvas=tuple(source.shape[1:3]),
             extra={"method": align, "reference": reference, "build_downsize": s},
+            overwrite=True,
         )
         qc_written = write_json(qc_path, qc, overwrite=True)
     yield Progress(1, 1, "done", stage="finish")

@@ -46,9 +46,6 @@ class AlignResult:
 
     def save_transforms(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the transforms file ``T.json`` (elastic fields beside it in ``T.fields/``)."""
-        from ..io.atomic import check_output
-
-        check_output(path, overwrite=overwrite, kind="file")
         canvas = tuple(self.volume.shape[1:3])
         return save_transforms(
             path,
@@ -64,6 +61,7 @@ class AlignResult:
                 "engine": self.qc["engine"],
                 "registration_scale": self.qc["registration_scale"],
             },
+            overwrite=overwrite,
         )
 
     def save_qc(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:

@@ -161,7 +161,7 @@ def save_transforms(
     source_shapes: list[tuple[int, int]],
     canvas: tuple[int, int],
     extra: dict[str, Any] | None = None,
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``T.json`` (and the elastic fields as .npy files in ``T.fields/``), all or nothing.
 

@@ -194,7 +194,8 @@ def iter_write_interpolated_folder(
     ``histovol.json`` holds scale, z numbers and flags.
     """
     from ..io.atomic import atomic_output, remove_path, write_json
-    from ..io.slices import _write_image, plane_names, write_folder_sidecars
+    from ..io.slices import plane_names, write_folder_sidecars, write_plane
+    from ..io.text import read_text
 
     vol = result.volume
     meta = vol.meta.with_planes(vol.shape[0])
@@ -204,8 +205,8 @@ def iter_write_interpolated_folder(
     with atomic_output(out, overwrite=overwrite, is_dir=True, keep_partial=True) as tmp:
         man_path = tmp / MANIFEST
         try:
-            previous = json.loads(man_path.read_text()) if man_path.is_file() else None
-        except ValueError:
+            previous = json.loads(read_text(man_path)) if man_path.is_file() else None
+        except (ValueError, InputError):
             previous = None
         if previous != manifest:  # another run's leftovers: start over
             for child in tmp.iterdir():
@@ -223,10 +224,7 @@ def iter_write_interpolated_folder(
                 for k, i in enumerate(range(start, stop)):
                     if i not in want:
                         continue
-                    target = tmp / names[i]
-                    part = target.with_name(".partial-" + target.name)  # hidden, same extension
-                    _write_image(part, block[k], meta)
-                    os.replace(part, target)
+                    write_plane(tmp / names[i], block[k], meta)
                     done += 1
                     yield Progress(done, total, names[i], stage="write")
         except BaseException:
