@@ -21,13 +21,14 @@ from napari_histovol.core.gaussians import (
     decode,
     decompress_array,
     encode,
+    fit_report,
     parse_roi,
     plan_blocks,
     render_region,
 )
 from napari_histovol.core.gaussians.hgm import quantise
 from napari_histovol.core.gaussians.mixture import TRUNCATION, quaternion_to_matrix
-from napari_histovol.core.gaussians.render import render_torch
+from napari_histovol.core.gaussians.render_torch import render_torch
 
 
 def random_mixture(n, shape, rng, sigma=(0.8, 3.0), background=0.0):
@@ -338,3 +339,323 @@ def test_cli_compress_and_decompress(tmp_path, capsys):
     assert main(["decompress", str(cut), str(tmp_path / "y.npy")]) == 2
     assert "truncated" in capsys.readouterr().err
     assert not (tmp_path / "x.npy").exists() and not (tmp_path / "y.npy").exists()
+
+
+# --- degenerate volumes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "vol",
+    [
+        np.full((8, 16, 16), 7, np.uint16),
+        np.zeros((4, 5, 6), np.uint8),
+        np.full((3, 4, 5), -2.5, np.float32),
+        np.full((1, 1, 1), 3, np.int16),
+    ],
+    ids=["constant-uint16", "all-zero", "constant-float", "one-voxel"],
+)
+@pytest.mark.parametrize("budget", [{"gaussians": 5}, {"ratio": 50}])
+def test_constant_volume_is_zero_gaussians_and_decodes_exactly(vol, budget):
+    res = compress(vol, FitConfig(iterations=20, **budget))
+    assert len(res.mixture) == 0 and res.mixture.background == vol.flat[0]
+    mix, header = decode(res.data)
+    assert len(mix) == 0 and header.shape == vol.shape and header.dtype == vol.dtype.name
+    back = decompress_array(mix, header).compute()
+    assert back.dtype == vol.dtype
+    np.testing.assert_array_equal(back, vol)
+    # ... at another resolution too: the constant everywhere.
+    zoomed = decompress_array(mix, header, zoom=2.0).compute()
+    assert (zoomed == vol.flat[0]).all()
+
+
+def test_tiny_volume_fits_its_gaussian():
+    """2 x 3 x 4 voxels holding one known Gaussian over a background."""
+    truth = GaussianMixture(
+        np.array([[1.0, 1.0, 2.0]]),
+        np.full((1, 3), 0.6),
+        np.array([[1.0, 0, 0, 0]]),
+        np.array([0.8]),
+        0.1,
+    )
+    vol = (brute_force(truth, (2, 3, 4)) * 1000).astype(np.uint16)
+    res = compress(vol, FitConfig(gaussians=1, iterations=300))
+    (got,) = res.mixture.centres
+    assert np.abs(got - [1.0, 1.0, 2.0]).max() <= 0.5
+    assert res.mixture.amplitudes[0] == pytest.approx(800, rel=0.1)
+    back = decompress_array(*decode(res.data)).compute()
+    assert back.shape == (2, 3, 4) and back.dtype == np.uint16
+    assert np.abs(back.astype(int) - vol).max() < 0.05 * vol.max()
+    # A ratio cannot be met by so few bytes: one sentence naming the count as the remedy.
+    with pytest.raises(InputError, match="number of Gaussians") as err:
+        compress(vol, FitConfig(ratio=2))
+    assert err.value.option == "gaussians"
+
+
+def test_single_plane_fits_its_gaussians():
+    truth = GaussianMixture(
+        np.array([[0.0, 8, 10], [0, 16, 24]]),
+        np.array([[2.0, 2.5, 2.0], [2, 1.8, 3.0]]),
+        np.array([[1.0, 0, 0, 0], [0.9, 0, 0, 0.3]]),
+        np.array([0.8, 0.6]),
+        0.1,
+    )
+    vol = (brute_force(truth, (1, 24, 32)) * 1000).astype(np.uint16)
+    res = compress(vol, FitConfig(gaussians=2, iterations=300, init_fraction=1.0))
+    order = np.argsort(res.mixture.centres[:, 1])
+    np.testing.assert_allclose(res.mixture.centres[order], truth.centres, atol=0.3)
+    np.testing.assert_allclose(res.mixture.amplitudes[order], [800, 600], rtol=0.05)
+    assert res.mixture.background == pytest.approx(100, abs=5)
+    back = decompress_array(res.mixture, res.header).compute()
+    assert back.shape == vol.shape and metrics.psnr(vol, back) > 40
+
+
+@pytest.mark.parametrize(
+    ("value", "count"), [(np.nan, 1), (np.inf, 1), (-np.inf, 3)], ids=["nan", "inf", "-inf"]
+)
+def test_nan_and_infinite_values_are_refused_in_one_sentence(value, count):
+    vol = np.ones((4, 8, 8), np.float32)
+    vol.flat[[5, 70, 200][:count]] = value
+    with pytest.raises(InputError) as err:
+        compress(vol, FitConfig(gaussians=2))
+    msg = str(err.value)
+    assert f"holds {count} NaN or infinite value" in msg and msg.count(".") == 1
+
+
+def test_empty_volume_and_huge_float_values():
+    with pytest.raises(InputError, match="empty"):
+        compress(np.zeros((0, 4, 4), np.uint8), FitConfig(gaussians=2))
+    # Values near the float64 limit normalise and measure without overflowing.
+    ramp = np.linspace(-1e300, 1e300, 4 * 6 * 8).reshape(4, 6, 8)
+    with np.errstate(over="raise", invalid="raise"):
+        res = compress(ramp, FitConfig(gaussians=4, iterations=60))
+        report = fit_report(res, ramp)
+    assert np.isfinite(report["psnr_db"]) and report["psnr_db"] > 15
+
+
+# --- torch is optional ----------------------------------------------------------------------
+
+
+def test_reading_and_decoding_need_no_torch(tmp_path):
+    """With torch unimportable: the package, the napari reader/writer and the widget import,
+    .hgm files open and decode, constant volumes compress; a fit says to install torch."""
+    import subprocess
+    import sys
+    import textwrap
+
+    rng = np.random.default_rng(11)
+    mix = random_mixture(40, (10, 20, 20), rng, background=20.0)
+    mix = GaussianMixture(mix.centres, mix.scales, mix.rotations, mix.amplitudes * 100, 20.0)
+    path = tmp_path / "m.hgm"
+    path.write_bytes(encode(mix, HgmHeader((10, 20, 20), "uint16", (0.0, 300.0))))
+    expected = decompress_array(*decode(path.read_bytes())).compute()
+    np.save(tmp_path / "expected.npy", expected)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None  # import torch now raises ImportError
+        import numpy as np
+        import napari_histovol.core.gaussians as g
+        import napari_histovol._reader, napari_histovol._writer
+        import napari_histovol._widgets.gaussian_widget
+        layers = napari_histovol._reader.get_reader({str(path)!r})({str(path)!r})
+        got = np.asarray(layers[0][0])
+        assert np.array_equal(got, np.load({str(tmp_path / "expected.npy")!r}))
+        from napari_histovol.core.errors import InputError
+        flat = g.compress(np.full((3, 4, 5), 9, np.uint8), g.FitConfig(gaussians=3))
+        assert len(flat.mixture) == 0
+        try:
+            g.compress(np.arange(60, dtype=np.uint8).reshape(3, 4, 5), g.FitConfig(gaussians=3))
+        except InputError as e:
+            print("refused:", e)
+        assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
+        """
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    line = p.stdout.strip().splitlines()[-1]
+    assert line.startswith("refused:") and "torch" in line and line.count(".") == 1, line
+
+
+# --- decode bounds --------------------------------------------------------------------------
+
+
+def _small_hgm(tmp_path, shape=(20, 40, 40)):
+    rng = np.random.default_rng(12)
+    mix = random_mixture(30, shape, rng, background=10.0)
+    header = HgmHeader(shape, "uint16", (0.0, 2000.0))
+    path = tmp_path / "small.hgm"
+    path.write_bytes(encode(mix, header))
+    return path, header
+
+
+def test_decode_size_is_known_and_absurd_sizes_are_refused_before_work(tmp_path, monkeypatch):
+    from napari_histovol.core.gaussians import check_decode_size, iter_decompress_file
+    from napari_histovol.core.gaussians import decompress as dec
+
+    path, header = _small_hgm(tmp_path)
+    size = check_decode_size(header, zoom=0.5, roi="2:10,0:40,10:30")
+    assert size.shape == (4, 20, 10) and size.voxels == 800 and size.raw_bytes == 1600
+    # zoom 1000 on 20 x 40 x 40 voxels: 20000 x 40000 x 40000 uint16, 58.2 TiB
+    big = 20000 * 40000 * 40000 * 2
+    assert check_decode_size(header, zoom=1000).raw_bytes == big
+    seen = []
+
+    def disk_usage(p):
+        seen.append(p)
+        return dec.shutil._ntuple_diskusage(10 * 2**40, 10 * 2**40 - 2**30, 2**30)
+
+    monkeypatch.setattr(dec.shutil, "disk_usage", disk_usage)
+    out = tmp_path / "not" / "yet" / "there.npy"
+    with pytest.raises(InputError) as err:
+        check_decode_size(header, zoom=1000, out=out)
+    msg = str(err.value)
+    assert "20000 x 40000 x 40000" in msg and "58.2 TiB" in msg and "1.0 GiB free" in msg
+    assert "smaller zoom" in msg and "region" in msg and err.value.option == "zoom"
+    assert seen == [tmp_path]  # the nearest folder that exists
+    # Enough room: the same check passes and says what will be written.
+    assert check_decode_size(header, zoom=2, out=out).shape == (40, 80, 80)
+    # Beyond any output (int64 indexing, 128 TiB of address space): refused without a disk.
+    with pytest.raises(InputError, match="beyond the 128.0 TiB"):
+        check_decode_size(header, zoom=1e4)
+    with pytest.raises(InputError, match="beyond"):
+        decompress_array(*decode(path.read_bytes()), zoom=1e7)  # no graph is built
+    # The file-level decode refuses before writing anything.
+    gen = iter_decompress_file(path, out, zoom=1000)
+    with pytest.raises(InputError, match="free"):
+        next(gen)
+    assert not out.exists() and not out.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("zoom", "words"),
+    [
+        (0.01, "z axis of 20 voxels with no voxel; use a zoom of at least 0.05"),
+        ((1, 1, 0.01), "x axis of 40 voxels with no voxel; use a zoom of at least 0.025"),
+        (0, "positive and finite"),
+        (-2, "positive and finite"),
+        (float("nan"), "positive and finite"),
+        (float("inf"), "positive and finite"),
+        ((1, 2), "one factor or three"),
+        ("big", "must be a number"),
+    ],
+)
+def test_bad_zooms_are_refused(tmp_path, zoom, words):
+    from napari_histovol.core.gaussians import check_decode_size
+
+    _, header = _small_hgm(tmp_path)
+    with pytest.raises(InputError, match=words.replace("(", r"\(")) as err:
+        check_decode_size(header, zoom=zoom)
+    assert err.value.option == "zoom"
+
+
+def test_decompress_file_writes_what_the_size_check_said(tmp_path):
+    from napari_histovol.core.gaussians import iter_decompress_file
+    from napari_histovol.core.progress import drain
+
+    path, header = _small_hgm(tmp_path)
+    out = tmp_path / "part.npy"
+    written, size = drain(iter_decompress_file(path, out, zoom=2, roi="2:10,5:25,0:40"))
+    data = np.load(written)
+    assert data.shape == size.shape == (16, 40, 80) and data.dtype == np.uint16
+    mix, _ = decode(path.read_bytes())
+    whole = decompress_array(mix, header, zoom=2).compute()
+    np.testing.assert_array_equal(data, whole[4:20, 10:50, 0:80])
+
+
+# --- cancellation -----------------------------------------------------------------------------
+
+
+def _fitting_threads() -> list[int]:
+    import sys
+    import traceback
+
+    return [
+        ident
+        for ident, frame in sys._current_frames().items()
+        if any(
+            f.filename.replace("\\", "/").endswith(
+                ("gaussians/fit.py", "gaussians/render_torch.py")
+            )
+            for f in traceback.extract_stack(frame)
+        )
+    ]
+
+
+@pytest.mark.parametrize("how", ["event", "close"])
+def test_cancel_stops_every_parallel_block_fit(monkeypatch, how):
+    """Blocks fitted two at a time on dask threads all stop at their next optimiser step."""
+    import threading
+    import time
+
+    from napari_histovol.core.gaussians import FitCancelled, iter_compress
+    from napari_histovol.core.gaussians import fit as fit_module
+
+    steps = [0]
+    lock = threading.Lock()
+    render = fit_module.render_torch
+
+    def counting(*args, **kwargs):
+        with lock:
+            steps[0] += 1
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "render_torch", counting)
+    vol = (np.random.default_rng(13).random((8, 16, 128)) * 1000).astype(np.uint16)
+    cancel = threading.Event()
+    cfg = FitConfig(gaussians=400, iterations=20000, block_size=16)  # 8 blocks, 2 colours
+    gen = iter_compress(vol, cfg, workers=2, cancel=cancel)
+    parallel = 0
+    for _ in gen:
+        parallel = max(parallel, len(_fitting_threads()))
+        if steps[0] > 40 and parallel >= 2:
+            break
+    assert parallel >= 2
+    if how == "event":
+        cancel.set()
+        with pytest.raises(FitCancelled):
+            for _ in gen:
+                pass
+    else:
+        gen.close()
+    assert not _fitting_threads()
+    assert not any(t.name == "histovol-gaussian-fit" for t in threading.enumerate())
+    before = steps[0]
+    time.sleep(1.0)
+    assert steps[0] == before
+
+
+def test_compress_file_writes_hgm_settings_and_report_together(tmp_path):
+    import threading
+
+    import dask.array as da
+
+    from napari_histovol.core.errors import OutputError
+    from napari_histovol.core.gaussians import FitCancelled, iter_compress_file, read_hgm
+    from napari_histovol.core.io.meta import VolumeMeta
+    from napari_histovol.core.io.volume import Volume
+    from napari_histovol.core.progress import drain
+
+    _, vol = placed_volume(np.random.default_rng(14), shape=(12, 32, 32))
+    meta = VolumeMeta(scale=(2.0, 0.5, 0.5), unit="micrometer").with_planes(12)
+    volume = Volume(da.from_array(vol), meta)
+    out = tmp_path / "v.hgm"
+    cfg = FitConfig(gaussians=8, iterations=40)
+    res, report = drain(iter_compress_file(volume, out, cfg, source="v.tif"))
+    mix, header = read_hgm(out)
+    assert len(mix) == len(res.mixture) == report["gaussians"]
+    assert header.voxel_size == (2.0, 0.5, 0.5) and header.unit == "micrometer"
+    assert FitConfig.from_yaml(tmp_path / "v.fit.yaml") == cfg
+    doc = json.loads((tmp_path / "v.fit.json").read_text())
+    assert doc["input"] == "v.tif" and doc["file_bytes"] == out.stat().st_size
+    # Existing outputs are refused before any work, and kept.
+    with pytest.raises(OutputError) as err:
+        next(iter_compress_file(volume, out, cfg))
+    assert err.value.option == "overwrite"
+    # A cancelled fit leaves no file at all.
+    cancel = threading.Event()
+    gen = iter_compress_file(volume, tmp_path / "c.hgm", cfg, cancel=cancel)
+    next(gen)
+    cancel.set()
+    with pytest.raises(FitCancelled):
+        drain(gen)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.fit.json", "v.fit.yaml", "v.hgm"]

@@ -6,6 +6,10 @@ run one after another. Each block is fitted on its core plus ``block_overlap`` v
 neighbours, with the Gaussians that earlier colours already placed nearby rendered as a fixed
 context, and keeps the Gaussians whose centre lies in its core. A block thus fits what its
 neighbours left over, across the seam, which is what blends the seams.
+
+Degenerate volumes need no fit: a constant one (all zeros included) is stored as zero
+Gaussians over its constant and decodes back exactly. Fitting needs torch (imported when a fit
+starts); a cancel signal stops every fitting thread between two optimiser steps.
 """
 
 from __future__ import annotations
@@ -15,21 +19,26 @@ import math
 import queue
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
-import torch
 
 from ..cluster import dask_client
 from ..errors import InputError
 from ..progress import Progress, ProgressGenerator, drain
+from ._torch import require_torch
+from .cancel import AnySignal, CancelSignal, FitCancelled, check_cancel
 from .config import FitConfig
-from .fit import BlockFit, Normalisation, estimate_normalisation, iter_fit_block, occupancy
 from .hgm import HgmHeader, Quantisation, encode, quantise
 from .mixture import GaussianMixture
+from .normalise import Normalisation, estimate_normalisation, occupancy
 from .render import render_region
+
+if TYPE_CHECKING:
+    from .fit import BlockFit
 
 #: Bytes one Gaussian takes in a file after entropy coding, a prior for the first budget (the
 #: final count is trimmed to the real size).
@@ -98,26 +107,49 @@ class CompressResult:
         return 8 * len(self.data) / float(np.prod(self.header.shape))
 
 
-def _target_count(cfg: FitConfig, raw_bytes: int) -> int:
+def _target_count(cfg: FitConfig, raw_bytes: int, voxels: int) -> int:
+    """Gaussians to fit for the budget (never more than the volume has voxels)."""
     if cfg.gaussians is not None:
-        return int(cfg.gaussians)
+        return min(int(cfg.gaussians), voxels)
     budget = raw_bytes / cfg.ratio - _HEADER_PRIOR
     if budget < 4 * _BYTES_PER_GAUSSIAN_PRIOR:
+        best = raw_bytes / (_HEADER_PRIOR + 4 * _BYTES_PER_GAUSSIAN_PRIOR)
+        if best <= 1.5:
+            raise InputError(
+                f"The volume holds only {raw_bytes} bytes, less than a Gaussian-mixture file "
+                "needs, so no compression ratio can be met; give a number of Gaussians instead.",
+                option="gaussians",
+            )
         raise InputError(
             f"A ratio of {cfg.ratio:g} leaves {raw_bytes / cfg.ratio:.0f} bytes for a "
-            f"{raw_bytes}-byte volume, too few for any Gaussian; choose a lower ratio."
+            f"{raw_bytes}-byte volume, too few for any Gaussian; choose a ratio of at most "
+            f"{math.floor(best)}.",
+            option="ratio",
         )
-    return max(1, int(budget / _BYTES_PER_GAUSSIAN_PRIOR))
+    return min(voxels, max(1, int(budget / _BYTES_PER_GAUSSIAN_PRIOR)))
 
 
 def _importance(mix: GaussianMixture) -> np.ndarray:
-    """Energy of each Gaussian (amplitude^2 x volume), the order in which to drop them."""
-    return mix.amplitudes**2 * np.prod(mix.scales, axis=1)
+    """Order in which to drop Gaussians: by energy (amplitude^2 x volume), computed as its
+    square root so that amplitudes near the float64 limit do not overflow."""
+    return np.abs(mix.amplitudes) * np.sqrt(np.prod(mix.scales, axis=1))
 
 
 def _fit_one(
-    volume, block: Block, n: int, cfg: FitConfig, norm: Normalisation, context, budget, report
+    volume,
+    block: Block,
+    n: int,
+    cfg: FitConfig,
+    norm: Normalisation,
+    context,
+    budget,
+    report,
+    cancel: CancelSignal | None = None,
 ) -> BlockFit:
+    """Fit one block (a dask task): its region normalised, earlier Gaussians as context."""
+    check_cancel(cancel)
+    from .fit import iter_fit_block  # torch, imported where a fit starts
+
     x = norm.forward(np.asarray(volume[block.region]))
     ctx = None
     if context is not None and len(context):
@@ -125,7 +157,14 @@ def _fit_one(
         ctx_vals = render_region(context, shape, start=block.origin)
         ctx = ((ctx_vals - context.background) / norm.value_range).astype(np.float32)
     gen = iter_fit_block(
-        x, n, cfg, norm, context=ctx, time_budget=budget, label=f"block {block.index}"
+        x,
+        n,
+        cfg,
+        norm,
+        context=ctx,
+        time_budget=budget,
+        label=f"block {block.index}",
+        cancel=cancel,
     )
     return drain(gen, report)
 
@@ -157,6 +196,51 @@ def _owned(fit: BlockFit, block: Block, zone: np.ndarray, norm: Normalisation) -
     return mix.subset(zone[tuple(local.T)])
 
 
+def _check_volume(volume) -> np.dtype:
+    """Refuse what cannot be compressed, from the shape and type alone (nothing read yet)."""
+    shape = tuple(getattr(volume, "shape", ()))
+    if getattr(volume, "ndim", 0) != 3:
+        raise InputError(
+            f"Gaussian-mixture compression takes a single-channel 3D volume, not shape "
+            f"{shape or None}."
+        )
+    if 0 in shape:
+        raise InputError(f"The volume {shape} is empty: it has no voxels to compress.")
+    dtype = np.dtype(volume.dtype)
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise InputError(f"Cannot compress a volume of type {dtype}; give numbers.")
+    return dtype
+
+
+def _check_values(arr: np.ndarray) -> tuple[float, float]:
+    """The volume's minimum and maximum; refuse NaN, infinities and ranges beyond float64."""
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise InputError(
+                f"The volume holds {bad} NaN or infinite value{'s' if bad > 1 else ''}; "
+                "replace them with numbers (for example the background) before compressing."
+            )
+    vmin, vmax = float(arr.min()), float(arr.max())
+    if not math.isfinite(vmax - vmin):
+        raise InputError(
+            f"The volume's values span {vmin:g} to {vmax:g}, beyond what can be encoded; "
+            "rescale them first."
+        )
+    return vmin, vmax
+
+
+def _quantisation(config: FitConfig) -> Quantisation:
+    return Quantisation(
+        position_step=config.position_step,
+        scale_min=config.min_sigma,
+        scale_max=config.max_sigma,
+        scale_bits=config.scale_bits,
+        rotation_bits=config.rotation_bits,
+        amplitude_bits=config.amplitude_bits,
+    )
+
+
 def iter_compress(
     volume,
     config: FitConfig,
@@ -165,13 +249,18 @@ def iter_compress(
     unit: str = "pixel",
     workers: int | None = None,
     scheduler: Any = None,
+    cancel: CancelSignal | None = None,
 ) -> ProgressGenerator[CompressResult]:
     """Fit a Gaussian mixture to a 3D volume and encode it; yields progress.
+
+    A constant volume (all zeros included) needs no Gaussian: it is stored as zero Gaussians
+    over its constant, decodes back exactly, and needs no torch. Any other volume is fitted
+    (torch), also a tiny one or a single plane.
 
     Parameters
     ----------
     volume
-        A ``(Z, Y, X)`` numpy or dask array, integer or float, finite.
+        A ``(Z, Y, X)`` numpy or dask array, integer or float, finite, at least one voxel.
     config
         Budget and fit settings (see :class:`FitConfig`).
     voxel_size, unit
@@ -180,26 +269,53 @@ def iter_compress(
         Blocks fitted at the same time (default: the number of cores, at most the blocks).
     scheduler
         A ``dask.distributed`` scheduler address or Client to fit the blocks on.
+    cancel
+        A cancel signal (a :class:`threading.Event`): once set, every fitting thread stops
+        after the optimiser step it is in and this generator raises
+        :class:`.cancel.FitCancelled`.
+
+    Raises
+    ------
+    InputError
+        For volumes that cannot be compressed (not 3D, empty, not numbers, NaN or infinite
+        values), budgets no file can meet, and a missing torch when a fit is needed.
     """
     t0 = time.perf_counter()
-    if getattr(volume, "ndim", 0) != 3:
-        raise InputError(
-            f"Gaussian-mixture compression takes a single-channel 3D volume, not shape "
-            f"{getattr(volume, 'shape', None)}."
-        )
-    dtype = np.dtype(volume.dtype)
-    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
-        raise InputError(f"Cannot compress a volume of type {dtype}; give numbers.")
-    if min(volume.shape) < 2:
-        raise InputError(f"The volume {tuple(volume.shape)} is too thin to fit in 3D.")
+    dtype = _check_volume(volume)
     yield Progress(0, 1, "reading the volume", "fit")
     arr = np.asarray(volume)
-    if np.issubdtype(dtype, np.floating) and not np.isfinite(arr).all():
-        raise InputError("The volume holds NaN or infinite values; fill or mask them first.")
-    norm = estimate_normalisation(arr)
+    vmin, vmax = _check_values(arr)
+    check_cancel(cancel)
     shape = tuple(int(s) for s in arr.shape)
-    raw_bytes = int(np.prod(shape)) * dtype.itemsize
-    n_total = _target_count(config, raw_bytes)
+    voxels = int(np.prod(shape))
+    raw_bytes = voxels * dtype.itemsize
+    quant = _quantisation(config)
+
+    def header(blocks: list[Block]) -> HgmHeader:
+        return HgmHeader(
+            shape,
+            dtype.name,
+            (vmin, vmax),
+            tuple(float(v) for v in voxel_size),
+            unit,
+            {
+                "size": config.block_size,
+                "overlap": config.block_overlap,
+                "grid": [len({b.index[ax] for b in blocks}) for ax in range(3)],
+            },
+        )
+
+    if vmin == vmax:
+        # Nothing but the background: zero Gaussians over the constant, exact on decoding.
+        empty = GaussianMixture.empty(vmin)
+        head = header(plan_blocks(shape, config.block_size, config.block_overlap))
+        yield Progress(1, 1, "constant volume: no Gaussians needed", "fit")
+        data = encode(empty, head, quant)
+        stored, _ = quantise(empty, shape, quant)
+        return CompressResult(stored, head, data, config, time.perf_counter() - t0, [])
+    torch = require_torch()
+    norm = estimate_normalisation(arr)
+    n_total = _target_count(config, raw_bytes, voxels)
     blocks = plan_blocks(arr.shape, config.block_size, config.block_overlap)
     colours = sorted({b.colour for b in blocks})
     rank = [colours.index(b.colour) for b in blocks]
@@ -208,6 +324,7 @@ def iter_compress(
     # proportion, where its region reaches into blocks still to come (those are dropped).
     kept_occ, fit_factor = [], []
     for b, zone in zip(blocks, zones, strict=True):
+        check_cancel(cancel)
         occ = occupancy(norm.forward(arr[b.region]), norm, config.occupancy_threshold)
         k = float(occ[zone].sum()) + 1.0
         kept_occ.append(k)
@@ -220,6 +337,7 @@ def iter_compress(
     history: list[dict] = []
     done = 0
     for colour in colours:
+        check_cancel(cancel)
         members = [i for i, b in enumerate(blocks) if b.colour == colour]
         context = GaussianMixture.concatenate(placed, norm.background) if placed else None
         budget = None
@@ -240,99 +358,106 @@ def iter_compress(
             n_workers,
             client,
             (done, len(blocks)),
+            cancel,
         )
         for i, fit in zip(members, fits, strict=True):
             placed.append(_owned(fit, blocks[i], zones[i], norm))
             history.extend({"block": list(blocks[i].index), **h} for h in fit.history)
         done += len(members)
     mix = GaussianMixture.concatenate(placed, norm.background)
-    quant = Quantisation(
-        position_step=config.position_step,
-        scale_min=config.min_sigma,
-        scale_max=config.max_sigma,
-        scale_bits=config.scale_bits,
-        rotation_bits=config.rotation_bits,
-        amplitude_bits=config.amplitude_bits,
-    )
-    header = HgmHeader(
-        shape,
-        dtype.name,
-        (float(arr.min()), float(arr.max())),
-        tuple(float(v) for v in voxel_size),
-        unit,
-        {
-            "size": config.block_size,
-            "overlap": config.block_overlap,
-            "grid": [len({b.index[ax] for b in blocks}) for ax in range(3)],
-        },
-    )
+    head = header(blocks)
     yield Progress(len(blocks), len(blocks), "encoding", "fit")
     # Meet the budget exactly: drop the least energetic Gaussians (overlapping keep zones of
     # corner blocks can place a few more than asked, and the bytes per Gaussian were a guess).
     order = np.argsort(-_importance(mix), kind="stable")
     if config.gaussians is not None:
         order = order[: config.gaussians]
-    data = encode(mix.subset(np.sort(order)), header, quant)
+    data = encode(mix.subset(np.sort(order)), head, quant)
     if config.ratio is not None:
-        target = header.raw_bytes / config.ratio
+        target = head.raw_bytes / config.ratio
         while len(data) > target and len(order) > 1:
+            check_cancel(cancel)
             per = len(data) / len(order)
             drop = max(1, int(math.ceil((len(data) - target) / per)))
             order = order[: max(1, len(order) - drop)]
-            data = encode(mix.subset(np.sort(order)), header, quant)
+            data = encode(mix.subset(np.sort(order)), head, quant)
     mix = mix.subset(np.sort(order))
-    stored, _ = quantise(mix, header.shape, quant)
-    return CompressResult(stored, header, data, config, time.perf_counter() - t0, history)
+    stored, _ = quantise(mix, head.shape, quant)
+    return CompressResult(stored, head, data, config, time.perf_counter() - t0, history)
 
 
-class _Cancelled(Exception):
-    pass
-
-
-def _run_parallel(arr, blocks, counts, cfg, norm, context, budget, n_workers, client, position):
+def _run_parallel(
+    arr, blocks, counts, cfg, norm, context, budget, n_workers, client, position, cancel=None
+):
     """Fit blocks of one colour in parallel through dask, relaying their progress.
 
-    Fits run on a helper thread (local threads or a distributed cluster); their per-step
-    progress comes back through a queue. Closing this generator (a cancelled widget run) stops
-    the local fits at their next step.
+    Fits run on a helper thread (local dask threads or a distributed cluster); their per-step
+    progress comes back through a queue. Every local fit checks a stop signal between two
+    optimiser steps: it is set by ``cancel``, by closing this generator, and by a failed
+    block (its siblings stop too). The helper thread returns only when no local fit is still
+    running, so once this generator has ended nothing computes on.
     """
+    torch = require_torch()
     q: queue.Queue = queue.Queue()
     stop = threading.Event()
+    signal = AnySignal(stop, cancel)
     done_blocks, total_blocks = position
     steps: dict[str, int] = {}
+    running = [0]
+    idle = threading.Condition()
 
-    def report(p: Progress) -> None:
-        if stop.is_set():
-            raise _Cancelled
-        q.put(p)
+    def tracked(*args):
+        with idle:
+            running[0] += 1
+        try:
+            return _fit_one(*args, signal)
+        finally:
+            with idle:
+                running[0] -= 1
+                idle.notify_all()
 
-    relay = report if client is None else None
-    tasks = [
-        dask.delayed(_fit_one)(arr, b, n, cfg, norm, context, budget, relay)
-        for b, n in zip(blocks, counts, strict=True)
-    ]
     out: dict = {}
+
+    def run_local() -> list:
+        tasks = [
+            dask.delayed(tracked, pure=False)(arr, b, n, cfg, norm, context, budget, q.put)
+            for b, n in zip(blocks, counts, strict=True)
+        ]
+        if len(tasks) == 1:
+            return [tasks[0].compute(scheduler="sync")]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads // min(n_workers, len(tasks))))
+        try:
+            return list(dask.compute(*tasks, scheduler="threads", num_workers=n_workers))
+        finally:
+            torch.set_num_threads(threads)
+
+    def run_cluster() -> list:
+        # Remote fits cannot see a local signal: cancelling cancels their futures instead.
+        tasks = [
+            dask.delayed(_fit_one, pure=False)(arr, b, n, cfg, norm, context, budget, None)
+            for b, n in zip(blocks, counts, strict=True)
+        ]
+        futures = client.compute(tasks)
+        while not all(f.done() for f in futures):
+            if signal.is_set():
+                client.cancel(futures)
+                raise FitCancelled
+            time.sleep(0.2)
+        return client.gather(futures)
 
     def run() -> None:
         try:
-            if client is not None:
-                out["fits"] = client.gather(client.compute(tasks))
-            elif len(tasks) == 1:
-                out["fits"] = [tasks[0].compute(scheduler="sync")]
-            else:
-                threads = torch.get_num_threads()
-                torch.set_num_threads(max(1, threads // min(n_workers, len(tasks))))
-                try:
-                    out["fits"] = list(
-                        dask.compute(*tasks, scheduler="threads", num_workers=n_workers)
-                    )
-                finally:
-                    torch.set_num_threads(threads)
+            out["fits"] = run_cluster() if client is not None else run_local()
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             out["error"] = exc
-        q.put(None)
+            stop.set()  # the other blocks of this colour stop at their next step
+        finally:
+            with idle:
+                idle.wait_for(lambda: running[0] == 0)
+            q.put(None)
 
-    worker = threading.Thread(target=run, daemon=True)
+    worker = threading.Thread(target=run, name="histovol-gaussian-fit", daemon=True)
     worker.start()
     total = total_blocks * cfg.iterations
     try:
@@ -363,7 +488,20 @@ def fit_report(result: CompressResult, original, decoded=None) -> dict:
     original = np.asarray(original)
     if decoded is None:
         decoded = decompress_array(result.mixture, result.header).compute()
-    fg = metrics.foreground(original)
+    lo, hi = result.header.value_range
+    if hi - lo > 1e150:
+        # PSNR and SSIM are relative to the value range; measured in units of it, values
+        # near the float64 limit do not overflow when squared.
+        original = (original.astype(np.float64) - lo) / (hi - lo)
+        decoded = (np.asarray(decoded, dtype=np.float64) - lo) / (hi - lo)
+    fg = None
+    if original.min() < original.max():
+        with warnings.catch_warnings():
+            # a tiny volume (2 x 3 x 4) "looks like RGB" to scikit-image's threshold
+            warnings.simplefilter("ignore", UserWarning)
+            fg = metrics.foreground(original)
+        if not fg.any():
+            fg = None  # no foreground to single out: measure the whole volume
     return {
         "shape": list(result.header.shape),
         "dtype": result.header.dtype,

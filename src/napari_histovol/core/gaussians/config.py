@@ -124,12 +124,17 @@ class FitConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def to_yaml(self, path: str | Path) -> None:
-        """Write the settings as YAML."""
-        Path(path).write_text(
-            "# napari-histovol Gaussian-mixture fit settings\n"
-            + yaml.safe_dump(self.to_dict(), sort_keys=False)
+    def yaml_text(self) -> str:
+        """The settings as YAML text (what :meth:`to_yaml` writes)."""
+        return "# napari-histovol Gaussian-mixture fit settings\n" + yaml.safe_dump(
+            self.to_dict(), sort_keys=False
         )
+
+    def to_yaml(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the settings as YAML (atomically; an existing file only with ``overwrite``)."""
+        from ..io.atomic import write_text
+
+        return write_text(path, self.yaml_text(), overwrite=overwrite)
 
     @classmethod
     def from_yaml(cls, path: str | Path | None = None, **overrides) -> FitConfig:

@@ -9,11 +9,16 @@ stream it to disk without holding the volume in memory.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
 
 from ..errors import InputError
+from ..io.bounds import format_bytes
 from ..io.meta import VolumeMeta
 from ..io.volume import Volume
 from .hgm import HgmHeader
@@ -22,6 +27,14 @@ from .render import render_region
 
 #: Edge of the blocks the decoder evaluates at a time.
 DECODE_CHUNK = (64, 256, 256)
+
+#: Most voxels a decoded volume may have: a flat index of it must fit an int64.
+MAX_DECODE_VOXELS = 2**63 - 1
+#: Most bytes a decoded volume may have: 128 TiB, the virtual address space of a 64-bit
+#: process (x86-64 and arm64 user space), which a memory-mapped writer (.npy) maps at once.
+MAX_DECODE_BYTES = 2**47
+
+_REMEDY = "choose a smaller zoom or decode a region"
 
 
 def parse_roi(text: str, shape) -> tuple[slice, slice, slice]:
@@ -53,6 +66,37 @@ def parse_roi(text: str, shape) -> tuple[slice, slice, slice]:
     return tuple(out)
 
 
+def _zooms(zoom) -> np.ndarray:
+    """The zoom as three finite positive factors (z, y, x), or an :class:`InputError`."""
+    try:
+        zooms = np.asarray(zoom, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise InputError(f"The zoom must be a number, not {zoom!r}.", option="zoom") from None
+    if zooms.size not in (1, 3):
+        raise InputError(
+            f"The zoom takes one factor or three (z, y, x), not {zooms.size}.", option="zoom"
+        )
+    zooms = np.broadcast_to(zooms, (3,))
+    if not np.all(np.isfinite(zooms) & (zooms > 0)):
+        raise InputError(f"The zoom must be positive and finite, not {zoom}.", option="zoom")
+    return zooms
+
+
+def _full_shape(shape, zooms: np.ndarray) -> tuple[int, int, int]:
+    """Voxels per axis of the whole zoomed grid (exact integers, however large)."""
+    full = []
+    for n, z, axis in zip(shape, zooms, "zyx", strict=True):
+        m = int(round(float(n) * float(z)))
+        if m < 1:
+            raise InputError(
+                f"A zoom of {z:g} leaves the {axis} axis of {n} voxels with no voxel; use a zoom "
+                f"of at least {1 / n:.3g} there.",
+                option="zoom",
+            )
+        full.append(m)
+    return tuple(full)
+
+
 def output_grid(shape, zoom=1.0, roi=None):
     """Shape, origin, step and start (in the full zoomed grid) of a decode.
 
@@ -60,10 +104,8 @@ def output_grid(shape, zoom=1.0, roi=None):
     ``j`` sits at original coordinate ``(j + 0.5) / f - 0.5`` (voxel centres line up with the
     original's edges, as in image resampling).
     """
-    zooms = np.broadcast_to(np.asarray(zoom, dtype=np.float64), (3,))
-    if not np.all(zooms > 0):
-        raise InputError(f"The zoom must be positive, not {zoom}.", option="zoom")
-    full = tuple(max(1, int(round(n * z))) for n, z in zip(shape, zooms, strict=True))
+    zooms = _zooms(zoom)
+    full = _full_shape(shape, zooms)
     step = tuple(n / m for n, m in zip(shape, full, strict=True))
     origin = tuple(0.5 * s - 0.5 for s in step)
     if roi is None:
@@ -75,6 +117,93 @@ def output_grid(shape, zoom=1.0, roi=None):
         start.append(a)
         out_shape.append(b - a)
     return tuple(out_shape), origin, step, tuple(start)
+
+
+@dataclass(frozen=True)
+class DecodeSize:
+    """What a decode would produce, known before anything is evaluated."""
+
+    shape: tuple[int, int, int]
+    dtype: str
+    voxels: int
+    raw_bytes: int
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    return p
+
+
+def _resolve_roi(roi, shape):
+    return parse_roi(roi, shape) if isinstance(roi, str) else roi
+
+
+def check_decode_size(
+    header: HgmHeader, *, zoom=1.0, roi=None, out: str | os.PathLike | None = None
+) -> DecodeSize:
+    """The shape and raw size of a decode, refused before any work when it cannot finish.
+
+    Call it before decoding (it evaluates nothing). It refuses zooms that are not positive
+    finite numbers or leave an axis with no voxel, outputs with more voxels than an int64 can
+    index or more bytes than a memory-mapped writer can map (:data:`MAX_DECODE_BYTES`), and,
+    when ``out`` is given, outputs whose raw size exceeds the free space of the disk that
+    would hold ``out`` (its nearest existing folder).
+
+    Parameters
+    ----------
+    header
+        The ``.hgm`` header (:func:`.hgm.read_hgm` gives it).
+    zoom
+        One factor or three (z, y, x) applied to the number of voxels per axis.
+    roi
+        A region of the original voxels: three slices, or text ``"z0:z1,y0:y1,x0:x1"``.
+    out
+        Where the decoded volume will be written (None: not written, for example shown lazily).
+
+    Returns
+    -------
+    DecodeSize
+        Output shape, dtype, voxel count and raw bytes.
+
+    Raises
+    ------
+    InputError
+        With the figures and what to do (a smaller zoom or a region), naming the ``zoom``
+        parameter as the remedy.
+    """
+    roi = _resolve_roi(roi, header.shape)
+    out_shape = output_grid(header.shape, zoom, roi)[0]
+    voxels = math.prod(out_shape)
+    itemsize = np.dtype(header.dtype).itemsize
+    raw = voxels * itemsize
+    zooms = _zooms(zoom)
+    factor = f"{zooms[0]:g}" if len(set(zooms)) == 1 else ", ".join(f"{z:g}" for z in zooms)
+    region = " of the region" if roi is not None else ""
+    what = (
+        f"Decoding{region} at zoom {factor} gives a {' x '.join(map(str, out_shape))} "
+        f"{header.dtype} volume"
+    )
+    if voxels > MAX_DECODE_VOXELS or raw > MAX_DECODE_BYTES:
+        raise InputError(
+            f"{what} of {format_bytes(raw)}, beyond the {format_bytes(MAX_DECODE_BYTES)} any "
+            f"output can hold; {_REMEDY}.",
+            option="zoom",
+        )
+    if out is not None:
+        where = _nearest_existing(Path(os.fspath(out)).expanduser())
+        try:
+            free = shutil.disk_usage(where).free
+        except OSError:
+            free = None
+        if free is not None and raw > free:
+            raise InputError(
+                f"{what} of {format_bytes(raw)}, more than the {format_bytes(free)} free on the "
+                f"disk of '{where}'; {_REMEDY}, or write it to a disk with more space.",
+                option="zoom",
+            )
+    return DecodeSize(tuple(out_shape), header.dtype, voxels, raw)
 
 
 def _to_dtype(values: np.ndarray, header: HgmHeader) -> np.ndarray:
@@ -97,8 +226,11 @@ def decompress_array(
     """A lazy array of the decoded volume (or region, or zoomed grid), in the original dtype.
 
     Every block evaluates only the Gaussians that reach it; a region gives exactly the same
-    voxels as the same crop of the whole.
+    voxels as the same crop of the whole. Sizes no output can hold are refused first (see
+    :func:`check_decode_size`; call it with ``out`` to also check the disk).
     """
+    roi = _resolve_roi(roi, header.shape)
+    check_decode_size(header, zoom=zoom, roi=roi)
     out_shape, origin, step, start = output_grid(header.shape, zoom, roi)
     chunks = tuple(min(c, n) for c, n in zip(chunks, out_shape, strict=True))
 
@@ -115,6 +247,7 @@ def decompress_array(
 
 def decompress_volume(mix: GaussianMixture, header: HgmHeader, *, zoom=1.0, roi=None) -> Volume:
     """The decoded data as a :class:`Volume` whose voxel size accounts for the zoom."""
+    roi = _resolve_roi(roi, header.shape)
     data = decompress_array(mix, header, zoom=zoom, roi=roi)
     _, origin, step, start = output_grid(header.shape, zoom, roi)
     scale = tuple(v * s for v, s in zip(header.voxel_size, step, strict=True))

@@ -1,5 +1,8 @@
 """Fitting a Gaussian mixture to one volume block by gradient descent (torch).
 
+Importing this module needs torch (an optional extra); :mod:`.compress` imports it only when a
+fit starts, so reading and decoding ``.hgm`` files work without torch.
+
 The fit follows the 3D Gaussian-splatting recipe adapted to volumes with additive
 ("fluorescence") blending: Gaussians start where the data are (importance-sampled occupied
 voxels), Adam moves all parameters under an edge-aware L1 + L2 + SSIM loss, and every few
@@ -17,35 +20,25 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from ..progress import Progress, ProgressGenerator
+from ._torch import require_torch
+from .cancel import CancelSignal, check_cancel
 from .config import FitConfig
 from .mixture import GaussianMixture, quaternion_to_matrix
-from .render import render_torch
+from .normalise import Normalisation, occupancy
+from .render_torch import render_torch
+
+torch = require_torch()
+F = torch.nn.functional
 
 #: Edge of the random crop on which the SSIM term is evaluated each step (SSIM over the whole
 #: block every step would cost ten times the rendering).
 _SSIM_CROP = (12, 48, 48)
 #: Amplitudes (normalised) never go below this; the pruning threshold is far above it.
 _MIN_AMPLITUDE = 1e-6
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """How a volume's values map to the fit's working range."""
-
-    background: float
-    value_range: float
-    noise: float  # noise standard deviation, normalised units
-
-    def forward(self, block: np.ndarray) -> np.ndarray:
-        return ((np.asarray(block, dtype=np.float32) - self.background) / self.value_range).astype(
-            np.float32
-        )
 
 
 @dataclass
@@ -70,33 +63,6 @@ class BlockFit:
         )
 
 
-def estimate_normalisation(volume: np.ndarray) -> Normalisation:
-    """Background level, value range and noise of a volume (a sample for big ones).
-
-    The background is the 2nd percentile of the lightly smoothed volume (the level of empty
-    space in fluorescence and inverted brightfield alike); the noise is the median absolute
-    difference of x-neighbours (robust to edges).
-    """
-    v = np.asarray(volume)
-    vmin, vmax = float(np.min(v)), float(np.max(v))
-    rng = max(vmax - vmin, 1e-12)
-    sample = v[:: max(1, v.shape[0] // 32)].astype(np.float32)
-    smooth = ndi.gaussian_filter(sample, 1.0)
-    background = float(np.percentile(smooth, 2.0))
-    diff = np.abs(np.diff(sample, axis=-1))
-    noise = float(1.4826 * np.median(diff) / math.sqrt(2)) / rng
-    return Normalisation(background, rng, noise)
-
-
-def occupancy(x: np.ndarray, norm: Normalisation, threshold: float) -> np.ndarray:
-    """Voxels that hold signal: the smoothed block above ``threshold`` x its smoothed noise."""
-    smooth = ndi.gaussian_filter(x, 1.0)
-    # A unit Gaussian filter divides white noise's standard deviation by (4 pi)^(3/4) ~ 6.7.
-    level = threshold * norm.noise / (4 * math.pi) ** 0.75
-    occ = smooth > max(level, 1e-6)
-    return ndi.binary_dilation(occ, iterations=2)
-
-
 def initial_gaussians(
     x: np.ndarray, occ: np.ndarray, n: int, cfg: FitConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -119,7 +85,9 @@ def initial_gaussians(
         if len(idx) == 0:
             idx = np.setdiff1d(np.arange(x.size), peak_idx, assume_unique=True)
         w = np.clip(smooth.ravel()[idx], 0, None).astype(np.float64)
-        p = 0.5 / len(idx) + (0.5 * w / w.sum() if w.sum() > 0 else 0.5 / len(idx))
+        # half uniform, half by brightness (all uniform where nothing is above background)
+        p = np.full(len(idx), 0.5 / len(idx))
+        p += 0.5 * w / w.sum() if w.sum() > 0 else 0.5 / len(idx)
         p /= p.sum()
         pick = rng.choice(idx, size=min(rest, len(idx)), replace=False, p=p)
         extra = np.stack(np.unravel_index(pick, x.shape), 1).astype(np.float64)
@@ -287,6 +255,7 @@ def iter_fit_block(
     context: np.ndarray | None = None,
     time_budget: float | None = None,
     label: str = "fit",
+    cancel: CancelSignal | None = None,
 ) -> ProgressGenerator[BlockFit]:
     """Fit ``n_target`` Gaussians to a normalised block ``x``; yields progress.
 
@@ -301,7 +270,13 @@ def iter_fit_block(
         (neighbouring blocks); the fit explains the rest.
     time_budget
         Seconds after which the optimisation stops.
+    label
+        Names the block in progress messages.
+    cancel
+        Checked before the set-up and between two optimiser steps; once it is set the fit
+        raises :class:`.cancel.FitCancelled` (it computes at most the step it is in).
     """
+    check_cancel(cancel)
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -331,6 +306,7 @@ def iter_fit_block(
     it = 0
     n_coarse = int(cfg.coarse_fraction * cfg.iterations)
     for it in range(cfg.iterations):
+        check_cancel(cancel)
         # Position steps shrink geometrically to a twentieth over the fit.
         p.opt.param_groups[0]["lr"] = cfg.lr_position * 0.05 ** (it / cfg.iterations)
         if it < n_coarse:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 #: Gaussians are cut off at this Mahalanobis radius (3 sigma keeps 97 % of a 3D Gaussian's
 #: mass and everything above 1.1 % of its peak).
@@ -111,38 +110,33 @@ class GaussianMixture:
         return footprint_half_widths(self.scales, self.rotations)
 
 
-def rotation_matrices(q: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices ``(N, 3, 3)`` from quaternions ``(N, 4)`` (normalised here), torch,
-    differentiable."""
-    q = q / q.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    w, x, y, z = q.unbind(1)
-    return torch.stack(
-        [
-            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-            torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-            torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        dim=1,
+def quaternion_entries(w, x, y, z):
+    """The rotation matrix of unit quaternions ``(w, x, y, z)`` as three rows of three entries.
+
+    Pure arithmetic on the four components, so numpy arrays and torch tensors (differentiable)
+    share this one formula; :func:`quaternion_to_matrix` stacks it for numpy and the fit's
+    renderer for torch.
+    """
+    return (
+        (1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)),
+        (2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)),
+        (2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)),
     )
 
 
 def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
     """Rotation matrices ``(N, 3, 3)`` from quaternions ``(N, 4)`` (normalised here), numpy."""
-    return rotation_matrices(torch.as_tensor(np.asarray(q, dtype=np.float64))).numpy()
-
-
-def half_widths(scales: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """Half-widths of the truncated footprints' axis-aligned boxes, ``(N, 3)``, torch (no grad).
-
-    The ellipsoid ``d^T Sigma^-1 d <= T^2`` reaches ``T * sqrt(Sigma_ii)`` along axis ``i``.
-    """
-    with torch.no_grad():
-        var = torch.einsum("nij,nj->ni", rot**2, scales**2)
-        return TRUNCATION * var.sqrt()
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    rows = quaternion_entries(*q.T)
+    return np.stack([np.stack(row, -1) for row in rows], 1)
 
 
 def footprint_half_widths(scales: np.ndarray, rotations: np.ndarray) -> np.ndarray:
-    """Half-widths (voxels) of the axis-aligned box around each truncated Gaussian, numpy."""
-    q = torch.as_tensor(np.asarray(rotations, dtype=np.float64))
-    s = torch.as_tensor(np.asarray(scales, dtype=np.float64))
-    return half_widths(s, rotation_matrices(q)).numpy()
+    """Half-widths (voxels) of the axis-aligned box around each truncated Gaussian, numpy.
+
+    The ellipsoid ``d^T Sigma^-1 d <= T^2`` reaches ``T * sqrt(Sigma_ii)`` along axis ``i``.
+    """
+    rot = quaternion_to_matrix(rotations)
+    s = np.asarray(scales, dtype=np.float64)
+    return TRUNCATION * np.sqrt(np.einsum("nij,nj->ni", rot**2, s**2))
