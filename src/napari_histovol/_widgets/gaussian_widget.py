@@ -1,9 +1,14 @@
 """'Gaussian compression' dock widget: fit a 3D Gaussian mixture to a volume layer, show the
 reconstruction and the Gaussians, report ratio and PSNR; save the result as ``.hgm`` through
-File > Save Selected Layer (the plugin's writer) and open ``.hgm`` files with File > Open."""
+File > Save Selected Layer (the plugin's writer) and open ``.hgm`` files with File > Open.
+
+Cancel stops the fit itself, not only its progress: the fit gets a cancel signal that every
+fitting thread checks between two optimiser steps, so nothing computes on after Cancel.
+"""
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import (
@@ -17,7 +22,13 @@ from magicgui.widgets import (
 
 from .._layers import layer_volume, mixture_to_layer_data
 from ..core.errors import HistovolError
-from ..core.gaussians import FitConfig, decompress_volume, fit_report, iter_compress
+from ..core.gaussians import (
+    FitCancelled,
+    FitConfig,
+    decompress_volume,
+    fit_report,
+    iter_compress,
+)
 from ..core.progress import Progress
 from ._common import ProgressRow, chosen_layer, image_layer_picker
 
@@ -25,15 +36,25 @@ if TYPE_CHECKING:
     import napari
 
 
-def _fit_and_measure(volume, config: FitConfig):
-    """Fit, then decode and measure, as one progress generator for the thread worker."""
+def _fit_and_measure(volume, config: FitConfig, cancel: threading.Event):
+    """Fit, then decode and measure, as one progress generator for the thread worker.
+
+    Returns None when ``cancel`` is set (the fit's threads have stopped by then).
+    """
     original = volume.data.compute()  # read once: fitted and measured against
-    result = yield from iter_compress(
-        original, config, voxel_size=volume.meta.scale, unit=volume.meta.unit
-    )
+    try:
+        result = yield from iter_compress(
+            original, config, voxel_size=volume.meta.scale, unit=volume.meta.unit, cancel=cancel
+        )
+    except FitCancelled:
+        return None
+    if cancel.is_set():
+        return None
     yield Progress(1, 1, "decoding and measuring", "fit")
     decoded = decompress_volume(result.mixture, result.header)
     values = decoded.data.compute()
+    if cancel.is_set():
+        return None
     report = fit_report(result, original, values)
     return result, decoded, report
 
@@ -71,7 +92,10 @@ class GaussianWidget(Container):
         self.count.visible = False
         self.budget.changed.connect(self._budget_changed)
         self.run_button.changed.connect(self.run)
+        self.progress.cancel.changed.connect(self._request_cancel)
         self.report: dict | None = None
+        self.worker = None
+        self._cancel = threading.Event()
 
     def _budget_changed(self, value: str) -> None:
         self.ratio.visible = value == "ratio"
@@ -103,13 +127,29 @@ class GaussianWidget(Container):
             show_error(str(exc))
             return
         self.summary.value = ""
-        self.progress.run(
-            lambda: _fit_and_measure(volume, cfg),
-            lambda out: self._show(layer, *out),
+        cancel = self._cancel = threading.Event()
+        self.worker = self.progress.run(
+            lambda: _fit_and_measure(volume, cfg, cancel),
+            lambda out: self._show(layer, out),
             self.run_button,
         )
+        # a progress message that was on its way when Cancel was pressed must not replace it
+        self.worker.yielded.connect(self._keep_cancelled)
 
-    def _show(self, layer, result, decoded, report) -> None:
+    def _request_cancel(self) -> None:
+        """Cancel pressed: stop the fit's threads (the progress row stops the worker)."""
+        self._cancel.set()
+        self.progress.status.value = "cancelled"
+
+    def _keep_cancelled(self, _progress=None) -> None:
+        if self._cancel.is_set():
+            self.progress.status.value = "cancelled"
+
+    def _show(self, layer, out) -> None:
+        if out is None:  # cancelled
+            self._keep_cancelled()
+            return
+        result, decoded, report = out
         self.report = report
         name = f"{layer.name} (Gaussians)"
         for old in (name, f"{name} Gaussians"):
