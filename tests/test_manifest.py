@@ -25,11 +25,59 @@ def test_manifest_validates_and_every_command_imports():
     }
 
 
+def npe2_manifest_file() -> Path:
+    """The napari.yaml npe2 reads for this plugin, found as npe2 finds it: the entry point's
+    file name in the folders of the entry point's package, before the package is imported."""
+    import importlib.util
+    from importlib.metadata import distribution
+
+    (ep,) = [
+        e for e in distribution("napari-histovol").entry_points if e.group == "napari.manifest"
+    ]
+    module, _, fname = ep.value.partition(":")
+    spec = importlib.util.find_spec(module)
+    found = [Path(loc) / fname for loc in spec.submodule_search_locations or []]
+    return next(p for p in found if p.exists())
+
+
+def _is_editable() -> bool:
+    import json
+    from importlib.metadata import distribution
+
+    direct = distribution("napari-histovol").read_text("direct_url.json")
+    return bool(direct and json.loads(direct).get("dir_info", {}).get("editable"))
+
+
 def test_installed_manifest_is_the_top_level_napari_yaml():
+    """Wheel or editable, npe2 reads a real file (no symlink) holding the top-level napari.yaml."""
     import napari_histovol
 
-    installed = Path(napari_histovol.__file__).parent / "napari.yaml"
-    assert installed.read_text() == (REPO / "napari.yaml").read_text()
+    found = npe2_manifest_file()
+    assert found.is_file() and not found.is_symlink()
+    text = found.read_text()
+    if _is_editable():
+        # hatch_build.py generated it at install time: stale after an edit of napari.yaml
+        assert found == REPO / "src" / "napari_histovol" / "napari.yaml"
+        assert text.startswith("# GENERATED")
+        text = "".join(line for line in text.splitlines(True) if not line.startswith("# "))
+    assert text == (REPO / "napari.yaml").read_text(), (
+        f"{found} differs from the top-level napari.yaml; run `pip install -e .` again"
+    )
+    # The package folder holds no symlink at all (they break on Windows checkouts).
+    pkg = Path(napari_histovol.__file__).parent
+    assert not [p for p in pkg.rglob("*") if p.is_symlink()]
+
+
+def test_repository_holds_no_symlinks():
+    """git checks symlinks out as small text files on Windows: none may be tracked."""
+    import subprocess
+
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    staged = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-s"], capture_output=True, text=True, check=True
+    ).stdout
+    assert not [line for line in staged.splitlines() if line.startswith("120000")]
 
 
 def test_npe2_read_outside_a_viewer(make_sections):
@@ -42,12 +90,18 @@ def test_npe2_read_outside_a_viewer(make_sections):
 
 
 def test_sample_data_is_registered():
+    from napari_histovol._sample_data import sample_folder
+
     pm = npe2.PluginManager.instance()
     pm.discover()
     samples = dict(pm.iter_sample_data())["napari-histovol"]
     assert [s.key for s in samples] == ["lung_lesion3"]
     data, kwargs, kind = samples[0].open()[0]
     assert data.shape == (5, 661, 895, 3) and kwargs["rgb"]
+    folder = sample_folder()
+    assert folder.is_dir() and not any(p.is_symlink() for p in folder.parents)
+    if _is_editable():
+        assert folder == REPO / "sample_data" / "anhir_lung_lesion3"
 
 
 @pytest.mark.parametrize("name", ["v.ome.zarr", "v.ome.tif", "v.npy"])

@@ -9,13 +9,17 @@ SAMPLE_NAME = "anhir_lung_lesion3"
 
 
 def sample_folder(name: str = SAMPLE_NAME) -> Path:
-    """Folder of a bundled sample, from an installed wheel or a source checkout."""
+    """Folder of a bundled sample: inside the installed package (a wheel carries
+    ``sample_data/`` there), else at the repository's top level (an editable install or a
+    source checkout, where ``sample_data/`` lives beside ``src/``; no link leads to it)."""
     p = Path(str(files("napari_histovol"))) / "sample_data" / name
     if p.is_dir():
         return p
-    p = Path(__file__).resolve().parents[2] / "sample_data" / name
-    if p.is_dir():
-        return p
+    here = Path(__file__).resolve().parent  # .../src/napari_histovol
+    if here.parent.name == "src":
+        p = here.parent.parent / "sample_data" / name
+        if p.is_dir():
+            return p
     raise FileNotFoundError(f"The sample '{name}' is not installed with napari-histovol.")
 
 
