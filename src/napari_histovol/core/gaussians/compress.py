@@ -27,7 +27,7 @@ import dask
 import numpy as np
 
 from ..cluster import dask_client
-from ..errors import InputError
+from ..errors import HistovolWarning, InputError
 from ..progress import Progress, ProgressGenerator, drain
 from ._torch import require_torch
 from .cancel import AnySignal, CancelSignal, FitCancelled, check_cancel
@@ -127,6 +127,18 @@ def _target_count(cfg: FitConfig, raw_bytes: int, voxels: int) -> int:
             option="ratio",
         )
     return min(voxels, max(1, int(budget / _BYTES_PER_GAUSSIAN_PRIOR)))
+
+
+def _warn_if_ratio_missed(cfg: FitConfig, header: HgmHeader, data: bytes) -> None:
+    """Say so when the file is larger than the ratio asked (its header alone, a constant
+    volume's whole file, can be more than a small volume's share)."""
+    if cfg.ratio is not None and header.raw_bytes / len(data) < cfg.ratio:
+        warnings.warn(
+            f"The file takes {len(data)} bytes (ratio {header.raw_bytes / len(data):.1f}), more "
+            f"than a ratio of {cfg.ratio:g} allows: the volume is too small for that ratio.",
+            HistovolWarning,
+            stacklevel=2,
+        )
 
 
 def _importance(mix: GaussianMixture) -> np.ndarray:
@@ -311,6 +323,7 @@ def iter_compress(
         head = header(plan_blocks(shape, config.block_size, config.block_overlap))
         yield Progress(1, 1, "constant volume: no Gaussians needed", "fit")
         data = encode(empty, head, quant)
+        _warn_if_ratio_missed(config, head, data)
         stored, _ = quantise(empty, shape, quant)
         return CompressResult(stored, head, data, config, time.perf_counter() - t0, [])
     torch = require_torch()
@@ -382,6 +395,7 @@ def iter_compress(
             order = order[: max(1, len(order) - drop)]
             data = encode(mix.subset(np.sort(order)), head, quant)
     mix = mix.subset(np.sort(order))
+    _warn_if_ratio_missed(config, head, data)
     stored, _ = quantise(mix, head.shape, quant)
     return CompressResult(stored, head, data, config, time.perf_counter() - t0, history)
 
