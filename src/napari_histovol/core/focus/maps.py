@@ -49,7 +49,9 @@ class PlaneFocus:
     defocus_um: float | None = None
 
 
-def check_tile(tile: int | None, shape: tuple[int, int], *, min_tile: int = MIN_TILE) -> None:
+def check_tile(
+    tile: int | None, shape: tuple[int, int], *, min_tile: int = MIN_TILE, metric: str = ""
+) -> None:
     """Refuse a tile size that does not fit the planes, before any work starts.
 
     Parameters
@@ -60,6 +62,8 @@ def check_tile(tile: int | None, shape: tuple[int, int], *, min_tile: int = MIN_
         ``(height, width)`` of the planes.
     min_tile
         The smallest tile the chosen metric can score.
+    metric
+        The metric's name, for the message.
 
     Raises
     ------
@@ -70,15 +74,16 @@ def check_tile(tile: int | None, shape: tuple[int, int], *, min_tile: int = MIN_
         return
     h, w = int(shape[0]), int(shape[1])
     top = min(h, w)
+    this = f"the {metric} metric" if metric else "this metric"
     if top < min_tile:
         raise InputError(
-            f"The sections are {h} x {w} px, smaller than the smallest tile this metric scores "
+            f"The sections are {h} x {w} px, smaller than the smallest tile {this} scores "
             f"({min_tile} px); score whole sections without tiles.",
             option="tile",
         )
     if tile < min_tile or tile > top:
         what = (
-            f"is below the smallest tile this metric scores ({min_tile} px)"
+            f"is below the smallest tile {this} scores ({min_tile} px)"
             if tile < min_tile
             else f"does not fit in sections of {h} x {w} px"
         )

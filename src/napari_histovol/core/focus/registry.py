@@ -119,7 +119,7 @@ def focus_map(
         When the metric is unknown or the tile does not fit the image.
     """
     m = get_metric(metric)
-    check_tile(tile, np.shape(img)[:2], min_tile=m.min_tile)
+    check_tile(tile, np.shape(img)[:2], min_tile=m.min_tile, metric=metric)
     fmap = m.measure(img, tile=tile, min_tissue=min_tissue, threshold=threshold).focus_map
     assert fmap is not None
     return fmap

@@ -94,7 +94,7 @@ def iter_focus_stack(
     n = int(volume.shape[0])
     if n == 0:
         raise InputError("The volume has no planes to score; give at least one section.")
-    check_tile(tile, volume.shape[1:3], min_tile=m.min_tile)
+    check_tile(tile, volume.shape[1:3], min_tile=m.min_tile, metric=metric)
     meta = volume.meta.with_planes(n)
     zs = list(meta.z_numbers)
     measured = []
