@@ -666,3 +666,59 @@ def test_compress_file_writes_hgm_settings_and_report_together(tmp_path):
     with pytest.raises(FitCancelled):
         drain(gen)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.fit.json", "v.fit.yaml", "v.hgm"]
+
+
+def test_cancel_reaches_fits_on_a_dask_cluster():
+    """On a distributed cluster (here in-process workers) the fits check a cluster-wide event."""
+    import threading
+    import time
+
+    distributed = pytest.importorskip("distributed")
+    from napari_histovol.core.gaussians import FitCancelled, iter_compress
+    from napari_histovol.core.progress import drain
+
+    vol = (np.random.default_rng(15).random((8, 16, 64)) * 1000).astype(np.uint16)
+    with distributed.Client(
+        processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None
+    ) as client:
+        res = compress(vol, FitConfig(gaussians=40, iterations=20, block_size=16), scheduler=client)
+        assert 0 < len(res.mixture) <= 40
+        cancel = threading.Event()
+        cfg = FitConfig(gaussians=40, iterations=20000, block_size=16)
+        outcome = []
+
+        def drive():  # remote fits relay no progress: the generator waits in its thread
+            try:
+                drain(iter_compress(vol, cfg, scheduler=client, cancel=cancel))
+            except FitCancelled:
+                outcome.append("cancelled")
+
+        runner = threading.Thread(target=drive)
+        runner.start()
+        deadline = time.monotonic() + 60
+        while not _fitting_threads() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _fitting_threads()
+        cancel.set()
+        runner.join(timeout=30)
+        assert outcome == ["cancelled"]
+        deadline = time.monotonic() + 10
+        while _fitting_threads() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _fitting_threads()
+
+
+def test_a_header_without_voxels_is_damage():
+    import struct
+    import zlib
+
+    from napari_histovol.core.gaussians.hgm import _PREFIX, MAGIC
+
+    data = encode(GaussianMixture.empty(1.0), HgmHeader((2, 2, 2), "uint8", (1.0, 1.0)))
+    _, version, flags, hlen = _PREFIX.unpack_from(data)
+    meta = json.loads(data[_PREFIX.size : _PREFIX.size + hlen])
+    meta["shape"] = [0, 5, 5]
+    head = json.dumps(meta).encode()
+    body = _PREFIX.pack(MAGIC, version, flags, len(head)) + head + data[_PREFIX.size + hlen : -4]
+    with pytest.raises(InputError, match=r"damaged: its volume shape \[0, 5, 5\] holds no voxels"):
+        decode(body + struct.pack("<I", zlib.crc32(body)), "x.hgm")

@@ -8,6 +8,7 @@ thread computes more than the step it is in.
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 
@@ -39,3 +40,35 @@ class AnySignal:
 
     def is_set(self) -> bool:
         return any(s.is_set() for s in self._signals)
+
+
+class ClusterSignal:
+    """A cancel signal a fit on a ``dask.distributed`` worker can check: a named
+    ``distributed.Event``, asked at most every ``interval`` seconds (each check is a message to
+    the scheduler). It pickles to its name, so it travels with the task."""
+
+    def __init__(self, name: str, interval: float = 0.5) -> None:
+        self.name = name
+        self.interval = interval
+        self._event = None
+        self._set = False
+        self._next = 0.0
+
+    def is_set(self) -> bool:
+        if self._set:
+            return True
+        now = time.monotonic()
+        if now >= self._next:
+            from distributed import Event
+
+            if self._event is None:
+                self._event = Event(self.name)
+            self._set = bool(self._event.is_set())
+            self._next = now + self.interval
+        return self._set
+
+    def __getstate__(self) -> dict:
+        return {"name": self.name, "interval": self.interval}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["name"], state["interval"])

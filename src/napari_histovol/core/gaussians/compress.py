@@ -19,6 +19,7 @@ import math
 import queue
 import threading
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ from ..cluster import dask_client
 from ..errors import HistovolWarning, InputError
 from ..progress import Progress, ProgressGenerator, drain
 from ._torch import require_torch
-from .cancel import AnySignal, CancelSignal, FitCancelled, check_cancel
+from .cancel import AnySignal, CancelSignal, ClusterSignal, FitCancelled, check_cancel
 from .config import FitConfig
 from .hgm import HgmHeader, Quantisation, encode, quantise
 from .mixture import GaussianMixture
@@ -447,18 +448,28 @@ def _run_parallel(
             torch.set_num_threads(threads)
 
     def run_cluster() -> list:
-        # Remote fits cannot see a local signal: cancelling cancels their futures instead.
+        # Remote fits check a cluster-wide event (a local one cannot travel); cancelling sets
+        # it, so running fits stop at their next check, and cancels the futures not started.
+        from distributed import Event
+
+        name = f"histovol-cancel-{uuid.uuid4().hex}"
+        event = Event(name, client=client)
+        remote = ClusterSignal(name)
         tasks = [
-            dask.delayed(_fit_one, pure=False)(arr, b, n, cfg, norm, context, budget, None)
+            dask.delayed(_fit_one, pure=False)(arr, b, n, cfg, norm, context, budget, None, remote)
             for b, n in zip(blocks, counts, strict=True)
         ]
         futures = client.compute(tasks)
-        while not all(f.done() for f in futures):
-            if signal.is_set():
-                client.cancel(futures)
-                raise FitCancelled
-            time.sleep(0.2)
-        return client.gather(futures)
+        try:
+            while not all(f.done() for f in futures):
+                if signal.is_set():
+                    raise FitCancelled
+                time.sleep(0.2)
+            return client.gather(futures)
+        except BaseException:
+            event.set()
+            client.cancel(futures)
+            raise
 
     def run() -> None:
         try:

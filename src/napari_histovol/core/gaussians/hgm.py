@@ -255,8 +255,11 @@ def decode(data: bytes, source: str = "the data") -> tuple[GaussianMixture, HgmH
         raw = _decompress(meta["codec"], data[_PREFIX.size + hlen : end])
         ints = _unpack(raw, int(meta["count"]))
         mix = _from_ints(ints, q, float(meta["background"]))
+        shape = tuple(int(s) for s in meta["shape"])
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"its volume shape {list(shape)} holds no voxels")
         header = HgmHeader(
-            tuple(int(s) for s in meta["shape"]),
+            shape,
             str(meta["dtype"]),
             tuple(float(v) for v in meta["value_range"]),
             tuple(float(v) for v in meta["voxel_size"]),
