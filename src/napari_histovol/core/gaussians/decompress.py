@@ -86,6 +86,8 @@ def _full_shape(shape, zooms: np.ndarray) -> tuple[int, int, int]:
     """Voxels per axis of the whole zoomed grid (exact integers, however large)."""
     full = []
     for n, z, axis in zip(shape, zooms, "zyx", strict=True):
+        if n < 1:
+            raise InputError(f"The volume to decode has no voxels along {axis} (shape {shape}).")
         m = int(round(float(n) * float(z)))
         if m < 1:
             raise InputError(
