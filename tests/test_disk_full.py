@@ -32,7 +32,9 @@ def full_disk(tmp_path):
         check=False,
     )
     if p.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill up here ({p.stderr.strip() or 'not root'})")
+        pytest.skip(
+            f"cannot mount a small tmpfs to fill up here ({p.stderr.strip() or 'not root'})"
+        )
     try:
         with open(mnt / "filler", "wb", buffering=0) as f:
             try:
@@ -57,11 +59,42 @@ def inputs(tmp_path):
         img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
         write_image(folder / f"s_{z}.png", img)
     yy, xx = np.mgrid[:16, :32]
-    blob = np.stack([(150 * np.exp(-((yy - 8) ** 2 + (xx - 9 - z) ** 2) / 12)).astype(np.uint8) for z in range(4)])
+    blob = np.stack(
+        [
+            (150 * np.exp(-((yy - 8) ** 2 + (xx - 9 - z) ** 2) / 12)).astype(np.uint8)
+            for z in range(4)
+        ]
+    )
     np.save(tmp_path / "blob.npy", blob)
-    assert main(["align", str(folder), str(tmp_path / "aligned.npy"), "--transforms", str(tmp_path / "T.json"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "align",
+                str(folder),
+                str(tmp_path / "aligned.npy"),
+                "--transforms",
+                str(tmp_path / "T.json"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     (tmp_path / "p.csv").write_text("x,y\n" + "\n".join(f"{i},{i}" for i in range(2000)) + "\n")
-    assert main(["compress", str(tmp_path / "blob.npy"), str(tmp_path / "blob.hgm"), "--gaussians", "5", "--iterations", "10", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                str(tmp_path / "blob.npy"),
+                str(tmp_path / "blob.hgm"),
+                "--gaussians",
+                "5",
+                "--iterations",
+                "10",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return tmp_path
 
 
@@ -72,7 +105,14 @@ COMMANDS = {
     "convert-folder": ["convert", "{i}/sections", "{f}/slices"],
     "align-volume": ["align", "{i}/sections", "{f}/a.ome.zarr"],
     "align-transforms": ["align", "{i}/sections", "{i}/a2.npy", "--transforms", "{f}/T.json"],
-    "warp-points": ["warp-points", "{i}/T.json", "s_2.png", "{i}/p.csv", "{f}/w.csv", "--overwrite"],
+    "warp-points": [
+        "warp-points",
+        "{i}/T.json",
+        "s_2.png",
+        "{i}/p.csv",
+        "{f}/w.csv",
+        "--overwrite",
+    ],
     "interpolate-folder": ["interpolate", "{i}/sections", "{f}/filled"],
     "interpolate-zarr": ["interpolate", "{i}/sections", "{f}/filled.ome.zarr"],
     "build": ["build", "{i}/sections", "{f}/b.ome.zarr"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ._options import (
     add_input,
@@ -62,22 +61,10 @@ def register(sub) -> argparse.ArgumentParser:
     return p
 
 
-def fit_side_files(out: str) -> tuple[Path, Path]:
-    """``OUT.hgm`` -> (``OUT.fit.yaml``, ``OUT.fit.json``) beside it."""
-    base = Path(out)
-    stem = base.name[: -len(".hgm")] if base.name.lower().endswith(".hgm") else base.name
-    return base.with_name(stem + ".fit.yaml"), base.with_name(stem + ".fit.json")
-
-
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from ..core.errors import InputError
-    from ..core.gaussians import FitConfig, fit_report, iter_compress
-    from ..core.io.atomic import atomic_outputs, check_output
+    from ..core.gaussians import FitConfig, fit_side_files, iter_compress_file
 
-    if not args.output.lower().endswith(".hgm"):
-        raise InputError(f"The output '{args.output}' must end in .hgm.")
     if args.ratio is None and args.gaussians is None and args.config is None:
         raise InputError("Give a target with --ratio R or --gaussians N (or a --config file).")
     cfg = FitConfig.from_yaml(
@@ -88,39 +75,20 @@ def run(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         block_size=args.block_size,
     )
-    yaml_path, json_path = fit_side_files(args.output)
-    outs = [Path(args.output), yaml_path, json_path]
-    for path in outs:
-        check_output(path, overwrite=args.overwrite, kind="file")
-    vol = read_input(args)
-    if vol.meta.rgb or vol.data.ndim != 3:
-        raise InputError(
-            f"'{args.input}' is not a single-channel 3D volume (shape {vol.shape}); "
-            "convert one channel to gray first."
-        )
-    original = vol.data.compute()  # read once: fitted and measured against
-    res = progress(
-        iter_compress(
-            original,
+    res, report = progress(
+        iter_compress_file(
+            read_input(args),
+            args.output,
             cfg,
-            voxel_size=vol.meta.scale,
-            unit=vol.meta.unit,
-            **({"workers": args.workers} if args.workers else {}),
+            overwrite=args.overwrite,
+            workers=args.workers,
             scheduler=args.scheduler,
+            source=str(args.input),
         ),
         args,
         NAME,
     )
-    report = {
-        "input": str(args.input),
-        "output": str(args.output),
-        **fit_report(res, original),
-        "history": res.history,
-    }
-    with atomic_outputs(outs, overwrite=args.overwrite) as (hgm, yml, js):
-        hgm.write_bytes(res.data)
-        res.config.to_yaml(yml)
-        js.write_text(json.dumps(report, indent=1))
+    yaml_path, json_path = fit_side_files(args.output)
     print(
         f"wrote {args.output}: {len(res.mixture)} Gaussians, {len(res.data)} bytes, "
         f"ratio {res.ratio:.1f}, {res.bits_per_voxel:.3f} bits/voxel, "

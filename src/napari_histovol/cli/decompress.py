@@ -35,23 +35,21 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.gaussians import decompress_volume, parse_roi, read_hgm
-    from ..core.io.atomic import check_output
-    from ..core.io.detect import detect_format, iter_write_volume
+    from ..core.gaussians import iter_decompress_file
+    from ..core.io.detect import detect_format
 
     fmt = detect_format(args.output, for_output=True)
-    check_output(
-        args.output, overwrite=args.overwrite, kind="file" if fmt in ("ome-tiff", "npy") else None
-    )
-    mix, header = read_hgm(args.input)
-    roi = parse_roi(args.roi, header.shape) if args.roi else None
-    vol = decompress_volume(mix, header, zoom=args.zoom, roi=roi)
-    out = progress(
-        iter_write_volume(
-            vol, args.output, overwrite=args.overwrite, **write_options(fmt, workers=args.workers)
+    out, size = progress(
+        iter_decompress_file(
+            args.input,
+            args.output,
+            zoom=args.zoom,
+            roi=args.roi,
+            overwrite=args.overwrite,
+            **write_options(fmt, workers=args.workers),
         ),
         args,
         NAME,
     )
-    print(f"wrote {out} ({fmt}, shape {'x'.join(map(str, vol.shape))}, {header.dtype})")
+    print(f"wrote {out} ({fmt}, shape {'x'.join(map(str, size.shape))}, {size.dtype})")
     return 0
