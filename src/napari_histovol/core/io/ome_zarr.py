@@ -627,13 +627,25 @@ def _omero(meta: VolumeMeta, data: da.Array, coarse: np.ndarray) -> dict:
     return {"channels": channels, "rdefs": {"model": "color" if meta.rgb else "greyscale"}}
 
 
+#: The display window (omero) is measured on at most this many planes of the coarsest level,
+#: so the memory it takes does not grow with the number of sections.
+DISPLAY_SAMPLE_PLANES = 32
+
+
+def _coarse_sample(arr, *, channel_first: bool) -> np.ndarray:
+    """Evenly spaced planes of the coarsest level, (z, y, x[, c])."""
+    n = arr.shape[1] if channel_first else arr.shape[0]
+    idx = np.unique(np.linspace(0, n - 1, min(n, DISPLAY_SAMPLE_PLANES)).round().astype(int))
+    if channel_first:
+        return np.stack([np.moveaxis(arr[:, int(i)], 0, -1) for i in idx])
+    return np.stack([arr[int(i)] for i in idx])
+
+
 def _write_attrs(path, arrays, meta: VolumeMeta, version: str, shapes, data: da.Array) -> None:
     import zarr
 
     group = zarr.open_group(str(path), mode="r+")
-    coarse = arrays[-1][...]
-    if data.ndim == 4:
-        coarse = np.moveaxis(coarse, 0, -1)
+    coarse = _coarse_sample(arrays[-1], channel_first=data.ndim == 4)
     ms = multiscales_metadata(meta, shapes, data.ndim, version)
     omero = _omero(meta, data, coarse)
     hv = {**meta.to_dict(), COMPLETE_KEY: True}
