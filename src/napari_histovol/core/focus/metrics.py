@@ -110,6 +110,16 @@ def masked_reduce(resp: np.ndarray, how: str, mask: np.ndarray | None) -> float:
     return var / mean if mean > 1e-12 else 0.0
 
 
+def _prepare(img: np.ndarray, *, tile: int | None, use_mask: bool):
+    """The focus channel, whether it is blank, and its tissue mask (None when unused); None
+    for a blank image scored without tiles."""
+    chan = focus_channel(img)
+    blank = _is_blank(chan)
+    if blank and not tile:
+        return None
+    return chan, blank, tissue_mask(chan) if use_mask or tile else None
+
+
 def _is_blank(chan: np.ndarray) -> bool:
     return chan.size == 0 or float(chan.max() - chan.min()) < 1e-6
 
@@ -144,11 +154,10 @@ class ResponseMetric:
         use_mask: bool = True,
     ) -> PlaneFocus:
         """Score one image (and its tiles when ``tile`` is given); see :func:`.registry.score`."""
-        chan = focus_channel(img)
-        blank = _is_blank(chan)
-        if blank and not tile:
+        prepared = _prepare(img, tile=tile, use_mask=use_mask)
+        if prepared is None:
             return PlaneFocus(0.0)  # nothing is in or out of focus
-        mask = tissue_mask(chan) if use_mask or tile else None
+        chan, blank, mask = prepared
         resp = self.response(chan)
         value = 0.0 if blank else masked_reduce(resp, self.reduction, mask if use_mask else None)
         fmap = None
@@ -186,11 +195,10 @@ class SpectralMetric:
         use_mask: bool = True,
     ) -> PlaneFocus:
         """Score one image (and its tiles when ``tile`` is given); see :func:`.registry.score`."""
-        chan = focus_channel(img)
-        blank = _is_blank(chan)
-        if blank and not tile:
-            return PlaneFocus(0.0)
-        mask = tissue_mask(chan) if use_mask or tile else None
+        prepared = _prepare(img, tile=tile, use_mask=use_mask)
+        if prepared is None:
+            return PlaneFocus(0.0)  # nothing is in or out of focus
+        chan, blank, mask = prepared
         value = (
             0.0 if blank else spectral_ratio(chan, mask if use_mask else None, cutoff=self.cutoff)
         )
