@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,14 @@ from ..progress import Progress, ProgressGenerator, drain
 from .channel import CHANNELS, auto_channel, prepare, registration_scale, tissue_fraction
 from .estimate import PairResult, overlap_ncc, register_pair, warp_image
 from .store import SectionStore
-from .transforms import SectionTransform, rescale, save_transforms, transform_size
+from .transforms import (
+    FieldFile,
+    SectionTransform,
+    field_values,
+    rescale,
+    save_transforms,
+    transform_size,
+)
 from .warp import warp_volume
 
 METHODS = ("translation", "rigid", "affine", "elastic")
@@ -142,9 +150,17 @@ def iter_align(
     scratch
         Folder for the per-section registration images (a temporary folder by default): they
         are kept on disk, a few in memory, so memory does not grow with the number of sections.
+        Elastic fields are kept on disk beside it (:class:`.transforms.FieldFile`) for as long
+        as the returned transforms are in use.
     """
     _check_options(method, reference, engine, channel, reg_size)
     store = SectionStore(volume.shape[0], scratch)
+    fields_home = None
+    if method == "elastic":
+        parent = Path(os.fspath(scratch)).parent if scratch is not None else None
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+        fields_home = tempfile.TemporaryDirectory(prefix="histovol-fields-", dir=parent)
     try:
         return (
             yield from _iter_align(
@@ -158,6 +174,7 @@ def iter_align(
                 coarse,
                 detrend,
                 workers,
+                fields_home,
             )
         )
     finally:
@@ -175,6 +192,7 @@ def _iter_align(
     coarse: bool,
     detrend: bool,
     workers: int,
+    fields_home: tempfile.TemporaryDirectory | None,
 ) -> ProgressGenerator[AlignResult]:
     n = volume.shape[0]
     meta = volume.meta.with_planes(n)
@@ -228,7 +246,15 @@ def _iter_align(
     ref = {"first": 0}.get(reference, n // 2)
     ref = _nearest_good(ref, blank)
     mats: list[np.ndarray] = [np.eye(3) for _ in range(n)]
-    fields: list[np.ndarray | None] = [None] * n
+    fields: list[FieldFile | None] = [None] * n
+
+    def keep_field(i: int, fld: np.ndarray | None) -> FieldFile | None:
+        if fld is None:
+            return None
+        path = Path(fields_home.name) / f"{i:06d}.npy"
+        np.save(path, fld.astype(np.float32), allow_pickle=False)
+        return FieldFile(path, keep_alive=fields_home)
+
     flags: list[list[str]] = [[] for _ in range(n)]
     scores: list[float | None] = [None] * n
     for i in range(n):
@@ -236,7 +262,7 @@ def _iter_align(
             flags[i].append("blank")
 
     def aligned_small(i: int) -> np.ndarray:
-        return warp_image(regs[i], mats[i], regs[i].shape, fields[i])
+        return warp_image(regs[i], mats[i], regs[i].shape, field_values(fields[i]))
 
     def register(i: int, fixed: np.ndarray, init: np.ndarray) -> None:
         res: PairResult = register_pair(
@@ -253,7 +279,7 @@ def _iter_align(
             )
             mats[i], fields[i], scores[i] = init, None, init_score
         else:
-            mats[i], fields[i], scores[i] = res.matrix, res.field, res.ncc
+            mats[i], fields[i], scores[i] = res.matrix, keep_field(i, res.field), res.ncc
             if _dissimilar(
                 res.ncc,
                 [scores[k] for k in range(n) if scores[k] is not None and k != i and not flags[k]],
@@ -389,7 +415,7 @@ def _qc_report(
     blank = ["blank" in f for f in flags]
     prev_aligned = None
     for i in range(n):
-        aligned = warp_image(regs[i], mats[i], regs[i].shape, fields[i])
+        aligned = warp_image(regs[i], mats[i], regs[i].shape, field_values(fields[i]))
         if i > 0:
             skip = blank[i - 1] or blank[i]
             before = None if skip else overlap_ncc(regs[i - 1], regs[i], np.eye(3))
@@ -442,7 +468,7 @@ def _qc_report(
                 "file": _name(meta, i),
                 "flags": flags[i],
                 **size,
-                "elastic_max_px": float(np.abs(transforms[i].field).max())
+                "elastic_max_px": float(np.abs(field_values(transforms[i].field)).max())
                 if transforms[i].field is not None
                 else 0.0,
             }

@@ -12,7 +12,8 @@ import json
 import os
 import re
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,52 @@ TRANSFORMS_VERSION = 1
 _LEGACY_FIELD = re.compile(r"\d{4}_z-?\d+\.npy")
 
 
+@dataclass(frozen=True, eq=False)
+class FieldFile:
+    """An elastic field kept in a ``.npy`` file and read when it is used, so that a stack's
+    fields do not all sit in memory. Scaling it (``* k``, ``/ s``) scales the values read.
+
+    Parameters
+    ----------
+    path
+        The ``(2, h, w)`` float32 ``.npy`` file.
+    factor
+        Multiplies the values read.
+    keep_alive
+        An object that must live as long as the file is needed (its temporary folder).
+    """
+
+    path: Path
+    factor: float = 1.0
+    keep_alive: Any = dc_field(default=None, repr=False)
+
+    def load(self) -> np.ndarray:
+        """The field's values, float32 (2, h, w)."""
+        a = np.load(self.path, allow_pickle=False).astype(np.float32, copy=False)
+        return a if self.factor == 1.0 else a * np.float32(self.factor)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(np.load(self.path, mmap_mode="r", allow_pickle=False).shape)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        a = self.load()
+        return a if dtype is None else a.astype(dtype)
+
+    def __mul__(self, k: float) -> FieldFile:
+        return replace(self, factor=self.factor * float(k))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, s: float) -> FieldFile:
+        return replace(self, factor=self.factor / float(s))
+
+
+def field_values(field: np.ndarray | FieldFile | None) -> np.ndarray | None:
+    """The values of an in-memory or on-disk elastic field (None stays None)."""
+    return field.load() if isinstance(field, FieldFile) else field
+
+
 @dataclass
 class SectionTransform:
     """Where every aligned pixel of one section comes from.
@@ -39,7 +86,7 @@ class SectionTransform:
     """
 
     matrix: np.ndarray
-    field: np.ndarray | None = None
+    field: np.ndarray | FieldFile | None = None
     field_scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -54,6 +101,7 @@ class SectionTransform:
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         if self.field is None:
             return np.zeros_like(xy)
+        values = field_values(self.field)
         s = self.field_scale
         p = ((xy + 0.5) * s - 0.5).astype(np.float32)
         n = len(p)
@@ -62,7 +110,7 @@ class SectionTransform:
         pad = rows * cols - n
         px = np.pad(p[:, 0], (0, pad)).reshape(rows, cols)
         py = np.pad(p[:, 1], (0, pad)).reshape(rows, cols)
-        return np.stack([self._sample(c, px, py).ravel()[:n] for c in range(2)], axis=1).astype(
+        return np.stack([_sample(values[c], px, py).ravel()[:n] for c in range(2)], axis=1).astype(
             np.float64
         )
 
@@ -74,16 +122,8 @@ class SectionTransform:
             ((xs + 0.5) * s - 0.5).astype(np.float32),
             indexing="ij",
         )
-        return np.stack([self._sample(c, px, py) for c in range(2)])
-
-    def _sample(self, c: int, px: np.ndarray, py: np.ndarray) -> np.ndarray:
-        return cv2.remap(
-            self.field[c].astype(np.float32),
-            px,
-            py,
-            cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
+        values = field_values(self.field)
+        return np.stack([_sample(values[c], px, py) for c in range(2)])
 
     def aligned_to_source(self, xy: np.ndarray) -> np.ndarray:
         """Map aligned points (N, 2) in (x, y) to source points."""
@@ -110,6 +150,16 @@ class SectionTransform:
         """The same transform with source coordinates shifted by ``-offset`` (canvas -> file)."""
         t = np.array([[1, 0, -offset_xy[0]], [0, 1, -offset_xy[1]], [0, 0, 1]], float)
         return SectionTransform(t @ self.matrix, self.field, self.field_scale)
+
+
+def _sample(channel: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    return cv2.remap(
+        channel.astype(np.float32, copy=False),
+        px,
+        py,
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 def _apply(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -205,7 +255,7 @@ def save_transforms(
             }
             if t.field is not None and tmp_fields is not None:
                 name = f"{i:04d}_z{int(z_numbers[i])}.npy"
-                save_array(tmp_fields / name, t.field.astype(np.float32))
+                save_array(tmp_fields / name, field_values(t.field).astype(np.float32))
                 entry["field"] = f"{field_dir.name}/{name}"
                 entry["field_scale"] = float(t.field_scale)
             slices.append(entry)
@@ -293,10 +343,12 @@ def load_transforms(path: str | os.PathLike) -> TransformsFile:
                 raise ValueError("matrix must be 3x3 numbers")
             fld = None
             if s.get("field"):
-                fld = np.load(path.parent / str(s["field"]), allow_pickle=False)
-                if fld.ndim != 3 or fld.shape[0] != 2 or fld.dtype.kind != "f":
+                fpath = path.parent / str(s["field"])
+                head = np.load(fpath, mmap_mode="r", allow_pickle=False)  # header only
+                if head.ndim != 3 or head.shape[0] != 2 or head.dtype.kind != "f":
                     raise ValueError(f"its field {s['field']} is not a (2, h, w) float array")
-                fld = fld.astype(np.float32)
+                del head
+                fld = FieldFile(fpath)  # read when used: a stack's fields stay on disk
             ts.append(SectionTransform(m, fld, float(s.get("field_scale", 1.0))))
             files.append(str(s.get("file", "")))
             zs.append(int(s.get("z", i)))
