@@ -66,7 +66,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def _fail(text: str) -> int:
-    print(f"histovol: error: {text}", file=sys.stderr)
+    one_line = " ".join(str(text).split())  # library messages (YAML, zarr) can span lines
+    print(f"histovol: error: {one_line}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError
+from ..io.text import read_text
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,7 @@ class FitConfig:
         data: dict = {}
         if path is not None:
             try:
-                loaded = yaml.safe_load(Path(path).read_text())
-            except OSError as exc:
-                raise InputError(f"Cannot read the config file {path}: {exc.strerror}.") from exc
+                loaded = yaml.safe_load(read_text(path, what="the fit configuration"))
             except yaml.YAMLError as exc:
                 raise InputError(f"{path} is not valid YAML: {exc}.") from exc
             if not isinstance(loaded, dict):
