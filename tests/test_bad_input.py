@@ -406,6 +406,15 @@ CASES = [
         "c.yaml",
     ),
     (
+        "yaml-with-a-syntax-error",
+        lambda t: {
+            "f": _volume_npy(t / "v.npy", np.zeros((4, 16, 16), np.uint8)),
+            "c": (t / "c.yaml").write_text("ratio: [1,\n  gaussians: {\n") and t / "c.yaml",
+        },
+        ["compress", "{f}", "{o}/v.hgm", "--config", "{c}"],
+        "not valid YAML",
+    ),
+    (
         "binary-qc-json",
         lambda t: {
             "d": _sections(t / "s"),
