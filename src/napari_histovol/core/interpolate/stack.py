@@ -158,11 +158,33 @@ def iter_interpolate(
                 "frames_between": frames_between,
                 "replaced_z": list(plan.replaced),
                 "source_z": list(meta.z_numbers),
+                "source_files": list(meta.files),
             },
+            # per output plane: the section it shows, or the two it was made from and where
+            "planes": plane_sources(plan, meta.z_numbers),
         },
     )
     yield Progress(1, 1, f"{plan.n_synthetic} planes to generate", stage="interpolate")
     return InterpolationResult(Volume(out, new_meta), plan, runner)
+
+
+def plane_sources(plan: Plan, z_numbers) -> list[dict]:
+    """Where each planned plane comes from: ``{"source_z": z}`` for a measured section (its
+    number before renumbering), ``{"between": [z_a, z_b], "t": t}`` for a generated one (with
+    ``"replaces": z`` when it regenerates a damaged section)."""
+    zs = list(z_numbers)
+    step = plan.frames_between + 1
+    replaced = {zs[0] + (r - zs[0]) * step: r for r in plan.replaced}
+    out = []
+    for f in plan.frames:
+        if f.synthetic:
+            src = {"between": [int(zs[f.a]), int(zs[f.b])], "t": round(float(f.t), 6)}
+            if f.z in replaced:
+                src["replaces"] = int(replaced[f.z])
+            out.append(src)
+        else:
+            out.append({"source_z": int(zs[f.source])})
+    return out
 
 
 def _token(volume: Volume, a: int, b: int, ts: list[float]) -> str:

@@ -1,0 +1,52 @@
+"""Planes named as a pathologist reads them: section number, stain, file, or the two sections a
+generated plane was made from (ground truth: the bundled sample's names and a plan we make)."""
+
+import warnings
+
+import numpy as np
+
+from napari_histovol.core.interpolate import interpolate
+from napari_histovol.core.io import Volume, VolumeMeta
+from napari_histovol.core.sections import missing_label, plane_label, stain_names
+
+
+def test_stain_names_from_varying_words():
+    sample = [
+        "lung-lesion3_He_s01.jpg",
+        "lung-lesion3_CD31_s03.jpg",
+        "lung-lesion3_proSPC_s04.jpg",
+        "lung-lesion3_Cc10_s05.jpg",
+    ]
+    assert stain_names(sample) == ["He", "CD31", "proSPC", "Cc10"]
+    anhir = ["29-041-Izd2-w35-CD31-3-les3.jpg", "29-041-Izd2-w35-Ki67-7-les3.jpg"]
+    assert stain_names(anhir) == ["CD31", "Ki67"]
+    assert stain_names(["sec_001.png", "sec_002.png"]) == ["", ""]
+    assert stain_names(["only_one_3.png"]) == [""]
+
+
+def _volume(zs, files):
+    data = np.zeros((len(zs), 8, 8), np.uint8)
+    import dask.array as da
+
+    return Volume(da.from_array(data), VolumeMeta(z_numbers=tuple(zs), files=tuple(files)))
+
+
+def test_labels_of_measured_filled_renumbered_and_regenerated_planes():
+    files = ["s_He_01.png", "s_CD31_03.png", "s_Ki67_04.png", "s_Cc10_05.png"]
+    vol = _volume([1, 3, 4, 5], files)
+    assert plane_label(vol.meta, 1) == "section 3 · CD31 · s_CD31_03.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        filled = interpolate(vol, method="linear").volume.meta
+    assert plane_label(filled, 1) == (
+        "section 2 (missing) · synthetic between section 1 (He) and section 3 (CD31), t = 0.50"
+    )
+    frames = interpolate(vol, frames_between=1, replace_z=[4], method="linear").volume.meta
+    # z 1 -> 1, 3 -> 5, 4 -> 7 (replaced), 5 -> 9
+    assert plane_label(frames, 4) == "plane z 5 · section 3 · CD31 · s_CD31_03.png"
+    assert plane_label(frames, 6) == (
+        "plane z 7 · section 4 regenerated from section 3 (CD31) and section 5 (Cc10), t = 0.50"
+    )
+    assert plane_label(frames, 1).startswith("plane z 2 · synthetic between section 1 (He)")
+    assert missing_label(2) == "section 2 · missing (a gap in the numbering)"
+    assert plane_label(frames, 99) == ""
