@@ -85,8 +85,9 @@ def test_npe2_read_outside_a_viewer(make_sections):
     npe2.PluginManager.instance().discover()
     layers = npe2.read([str(folder)], stack=False, plugin_name="napari-histovol")
     data, kwargs, kind = layers[0]
-    assert kind == "image" and data.shape[0] == 3
+    assert kind == "image" and data.shape[0] == 5  # sections 2..6, the gaps 4, 5 shown empty
     assert kwargs["metadata"]["histovol"]["gaps"] == [4, 5]
+    assert kwargs["metadata"]["histovol_display"]["plane"] == [0, 1, -1, -1, 2]
 
 
 def test_sample_data_is_registered():
@@ -97,7 +98,7 @@ def test_sample_data_is_registered():
     samples = dict(pm.iter_sample_data())["napari-histovol"]
     assert [s.key for s in samples] == ["lung_lesion3"]
     data, kwargs, kind = samples[0].open()[0]
-    assert data.shape == (5, 661, 895, 3) and kwargs["rgb"]
+    assert data.shape == (7, 661, 895, 3) and kwargs["rgb"]
     folder = sample_folder()
     assert folder.is_dir() and not any(p.is_symlink() for p in folder.parents)
     if _is_editable():

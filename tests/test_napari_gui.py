@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_histovol._layers import layer_volume
 from napari_histovol.core.io import read_volume, write_volume
 
 from .conftest import tissue
@@ -29,11 +30,21 @@ def test_open_slice_folder_with_scale_and_gaps(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer(show=True)
     layers = viewer.open(str(d), plugin="napari-histovol")
     layer = layers[0]
-    assert layer.data.shape == (3, 120, 160)
+    # the gap (section 3) is a plane of its own, empty: the slider steps through sections
+    assert layer.data.shape == (4, 120, 160)
+    assert layer.metadata["histovol_display"]["plane"] == [0, 1, -1, 2]
+    assert not np.asarray(layer.data[2]).any()
     assert tuple(layer.scale) == pytest.approx((0.5, 0.5, 0.5))
+    assert tuple(layer.translate)[0] == pytest.approx(0.5)  # section 1 at 1 x spacing
+    assert [str(u) for u in layer.units] == ["micrometer"] * 3
+    assert tuple(layer.axis_labels) == ("z", "y", "x")
     assert layer.metadata["histovol"]["gaps"] == [3]
     assert layer.metadata["histovol"]["z_numbers"] == [1, 2, 4]
+    assert layer_volume(layer).shape == (3, 120, 160)  # widgets get the measured sections
+    viewer.dims.set_point(0, 0.5)  # section 1
     assert _not_blank(viewer.screenshot(canvas_only=True))
+    viewer.dims.set_point(0, 1.5)  # section 3: missing, nothing to see
+    assert viewer.screenshot(canvas_only=True)[..., :3].std() < 1
 
 
 def test_open_ome_zarr_as_multiscale_with_scale(make_napari_viewer, make_sections, tmp_path):
@@ -51,7 +62,7 @@ def test_sample_opens_and_renders(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-histovol", "lung_lesion3")
     layer = viewer.layers[-1]
-    assert layer.rgb and layer.data.shape == (5, 661, 895, 3)
+    assert layer.rgb and layer.data.shape == (7, 661, 895, 3)  # sections 1..7, gaps 2 and 6
     assert layer.metadata["histovol"]["gaps"] == [2, 6]
     shot = viewer.screenshot(canvas_only=True)
     assert _not_blank(shot)
@@ -67,8 +78,9 @@ def test_save_layer_through_plugin_writer(make_napari_viewer, make_sections, tmp
     out = tmp_path / "saved.ome.zarr"
     viewer.layers.save(str(out), selected=False, plugin="napari-histovol")
     back = read_volume(out)
-    np.testing.assert_array_equal(back.data.compute(), np.asarray(layer.data))
-    assert back.meta.gaps == (2,)
+    assert layer.data.shape[0] == 3  # sections 1, 3 and the gap between them
+    np.testing.assert_array_equal(back.data.compute(), read_volume(folder).data.compute())
+    assert back.meta.gaps == (2,) and back.meta.z_numbers == (1, 3)
 
 
 def test_histovol_demo_opens_napari_and_saves_a_screenshot(tmp_path):

@@ -1,4 +1,11 @@
-"""Convert between core Volumes and napari layer-data tuples (napari-free: plain dicts)."""
+"""Convert between core Volumes and napari layers (plain layer-data tuples and layer objects).
+
+Layers carry the physical scale in µm with units and axis labels, sit at their physical z
+(a folder's planes at section number x spacing), and show gaps in the numbering as empty planes
+(so the slider steps through sections, and a missing section is visible as missing). The
+display-only planes are recorded in the layer's metadata and removed again by
+:func:`layer_volume`, so every widget and writer gets the measured planes only.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +18,54 @@ import numpy as np
 from .core.io.meta import META_KEY, VolumeMeta
 from .core.io.volume import Volume
 
+#: Layer-metadata key of the display grid: ``{"plane": [index into the volume, or -1 for a
+#: gap], "z": [z number of every displayed plane]}``.
+DISPLAY_KEY = "histovol_display"
+#: Gaps are shown as empty planes when they add at most this many planes per section.
+MAX_GAP_PLANES_PER_SECTION = 4
+AXIS_LABELS = ("z", "y", "x")
+
+
+def _display_grid(meta: VolumeMeta, n: int) -> list[int] | None:
+    """Plane index (or -1) for every z number from the first to the last, or None when the
+    volume has no gaps to show (or too many)."""
+    m = meta.with_planes(n)
+    zs = list(m.z_numbers)
+    if n < 2 or not m.gaps or zs != sorted(set(zs)):
+        return None
+    span = zs[-1] - zs[0] + 1
+    if span - n > MAX_GAP_PLANES_PER_SECTION * n:
+        return None
+    where = {z: i for i, z in enumerate(zs)}
+    return [where.get(z, -1) for z in range(zs[0], zs[-1] + 1)]
+
+
+def _with_gap_planes(level: da.Array, grid: list[int], fill: float) -> da.Array:
+    blank = da.full((1,) + tuple(level.shape[1:]), fill, dtype=level.dtype, chunks=-1)
+    pieces = [level[i : i + 1] if i >= 0 else blank for i in grid]
+    return da.concatenate(pieces, axis=0)
+
 
 def volume_to_layer_data(volume: Volume, *, name: str) -> list[tuple[Any, dict, str]]:
-    """A napari ``LayerDataTuple`` list for a volume: multiscale when it has levels, with
-    scale in µm, RGB or one layer per channel, and its metadata under ``"histovol"``."""
-    meta = volume.meta
+    """A napari ``LayerDataTuple`` list for a volume: multiscale when it has levels, scale and
+    units in µm, placed at its physical z, gaps shown as empty planes, RGB or one layer per
+    channel, and its metadata under ``"histovol"``."""
+    meta = volume.meta.with_planes(volume.shape[0])
     levels = list(volume.levels)
+    grid = _display_grid(meta, volume.shape[0])
+    metadata: dict[str, Any] = {META_KEY: meta.to_dict()}
+    if grid is not None:
+        fill = np.iinfo(volume.dtype).max if meta.rgb and volume.dtype.kind == "u" else 0
+        levels = [_with_gap_planes(lv, grid, fill) for lv in levels]
+        z0 = meta.z_numbers[0]
+        metadata[DISPLAY_KEY] = {"plane": grid, "z": list(range(z0, z0 + len(grid)))}
     multiscale = len(levels) > 1
-    data = levels if multiscale else levels[0]
     kwargs: dict[str, Any] = {
         "name": name,
-        "scale": tuple(float(s) for s in meta.scale),
-        "metadata": {META_KEY: meta.to_dict()},
+        "metadata": metadata,
         "multiscale": multiscale,
-        "axis_labels": ("z", "y", "x"),
+        **physical_placement(meta),
     }
-    if meta.unit == "micrometer":
-        kwargs["units"] = ("micrometer",) * 3
     limits = meta.extra.get("contrast_limits") if meta.extra else None
     if volume.data.ndim == 4 and not meta.rgb:
         kwargs["channel_axis"] = 3
@@ -38,25 +76,68 @@ def volume_to_layer_data(volume: Volume, *, name: str) -> list[tuple[Any, dict, 
         kwargs["contrast_limits"] = tuple(limits)
     elif volume.dtype == np.uint8:
         kwargs["contrast_limits"] = (0, 255)
-    return [(data, kwargs, "image")]
+    elif grid is not None:
+        # napari would measure the middle plane, which may be an empty gap plane
+        kwargs["contrast_limits"] = _plane_range(volume.levels[-1], volume.shape[0] // 2)
+    return [(levels if multiscale else levels[0], kwargs, "image")]
+
+
+def _plane_range(level: da.Array, index: int) -> tuple[float, float]:
+    """Minimum and maximum of one measured plane (of the coarsest level: cheap)."""
+    plane = np.asarray(level[index])
+    lo, hi = (float(plane.min()), float(plane.max())) if plane.size else (0.0, 1.0)
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def physical_placement(meta: VolumeMeta) -> dict[str, Any]:
+    """``scale``, ``translate``, ``units`` and ``axis_labels`` that put a volume's planes at
+    their physical place: plane i at (first z number + i) x z spacing, in µm when known."""
+    m = meta.with_planes(len(meta.z_numbers)) if meta.z_numbers else meta
+    out: dict[str, Any] = {
+        "scale": tuple(float(s) for s in m.scale),
+        "axis_labels": AXIS_LABELS,
+    }
+    # interpolation with N frames between sections divides the z spacing by N + 1 but keeps
+    # the first section's number: plane 0 stays where that section is
+    step = 1 + int((m.extra.get("interpolation") or {}).get("frames_between", 0) or 0)
+    z0 = m.z_numbers[0] if m.z_numbers else 0
+    out["translate"] = (float(z0) * float(m.scale[0]) * step, 0.0, 0.0)
+    if m.unit == "micrometer":
+        out["units"] = ("micrometer",) * 3
+    return out
+
+
+def _levels_of(data: Any) -> list:
+    """The resolution levels of a layer's data: a list, tuple or napari ``MultiScaleData``
+    (what napari hands widgets for multiscale layers), or one array."""
+    if isinstance(data, (list, tuple)):
+        return list(data)
+    if type(data).__name__ == "MultiScaleData":
+        return [data[k] for k in range(len(data))]
+    return [data]
 
 
 def layer_to_volume(data: Any, attributes: dict) -> Volume:
-    """Rebuild a core Volume from a napari image layer's data and attributes (for writers)."""
-    if isinstance(data, (list, tuple)):
-        data = data[0]
-    arr = data if isinstance(data, da.Array) else da.asarray(data)
+    """Rebuild a core Volume from a napari image layer's data and attributes (widgets and
+    writers): every pyramid level, the measured planes only (display-only gap planes
+    removed), the layer's scale and units."""
+    levels = [lv if isinstance(lv, da.Array) else da.asarray(lv) for lv in _levels_of(data)]
     rgb = bool(attributes.get("rgb", False))
-    spatial = arr.ndim - (1 if rgb else 0)
+    spatial = levels[0].ndim - (1 if rgb else 0)
     if spatial == 2:
-        arr = arr[None]
+        levels = [lv[None] for lv in levels]
     elif spatial != 3:
         from .core.errors import InputError
 
-        raise InputError(f"napari-histovol writes 2D or 3D image layers, not {spatial}D ones.")
-    if rgb and arr.shape[-1] == 4:
-        arr = arr[..., :3]
-    hv = (attributes.get("metadata") or {}).get(META_KEY)
+        raise InputError(f"napari-histovol works on 2D or 3D image layers, not {spatial}D ones.")
+    if rgb and levels[0].shape[-1] == 4:
+        levels = [lv[..., :3] for lv in levels]
+    md = attributes.get("metadata") or {}
+    display = md.get(DISPLAY_KEY)
+    if display and spatial == 3 and len(display.get("plane", [])) == levels[0].shape[0]:
+        keep = [i for i, p in enumerate(display["plane"]) if p >= 0]
+        levels = [lv[keep] for lv in levels]
+    hv = md.get(META_KEY)
     meta = VolumeMeta.from_dict(hv) if hv else VolumeMeta(rgb=rgb)
     scale = tuple(float(s) for s in attributes.get("scale", (1.0, 1.0, 1.0)))
     scale = ((1.0,) * 3 + scale)[-3:] if spatial == 2 else scale[-3:]
@@ -71,7 +152,10 @@ def layer_to_volume(data: Any, attributes: dict) -> Volume:
         rgb=rgb,
         channel_names=("red", "green", "blue") if rgb else meta.channel_names,
     )
-    return Volume(data=arr, meta=meta.with_planes(arr.shape[0]))
+    n = levels[0].shape[0]
+    if len(meta.z_numbers) != n:  # a layer made elsewhere, or planes removed by hand
+        meta = replace(meta, z_numbers=(), synthetic=(), files=(), gaps=())
+    return Volume(data=levels[0], meta=meta.with_planes(n), levels=tuple(levels))
 
 
 def layer_volume(layer) -> Volume:
@@ -87,6 +171,22 @@ def layer_volume(layer) -> Volume:
     )
 
 
+def result_layer_kwargs(volume: Volume, *, name: str, like=None) -> dict[str, Any]:
+    """Keyword arguments for ``viewer.add_image`` of a widget's result: the volume's metadata,
+    physical scale, units, axis labels and placement, and the source layer's (``like``) look."""
+    meta = volume.meta.with_planes(volume.shape[0])
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "metadata": {META_KEY: meta.to_dict()},
+        "rgb": bool(meta.rgb),
+        **physical_placement(meta),
+    }
+    if like is not None and not meta.rgb:
+        kwargs["contrast_limits"] = tuple(like.contrast_limits)
+        kwargs["colormap"] = like.colormap
+    return kwargs
+
+
 def mixture_to_layer_data(
     mix, header, volume: Volume, *, name: str, hgm_bytes: bytes | None = None
 ) -> list[tuple[Any, dict, str]]:
@@ -97,6 +197,7 @@ def mixture_to_layer_data(
     layer as ``.hgm`` writes exactly what was fitted.
     """
     (data, image_kwargs, kind) = volume_to_layer_data(volume, name=name)[0]
+    image_kwargs["translate"] = (0.0, 0.0, 0.0)  # the Gaussians live in voxel coordinates
     scale = np.asarray(header.voxel_size, dtype=np.float64)
     image_kwargs["metadata"]["gaussian_mixture"] = {"gaussians": len(mix), "shape": header.shape}
     if hgm_bytes is not None:
@@ -114,7 +215,7 @@ def mixture_to_layer_data(
         "border_width": 0,
         "opacity": 0.6,
         "visible": False,
-        "axis_labels": ("z", "y", "x"),
+        "axis_labels": AXIS_LABELS,
     }
     if header.unit == "micrometer":
         points_kwargs["units"] = ("micrometer",) * 3
