@@ -22,6 +22,14 @@ def image_layer_picker(viewer, label: str):
     return picker
 
 
+def text_overlay(viewer):
+    """The canvas text overlay (napari >= 0.9 keeps it under ``viewer.canvas.overlays``)."""
+    canvas = getattr(viewer, "canvas", None)
+    overlays = getattr(canvas, "overlays", None)
+    text = getattr(overlays, "text", None) if overlays is not None else None
+    return text if text is not None else viewer.text_overlay
+
+
 def chosen_layer(layer_widget):
     """The layer picked in a layer combo box, or None after telling the user to pick one."""
     layer = layer_widget.value
@@ -33,7 +41,8 @@ def chosen_layer(layer_widget):
 
 
 class ProgressRow(Container):
-    """A progress bar, a status line and a Cancel button."""
+    """A progress bar, a status line that always says how the last job ended (done, cancelled,
+    failed: why), and a Cancel button."""
 
     def __init__(self) -> None:
         self.bar = ProgressBar(value=0, min=0, max=1, visible=False)
@@ -41,6 +50,7 @@ class ProgressRow(Container):
         self.cancel = PushButton(text="Cancel", enabled=False)
         super().__init__(widgets=[self.bar, self.status, self.cancel], labels=False)
         self.worker = None
+        self._ended = False
         self.cancel.changed.connect(self._cancel)
 
     def run(
@@ -53,6 +63,20 @@ class ProgressRow(Container):
         are disabled until it finishes (done, failed or cancelled)."""
         for b in buttons:
             b.enabled = False
+        self._ended = False
+
+        def done(value) -> None:
+            self._ended = True
+            self.status.value = "done"
+            on_done(value)  # may put a more telling summary in the status line
+
+        def failed(text: str) -> None:
+            self._ended = True
+            self.status.value = f"failed: {text}"
+
+        def cancelled() -> None:
+            self._ended = True
+            self.status.value = "cancelled"
 
         def finished() -> None:
             self.finish()
@@ -60,7 +84,12 @@ class ProgressRow(Container):
                 b.enabled = True
 
         worker = run_progress_generator(
-            make_generator, on_progress=self.update, on_done=on_done, on_finished=finished
+            make_generator,
+            on_progress=self.update,
+            on_done=done,
+            on_error=failed,
+            on_cancelled=cancelled,
+            on_finished=finished,
         )
         self.start(worker)
         return worker
@@ -73,6 +102,8 @@ class ProgressRow(Container):
         self.status.value = "starting..."
 
     def update(self, p: Progress) -> None:
+        if self._ended or (self.worker is not None and self.worker.abort_requested):
+            return  # a progress message still on its way must not hide how the job ended
         self.bar.max = max(1, p.total)
         self.bar.value = min(p.done, self.bar.max)
         self.status.value = f"{p.stage}: {p.message}" if p.stage else p.message
@@ -85,4 +116,4 @@ class ProgressRow(Container):
     def _cancel(self) -> None:
         if self.worker is not None:
             self.worker.quit()
-            self.status.value = "cancelled"
+            self.status.value = "cancelling..."
