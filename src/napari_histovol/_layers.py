@@ -171,6 +171,51 @@ def layer_volume(layer) -> Volume:
     )
 
 
+def displayed_index(layer, index: int) -> int:
+    """Where plane ``index`` of a layer's volume (measured planes only) is on the layer's
+    display grid (which also holds the empty planes shown for gaps)."""
+    grid = (layer.metadata.get(DISPLAY_KEY) or {}).get("plane")
+    if grid and index in grid:
+        return grid.index(index)
+    return index
+
+
+def world_z(layer, index: int) -> float:
+    """World z of plane ``index`` of a layer's volume (what ``viewer.dims.set_point`` takes)."""
+    return float(layer.translate[0]) + displayed_index(layer, index) * float(layer.scale[0])
+
+
+def on_display_grid(layer, per_plane: np.ndarray, fill=0) -> np.ndarray:
+    """Spread an array with one entry per measured plane (e.g. focus maps) onto a layer's
+    display grid, gaps filled with ``fill``, so it overlays the layer plane for plane."""
+    grid = (layer.metadata.get(DISPLAY_KEY) or {}).get("plane")
+    if not grid:
+        return per_plane
+    out = np.full((len(grid),) + per_plane.shape[1:], fill, per_plane.dtype)
+    for shown, i in enumerate(grid):
+        if i >= 0:
+            out[shown] = per_plane[i]
+    return out
+
+
+def add_volume_layer(viewer, volume: Volume, *, name: str, like=None):
+    """Show a widget's result volume: placed, scaled and labelled like every histovol layer
+    (gaps as empty planes, units, axis labels), looking like ``like`` for gray data; a layer
+    of the same name is replaced. Returns the new layer(s)."""
+    made = []
+    for data, kwargs, kind in volume_to_layer_data(volume, name=name):
+        if like is not None and not kwargs.get("rgb") and "channel_axis" not in kwargs:
+            kwargs["contrast_limits"] = tuple(like.contrast_limits)
+            kwargs["colormap"] = like.colormap
+        names = kwargs["name"] if isinstance(kwargs["name"], list) else [kwargs["name"]]
+        for n in names:
+            if n in viewer.layers:
+                viewer.layers.remove(n)
+        out = getattr(viewer, f"add_{kind}")(data, **kwargs)
+        made += out if isinstance(out, list) else [out]
+    return made
+
+
 def result_layer_kwargs(volume: Volume, *, name: str, like=None) -> dict[str, Any]:
     """Keyword arguments for ``viewer.add_image`` of a widget's result: the volume's metadata,
     physical scale, units, axis labels and placement, and the source layer's (``like``) look."""

@@ -8,10 +8,9 @@ from magicgui.widgets import ComboBox, Container, PushButton, SpinBox
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
-from .._layers import layer_volume
+from .._layers import add_volume_layer, layer_volume, world_z
 from ..core.align import METHODS, REFERENCES, iter_align
 from ..core.align.stack import ENGINES
-from ..core.io.meta import META_KEY
 from ._common import ProgressRow, chosen_layer, image_layer_picker
 
 if TYPE_CHECKING:
@@ -71,18 +70,15 @@ class AlignWidget(Container):
 
     def _show(self, layer, result) -> None:
         self.result = result
-        meta = dict(layer.metadata)
-        meta[META_KEY] = result.volume.meta.to_dict()
-        meta["transforms"] = [t.matrix.tolist() for t in result.transforms]
-        meta["qc"] = result.qc
-        self.viewer.add_image(
-            result.volume.data,
-            name=f"{layer.name} aligned",
-            scale=layer.scale,
-            rgb=layer.rgb,
-            metadata=meta,
-            contrast_limits=None if layer.rgb else layer.contrast_limits,
+        self.source = layer
+        (self.aligned,) = add_volume_layer(
+            self.viewer, result.volume, name=f"{layer.name} aligned", like=layer
         )
+        self.aligned.metadata = {
+            **self.aligned.metadata,
+            "transforms": [t.matrix.tolist() for t in result.transforms],
+            "qc": result.qc,
+        }
         self._z_of_plane = list(result.volume.meta.z_numbers)
         pairs = result.qc["pairs"]
         self.table.setRowCount(len(pairs))
@@ -112,7 +108,7 @@ class AlignWidget(Container):
             return
         z = int(item.text())
         if z in self._z_of_plane:
-            self.viewer.dims.set_current_step(0, self._z_of_plane.index(z))
+            self.viewer.dims.set_point(0, world_z(self.aligned, self._z_of_plane.index(z)))
 
 
 def _fmt(v) -> str:

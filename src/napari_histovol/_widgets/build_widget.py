@@ -89,13 +89,11 @@ class BuildWidget(Container):
         )
 
     def _show(self, result) -> None:
-        from .._layers import volume_to_layer_data
+        from .._layers import add_volume_layer
         from ..core.io.ome_zarr import read_ome_zarr
 
         vol = read_ome_zarr(result.out)
-        self.layers = []
-        for data, kwargs, _ in volume_to_layer_data(vol, name=result.out.name.split(".")[0]):
-            self.layers.append(self.viewer.add_image(data, **kwargs))
+        self.layers = add_volume_layer(self.viewer, vol, name=result.out.name.split(".")[0])
         self.viewer.dims.ndisplay = 3
         self.progress.status.value = (
             f"{result.shape[0]} planes ({len(result.synthetic_z)} generated), voxel "

@@ -11,7 +11,7 @@ from qtpy.QtCore import QPointF, QRectF, Qt, Signal
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-from .._layers import layer_volume
+from .._layers import layer_volume, on_display_grid, world_z
 from ..core.focus import DEFAULT_METRIC, METRICS, iter_focus_stack
 from ._common import ProgressRow, chosen_layer, image_layer_picker
 
@@ -138,14 +138,25 @@ class FocusWidget(Container):
         if "tiles" in planes[0]:
             maps = np.stack([np.asarray(p["tiles"]["scores"], np.float32) for p in planes])
             tile = planes[0]["tiles"]["tile_px"]
-            sz, sy, sx = tuple(layer.scale)[:3]
-            tz, ty, tx = tuple(layer.translate)[:3]
+            sy, sx = tuple(layer.scale)[-2:]
+            ty, tx = tuple(layer.translate)[-2:]
+            scale, translate = (
+                (sy * tile, sx * tile),
+                (ty + (tile - 1) / 2 * sy, tx + (tile - 1) / 2 * sx),
+            )
+            if layer.ndim >= 3:  # a stack: one map per plane, on the layer's own z grid
+                maps = on_display_grid(layer, maps)
+                scale, translate = (layer.scale[0], *scale), (layer.translate[0], *translate)
+            else:  # one slide
+                maps = maps[0]
             kwargs = dict(
                 name=f"{layer.name} focus map",
                 colormap="inferno",
                 opacity=0.5,
-                scale=(sz, sy * tile, sx * tile),
-                translate=(tz, ty + (tile - 1) / 2 * sy, tx + (tile - 1) / 2 * sx),
+                scale=scale,
+                translate=translate,
+                units=tuple(layer.units),
+                axis_labels=tuple(layer.axis_labels),
                 metadata={"focus": rep},
             )
             if self.map_layer is not None and self.map_layer in self.viewer.layers:
@@ -158,7 +169,9 @@ class FocusWidget(Container):
         )
 
     def _go(self, index: int) -> None:
-        self.viewer.dims.set_current_step(0, int(index))
+        layer = self.layer.value
+        if layer is not None and layer.ndim >= 3:
+            self.viewer.dims.set_point(0, world_z(layer, int(index)))
 
     def _go_worst(self, *_) -> None:
         if self.report:

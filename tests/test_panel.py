@@ -1,0 +1,158 @@
+"""The HistoVol panel in a real viewer (Xvfb): it fits a 1000 px window, names the section
+under the slider (after a gap, for a generated plane), sets the scale of an open stack, reports
+a failed job once, and every tool works on the plugin's own multiscale OME-Zarr output."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from napari_histovol._layers import add_volume_layer, layer_volume, world_z
+from napari_histovol.core.interpolate import interpolate
+from napari_histovol.core.io import read_volume, write_volume
+
+from .conftest import tissue, write_image
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def stained_folder(tmp_path):
+    """Sections 1, 2, 4 (3 missing) named by stain, as slide scanners export them."""
+    d = tmp_path / "case"
+    d.mkdir()
+    for z, stain in ((1, "HE"), (2, "CD31"), (4, "Ki67")):
+        write_image(d / f"case7_{stain}_s{z:02d}.png", tissue((96, 128), z, rgb=True))
+    return d
+
+
+def _panel(viewer):
+    from napari_histovol._widgets.panel import HistoVolPanel
+
+    panel = HistoVolPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="HistoVol")
+    return panel
+
+
+def test_panel_has_every_tool_and_fits_1000_px(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    panel = _panel(viewer)
+    titles = [panel.tabs.tabText(i) for i in range(panel.tabs.count())]
+    assert titles == ["Sections", "Align", "Interpolate", "Build", "3D", "Focus", "Gaussians"]
+    assert panel.minimumSizeHint().height() <= 1000
+    assert panel.sizeHint().height() <= 1000
+
+
+def test_section_under_the_slider_is_named_after_a_gap_and_for_a_generated_plane(
+    make_napari_viewer, stained_folder
+):
+    viewer = make_napari_viewer(show=True)
+    panel = _panel(viewer)
+    sections = panel.show_tab("Sections")
+    layer = viewer.open(str(stained_folder), plugin="napari-histovol")[0]
+    sections.layer.value = layer
+    assert sections.list.count() == 4  # 1, 2, the gap 3, 4
+    viewer.dims.set_point(0, world_z(layer, 1))
+    assert sections.current.value == "section 2 · CD31 · case7_CD31_s02.png"
+    viewer.dims.set_point(0, float(layer.translate[0]) + 2 * float(layer.scale[0]))
+    assert sections.current.value == "section 3 · missing (a gap in the numbering)"
+    from napari_histovol._widgets._common import text_overlay
+
+    assert text_overlay(viewer).visible and "section 3" in text_overlay(viewer).text
+    viewer.dims.set_point(0, world_z(layer, 2))
+    assert sections.current.value.startswith("section 4 · Ki67")
+    # a generated plane names the sections it was made from
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        filled = interpolate(layer_volume(layer), frames_between=1, method="linear").volume
+    (made,) = add_volume_layer(viewer, filled, name="filled")
+    viewer.layers.selection.active = made
+    viewer.dims.set_point(0, world_z(made, 1))
+    assert sections.refresh() == (
+        "plane z 2 · synthetic between section 1 (HE) and section 2 (CD31), t = 0.50"
+    )
+    # planes sit at their physical z: section 2 of both layers at the same world z
+    assert world_z(made, 2) == pytest.approx(world_z(layer, 1))
+
+
+def test_scale_set_on_an_open_stack(make_napari_viewer, stained_folder):
+    viewer = make_napari_viewer(show=True)
+    panel = _panel(viewer)
+    sections = panel.show_tab("Sections")
+    layer = viewer.open(str(stained_folder), plugin="napari-histovol")[0]
+    sections.layer.value = layer
+    sections.pixel_size.value = 0.5
+    sections.spacing.value = 4.0
+    sections.set_scale()
+    assert tuple(layer.scale) == pytest.approx((4.0, 0.5, 0.5))
+    assert tuple(layer.translate)[0] == pytest.approx(4.0)  # section 1 at 1 x 4 µm
+    assert [str(u) for u in layer.units] == ["micrometer"] * 3
+    vol = layer_volume(layer)
+    assert vol.meta.scale == pytest.approx((4.0, 0.5, 0.5)) and vol.meta.scale_known
+
+
+def test_a_failed_job_is_reported_once_with_its_reason(make_napari_viewer, qtbot):
+    from napari.utils.notifications import notification_manager
+
+    viewer = make_napari_viewer(show=True)
+    panel = _panel(viewer)
+    align = panel.show_tab("Align")
+    blank = viewer.add_image(np.full((3, 64, 64), 7, np.uint8), name="blank")
+    align.layer.value = blank
+    before = len(notification_manager.records)
+    align.run()
+    qtbot.waitUntil(lambda: align.run_button.enabled, timeout=60000)
+    qtbot.wait(200)
+    new = notification_manager.records[before:]
+    errors = [str(n.message) for n in new if str(n.severity).lower().endswith("error")]
+    assert errors == ["Every section looks blank; there is nothing to register."], new
+    assert align.progress.status.value.startswith("failed: Every section looks blank")
+
+
+def test_every_tool_works_on_the_plugins_own_multiscale_ome_zarr(
+    make_napari_viewer, qtbot, stained_folder, tmp_path
+):
+    zarr = tmp_path / "case.ome.zarr"
+    write_volume(read_volume(stained_folder, pixel_size=0.5, section_spacing=4), zarr, n_levels=2)
+    viewer = make_napari_viewer(show=True)
+    panel = _panel(viewer)
+    layer = viewer.open(str(zarr), plugin="napari-histovol")[0]
+    assert layer.multiscale and type(layer.data).__name__ == "MultiScaleData"
+    assert [str(u) for u in layer.units] == ["micrometer"] * 3
+
+    align = panel.show_tab("Align")
+    align.layer.value = layer
+    align.reg_size.value = 64
+    align.run()
+    qtbot.waitUntil(lambda: align.result is not None and align.run_button.enabled, timeout=60000)
+    out = viewer.layers[f"{layer.name} aligned"]
+    assert out.data.shape[0] == 4 and tuple(out.scale) == pytest.approx((4, 0.5, 0.5))
+    assert [str(u) for u in out.units] == ["micrometer"] * 3
+
+    focus = panel.show_tab("Focus")
+    focus.layer.value = layer
+    focus.tile.value = 32
+    focus.run()
+    qtbot.waitUntil(lambda: focus.report is not None and focus.run_button.enabled, timeout=60000)
+    assert [p["z"] for p in focus.report["planes"]] == [1, 2, 4]
+    assert focus.map_layer.data.shape[0] == 4  # on the layer's grid, the gap included
+
+    sections = panel.show_tab("Sections")
+    sections.layer.value = layer
+    viewer.dims.set_point(0, world_z(layer, 2))
+    assert sections.current.value.startswith("section 4 · Ki67")
+
+
+def test_focus_on_a_single_slide(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    panel = _panel(viewer)
+    focus = panel.show_tab("Focus")
+    slide = viewer.add_image(tissue((256, 320), 3, rgb=True), rgb=True, name="slide")
+    focus.layer.value = slide
+    focus.tile.value = 64
+    focus.run()
+    qtbot.waitUntil(lambda: focus.report is not None and focus.run_button.enabled, timeout=60000)
+    assert focus.map_layer.data.shape == (4, 5)  # one map over the slide
+    assert not focus.progress.status.value.startswith("failed")
