@@ -56,7 +56,10 @@ def _check_install(site_dir: Path, pkg_root: Path, sample_root: Path) -> None:
         assert str(sample_folder()).startswith({str(sample_root)!r}), sample_folder()
         (sample,) = dict(pm.iter_sample_data())["napari-histovol"]
         data, kwargs, kind = sample.open()[0]
-        assert data.shape == (5, 661, 895, 3), data.shape
+        # sections 1, 3, 4, 5, 7: the two missing ones are shown as empty planes
+        assert data.shape == (7, 661, 895, 3), data.shape
+        grid = kwargs["metadata"]["histovol_display"]["plane"]
+        assert grid == [0, -1, 1, 2, 3, -1, 4], grid
         print("ok")
         """
     )
