@@ -96,45 +96,45 @@ def test_build_widget_builds_and_shows_in_3d(make_napari_viewer, qtbot, tmp_path
     assert (tmp_path / "lung.transforms.json").is_file()
 
 
-def test_3d_view_clipping_changes_the_render(make_napari_viewer, tmp_path):
+def test_3d_view_clips_a_gray_volume_and_2d_comes_back(make_napari_viewer, tmp_path):
     from scipy import ndimage as ndi
 
     from napari_histovol._widgets.view3d_widget import View3DWidget
 
     rng = np.random.default_rng(0)
     vol = ndi.gaussian_filter(rng.random((40, 96, 96)), 3)
-    vol = ((vol - vol.min()) / np.ptp(vol) * 255).astype(np.uint8)
-    rgb = np.stack(
-        [255 - vol, 255 - vol // 2, 255 - vol], axis=-1
-    )  # brightfield-like: tissue on white
+    vol = ((vol - vol.min()) / np.ptp(vol) * 255).astype(np.uint8)  # an EM-like gray volume
     viewer = make_napari_viewer(show=True)
-    layer = viewer.add_image(rgb, rgb=True, name="vol", scale=(3, 1, 1))
+    layer = viewer.add_image(vol, name="vol", scale=(3, 1, 1))
     w = View3DWidget(viewer)
     viewer.window.add_dock_widget(w)
     w.layer.value = layer
-    made = w.make_rgb_renderable()
-    assert len(made) == 3 and viewer.dims.ndisplay == 3 and not layer.visible
-    viewer.camera.angles = (0, 35, 50)
+    assert w.show_3d() == [layer] and viewer.dims.ndisplay == 3 and layer.visible
+    viewer.scene.camera.angles = (0, 35, 50)
     full = viewer.screenshot(canvas_only=True)
     assert full[..., :3].std() > 10  # not blank
     w.axis.value = "y"
     w.position.value = 0.5
-    assert len(made[0].experimental_clipping_planes) == 1
+    assert len(layer.experimental_clipping_planes) == 1
     half = viewer.screenshot(canvas_only=True)
     w.position.value = 0.2
     other = viewer.screenshot(canvas_only=True)
     diff = lambda a, b: np.abs(a.astype(int) - b.astype(int)).mean()  # noqa: E731
     assert diff(full, half) > 1 and diff(half, other) > 1
     w.thickness.value = 0.2
-    assert len(made[0].experimental_clipping_planes) == 2
+    assert len(layer.experimental_clipping_planes) == 2
     w.axis.value = "oblique"
     w.z_exaggeration.value = 2.0
-    assert made[0].scale[0] == pytest.approx(6.0)
+    assert layer.scale[0] == pytest.approx(6.0)
+    w.rendering.value = "attenuated_mip"
+    assert layer.rendering == "attenuated_mip"
     w.shot_path.value = str(tmp_path / "shot.png")
     assert (
         w.save_screenshot() == str(tmp_path / "shot.png")
         and (tmp_path / "shot.png").stat().st_size > 1000
     )
+    viewer.dims.ndisplay = 2  # the stack as it was: scale and no clipping
+    assert layer.scale[0] == pytest.approx(3.0) and not layer.experimental_clipping_planes
 
 
 def test_focus_widget_maps_flags_and_jumps(make_napari_viewer, qtbot):

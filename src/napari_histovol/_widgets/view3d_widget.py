@@ -1,30 +1,43 @@
-"""'3D view' dock widget: clipping planes (z, y, x, oblique; position, flip, slab), rendering,
-opacity from intensity for RGB volumes, z exaggeration, screenshot. napari has no clipping
-controls of its own; this fills that gap."""
+"""'3D view' dock widget: a volume in 3D as a pathologist knows it, and a clipping plane to cut it.
+
+In 3D an RGB (H&E, IHC) layer is drawn in its stain colours with the slide transparent: napari
+cannot volume-render RGB, so the widget shows a palette-indexed copy of the layer (every voxel
+the index of its nearest stain colour; the colormap gives each index its colour and an opacity
+from optical density) and hides the RGB layer; back in 2D the copy goes and the slide view
+returns as it was. The clipping plane is moved from the widget or in the canvas: Shift+drag
+moves it along its normal, Ctrl+Shift+drag tilts it (the sliders follow).
+"""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
+import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
     FileEdit,
     FloatSlider,
+    Label,
     PushButton,
 )
 
-from ..core.render3d import AXES, clipping_planes, rgb_channels_for_3d
+from ..core.render3d import AXES, clipping_planes, plane_normal, true_colour_style
 from ._common import image_layer_picker
 
 if TYPE_CHECKING:
     import napari
 
-RENDERINGS = ("mip", "translucent", "attenuated_mip", "average", "minip", "iso")
+RENDERINGS = ("translucent", "mip", "attenuated_mip", "average", "minip", "iso")
+#: Pyramid levels with a longer side are not volume-rendered (GPU texture size).
+MAX_3D_SIDE = 1024
+COLOUR_SUFFIX = " [3D colour]"
+DRAG_HELP = "Canvas: Shift+drag moves the clip,\nCtrl+Shift+drag tilts it."
 
 
-def _level_for_3d(layer, max_side: int = 1024):
+def _level_for_3d(layer, max_side: int = MAX_3D_SIDE):
     """The pyramid level napari would volume-render (largest with sides <= ``max_side``), with
     the scale and translate that put it where level 0 is."""
     if not layer.multiscale:
@@ -41,15 +54,31 @@ def _level_for_3d(layer, max_side: int = 1024):
     return pick, scale, translate
 
 
+def _style_sample(data) -> np.ndarray:
+    """Up to 8 evenly spaced planes, at most ~256 px a side, to learn the stain palette from."""
+    n = data.shape[0]
+    picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(n, 8))})
+    step = max(1, int(math.ceil(max(data.shape[1:3]) / 256)))
+    return np.stack([np.asarray(data[i, ::step, ::step]) for i in picks])
+
+
+def colour_volume(data, style):
+    """Palette indices of an RGB volume (numpy in, numpy out; dask in, lazy dask out)."""
+    if hasattr(data, "map_blocks"):
+        data = data.rechunk({3: -1})
+        return data.map_blocks(style.indices, drop_axis=3, dtype=np.uint8)
+    return style.indices(np.asarray(data))
+
+
 class View3DWidget(Container):
-    """Clip and render a volume layer in 3D."""
+    """Show, clip and render a volume layer in 3D."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-
         self.viewer = viewer
         self.layer = image_layer_picker(viewer, "volume")
-        self.split_rgb = PushButton(text="RGB volume: split into channels for 3D")
-        self.rendering = ComboBox(choices=RENDERINGS, value="mip", label="rendering")
+        self.show3d = PushButton(text="Show in 3D")
+        self.rendering = ComboBox(choices=RENDERINGS, value="mip", label="rendering (gray)")
+        self.opacity = FloatSlider(value=0.6, min=0.02, max=1.0, step=0.02, label="stain opacity")
         self.threshold = FloatSlider(
             value=0.1, min=0.0, max=0.95, step=0.01, label="transparent below"
         )
@@ -66,6 +95,7 @@ class View3DWidget(Container):
         self.z_exaggeration = FloatSlider(
             value=1.0, min=0.2, max=20.0, step=0.1, label="z exaggeration"
         )
+        self.help = Label(value=DRAG_HELP)
         self.shot_path = FileEdit(
             mode="w", value="histovol-3d.png", label="screenshot file", filter="*.png"
         )
@@ -73,8 +103,9 @@ class View3DWidget(Container):
         super().__init__(
             widgets=[
                 self.layer,
-                self.split_rgb,
+                self.show3d,
                 self.rendering,
+                self.opacity,
                 self.threshold,
                 self.axis,
                 self.position,
@@ -83,14 +114,22 @@ class View3DWidget(Container):
                 self.azimuth,
                 self.elevation,
                 self.z_exaggeration,
+                self.help,
                 self.shot_path,
                 self.shot,
             ]
         )
-        self._targets: dict[str, list] = {}
-        self._base_scale: dict[int, tuple] = {}
+        # per source layer (by id): its colour copy, and what 2D needs back
+        self._colour: dict[int, object] = {}
+        self._styles: dict[int, object] = {}
+        self._restore: dict[int, dict] = {}
+        self._base_scale: dict[int, tuple] = {}  # before z exaggeration
+        self._opacity_shown: dict[int, float] = {}
+        self._background_set = False
+        self._applying = False
         for w in (
             self.rendering,
+            self.opacity,
             self.threshold,
             self.axis,
             self.position,
@@ -102,73 +141,137 @@ class View3DWidget(Container):
         ):
             w.changed.connect(self.apply)
         self.layer.changed.connect(self._layer_changed)
-        self.split_rgb.changed.connect(self.make_rgb_renderable)
+        self.show3d.changed.connect(self.show_3d)
         self.shot.changed.connect(self.save_screenshot)
+        viewer.dims.events.ndisplay.connect(self._ndisplay_changed)
+        viewer.mouse_drag_callbacks.append(self._drag_clip)
+        viewer.layers.events.removed.connect(self._layer_removed)
+        if viewer.dims.ndisplay == 3:
+            self._enter_3d()
+
+    # ------------------------------------------------------------------ 2D <-> 3D
+    def show_3d(self, *_) -> list:
+        """Switch the viewer to 3D (the chosen layer drawn in its colours) and return the layers
+        that are rendered."""
+        if self.viewer.dims.ndisplay != 3:
+            self.viewer.dims.ndisplay = 3  # -> _enter_3d
+        else:
+            self._enter_3d()
+        return self.targets()
+
+    def _ndisplay_changed(self, event=None) -> None:
+        if self.viewer.dims.ndisplay == 3:
+            self._enter_3d()
+        else:
+            self._leave_3d()
+
+    def _enter_3d(self) -> None:
+        source = self.layer.value
+        if source is None:
+            return
+        if source.rgb and id(source) not in self._colour:
+            self._add_colour_copy(source)
+        self.apply()
+
+    def _add_colour_copy(self, source) -> None:
+        data, scale, translate = _level_for_3d(source)
+        key = id(source)
+        style = self._styles.get(key)
+        if style is None:
+            style = self._styles[key] = true_colour_style(_style_sample(data))
+        index = colour_volume(data, style)
+        copy = self.viewer.add_image(
+            index,
+            name=source.name + COLOUR_SUFFIX,
+            colormap=_colormap(style, self.opacity.value, f"{source.name} stains"),
+            contrast_limits=(0, len(style.palette) - 1),
+            rendering="translucent",
+            blending="translucent",
+            interpolation3d="nearest",
+            scale=scale,
+            translate=translate,
+            units=source.units,
+            axis_labels=source.axis_labels[:3],
+            metadata=dict(source.metadata),
+        )
+        self._restore[key] = {"visible": source.visible}
+        source.visible = False
+        self._colour[key] = copy
+        if style.brightfield and not self._background_set:
+            # the slide's own colour behind the tissue, as on the glass
+            self.viewer.canvas.background_color_override = tuple(style.background / 255.0)
+            self._background_set = True
+        self.viewer.layers.selection.active = copy
+
+    def _leave_3d(self) -> None:
+        """Back to the slide view: colour copies go, RGB layers show again, scales and clipping
+        are undone."""
+        for key, copy in list(self._colour.items()):
+            source = next((ly for ly in self.viewer.layers if id(ly) == key), None)
+            if copy in self.viewer.layers:
+                self.viewer.layers.remove(copy)
+            if source is not None:
+                source.visible = self._restore.get(key, {}).get("visible", True)
+                self.viewer.layers.selection.active = source
+        self._colour.clear()
+        for layer in self.viewer.layers:
+            base = self._base_scale.pop(id(layer), None)
+            if base is not None:
+                layer.scale = base
+            if getattr(layer, "experimental_clipping_planes", None):
+                layer.experimental_clipping_planes = []
+        if self._background_set:
+            self.viewer.canvas.background_color_override = None
+            self._background_set = False
+
+    def _layer_changed(self, *_) -> None:
+        if self.viewer.dims.ndisplay == 3:
+            self._leave_3d()
+            self._enter_3d()
+
+    def _layer_removed(self, event) -> None:
+        layer = event.value
+        self._styles.pop(id(layer), None)
+        copy = self._colour.pop(id(layer), None)
+        if copy is not None and copy in self.viewer.layers:
+            self.viewer.layers.remove(copy)
 
     # ------------------------------------------------------------------ targets
     def targets(self) -> list:
+        """The layers the controls act on: the colour copy of an RGB layer in 3D, else the
+        layer itself."""
         layer = self.layer.value
         if layer is None:
             return []
-        return [t for t in self._targets.get(layer.name, [layer]) if t in self.viewer.layers]
-
-    def _layer_changed(self, *_):
-        self.split_rgb.enabled = bool(self.layer.value is not None and self.layer.value.rgb)
-        self.apply()
-
-    def make_rgb_renderable(self, *_) -> list:
-        """Replace an RGB layer in 3D by three channel layers with additive blending, so that
-        opacity follows intensity and the slide (or black background) is transparent."""
-        from ..core.image import is_bright_background
-
-        layer = self.layer.value
-        if layer is None or not layer.rgb:
-            return []
-        import numpy as np
-
-        data, scale, translate = _level_for_3d(layer)
-        probe = np.asarray(data[data.shape[0] // 2])
-        chans, cmaps, top = rgb_channels_for_3d(data, brightfield=is_bright_background(probe))
-        made = []
-        for c, cmap, label in zip(chans, cmaps, ("R", "G", "B"), strict=True):
-            made.append(
-                self.viewer.add_image(
-                    c,
-                    name=f"{layer.name} [{label} 3D]",
-                    colormap=cmap,
-                    blending="additive",
-                    scale=scale,
-                    translate=translate,
-                    contrast_limits=(0, top),
-                    metadata=layer.metadata,
-                )
-            )
-        layer.visible = False
-        self._targets[layer.name] = made
-        self.viewer.dims.ndisplay = 3
-        self.apply()
-        return made
+        copy = self._colour.get(id(layer))
+        if copy is not None and copy in self.viewer.layers:
+            return [copy]
+        return [layer] if layer in self.viewer.layers and not layer.rgb else []
 
     # ------------------------------------------------------------------ apply
     def apply(self, *_) -> None:
+        """Apply rendering, opacity, z exaggeration and the clipping plane to the targets."""
+        if self._applying or self.viewer.dims.ndisplay != 3:
+            return
         for t in self.targets():
-            if t.rgb:
-                continue  # napari renders RGB volumes as a per-channel MIP: split them first
-            try:
-                t.rendering = self.rendering.value
-            except (ValueError, AttributeError):
-                pass
-            lo, hi = t.contrast_limits_range
-            if (
-                t.colormap.name in ("cyan", "magenta", "yellow", "red", "green", "blue")
-                or self.threshold.value > 0
-            ):
-                t.contrast_limits = (lo + self.threshold.value * (hi - lo), hi)
+            is_copy = t.name.endswith(COLOUR_SUFFIX)
+            if is_copy:
+                style = self._styles.get(id(self.layer.value))
+                if style is not None and self._opacity_shown.get(id(t)) != self.opacity.value:
+                    t.colormap = _colormap(style, self.opacity.value, t.colormap.name)
+                    self._opacity_shown[id(t)] = self.opacity.value
+            else:
+                try:
+                    t.rendering = self.rendering.value
+                except (ValueError, AttributeError):
+                    pass
+                lo, hi = t.contrast_limits_range
+                if self.threshold.value > 0:
+                    t.contrast_limits = (lo + self.threshold.value * (hi - lo), hi)
             base = self._base_scale.setdefault(id(t), tuple(t.scale))
             t.scale = (base[0] * self.z_exaggeration.value, *base[1:])
-            shape = t.data.shape if not t.multiscale else t.data[0].shape
             t.experimental_clipping_planes = clipping_planes(
-                tuple(shape[-3:]),
+                _shape3(t),
                 self.axis.value,
                 self.position.value,
                 thickness=self.thickness.value,
@@ -177,10 +280,128 @@ class View3DWidget(Container):
                 elevation_deg=self.elevation.value,
             )
 
+    # ------------------------------------------------------------------ drag in the canvas
+    def _drag_clip(self, viewer, event):
+        """Shift+drag: move the clipping plane along its normal; Ctrl+Shift+drag: tilt it. The
+        widget's sliders are updated, so they stay the plane's one description."""
+        if "Shift" not in event.modifiers or viewer.dims.ndisplay != 3:
+            return None
+        targets = self.targets()
+        if not targets:
+            return None
+        target = targets[0]
+        tilt = "Control" in event.modifiers
+        dims = list(event.dims_displayed)
+        shape = np.asarray(_shape3(target), float) - 1
+        if self.axis.value == "none":  # start a plane facing the viewer
+            self._set_oblique(
+                -np.asarray(target._world_to_displayed_data_ray(event.view_direction, dims))
+            )
+        start_world = np.asarray(event.position)
+        start_pos = float(self.position.value)
+        start_normal = np.asarray(self._normal())
+        camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+        camera.mouse_pan = False
+        yield
+        try:
+            while event.type == "mouse_move":
+                if tilt:
+                    a = np.asarray(target._world_to_displayed_data(start_world, dims))
+                    b = np.asarray(
+                        target._world_to_displayed_data(np.asarray(event.position), dims)
+                    )
+                    view = np.asarray(
+                        target._world_to_displayed_data_ray(event.view_direction, dims)
+                    )
+                    self._set_oblique(_tilted(start_normal, b - a, view, shape))
+                else:
+                    distance = float(
+                        np.ravel(
+                            target.projected_distance_from_mouse_drag(
+                                start_position=start_world,
+                                end_position=np.asarray(event.position),
+                                view_direction=np.asarray(event.view_direction),
+                                vector=start_normal,
+                                dims_displayed=dims,
+                            )
+                        )[0]
+                    )
+                    extent = max(float(np.abs(start_normal) @ shape), 1.0)
+                    self.position.value = round(
+                        float(np.clip(start_pos + distance / extent, 0, 1)), 3
+                    )
+                yield
+        finally:
+            camera.mouse_pan = True
+
+    def _normal(self) -> tuple:
+        axis = self.axis.value
+        if axis == "none":
+            axis = "z"
+        return plane_normal(
+            axis,
+            azimuth_deg=self.azimuth.value,
+            elevation_deg=self.elevation.value,
+            flip=self.flip.value,
+        )
+
+    def _set_oblique(self, normal) -> None:
+        """Point the plane along ``normal`` (z, y, x) by setting the oblique angles."""
+        n = np.asarray(normal, float)
+        n = n / max(np.linalg.norm(n), 1e-12)
+        if self.flip.value:
+            n = -n
+        self._applying = True
+        try:
+            self.axis.value = "oblique"
+            self.elevation.value = round(float(np.degrees(np.arcsin(np.clip(n[0], -1, 1)))), 1)
+            self.azimuth.value = round(float(np.degrees(np.arctan2(n[1], n[2]))), 1)
+        finally:
+            self._applying = False
+        self.apply()
+
     def save_screenshot(self, *_) -> str:
+        """Save the canvas as a PNG and return its path."""
         path = str(self.shot_path.value)
         self.viewer.screenshot(path, canvas_only=True)
         from napari.utils.notifications import show_info
 
         show_info(f"saved {path}")
         return path
+
+
+def _shape3(layer) -> tuple:
+    shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+    return tuple(shape[:3]) if layer.rgb else tuple(shape[-3:])
+
+
+def _bin_edges(n: int) -> np.ndarray:
+    """Colormap controls that give integer value k (of 0..n-1) exactly entry k."""
+    inner = (np.arange(1, n) - 0.5) / (n - 1)
+    return np.concatenate([[0.0], inner, [1.0]])
+
+
+def _colormap(style, opacity: float, name: str):
+    from napari.utils.colormaps import Colormap
+
+    return Colormap(
+        style.rgba(opacity),
+        controls=_bin_edges(len(style.palette)),
+        interpolation="zero",
+        name=name,
+    )
+
+
+def _tilted(normal: np.ndarray, drag: np.ndarray, view: np.ndarray, shape: np.ndarray):
+    """The normal turned about the axis perpendicular to the drag and the view direction, by
+    180 degrees per drag as long as the volume's mean side."""
+    view = view / max(np.linalg.norm(view), 1e-12)
+    drag = drag - (drag @ view) * view  # the part of the drag seen on screen
+    length = float(np.linalg.norm(drag))
+    if length < 1e-9:
+        return normal
+    axis = np.cross(view, drag / length)
+    axis /= max(np.linalg.norm(axis), 1e-12)
+    angle = math.pi * length / max(float(np.mean(shape)), 1.0)
+    c, s = math.cos(angle), math.sin(angle)
+    return normal * c + np.cross(axis, normal) * s + axis * (axis @ normal) * (1 - c)

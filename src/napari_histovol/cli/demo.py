@@ -111,15 +111,15 @@ def _show(volume_path: Path, screenshot: str | None) -> int:
     view = View3DWidget(viewer)
     viewer.window.add_dock_widget(view, name="3D view", area="right")
     view.layer.value = layers[0]
-    view.make_rgb_renderable()
-    view.z_exaggeration.value = 12.0
+    view.show_3d()  # in its stain colours, the slide transparent
+    view.z_exaggeration.value = 6.0
     view.axis.value = "y"
     view.position.value = 0.6
     viewer.window.resize(1500, 950)
 
     def frame():  # once the window has its size: fit the clipped volume and tilt the camera
         viewer.reset_view()
-        viewer.camera.angles = (-15, 25, 75)
+        viewer.scene.camera.angles = (-20, 30, 70)
 
     QTimer.singleShot(400, frame)
     if screenshot:

@@ -1,0 +1,174 @@
+"""The 3D view as a pathologist uses it (real napari on Xvfb): an RGB stack in its stain colours
+with the slide transparent, a clipping plane dragged and tilted in the canvas, and 2D back as
+it was."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from napari_histovol.core.render3d import true_colour_style
+
+from .conftest import REPO
+
+
+def _sample_volume() -> np.ndarray:
+    """The five bundled sections (H&E and four IHC stains), cropped to a common size, halved."""
+    files = sorted((REPO / "sample_data" / "anhir_lung_lesion3").glob("*.jpg"))
+    planes = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
+    h = min(p.shape[0] for p in planes)
+    w = min(p.shape[1] for p in planes)
+    return np.stack([p[:h:2, :w:2] for p in planes])
+
+
+def _mean_hue_deg(rgb: np.ndarray) -> float:
+    """Saturation-weighted circular mean hue (degrees) of (N, 3) uint8 colours."""
+    hsv = cv2.cvtColor(rgb.reshape(-1, 1, 3).astype(np.uint8), cv2.COLOR_RGB2HSV).reshape(-1, 3)
+    angle = np.radians(hsv[:, 0].astype(float) * 2)
+    weight = hsv[:, 1].astype(float)
+    return float(
+        np.degrees(np.arctan2((weight * np.sin(angle)).sum(), (weight * np.cos(angle)).sum()))
+    )
+
+
+def _tissue_share(shot: np.ndarray) -> float:
+    """Share of the canvas that is not its background colour (the top-left pixel)."""
+    rgb = shot[..., :3].astype(int)
+    return float((np.abs(rgb - rgb[2, 2]).sum(-1) > 30).mean())
+
+
+def _hue_gap(a: float, b: float) -> float:
+    return abs((a - b + 180) % 360 - 180)
+
+
+def test_palette_reproduces_the_stains_and_drops_the_slide():
+    vol = _sample_volume()
+    style = true_colour_style(vol[:, ::2, ::2])
+    assert style.brightfield
+    index = style.indices(vol)
+    tissue = index > 0
+    # the slide is transparent (index 0, alpha 0); the tissue is kept, in its colours
+    assert style.alpha[0] == 0 and 0.1 < tissue.mean() < 0.9
+    corner = index[:, :8, :8]
+    assert (corner == 0).mean() > 0.9
+    error = np.abs(style.palette[index].astype(int) - vol.astype(int))[tissue]
+    assert error.mean() < 6  # of 255, per channel
+    # denser stain is more opaque
+    od = -np.log10(np.maximum(style.palette[1:], 1) / style.background).mean(axis=1)
+    assert np.corrcoef(od, style.alpha[1:])[0, 1] > 0.8
+
+
+def test_3d_shows_stain_colours_on_a_transparent_slide_and_2d_comes_back(make_napari_viewer):
+    from napari_histovol._widgets.view3d_widget import COLOUR_SUFFIX, View3DWidget
+
+    vol = _sample_volume()
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_image(
+        vol, rgb=True, name="lung", scale=(8.0, 0.9, 0.9), units=("um", "um", "um")
+    )
+    viewer.window.resize(1100, 800)
+    w = View3DWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.layer.value = layer
+    z_range = tuple(viewer.dims.range[0])
+    made = w.show_3d()
+    assert viewer.dims.ndisplay == 3 and not layer.visible
+    assert [m.name for m in made] == ["lung" + COLOUR_SUFFIX]
+    assert made[0].data.ndim == 3 and made[0].rendering == "translucent"
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
+    background = shot[2, 2].astype(int)
+    # transparent slide: the corners show the canvas, which takes the slide's colour
+    style = w._styles[id(layer)]
+    assert np.abs(shot[2, 2].astype(int) - style.background).max() <= 3
+    seen = np.abs(shot.astype(int) - background).sum(-1) > 30
+    assert 0.05 < seen.mean() < 0.95
+    # the tissue's hue on screen is the sections' hue (H&E and IHC: purple-blue-brown)
+    source_tissue = vol[style.indices(vol) > 0]
+    source_hue, screen_hue = _mean_hue_deg(source_tissue), _mean_hue_deg(shot[seen])
+    assert _hue_gap(source_hue, screen_hue) < 20, (source_hue, screen_hue)
+    # back to 2D: the slide view as it was, no copy left, the z slider unchanged
+    w.z_exaggeration.value = 3.0
+    viewer.dims.ndisplay = 2
+    assert layer.visible and [ly.name for ly in viewer.layers] == ["lung"]
+    assert tuple(viewer.dims.range[0]) == pytest.approx(z_range)
+    assert viewer.canvas.background_color_override is None
+
+
+def _drag(viewer, start, end, modifiers):
+    """Press, move and release the left button in the canvas, as Qt mouse events."""
+    from qtpy.QtCore import QEvent, QPointF, Qt
+    from qtpy.QtGui import QMouseEvent
+    from qtpy.QtWidgets import QApplication
+
+    native = viewer.window._qt_viewer.canvas._scene_canvas.native
+    mods = Qt.KeyboardModifier.NoModifier
+    for m in modifiers:
+        mods |= {
+            "Shift": Qt.KeyboardModifier.ShiftModifier,
+            "Control": Qt.KeyboardModifier.ControlModifier,
+        }[m]
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+
+    def send(kind, pos, button, buttons):
+        local = QPointF(*pos)
+        event = QMouseEvent(kind, local, native.mapToGlobal(local), button, buttons, mods)
+        QApplication.sendEvent(native, event)
+        QApplication.processEvents()
+
+    send(QEvent.Type.MouseButtonPress, start, left, left)
+    steps = 6
+    for k in range(1, steps + 1):
+        pos = tuple(s + (e - s) * k / steps for s, e in zip(start, end, strict=True))
+        send(QEvent.Type.MouseMove, pos, none, left)
+    send(QEvent.Type.MouseButtonRelease, end, left, none)
+
+
+def test_clipping_plane_is_dragged_and_tilted_in_the_canvas(make_napari_viewer):
+    from qtpy.QtWidgets import QApplication
+    from scipy import ndimage as ndi
+
+    from napari_histovol._widgets.view3d_widget import View3DWidget
+
+    rng = np.random.default_rng(0)
+    field = ndi.gaussian_filter(rng.random((24, 96, 96)), 3)
+    field = (field - field.min()) / np.ptp(field)
+    zz, yy, xx = np.mgrid[:24, :96, :96]
+    field *= ((yy - 48) ** 2 + (xx - 48) ** 2 < 40**2) & (zz > 1) & (zz < 22)  # slide around
+    rgb = np.stack([255 - 90 * field, 255 - 160 * field, 255 - 60 * field], -1).astype(np.uint8)
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_image(rgb, rgb=True, name="vol", scale=(4, 1, 1))
+    viewer.window.resize(1200, 800)
+    w = View3DWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    QApplication.processEvents()  # let the window lay out before screenshots are compared
+    w.layer.value = layer
+    (copy,) = w.show_3d()
+    viewer.reset_view()
+    viewer.scene.camera.angles = (0, 30, 60)
+    w.axis.value = "x"
+    w.position.value = 0.5
+    before = viewer.screenshot(canvas_only=True, flash=False)
+    angles = tuple(viewer.scene.camera.angles)
+    plane = copy.experimental_clipping_planes[0]
+    x0 = plane.position[2]
+    size = viewer.window._qt_viewer.canvas._scene_canvas.size
+    centre = (size[0] / 2, size[1] / 2)
+    _drag(viewer, centre, (centre[0] + size[0] / 4, centre[1]), ["Shift"])
+    moved = copy.experimental_clipping_planes[0]
+    assert w.position.value != pytest.approx(0.5)
+    assert moved.position[2] != pytest.approx(x0)
+    assert tuple(viewer.scene.camera.angles) == pytest.approx(angles)  # the camera stayed put
+    after = viewer.screenshot(canvas_only=True, flash=False)
+    # more or less of the tissue shows (the canvas may be re-laid out by a pixel: compare shares)
+    assert abs(_tissue_share(after) - _tissue_share(before)) > 0.01
+    # tilting: the plane leaves the x axis, the sliders follow
+    _drag(viewer, centre, (centre[0], centre[1] + size[1] / 5), ["Shift", "Control"])
+    assert w.axis.value == "oblique"
+    normal = np.asarray(copy.experimental_clipping_planes[0].normal)
+    assert abs(normal[2]) < 0.99 and np.linalg.norm(normal) == pytest.approx(1, abs=1e-6)
+    assert tuple(viewer.scene.camera.angles) == pytest.approx(angles)
+    # a plain drag still turns the camera
+    _drag(viewer, centre, (centre[0] + 60, centre[1] + 20), [])
+    assert tuple(viewer.scene.camera.angles) != pytest.approx(angles)
