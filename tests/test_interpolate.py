@@ -281,3 +281,23 @@ def test_cli_interpolate_fill_gaps_folder(make_sections, tmp_path):
     assert (tmp_path / "o" / "synthetic.txt").read_text().split() == ["sec_003.tif", "sec_004.tif"]
     back = read_volume(tmp_path / "o")
     assert back.meta.synthetic_z == (3, 4) and back.meta.gaps == ()
+
+
+def test_live_model_method_shares_one_runner_and_matches_the_pair_run(film_model):
+    from napari_histovol.core.interpolate import PairCache, live_interpolate
+    from napari_histovol.core.interpolate.model import ModelRunner
+
+    stack = np.stack([tissue((70, 90), i, rgb=True) for i in range(3)])
+    cache = PairCache()
+    with ModelRunner(film_model) as runner:
+        for n in (1, 3):  # a new frame count reuses the runner and the cached sections
+            res = live_interpolate(
+                vol_of(stack), frames_between=n, method="model", runner=runner, cache=cache, tile=64
+            )
+            assert res.runner is None  # the caller's runner: not closed with the result
+            got = np.asarray(res.volume.data[1])
+            want = interpolate_pair(
+                stack[0], stack[1], [1 / (n + 1)], method="model", runner=runner, tile=64
+            )[0]
+            np.testing.assert_array_equal(got, want)
+    assert cache.computed == 1 and cache.planes == 2

@@ -15,10 +15,11 @@ import dask.array as da
 import numpy as np
 
 from ..errors import InputError
+from ..io.meta import VolumeMeta
 from ..io.naming import NamePattern
 from ..io.volume import Volume
 from ..progress import Progress, ProgressGenerator, drain
-from .flow import cast_like, estimate_pair_flow, synthesize
+from .flow import PairFlow, cast_like, estimate_pair_flow, synthesize
 from .plan import Plan, make_plan
 
 METHODS = ("flow", "linear", "model")
@@ -35,24 +36,64 @@ def interpolate_pair(
     tile: int = 512,
 ) -> np.ndarray:
     """Frames at times ``ts`` between two sections (same shape), in their dtype: (len(ts), ...)."""
-    out = []
-    if method == "flow":
-        flow = estimate_pair_flow(a, b)
-        frames = [synthesize(a, b, flow, t) for t in ts]
-    elif method == "linear":
-        af, bf = a.astype(np.float32), b.astype(np.float32)
-        frames = [(1 - t) * af + t * bf for t in ts]
-    elif method == "model":
-        from .model import run_tiled
+    check_method(method)
+    flow = estimate_pair_flow(a, b) if method == "flow" else None
+    return np.stack(
+        [frame_at(a, b, t, method=method, flow=flow, runner=runner, tile=tile) for t in ts]
+    )
 
-        frames = [run_tiled(runner, a, b, t, tile=tile) for t in ts]
-    else:
+
+def check_method(method: str) -> None:
+    """Raise :class:`InputError` unless ``method`` is one of :data:`METHODS`."""
+    if method not in METHODS:
         raise InputError(
             f"Unknown interpolation method '{method}'; use one of {', '.join(METHODS)}."
         )
-    for f in frames:
-        out.append(cast_like(f, a.dtype))
-    return np.stack(out)
+
+
+def frame_at(
+    a: np.ndarray,
+    b: np.ndarray,
+    t: float,
+    *,
+    method: str = "flow",
+    flow: PairFlow | None = None,
+    runner=None,
+    tile: int = 512,
+) -> np.ndarray:
+    """The one frame at time ``t`` between sections ``a`` and ``b``, in their dtype.
+
+    Parameters
+    ----------
+    a, b
+        The two sections (same shape), at t = 0 and t = 1.
+    t
+        Where the frame lies between them, in (0, 1).
+    method
+        ``flow``, ``linear`` or ``model`` (see :func:`iter_interpolate`).
+    flow
+        The pair's flow (:func:`estimate_pair_flow`), for ``flow``: estimated here when None.
+    runner
+        The model runner (:class:`~.model.ModelRunner`), for ``model``.
+    tile
+        The model's tile size.
+
+    Returns
+    -------
+    numpy.ndarray
+        The frame, rounded and clipped to the sections' dtype.
+    """
+    if method == "flow":
+        f = synthesize(a, b, flow if flow is not None else estimate_pair_flow(a, b), t)
+    elif method == "linear":
+        f = (1 - t) * a.astype(np.float32) + t * b.astype(np.float32)
+    elif method == "model":
+        from .model import run_tiled
+
+        f = run_tiled(runner, a, b, t, tile=tile)
+    else:
+        check_method(method)
+    return cast_like(f, a.dtype)
 
 
 @dataclass
@@ -99,10 +140,7 @@ def iter_interpolate(
         ``flow`` (default), ``linear`` (cross-fade), or ``model`` (a FILM-style SavedModel in
         ``model_dir``, run in a child process).
     """
-    if method not in METHODS:
-        raise InputError(
-            f"Unknown interpolation method '{method}'; use one of {', '.join(METHODS)}."
-        )
+    check_method(method)
     if method == "model" and not model_dir:
         raise InputError(
             "The model method needs a model folder (a TensorFlow SavedModel); give its path.",
@@ -142,9 +180,32 @@ def iter_interpolate(
         )
         pieces.append(da.from_delayed(block, shape=(len(ts),) + shape1, dtype=volume.dtype))
     out = da.concatenate(pieces, axis=0)
-    step = frames_between + 1
+    new_meta = interpolated_meta(meta, plan, method=method)
+    yield Progress(1, 1, f"{plan.n_synthetic} planes to generate", stage="interpolate")
+    return InterpolationResult(Volume(out, new_meta), plan, runner)
+
+
+def interpolated_meta(meta: VolumeMeta, plan: Plan, *, method: str) -> VolumeMeta:
+    """The metadata of an interpolated volume: renumbered z, synthetic flags, files of the
+    measured planes, z spacing / (N + 1), and where every plane comes from.
+
+    Parameters
+    ----------
+    meta
+        The sections' metadata (one entry per section).
+    plan
+        The plan made from its z numbers (:func:`~.plan.make_plan`).
+    method
+        The interpolation method, recorded with the frame count and the replaced sections.
+
+    Returns
+    -------
+    VolumeMeta
+        One entry per planned plane; ``extra["planes"]`` holds :func:`plane_sources`.
+    """
+    step = plan.frames_between + 1
     files = tuple(meta.files[f.source] if not f.synthetic else "" for f in plan.frames)
-    new_meta = replace(
+    return replace(
         meta,
         z_numbers=tuple(f.z for f in plan.frames),
         synthetic=tuple(f.synthetic for f in plan.frames),
@@ -155,7 +216,7 @@ def iter_interpolate(
             **{k: v for k, v in meta.extra.items() if k not in ("canvas_offsets", "source_shapes")},
             "interpolation": {
                 "method": method,
-                "frames_between": frames_between,
+                "frames_between": plan.frames_between,
                 "replaced_z": list(plan.replaced),
                 "source_z": list(meta.z_numbers),
                 "source_files": list(meta.files),
@@ -164,8 +225,6 @@ def iter_interpolate(
             "planes": plane_sources(plan, meta.z_numbers),
         },
     )
-    yield Progress(1, 1, f"{plan.n_synthetic} planes to generate", stage="interpolate")
-    return InterpolationResult(Volume(out, new_meta), plan, runner)
 
 
 def plane_sources(plan: Plan, z_numbers) -> list[dict]:
