@@ -83,6 +83,7 @@ def test_every_subcommand_module_registers_and_runs():
         "compress",
         "decompress",
         "demo",
+        "stitch",
     }
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(sub.choices) == names

@@ -24,6 +24,7 @@ from . import (
     focus_train,
     info,
     interpolate,
+    stitch,
     warp_points,
 )
 from ._options import Parser, UsageError, error_line
@@ -32,6 +33,7 @@ EXIT_BAD_INPUT = 2
 SUBCOMMANDS = (
     info,
     convert,
+    stitch,
     align,
     warp_points,
     interpolate,

@@ -205,6 +205,11 @@ REMEDIES: dict[str, tuple[str, str]] = {
     "reg_size": ("--reg-size", "--reg-size PX"),
     "stack_focus_z": ("--stack-focus", "--stack-focus Z"),
     "stack_step_um": ("--stack-step", "--stack-step UM"),
+    "grid": ("--grid", "--grid ROWSxCOLS or --positions POS.csv"),
+    "positions": ("--positions", "--positions POS.csv"),
+    "overlap": ("--overlap", "--overlap FRACTION"),
+    "model": ("--model", "--model"),
+    "blend": ("--blend", "--blend"),
 }
 
 
