@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, Container, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton, SpinBox
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
 from .._layers import add_volume_layer, layer_volume, world_z
-from ..core.align import METHODS, REFERENCES, iter_align
+from ..core.align import (
+    DEFAULT_NEIGHBOURS,
+    DEFAULT_REFERENCE,
+    MAX_NEIGHBOURS,
+    METHODS,
+    REFERENCES,
+    iter_align,
+)
 from ..core.align.stack import ENGINES
 from ._common import ProgressRow, chosen_layer, image_layer_picker
 
@@ -27,7 +34,13 @@ class AlignWidget(Container):
         self.viewer = viewer
         self.layer = image_layer_picker(viewer, "sections")
         self.method = ComboBox(choices=METHODS, value="rigid", label="method")
-        self.reference = ComboBox(choices=REFERENCES, value="previous", label="reference")
+        self.reference = ComboBox(choices=REFERENCES, value=DEFAULT_REFERENCE, label="reference")
+        self.neighbours = SpinBox(
+            value=DEFAULT_NEIGHBOURS, min=1, max=MAX_NEIGHBOURS, label="neighbours (global)"
+        )
+        self.smooth = FloatSpinBox(
+            value=0.0, min=0.0, max=10000.0, step=1.0, label="keep shape over (sections, 0 off)"
+        )
         self.engine = ComboBox(choices=ENGINES, value="histovol", label="engine")
         self.reg_size = SpinBox(value=512, min=64, max=8192, step=64, label="register at (px)")
         self.run_button = PushButton(text="Align")
@@ -37,6 +50,8 @@ class AlignWidget(Container):
                 self.layer,
                 self.method,
                 self.reference,
+                self.neighbours,
+                self.smooth,
                 self.engine,
                 self.reg_size,
                 self.run_button,
@@ -59,6 +74,8 @@ class AlignWidget(Container):
         opts = dict(
             method=self.method.value,
             reference=self.reference.value,
+            neighbours=int(self.neighbours.value),
+            smooth=float(self.smooth.value),
             engine=self.engine.value,
             reg_size=int(self.reg_size.value),
         )

@@ -168,6 +168,28 @@ def read_input(args: argparse.Namespace, path: str | None = None):
     )
 
 
+def add_global_align(p: argparse.ArgumentParser) -> None:
+    """``--neighbours K`` and ``--smooth SECTIONS`` (the global alignment's options)."""
+    from ..core.align import DEFAULT_NEIGHBOURS, MAX_NEIGHBOURS
+
+    p.add_argument(
+        "--neighbours",
+        type=positive_int,
+        default=DEFAULT_NEIGHBOURS,
+        metavar="K",
+        help=f"global: register each section to K neighbours on each side (1-{MAX_NEIGHBOURS}, "
+        f"default {DEFAULT_NEIGHBOURS})",
+    )
+    p.add_argument(
+        "--smooth",
+        type=float,
+        default=0.0,
+        metavar="SECTIONS",
+        help="global: keep what changes slower than SECTIONS along z (tissue shape), correct "
+        "only faster jitter (default 0: off)",
+    )
+
+
 def write_options(fmt: str, **given: Any) -> dict[str, Any]:
     """The writer options that apply to format ``fmt`` among ``given`` (others are dropped)."""
     from ..core.io.detect import writer_accepts
@@ -199,6 +221,8 @@ REMEDIES: dict[str, tuple[str, str]] = {
     "roi": ("--roi", "--roi z0:z1,y0:y1,x0:x1"),
     "zoom": ("--zoom", "--zoom F"),
     "size": ("--size", "--size PX"),
+    "neighbours": ("--neighbours", "--neighbours K"),
+    "smooth": ("--smooth", "--smooth SECTIONS"),
     "frames_between": ("--frames-between", "--frames-between N"),
     "tile": ("--tile", "--tile PX"),
     "metric": ("--metric", "--metric"),

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ._options import (
+    add_global_align,
     add_input,
     add_overwrite,
     add_quiet,
@@ -22,7 +23,7 @@ NAME = "align"
 
 
 def register(sub) -> argparse.ArgumentParser:
-    from ..core.align import CHANNELS, ENGINES, METHODS, REFERENCES
+    from ..core.align import CHANNELS, DEFAULT_REFERENCE, ENGINES, METHODS, REFERENCES
 
     p = sub.add_parser(
         NAME,
@@ -39,10 +40,12 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--reference",
         choices=REFERENCES,
-        default="previous",
-        help="previous: each to its aligned neighbour outward from the middle (default); "
+        default=DEFAULT_REFERENCE,
+        help="global: each to K neighbours on each side, all solved at once (default); "
+        "previous: each to its aligned neighbour outward from the middle (a chain); "
         "middle/first: all directly to that section",
     )
+    add_global_align(p)
     p.add_argument(
         "--engine",
         choices=ENGINES,
@@ -113,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
                 engine=args.engine,
                 reg_size=args.reg_size,
                 channel=args.channel,
+                neighbours=args.neighbours,
+                smooth=args.smooth,
                 **({"workers": workers} if workers else {}),
             ),
             args,

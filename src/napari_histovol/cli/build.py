@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ._options import (
+    add_global_align,
     add_input,
     add_overwrite,
     add_quiet,
@@ -22,7 +23,7 @@ NAME = "build"
 
 
 def register(sub) -> argparse.ArgumentParser:
-    from ..core.align import REFERENCES
+    from ..core.align import DEFAULT_REFERENCE, REFERENCES
     from ..core.io.ome_zarr import DEFAULT_NGFF, NGFF_VERSIONS
     from ..core.pipeline import ALIGN_CHOICES, INTERPOLATION_CHOICES
 
@@ -44,7 +45,13 @@ def register(sub) -> argparse.ArgumentParser:
         help="N frames between sections (default: fill the gaps only)",
     )
     p.add_argument("--align", choices=ALIGN_CHOICES, default="rigid", help="default rigid")
-    p.add_argument("--reference", choices=REFERENCES, default="previous", help="default previous")
+    p.add_argument(
+        "--reference",
+        choices=REFERENCES,
+        default=DEFAULT_REFERENCE,
+        help=f"default {DEFAULT_REFERENCE}",
+    )
+    add_global_align(p)
     p.add_argument(
         "--reg-size",
         type=positive_int,
@@ -89,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
             frames_between=args.frames_between,
             align=args.align,
             reference=args.reference,
+            neighbours=args.neighbours,
+            smooth=args.smooth,
             reg_size=args.reg_size,
             size=args.size,
             pixel_size=args.pixel_size,

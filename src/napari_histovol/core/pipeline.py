@@ -25,7 +25,7 @@ import cv2
 import dask.array as da
 import numpy as np
 
-from .align import iter_align
+from .align import DEFAULT_NEIGHBOURS, DEFAULT_REFERENCE, iter_align
 from .align.transforms import SectionTransform, load_transforms, rescale, save_transforms
 from .align.warp import warp_volume
 from .cluster import dask_client
@@ -165,7 +165,9 @@ def _iter_build_volume(
     *,
     frames_between: int | None = None,
     align: str = "rigid",
-    reference: str = "previous",
+    reference: str = DEFAULT_REFERENCE,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    smooth: float = 0.0,
     reg_size: int = 512,
     size: int | None = None,
     pixel_size: float | None = None,
@@ -219,7 +221,8 @@ def _iter_build_volume(
         make_plan(source.meta.z_numbers, frames_between=frames_between or 0)
     vol, s = normalise(source, size)
     work = work_folder(out)
-    align_key = _key("align", fingerprint, size, align, reference, reg_size)
+    align_opts = (neighbours, float(smooth)) if reference == "global" else ()
+    align_key = _key("align", fingerprint, size, align, reference, reg_size, *align_opts)
     transforms: list[SectionTransform] | None = None
     qc: dict | None = None
     flagged: tuple[int, ...] = ()
@@ -234,6 +237,8 @@ def _iter_build_volume(
                 vol,
                 method=align,
                 reference=reference,
+                neighbours=neighbours,
+                smooth=smooth,
                 reg_size=reg_size,
                 workers=workers,
                 scratch=work / f"align-{align_key}.sections",

@@ -5,12 +5,25 @@ applied lazily, section by section, to the full-resolution data.
 """
 
 from ..image import CHANNELS
-from .stack import ENGINES, METHODS, REFERENCES, AlignResult, align, iter_align
+from .stack import (
+    DEFAULT_NEIGHBOURS,
+    DEFAULT_REFERENCE,
+    ENGINES,
+    MAX_NEIGHBOURS,
+    METHODS,
+    REFERENCES,
+    AlignResult,
+    align,
+    iter_align,
+)
 from .transforms import SectionTransform, load_transforms, save_transforms
 from .warp import apply_transforms
 
 __all__ = [
     "CHANNELS",
+    "DEFAULT_NEIGHBOURS",
+    "DEFAULT_REFERENCE",
+    "MAX_NEIGHBOURS",
     "ENGINES",
     "METHODS",
     "REFERENCES",

@@ -16,7 +16,9 @@ from ..errors import HistovolWarning, InputError
 from ..io.volume import Volume
 from ..progress import Progress, ProgressGenerator, drain
 from .channel import CHANNELS, auto_channel, prepare, registration_scale, tissue_fraction
-from .estimate import PairResult, overlap_ncc, register_pair, warp_image
+from .estimate import PairResult, elastic_field, overlap_ncc, register_pair, warp_image
+from .neighbours import iter_register_neighbours, pair_constraints
+from .solve import smooth_trajectory, solve_transforms
 from .store import SectionStore
 from .transforms import (
     FieldFile,
@@ -29,7 +31,10 @@ from .transforms import (
 from .warp import warp_volume
 
 METHODS = ("translation", "rigid", "affine", "elastic")
-REFERENCES = ("previous", "middle", "first")
+REFERENCES = ("global", "previous", "middle", "first")
+DEFAULT_REFERENCE = "global"
+DEFAULT_NEIGHBOURS = 2
+MAX_NEIGHBOURS = 3
 ENGINES = ("histovol", "stackreg")
 BLANK_TISSUE_FRACTION = 0.01
 LOW_NCC_Z = -3.5
@@ -84,7 +89,15 @@ def align(volume: Volume, **kwargs: Any) -> AlignResult:
     return drain(iter_align(volume, **kwargs))
 
 
-def _check_options(method: str, reference: str, engine: str, channel: str, reg_size: int) -> None:
+def _check_options(
+    method: str,
+    reference: str,
+    engine: str,
+    channel: str,
+    reg_size: int,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    smooth: float = 0.0,
+) -> None:
     if method not in METHODS:
         raise InputError(f"Unknown alignment method '{method}'; use one of {', '.join(METHODS)}.")
     if reference not in REFERENCES:
@@ -101,18 +114,30 @@ def _check_options(method: str, reference: str, engine: str, channel: str, reg_s
         )
     if reg_size < 32:
         raise InputError(f"The registration size must be at least 32 pixels, not {reg_size}.")
+    if not 1 <= int(neighbours) <= MAX_NEIGHBOURS:
+        raise InputError(
+            f"The number of neighbours must be 1 to {MAX_NEIGHBOURS}, not {neighbours}.",
+            option="neighbours",
+        )
+    if not np.isfinite(smooth) or smooth < 0:
+        raise InputError(
+            f"The smoothing scale must be 0 (off) or a positive number of sections, not {smooth}.",
+            option="smooth",
+        )
 
 
 def iter_align(
     volume: Volume,
     *,
     method: str = "rigid",
-    reference: str = "previous",
+    reference: str = DEFAULT_REFERENCE,
     engine: str = "histovol",
     reg_size: int = 512,
     channel: str = "auto",
     coarse: bool = True,
     detrend: bool = False,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    smooth: float = 0.0,
     workers: int = 2,
     scratch: str | os.PathLike | None = None,
 ) -> ProgressGenerator[AlignResult]:
@@ -126,10 +151,12 @@ def iter_align(
         ``translation``, ``rigid`` (default), ``affine`` or ``elastic`` (affine plus a smooth
         displacement field).
     reference
-        ``previous`` (default): each section to its already aligned neighbour, outward from the
-        middle section, so drift accumulates over half the stack and a bad section is skipped
-        (the next one registers to the last good one); ``middle`` (the seed's choice) or
-        ``first``: every section directly to that section.
+        ``global`` (default): every section registered to its ``neighbours`` nearest good
+        sections on each side and all transforms solved at once (robust least squares), so
+        pair errors do not add up along the stack; ``previous``: each section to its already
+        aligned neighbour, outward from the middle section (a chain: drift accumulates over
+        half the stack); ``middle`` (the seed's choice) or ``first``: every section directly
+        to that section.
     engine
         ``histovol`` (coarse rotation search + ECC, any rotation) or ``stackreg`` (pystackreg /
         TurboReg, as in the seed pipeline).
@@ -145,15 +172,21 @@ def iter_align(
         With ``previous``: divide out the linear z-trend of the chained rotations and shifts
         (accumulated registration error on stacks whose neighbours differ a lot, such as
         serial EM). Off by default: it also removes a real steady turn of the specimen.
+    neighbours
+        With ``global``: pairs per section on each side (1 to 3).
+    smooth
+        With ``global``: trajectory smoothing scale in sections (0: off). Only the part of the
+        transforms that changes faster than this along z is corrected; the slow part is taken
+        for the tissue's shape (an oblique or curved specimen) and kept.
     workers
-        Threads reading and preparing sections.
+        Threads reading and preparing sections (and registering pairs with ``global``).
     scratch
         Folder for the per-section registration images (a temporary folder by default): they
         are kept on disk, a few in memory, so memory does not grow with the number of sections.
         Elastic fields are kept on disk beside it (:class:`.transforms.FieldFile`) for as long
         as the returned transforms are in use.
     """
-    _check_options(method, reference, engine, channel, reg_size)
+    _check_options(method, reference, engine, channel, reg_size, neighbours, smooth)
     store = SectionStore(volume.shape[0], scratch)
     fields_home = None
     if method == "elastic":
@@ -175,6 +208,8 @@ def iter_align(
                 detrend,
                 workers,
                 fields_home,
+                int(neighbours),
+                float(smooth),
             )
         )
     finally:
@@ -193,6 +228,8 @@ def _iter_align(
     detrend: bool,
     workers: int,
     fields_home: tempfile.TemporaryDirectory | None,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    smooth: float = 0.0,
 ) -> ProgressGenerator[AlignResult]:
     n = volume.shape[0]
     meta = volume.meta.with_planes(n)
@@ -295,7 +332,41 @@ def _iter_align(
 
     done = 0
     total = max(1, n - 1)
-    if reference == "previous":
+    pair_qc: list[dict] = []
+    if reference == "global":
+        good = [i for i in range(n) if not blank[i]]
+        records = yield from iter_register_neighbours(
+            regs, good, k=neighbours, method=method, engine=engine, coarse=coarse, workers=workers
+        )
+        cons = pair_constraints(records)
+        sol = solve_transforms(n, cons, reg_shape, model=method, reference=ref)
+        mats = sol.matrices
+        _flag_global(meta, good, cons, flags)
+        if smooth > 0:
+            mats = smooth_trajectory(
+                mats, reg_shape, smooth, model=method, keep=[not f for f in flags]
+            )
+        if method == "elastic":
+            for i in good:
+                if flags[i]:
+                    continue
+                fld = _field_to_neighbours(regs, mats, i, good, flags)
+                fields[i] = keep_field(i, fld)
+        for r, c, res, w in zip(records, cons, sol.residual_px, sol.weights, strict=True):
+            pair_qc.append(
+                {
+                    "z_a": meta.z_numbers[r.i],
+                    "z_b": meta.z_numbers[r.j],
+                    "distance": r.distance,
+                    "ncc": float(r.ncc),
+                    "ok": bool(r.ok),
+                    "confidence": float(c.weight),
+                    "weight": float(w),
+                    "residual_px": float(res),
+                }
+            )
+        total = done = 1
+    elif reference == "previous":
         for step in (1, -1):
             last_good, prev_good = ref, None
             i = ref + step
@@ -344,6 +415,10 @@ def _iter_align(
         reference=reference,
         engine=engine,
     )
+    if reference == "global":
+        qc["neighbours"] = neighbours
+        qc["smooth_sections"] = smooth
+        qc["neighbour_pairs"] = pair_qc
     offsets = [tuple(o) for o in meta.extra.get("canvas_offsets", [[0, 0]] * n)]
     source_shapes = [tuple(o) for o in meta.extra.get("source_shapes", [list(shape)] * n)]
     data = warp_volume(volume.data, transforms, shape)
@@ -366,6 +441,47 @@ def _iter_align(
         offsets=offsets,
         source_shapes=source_shapes,
     )
+
+
+def _flag_global(meta, good: list[int], cons, flags: list[list[str]]) -> None:
+    """Flag sections the global solve could not use: no usable pair at all (failed), or only
+    pairs far below the typical similarity (low_similarity)."""
+    usable: dict[int, float] = {}
+    for c in cons:
+        for i in (c.i, c.j):
+            usable[i] = max(usable.get(i, 0.0), c.weight)
+    if len(good) < 2:
+        return
+    for i in good:
+        w = usable.get(i, 0.0)
+        if w <= 0:
+            flags[i].append("failed")
+        elif w <= 0.02 + 1e-9:
+            flags[i].append("low_similarity")
+        else:
+            continue
+        warnings.warn(
+            f"Section z={meta.z_numbers[i]} ({_name(meta, i)}) matches none of its neighbours "
+            "well: torn, folded or unrelated? It does not pull its neighbours.",
+            HistovolWarning,
+            stacklevel=4,
+        )
+
+
+def _field_to_neighbours(regs, mats, i: int, good: list[int], flags) -> np.ndarray | None:
+    """Elastic field of section ``i`` towards the mean of its aligned good neighbours on both
+    sides (a symmetric target: no chain, so the fields do not add up along the stack)."""
+    a = good.index(i)
+    near = [good[b] for b in (a - 1, a + 1) if 0 <= b < len(good) and not flags[good[b]]]
+    if not near:
+        return None
+    shape = regs[i].shape
+    target = np.mean([warp_image(regs[k], mats[k], shape) for k in near], axis=0)
+    target = target.astype(np.float32)
+    u = elastic_field(target, regs[i], mats[i])
+    if overlap_ncc(target, regs[i], mats[i], u) > overlap_ncc(target, regs[i], mats[i]):
+        return u
+    return None
 
 
 def remove_drift(mats: list[np.ndarray], shape: tuple[int, int]) -> list[np.ndarray]:

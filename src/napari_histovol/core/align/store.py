@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class SectionStore:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._size = max(1, cache)
         self._present: set[int] = set()
+        self._lock = threading.RLock()  # pair registrations read from several threads
 
     def __len__(self) -> int:
         return self.n
@@ -53,21 +55,23 @@ class SectionStore:
             self._cache.popitem(last=False)
 
     def __setitem__(self, i: int, arr: np.ndarray) -> None:
-        np.save(self._path(i), arr, allow_pickle=False)
-        self._present.add(i)
-        self._remember(i, arr)
+        with self._lock:
+            np.save(self._path(i), arr, allow_pickle=False)
+            self._present.add(i)
+            self._remember(i, arr)
 
     def __getitem__(self, i: int) -> np.ndarray:
         if i < 0:
             i += self.n
-        if i in self._cache:
-            self._cache.move_to_end(i)
-            return self._cache[i]
-        if i not in self._present:
-            raise IndexError(f"section {i} was not stored")
-        arr = np.load(self._path(i), allow_pickle=False)
-        self._remember(i, arr)
-        return arr
+        with self._lock:
+            if i in self._cache:
+                self._cache.move_to_end(i)
+                return self._cache[i]
+            if i not in self._present:
+                raise IndexError(f"section {i} was not stored")
+            arr = np.load(self._path(i), allow_pickle=False)
+            self._remember(i, arr)
+            return arr
 
     def close(self) -> None:
         """Forget the cached arrays and remove the folder if this store created it."""
