@@ -163,8 +163,11 @@ class _Planes:
         self.source_key = source_key
 
     def section(self, i: int) -> np.ndarray:
-        # a nested compute inside a scheduler's task runs on this thread
-        return np.asarray(self.source[i].compute(scheduler="synchronous"))
+        # Read here (on a cache miss only) rather than as a graph dependency, so a cached pair
+        # costs no read. A compute nested in a task: synchronous on this thread, and with no
+        # callbacks (napari's dask cache is a global callback whose bookkeeping is not safe
+        # for two computes of the same keys at once).
+        return np.asarray(self.source[i].compute(scheduler="synchronous", callbacks=()))
 
     def entry(self, ia: int, ib: int) -> PairEntry:
         def make() -> PairEntry:
