@@ -1,36 +1,44 @@
-"""'Interpolate sections' dock widget: frames-between slider, method, model folder, preview of
-one pair at a chosen time, and the full run; synthetic planes are named in the canvas."""
+"""'Interpolate sections' widget: a live interpolated layer that follows the frames-between
+slider, the method and the sections to replace, and a button that writes it to a file or
+computes it into memory.
+
+The live layer is lazy (core ``live_interpolate``): moving the slider rebuilds a dask volume
+(milliseconds) and napari computes only the plane it shows; pairs' flows stay in a cache shared
+by every rebuild, so a pair is estimated once whatever the frame count. The Sections tab names
+the plane under the slider (measured, or synthetic between which sections at which t).
+"""
 
 from __future__ import annotations
 
+import itertools
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import (
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSlider,
-    LineEdit,
-    PushButton,
-    Slider,
-    SpinBox,
-)
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, Slider
 
-from .._layers import layer_volume
-from ..core.interpolate import METHODS, interpolate_pair, iter_interpolate, parse_z_numbers
-from ..core.io.meta import META_KEY
+from .._layers import layer_volume, result_layer_kwargs
+from ..core.errors import HistovolError
+from ..core.interpolate import METHODS, PairCache, live_interpolate, parse_z_numbers
 from ..core.progress import Progress
 from ._common import ProgressRow, chosen_layer, image_layer_picker
+from ._worker import error_text
 
 if TYPE_CHECKING:
     import napari
 
+#: Milliseconds the controls must rest before the live layer is rebuilt.
+DEBOUNCE_MS = 150
+_SOURCE_IDS = itertools.count()
+
 
 class InterpolateWidget(Container):
-    """Generate planes between the sections of an image layer."""
+    """Interpolate the sections of an image layer: live while the controls move, then written
+    to a file or computed into memory."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        from qtpy.QtCore import QTimer
 
         self.viewer = viewer
         self.layer = image_layer_picker(viewer, "sections")
@@ -38,9 +46,8 @@ class InterpolateWidget(Container):
         self.method = ComboBox(choices=METHODS, value="flow", label="method")
         self.model_dir = FileEdit(mode="d", label="model folder", value="")
         self.replace = LineEdit(value="", label="replace z (e.g. 12,31)")
-        self.pair = SpinBox(value=0, min=0, max=10000, label="preview pair")
-        self.t = FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, label="preview t")
-        self.preview_button = PushButton(text="Preview")
+        self.live = CheckBox(value=True, text="update the interpolated layer as controls move")
+        self.output = FileEdit(mode="w", label="write to (optional)", value="")
         self.run_button = PushButton(text="Interpolate")
         self.progress = ProgressRow()
         super().__init__(
@@ -50,123 +57,296 @@ class InterpolateWidget(Container):
                 self.method,
                 self.model_dir,
                 self.replace,
-                self.pair,
-                self.t,
-                self.preview_button,
+                self.live,
+                self.output,
                 self.run_button,
                 self.progress,
             ]
         )
-        self.preview_button.changed.connect(self.preview)
-        self.run_button.changed.connect(self.run)
+        self.output.native.setToolTip(
+            "Empty: 'Interpolate' computes the layer into memory. A .ome.zarr, .ome.tif, .npy "
+            "or folder name: it is written there (an existing output is replaced only after "
+            "you confirm)."
+        )
+        #: pairs' sections and flows, shared by every rebuild of the live layer
+        self.cache = PairCache()
         self.result_layer = None
-        viewer.dims.events.current_step.connect(self._show_plane_kind)
+        self.result = None  # the InterpolationResult the layer shows
+        self._source = None  # (layer, its data, source key)
+        self._runner = None
+        self._runner_dir = None
+        self._told = ""
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self.update_live)
+        for control in (self.frames, self.method, self.replace, self.model_dir):
+            control.changed.connect(self._schedule)
+        self.model_dir.changed.connect(self._close_runner)
+        self.layer.changed.connect(self._layer_changed)
+        self.run_button.changed.connect(self.run)
 
-    def _volume(self):
-        layer = chosen_layer(self.layer)
-        return (None, None) if layer is None else (layer, layer_volume(layer))
+    # ------------------------------------------------------------------ live layer
+    def _schedule(self, *_) -> None:
+        if self.live.value:
+            self._timer.start()  # restarts: one rebuild once the control rests
+
+    def _layer_changed(self, *_) -> None:
+        if self.result_layer is not None and self.result_layer in self.viewer.layers:
+            self._schedule()
+
+    def _tell(self, text: str) -> None:
+        """One message for a bad setting: in the status line, and once as a notification."""
+        self.progress.status.value = text
+        if text != self._told:
+            from napari.utils.notifications import show_warning
+
+            show_warning(text)
+        self._told = text
 
     def _model(self) -> str | None:
         d = str(self.model_dir.value or "")
         return d if d not in ("", ".") else None
 
-    def preview(self) -> None:
-        layer, vol = self._volume()
-        if vol is None:
-            return
-        i = min(int(self.pair.value), vol.shape[0] - 2)
-        t, method, model = float(self.t.value), self.method.value, self._model()
+    def _output(self) -> Path | None:
+        d = str(self.output.value or "")
+        return Path(d).expanduser() if d not in ("", ".") else None
+
+    def _settings(self):
+        """(layer, replace z) for a rebuild, or None after saying what is wrong."""
+        layer = self.layer.value
+        if layer is None:
+            self._tell("Choose an image layer with the sections first.")
+            return None
+        if layer is self.result_layer:
+            self._tell("Choose the sections layer, not the interpolated one.")
+            return None
+        try:
+            replace = parse_z_numbers(self.replace.value)
+        except HistovolError as e:
+            self._tell(error_text(e))
+            return None
+        return layer, replace
+
+    def _source_volume(self, layer):
+        """The layer's volume and its key in the flow cache (the same key while the layer
+        holds the same data, so flows survive a change of scale or of frame count)."""
+        if (
+            self._source is None
+            or self._source[0] is not layer
+            or self._source[1] is not layer.data
+        ):
+            self._source = (layer, layer.data, ("layer", next(_SOURCE_IDS)))
+            self.cache.clear()  # other sections: the cached pairs cannot be used again
+        return layer_volume(layer), self._source[2]
+
+    def update_live(self) -> bool:
+        """Rebuild the live interpolated layer from the controls now (the debounce timer calls
+        this); returns whether the layer was updated."""
+        settings = self._settings()
+        if settings is None:
+            return False
+        layer, replace = settings
+        method = self.method.value
+        if method == "model" and not self._runner_ready():
+            return False
+        try:
+            vol, key = self._source_volume(layer)
+            result = live_interpolate(
+                vol,
+                frames_between=int(self.frames.value),
+                replace_z=replace,
+                method=method,
+                runner=self._runner if method == "model" else None,
+                cache=self.cache,
+                source_key=key,
+            )
+        except HistovolError as e:
+            self._tell(error_text(e))
+            return False
+        self._told = ""
+        self._show(layer, result, result.volume.data)
+        n, made = len(result.plan.frames), result.plan.n_synthetic
+        self.progress.status.value = (
+            f"live: {n} planes, {made} generated as you view them ({len(self.cache)} pairs cached)"
+        )
+        return True
+
+    def _show(self, layer, result, data) -> None:
+        """Put ``data`` (the live volume, or it computed) in the result layer, at the same
+        physical z: the existing layer is updated, not replaced."""
+        vol = result.volume
+        kwargs = result_layer_kwargs(vol, name=f"{layer.name} interpolated", like=layer)
+        # given, so that napari does not compute generated planes to guess them
+        kwargs["contrast_limits"] = tuple(layer.contrast_limits)
+        dims = self.viewer.dims
+        z = float(dims.point[0]) if dims.ndim >= 3 else None
+        out = self.result_layer
+        if (
+            out is not None
+            and out in self.viewer.layers
+            and not out.multiscale
+            and out.rgb == kwargs["rgb"]
+            and out.data.ndim == data.ndim
+        ):
+            with out._block_refresh():  # one refresh for data, scale and placement together
+                out.data = data
+                out.scale = kwargs["scale"]
+                out.translate = kwargs["translate"]
+                if "units" in kwargs:
+                    out.units = kwargs["units"]
+                out.metadata = {**out.metadata, **kwargs["metadata"]}
+            if z is not None:
+                dims.set_point(0, z)
+            out.refresh()
+        else:
+            if kwargs["name"] in self.viewer.layers:
+                self.viewer.layers.remove(kwargs["name"])
+            out = self.viewer.add_image(data, **kwargs)
+            if z is not None:
+                dims.set_point(0, z)
+        self.result_layer, self.result = out, result
+
+    # ------------------------------------------------------------------ model runner
+    def _runner_ready(self) -> bool:
+        """Whether the model runs for the chosen folder; starts it (on a worker) if not."""
+        model = self._model()
+        if model is None:
+            self._tell("Choose the model folder for the model method.")
+            return False
+        if self._runner is not None and self._runner_dir == model:
+            return True
+        self._close_runner()
+        self._runner_dir = model
 
         def gen():
-            yield Progress(0, 1, f"pair {i}-{i + 1} at t={t:.2f}", stage="preview")
-            a, b = np.asarray(vol.data[i].compute()), np.asarray(vol.data[i + 1].compute())
-            runner = None
-            if method == "model":
-                from ..core.errors import InputError
-                from ..core.interpolate.model import ModelRunner
+            from ..core.interpolate.model import ModelRunner
 
-                if not model:
-                    raise InputError("Choose the model folder for the model method.")
-                runner = ModelRunner(model)
-            try:
-                frame = interpolate_pair(a, b, [t], method=method, runner=runner)[0]
-            finally:
-                if runner is not None:
-                    runner.close()
-            yield Progress(1, 1, "done", stage="preview")
-            return frame
+            yield Progress(0, 1, "loading the model", stage="model")
+            return ModelRunner(model)
 
-        def show(frame):
-            name = "interpolation preview"
-            if name in self.viewer.layers:
-                self.viewer.layers[name].data = frame
-            else:
-                self.viewer.add_image(frame, name=name, rgb=layer.rgb, scale=tuple(layer.scale)[1:])
+        def started(runner) -> None:
+            if self._runner_dir != model:  # another folder was chosen meanwhile
+                runner.close()
+                return
+            self._runner = runner
+            self.update_live()
 
-        self.progress.run(gen, show, self.run_button, self.preview_button)
+        self.progress.run(gen, started, self.run_button)
+        return False
+
+    def _close_runner(self, *_) -> None:
+        runner, self._runner = self._runner, None
+        self._runner_dir = None
+        if runner is not None:
+            self.cache.clear()
+            runner.close()
+
+    # ------------------------------------------------------------------ materialise / write
+    def _confirm_overwrite(self, path: Path) -> bool:
+        """Ask before an existing output is replaced."""
+        from qtpy.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(
+            self.native,
+            "Replace the output?",
+            f"'{path}' exists already. Replace it?",
+            QMessageBox.Yes | QMessageBox.No,
+            QMessageBox.No,
+        )
+        return answer == QMessageBox.Yes
 
     def run(self) -> None:
-        layer, vol = self._volume()
-        if vol is None:
+        """Write the interpolated volume to the output path, or, without one, compute the
+        live layer into memory; on a thread worker with progress and Cancel."""
+        if chosen_layer(self.layer) is None:
+            return
+        settings = self._settings()
+        if settings is None:
+            return
+        layer, replace = settings
+        path = self._output()
+        overwrite = False
+        if path is not None and (path.exists() or path.is_symlink()):
+            if not self._confirm_overwrite(path):
+                self.progress.status.value = f"not written: '{path.name}' exists already"
+                return
+            overwrite = True
+        try:
+            vol, key = self._source_volume(layer)
+        except HistovolError as e:
+            self._tell(error_text(e))
             return
         opts = dict(
             frames_between=int(self.frames.value),
+            replace_z=replace,
             method=self.method.value,
             model_dir=self._model(),
-            replace_z=parse_z_numbers(self.replace.value),
+            runner=self._runner if self.method.value == "model" else None,
+            cache=self.cache,
+            source_key=key,
         )
 
         def gen():
-            result = yield from iter_interpolate(vol, **opts)
+            yield Progress(0, 1, "planning", stage="interpolate")
+            result = live_interpolate(vol, **opts)
             try:
-                data = result.volume.data
-                out = np.empty(data.shape, data.dtype)
-                start = 0
-                n = data.shape[0]
-                for c in data.chunks[0]:  # one chunk per measured plane or per generated pair
-                    out[start : start + c] = data[start : start + c].compute()
-                    start += c
-                    yield Progress(start, n, f"plane {start}/{n}", stage="interpolate")
+                if path is None:
+                    out = yield from _compute_planes(result.volume.data)
+                    return result, out
+                return result, (yield from _write(result, path, overwrite, layer.name, opts))
             finally:
-                result.close()
-            return result.volume.meta, out
+                result.close()  # stops a model runner this job started (not the live one)
 
-        def show(value):
-            meta, out = value
-            md = dict(layer.metadata)
-            md[META_KEY] = meta.to_dict()
-            scale = (
-                meta.scale[0]
-                if meta.scale_known or meta.spacing_known
-                else layer.scale[0] / (opts["frames_between"] + 1),
-                *tuple(layer.scale)[1:],
-            )
-            self.result_layer = self.viewer.add_image(
-                out, name=f"{layer.name} interpolated", rgb=layer.rgb, scale=scale, metadata=md
-            )
-            self.progress.status.value = (
-                f"{sum(meta.synthetic)} of {len(meta.synthetic)} planes generated"
-            )
-            self._show_plane_kind()
+        def done(value) -> None:
+            result, out = value
+            made = result.plan.n_synthetic
+            if isinstance(out, np.ndarray):
+                self._show(layer, result, out)
+                self.progress.status.value = (
+                    f"in memory: {out.shape[0]} planes ({made} generated), "
+                    f"{out.nbytes / 1e6:.0f} MB"
+                )
+            else:
+                self.progress.status.value = (
+                    f"wrote {out}: {result.volume.shape[0]} planes ({made} generated)"
+                )
 
-        self.progress.run(gen, show, self.run_button, self.preview_button)
-
-    def _show_plane_kind(self, event=None) -> None:
-        layer = self.result_layer
-        if layer is None or layer not in self.viewer.layers:
-            return
-        hv = layer.metadata.get(META_KEY, {})
-        i = int(self.viewer.dims.current_step[0])
-        syn, zs = hv.get("synthetic", []), hv.get("z_numbers", [])
-        if 0 <= i < len(syn):
-            overlay = _text_overlay(self.viewer)
-            overlay.visible = True
-            overlay.text = f"z {zs[i]}: " + ("synthetic (interpolated)" if syn[i] else "measured")
+        self.progress.run(
+            gen, done, self.run_button, self.frames, self.method, self.replace, self.model_dir
+        )
 
 
-def _text_overlay(viewer):
-    """The canvas text overlay (napari >= 0.9 moved it under ``viewer.canvas.overlays``)."""
-    canvas = getattr(viewer, "canvas", None)
-    overlays = getattr(canvas, "overlays", None)
-    text = getattr(overlays, "text", None) if overlays is not None else None
-    return text if text is not None else viewer.text_overlay
+def _compute_planes(data):
+    """Compute a lazy volume into memory, a few planes at a time, with progress."""
+    n = data.shape[0]
+    out = np.empty(data.shape, data.dtype)
+    step = max(1, os.cpu_count() or 1)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        out[start:stop] = data[start:stop].compute()
+        yield Progress(stop, n, f"plane {stop}/{n}", stage="interpolate")
+    return out
+
+
+def _write(result, path: Path, overwrite: bool, name: str, opts: dict):
+    """Write through the writers ``histovol interpolate`` uses (folder: resumable)."""
+    from ..core.interpolate import iter_write_interpolated_folder
+    from ..core.io.atomic import check_output
+    from ..core.io.detect import detect_format, iter_write_volume
+
+    fmt = detect_format(path, for_output=True)
+    if fmt == "folder":
+        params = {
+            "input": name,
+            "files": list(result.volume.meta.extra["interpolation"]["source_files"]),
+            "frames_between": opts["frames_between"],
+            "replace": list(opts["replace_z"]),
+            "method": opts["method"],
+            "model": opts["model_dir"],
+        }
+        writer = iter_write_interpolated_folder(result, path, overwrite=overwrite, params=params)
+    else:
+        check_output(path, overwrite=overwrite)
+        writer = iter_write_volume(result.volume, path, overwrite=overwrite)
+    return (yield from writer)
