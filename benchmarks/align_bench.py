@@ -137,6 +137,11 @@ def anhir_case():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = align(vol, method=method, reference="first", engine=engine, reg_size=448)
+        rows_g = None
+        if engine == "histovol":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rows_g = align(vol, method=method, reference="global", reg_size=448)
         dt = time.perf_counter() - t0
         ref = res.transforms[0].source_to_aligned(lm(0))
         tre = np.concatenate(
@@ -146,11 +151,26 @@ def anhir_case():
             ]
         )
         key = "pystackreg RIGID_BODY" if engine == "stackreg" else method
-        rows[key] = {
+        rows[key + ", reference first"] = {
             "mean_tre_px": float(tre.mean()),
             "median_tre_px": float(np.median(tre)),
+            "p90_tre_px": float(np.percentile(tre, 90)),
             "seconds_per_section": dt / 5,
         }
+        if rows_g is not None:
+            ref_g = rows_g.transforms[0].source_to_aligned(lm(0))
+            tre_g = np.concatenate(
+                [
+                    np.linalg.norm(rows_g.transforms[i].source_to_aligned(lm(i)) - ref_g, axis=1)
+                    for i in range(1, 5)
+                ]
+            )
+            rows[method + ", reference global"] = {
+                "mean_tre_px": float(tre_g.mean()),
+                "median_tre_px": float(np.median(tre_g)),
+                "p90_tre_px": float(np.percentile(tre_g, 90)),
+                "flagged_z": rows_g.flagged_z,
+            }
     # the best any affine can do: a least-squares affine fitted to the landmarks themselves
     bound = []
     for i in range(1, 5):
@@ -178,16 +198,17 @@ def speed_case(n=6):
     stack, truths = jitter_stack([gray] * n, seed=5)
     vol = volume_of(stack)
     rows = {}
-    for label, engine, reg in (
-        ("histovol rigid, register at 512", "histovol", 512),
-        ("histovol rigid, register at 1024", "histovol", 1024),
-        ("pystackreg RIGID_BODY at 1024", "stackreg", 1024),
+    for label, engine, reg, reference in (
+        ("histovol rigid global k=2, register at 512", "histovol", 512, "global"),
+        ("histovol rigid chained, register at 512", "histovol", 512, "previous"),
+        ("histovol rigid global k=2, register at 1024", "histovol", 1024, "global"),
+        ("pystackreg RIGID_BODY at 1024", "stackreg", 1024, "previous"),
     ):
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = align(
-                vol, method="rigid", reference="previous", engine=engine, reg_size=reg, workers=1
+                vol, method="rigid", reference=reference, engine=engine, reg_size=reg, workers=1
             )
         dt = (time.perf_counter() - t0) / n
         r = residuals(res.transforms, truths, (1024, 1024), n // 2)
@@ -198,14 +219,128 @@ def speed_case(n=6):
     return {"data": "skin H&E resized to 1024x1024 gray, 6 jittered copies", "results": rows}
 
 
+def error_vs_first(transforms, truths, shape):
+    """Drift curve: mean distance (5x5 grid) between where plane k and plane 0 put the same
+    aligned point, for every k."""
+    h, w = shape
+    ys, xs = np.meshgrid(np.linspace(0, h - 1, 5), np.linspace(0, w - 1, 5), indexing="ij")
+    pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    g0 = np.linalg.inv(truths[0]) @ transforms[0].matrix
+    return np.array(
+        [
+            np.linalg.norm((np.linalg.inv(j) @ t.matrix @ pts)[:2] - (g0 @ pts)[:2], axis=0).mean()
+            for t, j in zip(transforms, truths, strict=True)
+        ]
+    )
+
+
+def deformed_stack(base, n, amp=3.0, seed=0):
+    """Aligned by construction: one section under a smooth non-affine deformation that changes
+    slowly along z, fresh noise on every plane (the same construction as the tests')."""
+    rng = np.random.default_rng(seed)
+    h, w = base.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    design = np.c_[np.ones(h * w), xx.ravel(), yy.ravel()]
+
+    def field():
+        f = cv2.GaussianBlur(rng.normal(size=(h, w)).astype(np.float32), (0, 0), h / 8)
+        coef, *_ = np.linalg.lstsq(design, f.ravel(), rcond=None)
+        f = f - (design @ coef).reshape(h, w)
+        return (f / np.abs(f).max()).astype(np.float32)
+
+    u = [field() for _ in range(4)]
+    out = []
+    for k in range(n):
+        a, b = np.cos(0.15 * k), np.sin(0.15 * k)
+        mx = (xx + amp * (a * u[0] + b * u[1])).astype(np.float32)
+        my = (yy + amp * (a * u[2] + b * u[3])).astype(np.float32)
+        p = cv2.remap(base.astype(np.float32), mx, my, cv2.INTER_LINEAR, cv2.BORDER_REFLECT)
+        out.append(np.clip(p + rng.normal(0, 12, p.shape), 0, 255).astype(np.uint8))
+    return out
+
+
+DRIFT_METHODS = [
+    ("chained (previous)", dict(reference="previous")),
+    ("global k=1", dict(reference="global", neighbours=1)),
+    ("global k=2 (default)", dict(reference="global", neighbours=2)),
+    ("global k=3", dict(reference="global", neighbours=3)),
+    ("pystackreg RIGID_BODY (chained)", dict(reference="previous", engine="stackreg")),
+]
+
+
+def drift_case(name, planes, reg_size, seed=1):
+    """Error of every plane against plane 0 along a jittered stack aligned by construction."""
+    rng_stack, truths = jitter_stack(planes, seed=seed)
+    vol = volume_of(rng_stack)
+    rows = {}
+    for label, opts in DRIFT_METHODS:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = align(vol, method="rigid", reg_size=reg_size, **opts)
+        dt = time.perf_counter() - t0
+        e = error_vs_first(res.transforms, truths, rng_stack.shape[1:3])
+        q = max(1, len(e) // 4)
+        rows[label] = {
+            "mean_error_px": float(e[1:].mean()),
+            "max_error_px": float(e.max()),
+            "growth_px": float(e[-q:].mean() - e[1 : 1 + q].mean()),
+            "seconds_per_section": dt / len(planes),
+            "curve_px": [round(float(v), 2) for v in e],
+        }
+    return {
+        "data": name,
+        "sections": len(planes),
+        "shape": list(rng_stack.shape[1:]),
+        "results": rows,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer sections")
+    ap.add_argument(
+        "--drift", action="store_true", help="only the drift curves, ANHIR and the speed case"
+    )
     args = ap.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"shared data not found at {SHARED}")
     nuclei = tifffile.imread(SHARED / "cells3d_nuclei_3d" / "nuclei.tif")
     isbi = read_volume(SHARED / "isbi2012_sstem_train" / "train_image").data.compute()
+    if args.drift:
+        base = cv2.resize(isbi[5], (256, 256), interpolation=cv2.INTER_AREA)
+        skin = tifffile.imread(SHARED / "skin_he_2d" / "skin.tif")
+        skin_g = cv2.cvtColor(cv2.resize(skin[:, 160:1120], (256, 256)), cv2.COLOR_RGB2GRAY)
+        out = {
+            "benchmark": "align_bench --drift",
+            "machine": {"cpus": os.cpu_count()},
+            "drift": [
+                # developed on the cells3d planes 15-45; the others were not tuned on
+                drift_case(
+                    "cells3d nuclei z-planes 15-44 (real 3D volume)", list(nuclei[15:45]), 256
+                ),
+                drift_case(
+                    "cells3d nuclei z-planes 30-59 (not tuned on)", list(nuclei[30:60]), 256
+                ),
+                drift_case(
+                    "ISBI section 5, smooth synthetic deformation", deformed_stack(base, 30), 256
+                ),
+                drift_case(
+                    "skin H&E gray, smooth synthetic deformation",
+                    deformed_stack(skin_g, 30, seed=3),
+                    256,
+                ),
+            ],
+            "anhir": anhir_case(),
+            "speed_1024": speed_case(),
+            "goals": {
+                "drift_mean_error_px_below": 1,
+                "anhir_median_tre_px_below": 5,
+                "speedup_vs_pystackreg_at_1024_at_least": 3,
+            },
+        }
+        print(json.dumps(out, indent=1))
+        return
     if args.quick:
         nuclei, isbi = nuclei[20:32], isbi[:10]
     out = {
