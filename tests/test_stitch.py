@@ -46,7 +46,8 @@ def test_translation_grid_from_h_and_e_is_recovered_to_sub_pixel():
         _skin(), grid=(3, 3), tile=(160, 192), overlap=0.15, jitter=6, noise=3, seed=2
     )
     pl = place_tiles(ArrayTiles(sim.tiles), sim.nominal, model="translation")
-    assert _rms(sim, pl) < 0.5
+    # ECC refines every pair (a template reaching past the tile border biased it by ~0.5 px)
+    assert _rms(sim, pl) < 0.15
     assert not pl.flagged
     nominal_only = Placement.from_dict(pl.to_dict())  # nominal places are off by the jitter
     for t in nominal_only.tiles:
@@ -188,3 +189,18 @@ def test_section_numbers_in_tile_names():
     assert tile_section_number("ImageName_t01_p07.tif") == 1
     assert tile_section_number("1_2_3.png") is None
     assert tile_section_number("tile_07.tif") is None
+
+
+def test_stage_model_rejects_a_shift_its_direction_does_not_share():
+    from napari_histovol.core.stitch.placement import EdgeReport, stage_model_test
+
+    nominal = np.array([[c * 200.0, r * 150.0] for r in range(2) for c in range(4)])
+    shapes = [(170, 220)] * 8
+    shifts = {(0, 1): (1.0, 0.5), (1, 2): (1.5, 0.0), (2, 3): (0.5, 1.0), (4, 5): (1.2, 0.4)}
+    shifts[(5, 6)] = (14.0, -9.0)  # a chance match somewhere in the search range
+    reports = [EdgeReport(i, j, "accepted", "", 0.9, shift=s) for (i, j), s in shifts.items()]
+    reports.append(EdgeReport(0, 4, "accepted", "", 0.9, shift=(30.0, 30.0)))  # alone: kept
+    stage_model_test(reports, nominal, shapes)
+    status = {(r.i, r.j): r.status for r in reports}
+    assert status[(5, 6)] == "rejected" and "far from" in reports[4].reason
+    assert [status[k] for k in ((0, 1), (1, 2), (2, 3), (4, 5), (0, 4))] == ["accepted"] * 5

@@ -269,30 +269,25 @@ def refine_ecc(
     box = footprint_in(m, b.shape[:2], a.shape[:2])
     if box is None:
         return None
-    x0, y0, x1, y1 = (int(np.ceil(box[0])), int(np.ceil(box[1])), int(box[2]), int(box[3]))
-    if x1 - x0 < 8 or y1 - y0 < 8:
+    hb, wb = b.shape
+    # the template is the part of the overlap that stays inside ``b`` however far the
+    # refinement may move it: a template reaching past b's border is compared with the zeros
+    # ECC pads with (a bias of up to half a pixel), and ECC's own mask is unreliable
+    inner = _inner_box(m, box, (hb, wb), margin=max_move + 2)
+    if inner is None:  # a narrow overlap: a smaller margin, checked after the refinement
+        inner = _inner_box(m, box, (hb, wb), margin=2)
+    if inner is None:
         return None
+    x0, y0, x1, y1 = inner
     template = np.ascontiguousarray(a[y0:y1, x0:x1], np.float32)
     inv = np.linalg.inv(m) @ translation(x0, y0)  # template pixel -> b pixel
     warp = inv[:2].astype(np.float32)
     motion = cv2.MOTION_EUCLIDEAN if rigid else cv2.MOTION_TRANSLATION
     if not rigid:
         warp[:2, :2] = np.eye(2, dtype=np.float32)
-    hb, wb = b.shape
-    corners = np.array([[0, 0], [x1 - x0, 0], [0, y1 - y0], [x1 - x0, y1 - y0]], float)
-    mapped = corners @ inv[:2, :2].T + inv[:2, 2]
-    mask = None
-    if mapped.min() < 0 or mapped[:, 0].max() > wb - 1 or mapped[:, 1].max() > hb - 1:
-        gx, gy = np.meshgrid(np.arange(x1 - x0), np.arange(y1 - y0))
-        px = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
-        py = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
-        inside = (px >= 1) & (py >= 1) & (px <= wb - 2) & (py <= hb - 2)
-        if inside.sum() < MIN_OVERLAP_PIXELS:
-            return None
-        mask = inside.astype(np.uint8)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
     try:
-        _, warp = cv2.findTransformECC(template, b, warp, motion, criteria, mask, 3)
+        _, warp = cv2.findTransformECC(template, b, warp, motion, criteria, None, 3)
     except cv2.error:
         return None
     w3 = np.vstack([warp.astype(float), [0, 0, 1]])
@@ -301,7 +296,33 @@ def refine_ecc(
     moved = np.abs(apply(np.linalg.inv(new), centre) - apply(np.linalg.inv(m), centre)).max()
     if not np.isfinite(new).all() or moved > max_move:
         return None
+    c = apply(
+        w3, np.array([[0, 0], [x1 - x0 - 1, 0], [0, y1 - y0 - 1], [x1 - x0 - 1, y1 - y0 - 1]])
+    )
+    if c.min() < 0 or c[:, 0].max() > wb - 1 or c[:, 1].max() > hb - 1:
+        return None  # the refined template reaches past b's border
     return new
+
+
+def _inner_box(m: np.ndarray, box, shape_b, *, margin: float, min_side: int = 8):
+    """The integer box (x0, y0, x1, y1) of ``a`` inside ``box`` whose corners, mapped into
+    ``b`` by ``inv(m)``, lie at least ``margin`` px inside ``b``; None when too small."""
+    hb, wb = shape_b
+    inv = np.linalg.inv(m)
+    x0, y0 = int(np.ceil(box[0])), int(np.ceil(box[1]))
+    x1, y1 = int(np.floor(box[2])), int(np.floor(box[3]))
+    for _ in range(4 * int(max(wb, hb))):
+        if x1 - x0 < min_side or y1 - y0 < min_side:
+            return None
+        c = apply(inv, np.array([[x0, y0], [x1 - 1, y0], [x0, y1 - 1], [x1 - 1, y1 - 1]], float))
+        left = c[[0, 2], 0].min() < margin
+        right = c[[1, 3], 0].max() > wb - 1 - margin
+        top = c[[0, 1], 1].min() < margin
+        bottom = c[[2, 3], 1].max() > hb - 1 - margin
+        if not (left or right or top or bottom):
+            return x0, y0, x1, y1
+        x0, x1, y0, y1 = x0 + int(left), x1 - int(right), y0 + int(top), y1 - int(bottom)
+    return None
 
 
 def overlap_points(m: np.ndarray, shape_b, shape_a, n: int = 3) -> np.ndarray:

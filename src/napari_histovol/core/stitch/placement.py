@@ -325,6 +325,7 @@ def iter_place_tiles(
             nom = nominal[m.j] - nominal[m.i]
             rep.shift = (float(m.matrix[0, 2] - nom[0]), float(m.matrix[1, 2] - nom[1]))
         reports.append(rep)
+    stage_model_test(reports, nominal, shapes)
     # a tile most of whose edges fail the chance test (blank, foreign, out of focus) keeps
     # none of its weak ones: there a weak edge is more likely chance than a match
     good = [r.pair_ncc for r in reports if r.status == "accepted"]
@@ -397,6 +398,42 @@ def iter_place_tiles(
         if m.matrix is not None:
             rep.residual_px = _pair_residual(tiles, rep.i, rep.j, m)
     return Placement(tiles, reports, mosaic_shape, model, threshold)
+
+
+def stage_model_test(
+    reports: list[EdgeReport], nominal: np.ndarray, shapes, *, factor: float = 5.0
+) -> None:
+    """Reject accepted edges whose shift (measured minus nominal offset) is far from what the
+    other pairs of the same direction show (the stage model: a stage repeats its steps, so
+    horizontal neighbours share one error and vertical ones another).
+
+    Pairs are grouped by their nominal offset (to a quarter of a tile side); in a group of at
+    least four accepted edges an edge is rejected when either component of its shift is more
+    than ``factor`` robust standard deviations (1.4826 MAD, at least 1 px) from the group's
+    median. A chance match that passes the correlation test sits anywhere in the search range;
+    a real one agrees with its row's or column's steps.
+    """
+    h = float(np.median([s[0] for s in shapes]))
+    w = float(np.median([s[1] for s in shapes]))
+    groups: dict[tuple[int, int], list[EdgeReport]] = {}
+    for r in reports:
+        if r.status == "accepted" and r.shift is not None:
+            off = nominal[r.j] - nominal[r.i]
+            key = (int(round(4 * off[0] / w)), int(round(4 * off[1] / h)))
+            groups.setdefault(key, []).append(r)
+    for members in groups.values():
+        if len(members) < 4:
+            continue
+        sh = np.array([r.shift for r in members], float)
+        med = np.median(sh, axis=0)
+        sigma = np.maximum(1.0, 1.4826 * np.median(np.abs(sh - med), axis=0))
+        for r, d in zip(members, np.abs(sh - med), strict=True):
+            if (d > factor * sigma).any():
+                r.status = "rejected"
+                r.reason = (
+                    f"shift ({r.shift[0]:.1f}, {r.shift[1]:.1f}) px from nominal is far from its "
+                    f"direction's ({med[0]:.1f}, {med[1]:.1f}) +- {factor * sigma.max():.1f} px"
+                )
 
 
 def place_tiles(source: TileSource, nominal: np.ndarray, **kwargs) -> Placement:
