@@ -36,3 +36,80 @@ def read_flagged_z(path: str | os.PathLike) -> list[int]:
             f"'{path}' is not a napari-histovol QC or focus report (it needs 'sections' with "
             "'z' and 'flags', or 'flagged_z')."
         ) from None
+
+
+# ----------------------------------------------------------------- section QC reports (QC.json)
+
+
+def qc_document(report, *, masks_dir: str | None = None) -> dict:
+    """The QC.json document of a :class:`core.qc.detect.QCReport`.
+
+    ``{"sections": [{"z", "file", "flags", "scores", "mask"?}], "flagged_z": [...],
+    "kinds": [...], "shape": [H, W], "masks_dir"?}``; ``mask`` is the run-length code of the
+    section's label image (:func:`core.qc.masks.encode_mask`, label k+1 is ``kinds[k]``).
+
+    Parameters
+    ----------
+    report
+        The QC report.
+    masks_dir
+        Where the mask images were written, recorded when given.
+    """
+    from .detect import KINDS
+    from .masks import encode_mask
+
+    sections = []
+    for s in report.sections:
+        d = s.to_dict()
+        if s.mask is not None:
+            d["mask"] = encode_mask(s.mask)
+        sections.append(d)
+    doc = {
+        "sections": sections,
+        "flagged_z": report.flagged_z,
+        "kinds": list(KINDS),
+        "shape": [int(v) for v in report.shape],
+    }
+    if masks_dir is not None:
+        doc["masks_dir"] = str(masks_dir)
+    return doc
+
+
+def read_qc_report(path: str | os.PathLike) -> list[dict]:
+    """The sections of a QC.json with their masks decoded: dicts with ``z``, ``file``,
+    ``flags``, ``scores`` and ``mask`` (uint8 labels, or None).
+
+    Reports of ``histovol align --qc`` and ``build`` (flags without masks) are read too.
+
+    Raises
+    ------
+    InputError
+        When the file is not a QC report, or a mask in it is damaged.
+    """
+    from ..io.text import read_text
+    from .masks import decode_mask
+
+    text = read_text(path, what="the QC file")
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"'{path}' is not valid JSON ({e}).") from None
+    try:
+        out = []
+        for s in doc["sections"]:
+            m = s.get("mask")
+            out.append(
+                {
+                    "z": int(s["z"]),
+                    "file": str(s.get("file", "")),
+                    "flags": [str(f) for f in s.get("flags", [])],
+                    "scores": dict(s.get("scores", {})),
+                    "mask": decode_mask(m) if m else None,
+                }
+            )
+        return out
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise InputError(
+            f"'{path}' is not a napari-histovol QC report (it needs 'sections' with 'z' and "
+            "'flags'; masks as written by the section QC)."
+        ) from None

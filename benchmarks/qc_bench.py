@@ -1,0 +1,329 @@
+"""Section QC and restore benchmark: damage of every kind injected into real stacks.
+
+For each stack (ISBI 2012 EM, cells3d nuclei fluorescence, ANHIR lung serial H&E/IHC aligned
+by histovol, a serial stack cut from the skin H&E image, a synthetic stack) several trials
+inject one damage kind into some sections (fold, tear, half-section blur, debris, contrast,
+misaligned, a duplicated section, a missing number), run the QC and compare per section:
+precision / recall / F1 (a section is positive when damaged), kind accuracy (the injected kind
+is the first flag), mask Dice for local damage. The naive baseline, in the same run, flags
+sections whose sharpness or brightness is a robust z-score outlier (|z| > 3.5) in the stack.
+Repair: PSNR on the damaged pixels against the undamaged original for restore (flow-guided
+inpainting), whole-section replacement (flow interpolation from the neighbours) and leaving
+the damage. Prints one JSON object.
+
+    .venv/bin/python benchmarks/qc_bench.py [--trials N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import dask.array as da
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+DATA = REPO.parent / "shared" / "data"
+
+from napari_histovol.core.io import Volume, VolumeMeta, read_volume  # noqa: E402
+from napari_histovol.core.qc import simulate  # noqa: E402
+from napari_histovol.core.qc.detect import LOCAL_KINDS, section_qc  # noqa: E402
+
+KINDS_INJECTED = ("fold", "tear", "blur", "debris", "contrast", "misaligned", "duplicate")
+
+
+# ---------------------------------------------------------------------------------- stacks
+
+
+def stack_isbi(crop=384):
+    v = read_volume(DATA / "isbi2012_sstem_train" / "train_image")
+    a = np.asarray(v.data.compute())
+    return a[:, :crop, :crop]
+
+
+def stack_nuclei():
+    import tifffile
+
+    a = tifffile.imread(DATA / "cells3d_nuclei_3d" / "nuclei.tif")
+    return a[5:55:2]  # 25 planes, 2 planes apart
+
+
+def stack_anhir(size=384):
+    """The five serial sections, aligned by histovol (rigid), on one canvas."""
+    from napari_histovol.core.align import align
+
+    folder = DATA / "anhir_lung_lesion3_serial" / "images_scale-5pc"
+    order = ("He", "CD31", "proSPC", "Cc10", "Ki67")  # section order in the block
+    imgs = [cv2.imread(str(next(folder.glob(f"*-{s}*"))))[..., ::-1] for s in order]
+    h = min(i.shape[0] for i in imgs)
+    w = min(i.shape[1] for i in imgs)
+    a = np.stack([i[:h, :w] for i in imgs])
+    res = align(as_volume(a), method="rigid")
+    return _downsize(np.asarray(res.volume.data.compute()), size)
+
+
+def stack_skin(n=14, size=320, seed=0):
+    """A serial stack cut from one H&E image: each section a crop that drifts and deforms
+    slowly, as sections of a block do."""
+    import tifffile
+
+    img = tifffile.imread(DATA / "skin_he_2d" / "skin.tif")
+    rng = np.random.default_rng(seed)
+    h, w = img.shape[:2]
+    out = []
+    y0, x0 = h / 2 - size, w / 2 - size
+    for k in range(n):
+        ang = 0.4 * k
+        m = cv2.getRotationMatrix2D((x0 + size, y0 + size), ang, 1.0)
+        m[:, 2] -= [x0 + 3 * k, y0 + 2 * k]
+        sec = cv2.warpAffine(img, m, (2 * size, 2 * size), borderMode=cv2.BORDER_REFLECT)
+        dy = cv2.GaussianBlur(
+            rng.normal(0, 40, (2 * size, 2 * size)).astype(np.float32), (0, 0), 40
+        )
+        gy, gx = np.mgrid[0 : 2 * size, 0 : 2 * size].astype(np.float32)
+        sec = cv2.remap(sec, gx + dy, gy - dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        out.append(cv2.resize(sec, (size, size), interpolation=cv2.INTER_AREA))
+    return np.stack(out)
+
+
+def stack_synthetic(n=16, size=256, seed=1):
+    """Blobs that grow and shrink through z on a bright slide (a synthetic tissue block)."""
+    rng = np.random.default_rng(seed)
+    vol = np.zeros((n * 4, size, size), np.float32)
+    for _ in range(400):
+        c = rng.uniform([-8, 0, 0], [n * 4 + 8, size, size])
+        r = rng.uniform(3, 10)
+        zz = np.arange(n * 4)[:, None, None]
+        yy, xx = np.mgrid[0:size, 0:size]
+        d = ((zz - c[0]) / (r * 0.8)) ** 2 + ((yy - c[1]) / r) ** 2 + ((xx - c[2]) / r) ** 2
+        vol += np.exp(-d) * rng.uniform(0.3, 1)
+    vol = vol[::4]
+    img = 240 * np.exp(-1.2 * vol) + rng.normal(0, 2, vol.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _downsize(a, size):
+    h, w = a.shape[1:3]
+    f = size / max(h, w)
+    return np.stack(
+        [cv2.resize(s, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA) for s in a]
+    )
+
+
+STACKS = {
+    "isbi2012_em": stack_isbi,
+    "cells3d_nuclei": stack_nuclei,
+    "anhir_lung": stack_anhir,
+    "skin_he_serial": stack_skin,
+    "synthetic": stack_synthetic,
+}
+
+
+# ----------------------------------------------------------------------------- injection
+
+
+def inject(stack, kind, idx, rng):
+    """Damage section ``idx`` of a copy of ``stack`` with ``kind``; (stack, truth mask)."""
+    out = stack.copy()
+    if kind == "duplicate":
+        out[idx] = out[idx - 1]
+        return out, np.ones(stack.shape[1:3], bool)
+    fn = {
+        "fold": simulate.fold,
+        "tear": simulate.tear,
+        "blur": simulate.blur_half,
+        "debris": simulate.debris,
+        "contrast": simulate.contrast,
+        "misaligned": simulate.shift,
+    }[kind]
+    out[idx], mask = fn(stack[idx], rng)
+    return out, mask
+
+
+def as_volume(a, zs=None):
+    zs = tuple(range(a.shape[0])) if zs is None else tuple(zs)
+    gaps = tuple(sorted(set(range(zs[0], zs[-1] + 1)) - set(zs)))
+    meta = VolumeMeta(
+        rgb=a.ndim == 4, z_numbers=zs, gaps=gaps, files=tuple(f"s_{z:03d}.png" for z in zs)
+    ).with_planes(a.shape[0])
+    return Volume(da.from_array(a, chunks=(1,) + a.shape[1:]), meta)
+
+
+def naive_flags(a):
+    """Robust z-score of sharpness (Laplacian variance) and brightness over the stack."""
+    from napari_histovol.core.focus.metrics import focus_channel
+
+    sh, br = [], []
+    for s in a:
+        c = focus_channel(s)
+        sh.append(cv2.Laplacian(c, cv2.CV_32F).var())
+        br.append(c.mean())
+    flags = []
+    for v in (np.array(sh), np.array(br)):
+        med = np.median(v)
+        mad = 1.4826 * np.median(np.abs(v - med)) + 1e-12
+        flags.append(np.abs(v - med) / mad > 3.5)
+    return flags[0] | flags[1], np.where(flags[0], "blur", "contrast")
+
+
+def dice(a, b):
+    s = a.sum() + b.sum()
+    return 2 * (a & b).sum() / s if s else 1.0
+
+
+def psnr(a, b, mask, peak):
+    d = (a.astype(np.float64) - b.astype(np.float64))[mask]
+    mse = float((d**2).mean()) if d.size else 0.0
+    return 99.0 if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+# -------------------------------------------------------------------------------- the run
+
+
+def run_stack(name, clean, trials, rng, repair=True):
+    from napari_histovol.core.qc.restore import restore_array, whole_section_replacement
+
+    n = clean.shape[0]
+    peak = float(np.iinfo(clean.dtype).max) if clean.dtype.kind in "ui" else float(clean.max())
+    tp = fp = fn = tn = 0
+    btp = bfp = bfn = 0
+    kind_ok = kind_n = 0
+    dices, per_kind = [], {}
+    psnr_rep, psnr_whole, psnr_left = [], [], []
+    missing_ok = 0
+    false_kinds = {}
+    for t in range(trials):
+        kinds = list(KINDS_INJECTED)
+        rng.shuffle(kinds)
+        # damaged sections: interior, not adjacent to each other
+        cand = list(range(1, n - 1))
+        rng.shuffle(cand)
+        chosen = []
+        for c in cand:
+            if all(abs(c - d) > 1 for d in chosen):
+                chosen.append(c)
+            if len(chosen) == min(len(kinds), max(1, (n - 2) // 3)):
+                break
+        truth = {}
+        a = clean.copy()
+        for k, i in zip(kinds, sorted(chosen), strict=False):
+            a, m = inject(a, k, i, rng)
+            truth[i] = (k, m)
+        # a missing number: drop one undamaged section
+        free = [i for i in range(1, n - 1) if all(abs(i - j) > 1 for j in truth)]
+        zs = list(range(n))
+        keep = list(range(n))
+        if free and t % 2 == 0:
+            drop = int(rng.choice(free))
+            keep.remove(drop)
+            zs.remove(drop)
+        vol = as_volume(a[keep], zs)
+        rep = section_qc(vol)
+        if free and t % 2 == 0:
+            missing_ok += int(drop in [s.z for s in rep.sections if "missing" in s.flags])
+        for pos, i in enumerate(keep):
+            sec = rep.section(i)
+            flagged = bool(sec.flags)
+            if i in truth:
+                k, m = truth[i]
+                tp += flagged
+                fn += not flagged
+                kind_n += 1
+                good = flagged and sec.flags[0] == k
+                kind_ok += good
+                per_kind.setdefault(k, []).append(int(good))
+                if k in LOCAL_KINDS:
+                    pm = sec.mask > 0 if sec.mask is not None else np.zeros_like(m)
+                    dices.append(dice(pm, m))
+                    if repair and k != "blur":
+                        fixed = restore_array(a[keep], vol.meta, rep, pos)
+                        whole = whole_section_replacement(a[keep], pos)
+                        psnr_rep.append(psnr(fixed, clean[i], m, peak))
+                        psnr_whole.append(psnr(whole, clean[i], m, peak))
+                        psnr_left.append(psnr(a[i], clean[i], m, peak))
+            else:
+                fp += flagged
+                tn += not flagged
+                for f in sec.flags:
+                    false_kinds[f] = false_kinds.get(f, 0) + 1
+        nf, _ = naive_flags(a[keep])
+        for pos, i in enumerate(keep):
+            if i in truth:
+                btp += nf[pos]
+                bfn += not nf[pos]
+            else:
+                bfp += nf[pos]
+
+    def prf(tp, fp, fn):
+        p = tp / (tp + fp) if tp + fp else 1.0
+        r = tp / (tp + fn) if tp + fn else 1.0
+        return {
+            "precision": round(p, 3),
+            "recall": round(r, 3),
+            "f1": round(2 * p * r / (p + r) if p + r else 0, 3),
+        }
+
+    out = {
+        "sections": int(n),
+        "trials": trials,
+        "damaged": tp + fn,
+        "clean": fp + tn,
+        "qc": prf(tp, fp, fn),
+        "kind_accuracy": round(kind_ok / max(kind_n, 1), 3),
+        "kind_accuracy_per_kind": {k: round(float(np.mean(v)), 2) for k, v in per_kind.items()},
+        "false_flags_on_clean": false_kinds,
+        "missing_found": f"{missing_ok}/{(trials + 1) // 2}",
+        "mask_dice_mean": round(float(np.mean(dices)), 3) if dices else None,
+        "naive_baseline": prf(btp, bfp, bfn),
+    }
+    if psnr_rep:
+        out["repair_psnr_db"] = {
+            "restore": round(float(np.mean(psnr_rep)), 2),
+            "whole_section_replacement": round(float(np.mean(psnr_whole)), 2),
+            "left_damaged": round(float(np.mean(psnr_left)), 2),
+            "gain_vs_replacement": round(float(np.mean(psnr_rep) - np.mean(psnr_whole)), 2),
+        }
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=4)
+    ap.add_argument("--stacks", default=",".join(STACKS))
+    ap.add_argument("--no-repair", action="store_true")
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    res = {}
+    t0 = time.perf_counter()
+    for name in args.stacks.split(","):
+        try:
+            clean = STACKS[name]()
+        except FileNotFoundError as e:
+            res[name] = {"skipped": str(e)}
+            continue
+        res[name] = run_stack(name, clean, args.trials, rng, repair=not args.no_repair)
+        print(name, json.dumps(res[name]), file=sys.stderr)
+    f1 = {k: v["qc"]["f1"] for k, v in res.items() if "qc" in v}
+    gains = {
+        k: v["repair_psnr_db"]["gain_vs_replacement"]
+        for k, v in res.items()
+        if "repair_psnr_db" in v
+    }
+    res["summary"] = {
+        "worst_f1": min(f1.values()) if f1 else None,
+        "worst_f1_stack": min(f1, key=f1.get) if f1 else None,
+        "f1_goal_0.9_met": all(v >= 0.9 for v in f1.values()),
+        "worst_repair_gain_db": min(gains.values()) if gains else None,
+        "repair_goal_2db_met": all(v >= 2 for v in gains.values()) if gains else None,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

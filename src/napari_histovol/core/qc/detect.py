@@ -1,0 +1,506 @@
+"""Section QC: which sections of a stack are folded, torn, blurred, dirty, off in contrast,
+duplicated, missing or misaligned, with a score per kind and a mask of local damage.
+
+The reference for a section is the stack itself. Every section is reduced to one tissue-bright
+channel (:func:`core.image.registration_channel`, one normalisation for the whole stack, so a
+contrast swing stays visible) at a working size, and compared with its neighbours:
+
+- **prediction residual** (fold, tear, debris): the section is predicted from its two
+  neighbours by motion-compensated interpolation (DIS optical flow,
+  :mod:`core.interpolate.flow`), then the prediction is bent onto the section by a *smooth*
+  flow (heavily smoothed, so it can follow the slow deformation of a real section but cannot
+  explain structure that appears or vanishes). The residual, in units of the stack's typical
+  residual, is split into components with more tissue than predicted (a fold doubles the
+  tissue) and less (a tear shows the slide). Long thin components are folds (more) or tears
+  (less); small compact ones are debris; small pieces beside a fold or tear belong to it.
+- **sharpness on tissue** (blur): per tile, high-pass over band-pass energy (independent of
+  contrast) against the same tile of the neighbours; only tiles with tissue count, so a blurred
+  half section is found and stroma is not called blurry.
+- **stain** (contrast): mean and spread of the tissue-bright channel over the tissue, as a
+  ratio to the neighbours'.
+- **identity** (duplicate): the difference to the previous section against the stack's typical
+  difference between neighbours.
+- **numbering** (missing): z numbers absent from the sequence.
+- **position** (misaligned): the phase-correlation offset to the neighbours against the
+  neighbours' offset to each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..image import auto_channel, registration_channel, tissue_mask
+from ..interpolate.flow import estimate_pair_flow, synthesize, warp_by_flow
+from ..progress import Progress, ProgressGenerator
+
+#: Every flag a section can carry, in the order masks number them (label k+1 is KINDS[k]).
+KINDS = ("fold", "tear", "blur", "debris", "contrast", "duplicate", "missing", "misaligned")
+#: Kinds that come with a mask of the damaged pixels.
+LOCAL_KINDS = ("fold", "tear", "blur", "debris")
+
+
+@dataclass(frozen=True)
+class QCSettings:
+    """Thresholds of the section QC (defaults chosen on one stack, checked on the others).
+
+    Parameters
+    ----------
+    work_side
+        Longest side, in pixels, at which sections are compared (larger ones are downsized).
+    residual_z
+        A pixel is damage when its residual exceeds this many typical residuals.
+    min_mass
+        A component is damage when its summed excess residual (in typical residuals times
+        pixels, at a 256-pixel working side) exceeds this.
+    blur_ratio
+        A tile is blurred when its sharpness is below this fraction of its neighbours'.
+    blur_fraction
+        A section is blurred when this fraction of its tissue tiles is.
+    contrast_ratio
+        A section's stain is off when its tissue mean or spread differs from its neighbours' by
+        this factor.
+    duplicate_ratio
+        A section duplicates the previous one when their difference is below this fraction of
+        the stack's typical difference between neighbours.
+    misaligned_px
+        A section is misaligned when it is off its neighbours by this fraction of the working
+        side (and by 3 times the stack's typical offset).
+    tiles
+        Tiles per side for the sharpness map.
+    """
+
+    work_side: int = 512
+    residual_z: float = 5.0
+    min_mass: float = 250.0
+    blur_ratio: float = 0.4
+    blur_fraction: float = 0.12
+    contrast_ratio: float = 1.45
+    duplicate_ratio: float = 0.1
+    misaligned_px: float = 0.03
+    tiles: int = 8
+
+
+@dataclass
+class SectionQC:
+    """The QC of one section (or one missing z number).
+
+    Parameters
+    ----------
+    z
+        The section's z number.
+    file
+        Its source file name ("" for a missing number or a volume without files).
+    flags
+        Kinds of damage found, most severe first.
+    scores
+        A score per kind (0 is clean; flagged above 1 for every kind but ``missing``).
+    mask
+        uint8 labels at full section size (label k+1 is ``KINDS[k]``), or None when no local
+        damage was found.
+    """
+
+    z: int
+    file: str = ""
+    flags: list[str] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    mask: np.ndarray | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section's entry of QC.json (the mask is added by the report writer)."""
+        return {
+            "z": int(self.z),
+            "file": self.file,
+            "flags": list(self.flags),
+            "scores": {k: round(float(v), 4) for k, v in self.scores.items()},
+        }
+
+
+@dataclass
+class QCReport:
+    """Section QC of a stack: one :class:`SectionQC` per present section and missing number."""
+
+    sections: list[SectionQC]
+    shape: tuple[int, int]
+
+    @property
+    def flagged_z(self) -> list[int]:
+        """z numbers of the present sections with at least one flag (missing numbers are not
+        sections to replace: interpolation fills them)."""
+        return sorted(s.z for s in self.sections if s.flags and s.flags != ["missing"])
+
+    def section(self, z: int) -> SectionQC | None:
+        """The entry of z number ``z`` (None when the report has none)."""
+        return next((s for s in self.sections if s.z == z), None)
+
+
+# ------------------------------------------------------------------------------ per section
+
+
+def _smooth(a: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(a, (0, 0), sigma) if sigma > 0 else a
+
+
+def _resize(a: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    h, w = shape
+    if a.shape[:2] == (h, w):
+        return a
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
+    return cv2.resize(a, (w, h), interpolation=interp)
+
+
+def sharpness_tiles(chan: np.ndarray, tissue: np.ndarray, n: int) -> np.ndarray:
+    """High-pass over band-pass energy per tile (``n x n`` tiles), NaN where a tile has little
+    tissue or no structure: a contrast-free sharpness map.
+
+    Parameters
+    ----------
+    chan
+        A float32 tissue-bright channel.
+    tissue
+        Boolean tissue mask of the same shape.
+    n
+        Tiles per side.
+    """
+    g1 = _smooth(chan, 1.0)
+    hp = (chan - g1) ** 2
+    bp = (g1 - _smooth(chan, 3.0)) ** 2
+    h, w = chan.shape
+    out = np.full((n, n), np.nan, np.float32)
+    ys = np.linspace(0, h, n + 1).astype(int)
+    xs = np.linspace(0, w, n + 1).astype(int)
+    bp_all = float(bp[tissue].mean()) if tissue.any() else float(bp.mean())
+    for i in range(n):
+        for j in range(n):
+            t = tissue[ys[i] : ys[i + 1], xs[j] : xs[j + 1]]
+            if t.mean() < 0.3:
+                continue
+            e_bp = float(bp[ys[i] : ys[i + 1], xs[j] : xs[j + 1]][t].mean())
+            if e_bp < 0.05 * bp_all:
+                continue
+            out[i, j] = float(hp[ys[i] : ys[i + 1], xs[j] : xs[j + 1]][t].mean()) / e_bp
+    return out
+
+
+def _offset(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Where b's content lies relative to a's (dx, dy), by phase correlation."""
+    win = cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F)
+    (dx, dy), _ = cv2.phaseCorrelate(a.astype(np.float32), b.astype(np.float32), win)
+    return np.array([dx, dy], np.float32)
+
+
+def _predict(prev: np.ndarray | None, nxt: np.ndarray | None, cur: np.ndarray, smooth: float):
+    """The section predicted from its neighbours and bent onto it by a smooth flow."""
+    if prev is not None and nxt is not None:
+        pred = synthesize(prev, nxt, estimate_pair_flow(prev, nxt), 0.5)
+    else:
+        pred = (prev if prev is not None else nxt).astype(np.float32)
+    f = estimate_pair_flow(cur, pred).f_ab  # cur(x) ~ pred(x + f)
+    shift = np.median(f.reshape(-1, 2), axis=0)
+    f = np.dstack([_smooth(f[..., 0], smooth), _smooth(f[..., 1], smooth)])
+    return warp_by_flow(pred, f), shift
+
+
+def _components(z: np.ndarray, sign: int, k: float, side: float):
+    """Groups of pixels with ``sign * z > k``: pieces closer than 3 % of the side are one group
+    (a fold's band breaks up where the tissue under it is pale). Returns a list of dicts with
+    the group's pixels, sign, area, length (fraction of the side), elongation and mass."""
+    m = ((sign * z) > k).astype(np.uint8)
+    m = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+    r = max(2, int(0.03 * side))
+    ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
+    n, lab = cv2.connectedComponents(cv2.dilate(m, ker), connectivity=8)
+    closed = cv2.morphologyEx(m, cv2.MORPH_CLOSE, ker).astype(bool)
+    comps = []
+    for c in range(1, n):
+        group = lab == c
+        pix = group & m.astype(bool)
+        area = int(pix.sum())
+        if area < 4:
+            continue
+        ys, xs = np.nonzero(pix)
+        cov = np.cov(np.vstack([xs, ys])) if area > 2 else np.eye(2)
+        ev = np.sort(np.linalg.eigvalsh(cov))[::-1]
+        length = 4 * np.sqrt(max(ev[0], 1e-6))
+        elong = np.sqrt(max(ev[0], 1e-6) / max(ev[1], 0.25))
+        mass = float(np.clip(sign * z[pix] - k, 0, 20).sum())
+        comps.append(
+            {
+                "pix": group & closed,
+                "sign": sign,
+                "area": area,
+                "length": length / side,
+                "elong": elong,
+                "mass": mass,
+            }
+        )
+    return comps
+
+
+def _classify_local(z: np.ndarray, nbz: np.ndarray | None, s: QCSettings):
+    """Fold, tear and debris masks and scores from a residual map in typical residuals
+    (``nbz``: the neighbours' largest absolute residual: damage of a neighbour echoes, at
+    about half strength, in the sections predicted from it, and is left to that neighbour)."""
+    h, w = z.shape
+    side = float(max(h, w))
+    norm = (256.0 / side) ** 2  # masses are counted at a 256-pixel working side
+    comps = _components(z, 1, s.residual_z, side) + _components(z, -1, s.residual_z, side)
+    if nbz is not None:
+        az = np.abs(z)
+        comps = [c for c in comps if nbz[c["pix"]].mean() < 0.8 * az[c["pix"]].mean()]
+    linear, blobs = [], []
+    for c in comps:
+        c["mass"] *= norm
+        if c["length"] > 0.25 and c["elong"] > 3.0:
+            linear.append(c)
+        else:
+            blobs.append(c)
+    masks = {k: np.zeros((h, w), bool) for k in ("fold", "tear", "debris")}
+    scores = {k: 0.0 for k in masks}
+    linear.sort(key=lambda c: -c["mass"])
+    near = np.zeros((h, w), np.uint8)
+    for c in linear:
+        kind = "fold" if c["sign"] > 0 else "tear"
+        masks[kind] |= c["pix"]
+        scores[kind] += c["mass"] / s.min_mass
+        near |= c["pix"].astype(np.uint8)
+    if linear:
+        r = max(3, int(0.04 * side))
+        near = cv2.dilate(near, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+    for c in blobs:
+        if linear and (near[c["pix"]] > 0).mean() > 0.5:
+            # a piece beside a fold or tear: displaced tissue of the same damage
+            kind = "fold" if scores["fold"] >= scores["tear"] else "tear"
+            masks[kind] |= c["pix"]
+            scores[kind] += c["mass"] / s.min_mass
+            continue
+        if c["mass"] / s.min_mass < 0.25:
+            continue  # a small natural change between sections
+        masks["debris"] |= c["pix"]
+        scores["debris"] += c["mass"] / s.min_mass
+    return masks, scores
+
+
+def _stain(chan: np.ndarray, tissue: np.ndarray) -> tuple[float, float]:
+    """Median and 10-90 % spread of the tissue-bright channel over the tissue."""
+    v = chan[tissue] if 0.02 < tissue.mean() < 0.9 else chan.ravel()
+    p10, p50, p90 = np.percentile(v, [10, 50, 90])
+    return float(p50), float(p90 - p10)
+
+
+# -------------------------------------------------------------------------------- the stack
+
+
+def _work_channels(volume, s: QCSettings) -> ProgressGenerator[tuple[list, tuple, float]]:
+    n = volume.shape[0]
+    h, w = volume.shape[1:3]
+    f = min(1.0, s.work_side / max(h, w))
+    shape = (max(8, round(h * f)), max(8, round(w * f)))
+    kind = auto_channel(np.asarray(volume.data[n // 2].compute()))
+    chans = []
+    for i in range(n):
+        img = np.asarray(volume.data[i].compute())
+        if kind == "od":
+            c = registration_channel(img, "od")
+        else:  # one offset for the whole stack (inverted gray is turned at its own maximum)
+            c = registration_channel(img, "intensity") * (-1.0 if kind == "inverted" else 1.0)
+        chans.append(_resize(c.astype(np.float32), shape))
+        yield Progress(i + 1, 3 * n, f"reading section {i + 1} of {n}", "qc")
+    lo = float(np.median([np.percentile(c, 1.0) for c in chans]))
+    hi = float(np.median([np.percentile(c, 99.5) for c in chans]))
+    scale = 1.0 / (hi - lo) if hi > lo else 1.0
+    chans = [((c - lo) * scale).astype(np.float32) for c in chans]
+    return chans, shape, f
+
+
+def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGenerator[QCReport]:
+    """Find damaged, duplicated, missing and misaligned sections of a stack.
+
+    Parameters
+    ----------
+    volume
+        A :class:`core.io.Volume` of aligned sections (z, y, x[, c]).
+    settings
+        Thresholds (:class:`QCSettings`; defaults when None).
+
+    Yields
+    ------
+    Progress
+        One step per section read and per section judged.
+
+    Returns
+    -------
+    QCReport
+        One entry per section and per missing z number, masks at the sections' full size.
+    """
+    s = settings or QCSettings()
+    meta = volume.meta.with_planes(volume.shape[0])
+    n = volume.shape[0]
+    full = tuple(volume.shape[1:3])
+    chans, shape, _ = yield from _work_channels(volume, s)
+    side = float(max(shape))
+    tissue = [tissue_mask(c) for c in chans]
+    # consecutive differences and offsets (the stack's own scale of "normal")
+    diffs = [float(np.abs(chans[i] - chans[i - 1]).mean()) for i in range(1, n)]
+    # consecutive offsets: the median optical flow from each section to the next
+    steps = [
+        np.median(estimate_pair_flow(chans[i - 1], chans[i]).f_ab.reshape(-1, 2), axis=0)
+        for i in range(1, n)
+    ]
+    typ_step = float(np.median([np.hypot(*d) for d in steps])) if steps else 0.0
+    typ_diff = float(np.median(diffs)) if diffs else 0.0
+    sharp = [sharpness_tiles(c, t, s.tiles) for c, t in zip(chans, tissue, strict=True)]
+    dup = [False] * n
+    for i in range(1, n):
+        # a copy is the later of two near-identical sections
+        dup[i] = diffs[i - 1] < s.duplicate_ratio * max(typ_diff, 1e-6)
+    stats = [_stain(c, t) for c, t in zip(chans, tissue, strict=True)]
+
+    def neighbours(i):
+        """Indices of the usable neighbours (duplicates are skipped)."""
+        p = i - 1
+        while p > 0 and dup[p]:
+            p -= 1
+        q = i + 1
+        while q < n and dup[q]:
+            q += 1
+        return (p if p >= 0 else None), (q if q < n else None)
+
+    residuals = []
+    smooth = max(2.0, side / 16)
+    for i in range(n):
+        p, q = neighbours(i)
+        if p is None and q is None:
+            residuals.append(None)
+        else:
+            pred, shift = _predict(
+                chans[p] if p is not None else None,
+                chans[q] if q is not None else None,
+                chans[i],
+                smooth,
+            )
+            r = _smooth(chans[i], 1.5) - _smooth(pred, 1.5)
+            t = tissue[i]
+            mad = float(np.median(np.abs(r[t] - np.median(r[t])))) if t.any() else 0.0
+            residuals.append((r, 1.4826 * mad, shift))
+        yield Progress(n + i + 1, 3 * n, f"comparing section {i + 1} of {n}", "qc")
+    scale = float(np.median([x[1] for x in residuals if x is not None] or [1.0])) or 1e-6
+
+    out: list[SectionQC] = []
+    for i in range(n):
+        z, file = meta.z_numbers[i], meta.files[i]
+        sec = SectionQC(z=int(z), file=file)
+        p, q = neighbours(i)
+        nb = [j for j in (p, q) if j is not None and j != i]
+        scores: dict[str, float] = {}
+        masks: dict[str, np.ndarray] = {}
+        # duplicate
+        if i > 0:
+            scores["duplicate"] = float(
+                s.duplicate_ratio * max(typ_diff, 1e-6) / max(diffs[i - 1], 1e-9)
+            )
+        # misaligned: off both neighbours, which agree with each other
+        if n > 1:
+            # off both neighbours the same way (a jump there and back), not a drift
+            d_in = steps[i - 1] if i > 0 else -steps[i]
+            d_out = steps[i] if i < n - 1 else -steps[i - 1]
+            jump = float(np.hypot(*(d_in - d_out)) / 2 - np.hypot(*(d_in + d_out)))
+            limit = max(s.misaligned_px * side, 3 * typ_step)
+            scores["misaligned"] = max(jump, 0.0) / limit
+        near = [j for j in (i - 2, i - 1, i + 1, i + 2) if 0 <= j < n and not dup[j]]
+        # blur
+        if nb and not dup[i]:
+            with np.errstate(all="ignore"):
+                stackd = np.stack([sharp[j] for j in nb])
+            seen = np.isfinite(stackd).sum(axis=0)
+            srt = np.sort(np.where(np.isfinite(stackd), stackd, np.inf), axis=0)
+            # the median of the near sections (a damaged neighbour does not set the level)
+            med = np.take_along_axis(srt, ((np.maximum(seen, 1) - 1) // 2)[None], axis=0)[0]
+            ref = np.where(seen > 0, med, np.nan)
+            rel = sharp[i] / ref
+            valid = np.isfinite(rel)
+            if valid.sum() >= 4:
+                low = valid & (rel < s.blur_ratio)
+                frac = float(low.sum() / valid.sum())
+                scores["blur"] = frac / s.blur_fraction
+                if frac >= s.blur_fraction:
+                    tiles = _resize(low.astype(np.uint8), shape, nearest=True).astype(bool)
+                    masks["blur"] = tiles & tissue[i]
+        # local damage from the prediction residual
+        res = residuals[i]
+        if res is not None and not dup[i] and scores.get("misaligned", 0) < 1:
+            # a section predicted from one side or across a gap is predicted less well
+            zmap = res[0] / max(scale, res[1])
+            zmap[
+                ~cv2.dilate(tissue[i].astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+            ] = 0
+            if "blur" in masks:
+                # a blurred region's residual is its lost detail, not structure
+                zmap = np.where(masks["blur"], zmap * 0.5, zmap)
+            nbz = [
+                np.abs(residuals[j][0]) / scale
+                for j in (i - 1, i + 1)
+                if 0 <= j < n and residuals[j] is not None and not dup[j]
+            ]
+            lm, ls = _classify_local(zmap, np.maximum.reduce(nbz) if nbz else None, s)
+            scores.update(ls)
+            for k, m in lm.items():
+                if ls[k] >= 1:
+                    masks[k] = m
+        # contrast
+        near = [j for j in (i - 2, i - 1, i + 1, i + 2) if 0 <= j < n and not dup[j]]
+        if near and not dup[i]:
+            m0, s0 = stats[i]
+            hurt = np.zeros(shape, bool)
+            for k in ("fold", "tear", "debris"):
+                if k in masks:
+                    hurt |= cv2.dilate(masks[k].astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+            if hurt.any():  # a fold's band is not a stain swing
+                m0, s0 = _stain(chans[i], tissue[i] & ~hurt)
+            mref = float(np.median([stats[j][0] for j in near]))
+            sref = float(np.median([stats[j][1] for j in near]))
+            dev = max(
+                abs(np.log(max(m0, 1e-6) / max(mref, 1e-6))),
+                abs(np.log(max(s0, 1e-6) / max(sref, 1e-6))),
+            )
+            scores["contrast"] = float(dev / np.log(s.contrast_ratio))
+        sec.scores = {k: scores.get(k, 0.0) for k in KINDS if k != "missing"}
+        flags = [k for k, v in sec.scores.items() if v >= 1]
+        if "duplicate" in flags:
+            flags = ["duplicate"]  # a copy is judged only as a copy
+        elif "misaligned" in flags:
+            flags = [f for f in flags if f not in ("fold", "tear", "debris")]
+        sec.flags = sorted(flags, key=lambda k: -sec.scores[k])
+        lab = np.zeros(shape, np.uint8)
+        for k in LOCAL_KINDS:
+            if k in masks and k in sec.flags:
+                lab[masks[k] & (lab == 0)] = KINDS.index(k) + 1
+        if lab.any():
+            sec.mask = _resize(lab, full, nearest=True)
+        out.append(sec)
+        yield Progress(2 * n + i + 1, 3 * n, f"judging section {i + 1} of {n}", "qc")
+    for g in meta.gaps:
+        out.append(SectionQC(z=int(g), flags=["missing"], scores={"missing": 1.0}))
+    out.sort(key=lambda x: x.z)
+    return QCReport(sections=out, shape=full)
+
+
+def section_qc(volume, *, settings: QCSettings | None = None) -> QCReport:
+    """:func:`iter_section_qc` run to the end."""
+    from ..progress import drain
+
+    return drain(iter_section_qc(volume, settings=settings))
+
+
+__all__ = [
+    "KINDS",
+    "LOCAL_KINDS",
+    "QCReport",
+    "QCSettings",
+    "SectionQC",
+    "iter_section_qc",
+    "section_qc",
+]

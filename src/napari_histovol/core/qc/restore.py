@@ -1,0 +1,420 @@
+"""Repair of damaged sections from their neighbours (flow-guided inpainting).
+
+For a section with local damage (fold, tear, debris: a mask from the QC), the neighbours are
+interpolated to its place (motion-compensated, :mod:`core.interpolate.flow`), then the
+interpolation is bent onto the damaged section by the optical flow measured on its *undamaged*
+pixels and filled into the masked region (flow inpainting), its brightness matched to the
+section by a smooth correction measured around the damage, and blended in with a feathered
+edge. Blurred regions keep their own low frequencies and take only the detail from the
+neighbours. A section is replaced as a whole only when most of it is damaged or it is a copy of
+its neighbour; a contrast swing is rescaled to its neighbours' stain, a misaligned section is
+shifted back. Every repaired pixel is recorded as synthetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import cv2
+import dask.array as da
+import numpy as np
+
+from ..image import tissue_mask
+from ..interpolate.flow import cast_like, estimate_pair_flow, luminance, synthesize, warp_by_flow
+from ..progress import Progress, ProgressGenerator
+from .detect import KINDS
+from .masks import encode_mask
+
+#: A section is replaced as a whole when more than this fraction of it is damaged.
+REPLACE_FRACTION = 0.5
+
+
+@dataclass
+class RepairedSection:
+    """What restore did to one section.
+
+    Parameters
+    ----------
+    z
+        The section's z number.
+    kinds
+        The QC flags it acted on.
+    action
+        ``inpainted``, ``replaced``, ``rescaled`` or ``realigned`` (joined with ``+``).
+    synthetic
+        Boolean mask of the pixels made from the neighbours (None when none were).
+    """
+
+    z: int
+    kinds: list[str]
+    action: str
+    synthetic: np.ndarray | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record for the volume's metadata (``extra["restored"]``)."""
+        frac = float(self.synthetic.mean()) if self.synthetic is not None else 0.0
+        d = {
+            "z": int(self.z),
+            "kinds": list(self.kinds),
+            "action": self.action,
+            "synthetic_fraction": round(frac, 5),
+        }
+        if self.synthetic is not None and 0 < frac < 1:
+            d["synthetic_mask"] = encode_mask(self.synthetic.astype(np.uint8))
+        return d
+
+
+@dataclass
+class RestoreResult:
+    """The restored volume and what was done to each repaired section."""
+
+    volume: Any
+    repaired: list[RepairedSection] = field(default_factory=list)
+
+
+def _f32(img: np.ndarray) -> np.ndarray:
+    return img.astype(np.float32, copy=False)
+
+
+def interpolate_between(prev: np.ndarray | None, nxt: np.ndarray | None) -> np.ndarray:
+    """The section halfway between two neighbours (motion-compensated), or the one neighbour
+    there is, as float32.
+
+    Parameters
+    ----------
+    prev, nxt
+        The neighbouring sections (either may be None, not both).
+    """
+    if prev is not None and nxt is not None:
+        return synthesize(prev, nxt, estimate_pair_flow(prev, nxt), 0.5)
+    return _f32(prev if prev is not None else nxt).copy()
+
+
+def _fill(values: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+    """Fill values outside ``valid`` by normalised convolution at growing scales."""
+    v = valid.astype(np.float32)
+    out = values.copy()
+    todo = ~valid
+    s = 2.0
+    while todo.any() and s <= sigma * 8:
+        num = cv2.GaussianBlur(values * (v if values.ndim == 2 else v[..., None]), (0, 0), s)
+        den = cv2.GaussianBlur(v, (0, 0), s)
+        den_ = den if values.ndim == 2 else den[..., None]
+        ok = den > 1e-3
+        upd = todo & ok
+        out[upd] = (num / np.maximum(den_, 1e-6))[upd]
+        todo &= ~ok
+        s *= 2
+    return out
+
+
+def inpaint_from_neighbours(
+    cur: np.ndarray,
+    damaged: np.ndarray,
+    prev: np.ndarray | None,
+    nxt: np.ndarray | None,
+    *,
+    blurred: np.ndarray | None = None,
+) -> np.ndarray:
+    """Repair the damaged pixels of one section from its neighbours.
+
+    Parameters
+    ----------
+    cur
+        The damaged section (2D or RGB).
+    damaged
+        Boolean mask of the pixels to rebuild (folds, tears, debris).
+    prev, nxt
+        Its aligned neighbours (either may be None, not both).
+    blurred
+        Boolean mask of blurred pixels: they keep their low frequencies and take the detail
+        of the neighbours.
+
+    Returns
+    -------
+    numpy.ndarray
+        The repaired section, same dtype as ``cur``.
+    """
+    c = _f32(cur)
+    pred0 = interpolate_between(prev, nxt)
+    h, w = c.shape[:2]
+    side = max(h, w)
+    grow = max(2, side // 64)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2)
+    bad = damaged.astype(bool)
+    bad_wide = cv2.dilate(bad.astype(np.uint8), kernel).astype(bool)
+    # flow from the section to the interpolation, measured with the damage painted over
+    guide = np.where(bad_wide[..., None] if c.ndim == 3 else bad_wide, pred0, c)
+    f = estimate_pair_flow(luminance(guide), luminance(pred0)).f_ab
+    valid = ~bad_wide
+    if valid.any():
+        f = np.dstack([_fill(f[..., k], valid, side / 8) for k in range(2)])
+    pred = warp_by_flow(pred0, f)
+    # brightness: a smooth correction measured around the damage, carried into it
+    diff = c - pred
+    corr = _fill(np.where(valid[..., None] if c.ndim == 3 else valid, diff, 0), valid, side / 8)
+    corr = cv2.GaussianBlur(corr, (0, 0), max(2.0, side / 32))
+    pred = pred + corr
+    out = c.copy()
+    alpha = cv2.GaussianBlur(bad_wide.astype(np.float32), (0, 0), max(1.0, grow / 2))
+    alpha = np.maximum(alpha, bad)
+    a = alpha[..., None] if c.ndim == 3 else alpha
+    out = out * (1 - a) + pred * a
+    if blurred is not None and blurred.any():
+        s = max(1.5, side / 256)
+        detail = pred - cv2.GaussianBlur(pred, (0, 0), s)
+        low = cv2.GaussianBlur(out, (0, 0), s)
+        b = cv2.GaussianBlur(blurred.astype(np.float32), (0, 0), 2.0)
+        b = b[..., None] if c.ndim == 3 else b
+        out = out * (1 - b) + (low + detail) * b
+    return cast_like(out, cur.dtype)
+
+
+def match_stain(cur: np.ndarray, refs: list[np.ndarray]) -> np.ndarray:
+    """Rescale a section's stain (per channel, on its tissue) to the mean and spread of its
+    neighbours'.
+
+    Parameters
+    ----------
+    cur
+        The section with a contrast swing.
+    refs
+        Its neighbours.
+    """
+    c = _f32(cur)
+    t = tissue_mask(luminance(c))
+
+    def stats(x, m):
+        v = x[m] if m.any() else x.reshape(-1, *x.shape[2:])
+        return v.mean(axis=0), v.std(axis=0) + 1e-6
+
+    mc, sc = stats(c, t)
+    ms, ss = zip(*[stats(_f32(r), tissue_mask(luminance(_f32(r)))) for r in refs], strict=True)
+    mr, sr = np.mean(ms, axis=0), np.mean(ss, axis=0)
+    return cast_like(mr + (c - mc) * (sr / sc), cur.dtype)
+
+
+def realign(cur: np.ndarray, refs: list[np.ndarray]) -> np.ndarray:
+    """Shift a section back onto its neighbours (phase correlation against their mean).
+
+    Parameters
+    ----------
+    cur
+        The misaligned section.
+    refs
+        Its neighbours.
+    """
+    from ..image import background_value
+
+    ref = np.mean([luminance(_f32(r)) for r in refs], axis=0)
+    win = cv2.createHanningWindow(ref.shape[::-1], cv2.CV_32F)
+    (dx, dy), _ = cv2.phaseCorrelate(ref.astype(np.float32), luminance(_f32(cur)), win)
+    h, w = cur.shape[:2]
+    m = np.float32([[1, 0, -dx], [0, 1, -dy]])
+    bg = tuple(float(v) for v in np.atleast_1d(background_value(cur))) + (0.0,) * 3
+    return cv2.warpAffine(cur, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=bg[:4])
+
+
+def repair_section(
+    cur: np.ndarray,
+    labels: np.ndarray | None,
+    flags: list[str],
+    prev: np.ndarray | None,
+    nxt: np.ndarray | None,
+) -> tuple[np.ndarray, RepairedSection]:
+    """Repair one section as its QC flags and mask say.
+
+    Parameters
+    ----------
+    cur
+        The section.
+    labels
+        Its QC mask (label k+1 is ``KINDS[k]``) or None.
+    flags
+        Its QC flags.
+    prev, nxt
+        Its neighbours (either may be None, not both).
+
+    Returns
+    -------
+    repaired, record
+        The repaired section and a :class:`RepairedSection` (z set to 0; the caller fills it).
+    """
+    refs = [r for r in (prev, nxt) if r is not None]
+    local = labels > 0 if labels is not None else np.zeros(cur.shape[:2], bool)
+    blur = labels == KINDS.index("blur") + 1 if labels is not None else local
+    hard = local & ~blur
+    out, actions = cur, []
+    syn = np.zeros(cur.shape[:2], bool)
+    if "duplicate" in flags or hard.mean() > REPLACE_FRACTION:
+        out = cast_like(interpolate_between(prev, nxt), cur.dtype)
+        return out, RepairedSection(0, list(flags), "replaced", np.ones(cur.shape[:2], bool))
+    if "misaligned" in flags:
+        out = realign(out, refs)
+        actions.append("realigned")
+    if "contrast" in flags:
+        out = match_stain(out, refs)
+        actions.append("rescaled")
+    if hard.any() or blur.any():
+        out = inpaint_from_neighbours(out, hard, prev, nxt, blurred=blur)
+        syn = hard | blur
+        actions.append("inpainted")
+    return out, RepairedSection(
+        0, list(flags), "+".join(actions) or "none", syn if syn.any() else None
+    )
+
+
+def whole_section_replacement(stack: np.ndarray, pos: int) -> np.ndarray:
+    """The peer of restore: section ``pos`` replaced by the interpolation of its neighbours.
+
+    Parameters
+    ----------
+    stack
+        Sections as one array (z first).
+    pos
+        Index of the section to replace.
+    """
+    prev = stack[pos - 1] if pos > 0 else None
+    nxt = stack[pos + 1] if pos + 1 < len(stack) else None
+    return cast_like(interpolate_between(prev, nxt), stack.dtype)
+
+
+def _neighbour_index(i: int, step: int, n: int, skip: set[int]) -> int | None:
+    j = i + step
+    while 0 <= j < n and j in skip:
+        j += step
+    return j if 0 <= j < n else None
+
+
+def restore_array(stack: np.ndarray, meta, report, pos: int) -> np.ndarray:
+    """Repair section ``pos`` of an in-memory stack with a QC report (for tests and benchmarks).
+
+    Parameters
+    ----------
+    stack
+        Sections as one array (z first).
+    meta
+        The stack's :class:`core.io.VolumeMeta` (z numbers).
+    report
+        A :class:`QCReport` or the list of section dicts :func:`read_qc_report` gives.
+    pos
+        Index of the section to repair.
+    """
+    sections = _by_z(report)
+    zs = meta.with_planes(len(stack)).z_numbers
+    whole = {i for i, z in enumerate(zs) if _whole_damage(sections.get(z))}
+    sec = sections.get(zs[pos]) or {"flags": [], "mask": None}
+    p = _neighbour_index(pos, -1, len(stack), whole)
+    q = _neighbour_index(pos, 1, len(stack), whole)
+    out, _ = repair_section(
+        np.asarray(stack[pos]),
+        sec["mask"],
+        sec["flags"],
+        None if p is None else np.asarray(stack[p]),
+        None if q is None else np.asarray(stack[q]),
+    )
+    return out
+
+
+def _by_z(report) -> dict[int, dict]:
+    if hasattr(report, "sections") and not isinstance(report, list):
+        return {s.z: {"flags": list(s.flags), "mask": s.mask} for s in report.sections}
+    return {int(s["z"]): s for s in report}
+
+
+def _whole_damage(sec: dict | None) -> bool:
+    """Sections whose pixels cannot serve as a neighbour: copies, shifted, off in stain."""
+    return bool(sec) and any(f in sec["flags"] for f in ("duplicate", "misaligned", "contrast"))
+
+
+def iter_restore(volume, report) -> ProgressGenerator[RestoreResult]:
+    """Repair the sections a QC report flags, from their neighbours.
+
+    Parameters
+    ----------
+    volume
+        A :class:`core.io.Volume` (the stack the QC was run on).
+    report
+        A :class:`QCReport`, or the section list of :func:`read_qc_report` (dicts with ``z``,
+        ``flags`` and ``mask``: uint8 labels at full size or None).
+
+    Yields
+    ------
+    Progress
+        One step per repaired section.
+
+    Returns
+    -------
+    RestoreResult
+        The volume (lazy: untouched sections are read from the input) with replaced sections
+        flagged synthetic and ``meta.extra["restored"]`` saying what was done where.
+    """
+    from ..errors import InputError
+    from ..io import Volume
+
+    meta = volume.meta.with_planes(volume.shape[0])
+    sections = _by_z(report)
+    zs = list(meta.z_numbers)
+    todo = [i for i, z in enumerate(zs) if sections.get(z, {}).get("flags")]
+    for i in todo:
+        m = sections[zs[i]].get("mask")
+        if m is not None and tuple(m.shape) != tuple(volume.shape[1:3]):
+            raise InputError(
+                f"The QC mask of section {zs[i]} is {m.shape[1]} x {m.shape[0]} pixels but the "
+                f"section is {volume.shape[2]} x {volume.shape[1]}; run the QC on this stack."
+            )
+    whole = {i for i, z in enumerate(zs) if _whole_damage(sections.get(z))}
+    planes = [volume.data[i] for i in range(volume.shape[0])]
+    synthetic = list(meta.synthetic)
+    records = []
+    for k, i in enumerate(todo):
+        sec = sections[zs[i]]
+        p = _neighbour_index(i, -1, len(zs), whole)
+        q = _neighbour_index(i, 1, len(zs), whole)
+        if p is None and q is None:
+            continue  # nothing to repair from
+        load = lambda j: None if j is None else np.asarray(volume.data[j].compute())  # noqa: E731
+        fixed, rec = repair_section(
+            np.asarray(volume.data[i].compute()),
+            sec.get("mask"),
+            list(sec["flags"]),
+            load(p),
+            load(q),
+        )
+        rec.z = zs[i]
+        if rec.action == "none":
+            continue
+        planes[i] = da.from_array(fixed, chunks=fixed.shape)
+        if rec.action == "replaced":
+            synthetic[i] = True
+        records.append(rec)
+        yield Progress(k + 1, len(todo), f"repaired section {zs[i]} ({rec.action})", "restore")
+    data = da.stack(planes).rechunk((1,) + tuple(volume.shape[1:]))
+    extra = dict(meta.extra)
+    extra["restored"] = [r.to_dict() for r in records]
+    new_meta = replace(meta, synthetic=tuple(synthetic), extra=extra)
+    return RestoreResult(Volume(data, new_meta), records)
+
+
+def restore(volume, report) -> RestoreResult:
+    """:func:`iter_restore` run to the end."""
+    from ..progress import drain
+
+    return drain(iter_restore(volume, report))
+
+
+__all__ = [
+    "REPLACE_FRACTION",
+    "RepairedSection",
+    "RestoreResult",
+    "inpaint_from_neighbours",
+    "interpolate_between",
+    "iter_restore",
+    "match_stain",
+    "realign",
+    "repair_section",
+    "restore",
+    "restore_array",
+    "whole_section_replacement",
+]
