@@ -84,6 +84,8 @@ def test_every_subcommand_module_registers_and_runs():
         "decompress",
         "demo",
         "stitch",
+        "qc",
+        "restore",
     }
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(sub.choices) == names

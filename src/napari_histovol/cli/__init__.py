@@ -24,6 +24,8 @@ from . import (
     focus_train,
     info,
     interpolate,
+    qc,
+    restore,
     stitch,
     warp_points,
 )
@@ -40,6 +42,8 @@ SUBCOMMANDS = (
     build,
     focus,
     focus_train,
+    qc,
+    restore,
     compress,
     decompress,
     demo,

@@ -1,0 +1,225 @@
+"""Section QC and restore: damage of known shape injected into real and synthetic sections.
+
+Ground truth: the damaged section, its kind and the pixels the injector changed; the undamaged
+original for the repair. Small crops keep the whole file fast.
+"""
+
+from __future__ import annotations
+
+import json
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from napari_histovol.cli import main
+from napari_histovol.core.io import Volume, VolumeMeta, read_volume
+from napari_histovol.core.qc import (
+    KINDS,
+    decode_mask,
+    encode_mask,
+    read_flagged_z,
+    read_qc_report,
+    restore,
+    section_qc,
+    simulate,
+)
+from napari_histovol.core.qc.restore import inpaint_from_neighbours, whole_section_replacement
+
+from .conftest import write_image
+
+
+def blob_stack(n=9, size=160, seed=1):
+    """Blobs that grow and shrink through z on a bright slide (a synthetic tissue block)."""
+    rng = np.random.default_rng(seed)
+    vol = np.zeros((n * 4, size, size), np.float32)
+    zz = np.arange(n * 4)[:, None, None]
+    yy, xx = np.mgrid[0:size, 0:size]
+    for _ in range(int(400 * (size / 256) ** 2)):
+        c = rng.uniform([-8, 0, 0], [n * 4 + 8, size, size])
+        r = rng.uniform(3, 10)
+        d = ((zz - c[0]) / (r * 0.8)) ** 2 + ((yy - c[1]) / r) ** 2 + ((xx - c[2]) / r) ** 2
+        vol += np.exp(-d) * rng.uniform(0.3, 1)
+    img = 240 * np.exp(-1.2 * vol[::4]) + rng.normal(0, 2, (n, size, size))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def as_volume(a, zs=None):
+    zs = tuple(range(a.shape[0])) if zs is None else tuple(zs)
+    gaps = tuple(sorted(set(range(zs[0], zs[-1] + 1)) - set(zs)))
+    meta = VolumeMeta(z_numbers=zs, gaps=gaps, files=tuple(f"s_{z:03d}.png" for z in zs))
+    return Volume(da.from_array(a, chunks=(1,) + a.shape[1:]), meta.with_planes(a.shape[0]))
+
+
+def dice(a, b):
+    return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+def psnr(a, b, m):
+    mse = ((a.astype(float) - b.astype(float))[m] ** 2).mean()
+    return 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def damaged():
+    """Synthetic block: fold at 2, half-section blur at 4, a copy of 5 as 6, z 8 missing."""
+    clean = blob_stack(10)
+    rng = np.random.default_rng(3)
+    a = clean.copy()
+    a[2], fold_m = simulate.fold(clean[2], rng, strength=1.5)
+    a[4], blur_m = simulate.blur_half(clean[4], rng, sigma=3)
+    a[6] = a[5]
+    keep = [0, 1, 2, 3, 4, 5, 6, 7, 9]
+    return clean, a[keep], keep, {"fold": fold_m, "blur": blur_m}
+
+
+@pytest.fixture(scope="module")
+def report(damaged):
+    _, a, keep, _ = damaged
+    return section_qc(as_volume(a, keep))
+
+
+def test_masks_round_trip_through_their_run_length_code():
+    lab = np.zeros((7, 9), np.uint8)
+    lab[2:4, 3:8] = 1
+    lab[6, :] = 4
+    doc = json.loads(json.dumps(encode_mask(lab)))
+    np.testing.assert_array_equal(decode_mask(doc), lab)
+    with pytest.raises(ValueError):
+        decode_mask({"shape": [2, 2], "runs": [[3, 5, 1]]})
+
+
+def test_qc_finds_fold_blur_duplicate_and_missing_with_their_kind_and_mask(damaged, report):
+    _, _, _, truth = damaged
+    by_z = {s.z: s for s in report.sections}
+    assert by_z[2].flags[0] == "fold"
+    assert dice(by_z[2].mask == KINDS.index("fold") + 1, truth["fold"]) > 0.2
+    assert by_z[4].flags[0] == "blur"
+    assert dice(by_z[4].mask == KINDS.index("blur") + 1, truth["blur"]) > 0.5  # tile-granular
+    assert by_z[6].flags == ["duplicate"]
+    assert by_z[8].flags == ["missing"]
+    # the undamaged sections beside them are left alone
+    for z in (1, 3, 5, 7):
+        assert not by_z[z].flags, (z, by_z[z].flags, by_z[z].scores)
+
+
+def test_repair_of_a_fold_beats_leaving_it_and_whole_section_replacement_over_the_section(
+    damaged, report
+):
+    clean, a, keep, truth = damaged
+    out = restore(as_volume(a, keep), report)
+    pos = keep.index(2)
+    fixed = np.asarray(out.volume.data[pos].compute())
+    m = truth["fold"]
+    assert psnr(fixed, clean[2], m) > psnr(a[pos], clean[2], m) + 3
+    whole = whole_section_replacement(a, pos)
+    everywhere = np.ones_like(m)
+    assert psnr(fixed, clean[2], everywhere) > psnr(whole, clean[2], everywhere)
+    # the copy is replaced as a whole and flagged synthetic; the fold's pixels are recorded
+    meta = out.volume.meta
+    assert meta.synthetic_z == (6,)
+    rec = {r["z"]: r for r in meta.extra["restored"]}
+    assert rec[2]["action"] == "inpainted" and 0 < rec[2]["synthetic_fraction"] < 0.5
+    syn = decode_mask(rec[2]["synthetic_mask"]).astype(bool)
+    np.testing.assert_array_equal(syn, report.section(2).mask > 0)
+    assert (syn & m).sum() > 0.5 * syn.sum()  # what was rebuilt lies in the fold
+
+
+@pytest.mark.parametrize("kind", ["tear", "debris"])
+def test_inpainting_a_known_mask_beats_leaving_the_damage(kind):
+    clean = blob_stack(3, 128, seed=4)
+    rng = np.random.default_rng(5)
+    fn = simulate.tear if kind == "tear" else simulate.debris
+    bad, m = fn(clean[1], rng)
+    fixed = inpaint_from_neighbours(bad, m, clean[0], clean[2])
+    assert psnr(fixed, clean[1], m) > psnr(bad, clean[1], m) + 3
+    np.testing.assert_array_equal(fixed[~_grow(m, 8)], bad[~_grow(m, 8)])
+
+
+def _grow(m, r):
+    import cv2
+
+    return cv2.dilate(m.astype(np.uint8), np.ones((2 * r + 1,) * 2, np.uint8)).astype(bool)
+
+
+def test_qc_on_real_em_sections_finds_a_fold(shared_data):
+    src = read_volume(shared_data / "isbi2012_sstem_train" / "train_image")
+    clean = np.asarray(src.data[10:17, :256, :256].compute())
+    a = clean.copy()
+    a[3], m = simulate.fold(clean[3], np.random.default_rng(0), strength=1.5)
+    rep = section_qc(as_volume(a))
+    s = rep.section(3)
+    assert s.flags and s.flags[0] == "fold"
+    assert dice(s.mask > 0, m) > 0.15
+
+
+# ---------------------------------------------------------------------------------- the CLI
+
+
+def histovol(*args) -> int:
+    return main([str(x) for x in args])
+
+
+@pytest.fixture
+def folder(tmp_path, damaged):
+    _, a, keep, _ = damaged
+    d = tmp_path / "sections"
+    d.mkdir()
+    for z, img in zip(keep, a, strict=True):
+        write_image(d / f"s_{z:03d}.png", img)
+    return d
+
+
+FORMATS = {"ome-zarr": "r.ome.zarr", "ome-tiff": "r.ome.tif", "npy": "r.npy", "folder": "r_slices"}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_cli_qc_then_restore_into_every_format(tmp_path, folder, fmt, capsys):
+    qc, masks = tmp_path / "QC.json", tmp_path / "masks"
+    assert histovol("qc", folder, "--json", qc, "--masks", masks, "--quiet") == 0
+    doc = json.loads(qc.read_text())
+    assert {2, 4, 6} <= set(doc["flagged_z"])
+    assert {s["z"]: s for s in doc["sections"]}[8]["flags"] == ["missing"]
+    assert (masks / "s_002_qc.png").is_file()
+    assert read_flagged_z(qc) == doc["flagged_z"]
+    out = tmp_path / FORMATS[fmt]
+    assert histovol("restore", folder, out, "--qc", qc, "--quiet") == 0
+    vol = read_volume(out)
+    assert vol.meta.z_numbers == (0, 1, 2, 3, 4, 5, 6, 7, 9)
+    assert vol.meta.synthetic_z == (6,)
+    assert {r["z"] for r in vol.meta.extra["restored"]} >= {2, 4, 6}
+    # no overwrite without --overwrite, and nothing touched
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert histovol("restore", folder, out, "--qc", qc, "--quiet") == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert histovol("restore", folder, out, "--qc", qc, "--quiet", "--overwrite") == 0
+
+
+def test_cli_qc_report_feeds_interpolate_replace_flagged(tmp_path, folder):
+    qc = tmp_path / "QC.json"
+    assert histovol("qc", folder, "--json", qc, "--quiet") == 0
+    out = tmp_path / "i.npy"
+    assert histovol("interpolate", folder, out, "--replace-flagged", qc, "--quiet") == 0
+    vol = read_volume(out)
+    assert set(read_flagged_z(qc)) <= set(vol.meta.synthetic_z)
+
+
+def test_cli_restore_bad_input_is_one_line_and_leaves_nothing(tmp_path, folder, capsys):
+    qc = tmp_path / "QC.json"
+    qc.write_text("{not json")
+    out = tmp_path / "r.ome.zarr"
+    assert histovol("restore", folder, out, "--qc", qc) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("histovol: error:") and "QC.json" in err and len(err.splitlines()) == 1
+    # a report of another stack: its masks do not fit these sections
+    lab = np.zeros((5, 5), np.uint8)
+    lab[1:3, 1:3] = 1
+    qc.write_text(json.dumps({"sections": [{"z": 2, "flags": ["fold"], "mask": encode_mask(lab)}]}))
+    assert histovol("restore", folder, out, "--qc", qc) == 2
+    err = capsys.readouterr().err.strip()
+    assert "run the QC on this stack" in err and len(err.splitlines()) == 1
+    assert not out.exists() and not any(p.name.startswith(".r.ome") for p in tmp_path.iterdir())
+    assert histovol("restore", folder, out) == 2  # --qc is required
+    assert histovol("qc", tmp_path / "nowhere") == 2
+    assert read_qc_report is not None
