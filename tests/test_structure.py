@@ -84,6 +84,7 @@ def test_every_subcommand_module_registers_and_runs():
         "decompress",
         "demo",
         "stitch",
+        "segment",
         "qc",
         "restore",
     }

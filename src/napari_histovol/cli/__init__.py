@@ -26,6 +26,7 @@ from . import (
     interpolate,
     qc,
     restore,
+    segment,
     stitch,
     warp_points,
 )
@@ -46,6 +47,7 @@ SUBCOMMANDS = (
     restore,
     compress,
     decompress,
+    segment,
     demo,
 )
 

@@ -1,0 +1,314 @@
+"""Prompt-based 3D segmentation: the micro-sam click protocol on real data, with peers.
+
+For every ground-truth object: a first positive click at the point farthest inside it, then up
+to 7 corrective clicks, each at the point farthest inside the largest error region (positive
+where the object was missed, negative where it leaked). Dice after each click, mean over
+objects; seconds per click. Peers from the same clicks in the same run: seeded watershed on the
+gradient and random walker on the raw image (background seeds on the border of a window around
+the clicks).
+
+Datasets (../shared/data): cells3d confocal nuclei (60 x 256 x 256, 20 labelled nuclei) and
+ISBI 2012 ssTEM (30 sections; 3D neurites = per-section cell profiles of the membrane labels
+linked by overlap). Prints one JSON object.
+
+    .venv/bin/python benchmarks/segment_bench.py [--objects 8] [--clicks 8] [--datasets nuclei,em]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def load_nuclei():
+    import tifffile
+
+    img = tifffile.imread(DATA / "cells3d_nuclei_3d" / "nuclei.tif")
+    lab = tifffile.imread(DATA / "cells3d_nuclei_3d" / "nuclei_label.tif").astype(np.int32)
+    return img, lab, (0.29, 0.26, 0.26)
+
+
+def em_objects(interior: np.ndarray, *, min_overlap: float = 0.5) -> np.ndarray:
+    """3D neurites from per-section membrane labels: 2D cell profiles linked to the profile of
+    the next section that they overlap most (mutual best, overlap >= ``min_overlap`` of the
+    smaller)."""
+    nz = interior.shape[0]
+    lab2 = np.zeros(interior.shape, np.int32)
+    off = 0
+    for z in range(nz):
+        lz, n = ndi.label(interior[z])
+        lab2[z] = np.where(lz > 0, lz + off, 0)
+        off += n
+    parent = np.arange(off + 1)
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for z in range(nz - 1):
+        a, b = lab2[z].ravel(), lab2[z + 1].ravel()
+        sel = (a > 0) & (b > 0)
+        pairs, cnt = np.unique(np.stack([a[sel], b[sel]]), axis=1, return_counts=True)
+        area = np.bincount(lab2[z : z + 2].ravel(), minlength=off + 1)
+        best_a, best_b = {}, {}
+        for (i, j), c in zip(pairs.T, cnt, strict=True):
+            if c > best_a.get(i, (0, 0))[0]:
+                best_a[i] = (c, j)
+            if c > best_b.get(j, (0, 0))[0]:
+                best_b[j] = (c, i)
+        for i, (c, j) in best_a.items():
+            if best_b[j][1] == i and c >= min_overlap * min(area[i], area[j]):
+                parent[find(i)] = find(j)
+    roots = np.array([find(i) for i in range(off + 1)])
+    roots[0] = 0
+    return roots[lab2]
+
+
+def load_em(crop=(slice(None), slice(0, 256), slice(0, 256))):
+    from PIL import Image
+
+    d = DATA / "isbi2012_sstem_train"
+    img = np.stack([np.asarray(Image.open(p)) for p in sorted((d / "train_image").glob("*.png"))])
+    lab = np.stack([np.asarray(Image.open(p)) for p in sorted((d / "train_label").glob("*.png"))])
+    img, lab = img[crop], lab[crop]
+    return img, em_objects(lab > 127), (0.05, 0.004, 0.004)
+
+
+def pick_objects(lab: np.ndarray, n: int, *, min_sections: int, min_voxels: int, seed: int = 0):
+    """``n`` objects (fixed seed) that do not touch the in-plane border and span enough sections."""
+    border = np.unique(
+        np.concatenate(
+            [lab[:, 0].ravel(), lab[:, -1].ravel(), lab[:, :, 0].ravel(), lab[:, :, -1].ravel()]
+        )
+    )
+    ids = []
+    for k, sl in enumerate(ndi.find_objects(lab), start=1):
+        if sl is None or k in border:
+            continue
+        if sl[0].stop - sl[0].start < min_sections:
+            continue
+        if (lab[sl] == k).sum() < min_voxels:
+            continue
+        ids.append(k)
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(ids, min(n, len(ids)), replace=False).tolist())
+
+
+# ------------------------------------------------------------------------------ protocol
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
+
+
+def farthest_inside(mask: np.ndarray, sampling) -> tuple[int, int, int]:
+    d = ndi.distance_transform_edt(np.pad(mask, 1), sampling=sampling)[1:-1, 1:-1, 1:-1]
+    return tuple(int(v) for v in np.unravel_index(np.argmax(d), d.shape))
+
+
+def next_click(gt: np.ndarray, pred: np.ndarray, sampling):
+    err = gt ^ pred
+    lab, n = ndi.label(err)
+    if n == 0:
+        return None
+    sizes = np.bincount(lab.ravel())[1:]
+    comp = lab == (np.argmax(sizes) + 1)
+    z, y, x = farthest_inside(comp, sampling)
+    return (z, y, x, bool(gt[z, y, x]))
+
+
+def run_protocol(img, gt_lab, ids, method, *, n_clicks, sampling):
+    """Dice after each click for every object; seconds per click."""
+    curves, secs = [], []
+    for k in ids:
+        gt = gt_lab == k
+        clicks = [(*farthest_inside(gt, sampling), True)]
+        curve = []
+        for i in range(n_clicks):
+            t = time.perf_counter()
+            pred = method(k, clicks)
+            secs.append(time.perf_counter() - t)
+            curve.append(dice(gt, pred))
+            if i + 1 < n_clicks:
+                c = next_click(gt, pred, sampling)
+                if c is None:
+                    curve += [curve[-1]] * (n_clicks - 1 - i)
+                    break
+                clicks.append(c)
+        curves.append(curve)
+    return np.array(curves), secs
+
+
+# -------------------------------------------------------------------------------- methods
+
+
+def ours(img, *, margin):
+    from napari_histovol.core.progress import drain
+    from napari_histovol.core.segment import Prompt, SegmentSession
+
+    session = SegmentSession(img, rgb=False, margin=margin)
+    section_secs = []
+
+    def method(k, clicks):
+        session.prompts = [Prompt(z, y, x, 1, pos) for z, y, x, pos in clicks]
+        session.masks.clear()
+        t = time.perf_counter()
+        z = clicks[-1][0]
+        session.segment_section(1, z)
+        section_secs.append(time.perf_counter() - t)
+        drain(session.iter_segment_object(1))
+        out = np.zeros(img.shape, bool)
+        for zz in session.masks.get(1, {}):
+            out[zz] = session.object_mask(1, zz)
+        return out
+
+    return method, section_secs
+
+
+def _window(shape, clicks, margin, zmargin):
+    a = np.array([c[:3] for c in clicks])
+    lo = np.maximum(0, a.min(0) - (zmargin, margin, margin))
+    hi = np.minimum(shape, a.max(0) + (zmargin, margin, margin) + 1)
+    return tuple(slice(int(lo[i]), int(hi[i])) for i in range(3))
+
+
+def _markers(shape, clicks, win):
+    m = np.zeros(tuple(s.stop - s.start for s in win), np.int32)
+    m[0], m[-1], m[:, 0], m[:, -1], m[:, :, 0], m[:, :, -1] = 2, 2, 2, 2, 2, 2
+    if m.shape[0] < 3:
+        m[0], m[-1] = 0, 0
+    for z, y, x, pos in clicks:
+        m[z - win[0].start, y - win[1].start, x - win[2].start] = 1 if pos else 2
+    return m
+
+
+def _norm(img):
+    lo, hi = np.percentile(img, (1, 99.5))
+    return np.clip((img.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def peer_watershed(img, *, margin, zmargin, sampling):
+    from skimage.segmentation import watershed
+
+    norm = _norm(img)
+    rel = np.asarray(sampling) / min(sampling)
+
+    def method(k, clicks):
+        win = _window(img.shape, clicks, margin, zmargin)
+        sub = ndi.gaussian_filter(norm[win], 1.0 / rel)
+        grad = ndi.gaussian_gradient_magnitude(sub, 1.0)
+        lab = watershed(grad, _markers(img.shape, clicks, win))
+        out = np.zeros(img.shape, bool)
+        out[win] = lab == 1
+        return out
+
+    return method
+
+
+def peer_random_walker(img, *, margin, zmargin, sampling):
+    from skimage.segmentation import random_walker
+
+    norm = _norm(img)
+
+    def method(k, clicks):
+        win = _window(img.shape, clicks, margin, zmargin)
+        lab = random_walker(
+            norm[win], _markers(img.shape, clicks, win), beta=130, mode="cg_j", tol=1e-3
+        )
+        out = np.zeros(img.shape, bool)
+        out[win] = lab == 1
+        return out
+
+    return method
+
+
+# ---------------------------------------------------------------------------------- main
+
+DATASETS = {
+    "nuclei": dict(load=load_nuclei, min_sections=8, min_voxels=2000, margin=64, zmargin=24),
+    "em": dict(load=load_em, min_sections=6, min_voxels=1500, margin=64, zmargin=30),
+}
+
+
+def summarise(curves, secs, n5=5):
+    mean = curves.mean(axis=0)
+    return {
+        "dice_per_click": [round(float(v), 4) for v in mean],
+        "dice_after_1": round(float(mean[0]), 4),
+        "dice_after_5": round(float(mean[min(n5, len(mean)) - 1]), 4),
+        "worst_object_after_5": round(float(curves[:, min(n5, curves.shape[1]) - 1].min()), 4),
+        "seconds_per_click_mean": round(float(np.mean(secs)), 3),
+        "seconds_per_click_max": round(float(np.max(secs)), 3),
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--objects", type=int, default=8)
+    ap.add_argument("--clicks", type=int, default=8)
+    ap.add_argument("--datasets", default="nuclei,em")
+    ap.add_argument("--no-peers", action="store_true")
+    args = ap.parse_args(argv)
+    if not DATA.is_dir():
+        print(json.dumps({"skipped": f"{DATA} is absent"}))
+        return 0
+    report = {
+        "protocol": "micro-sam: 1 click at the farthest-inside point, then corrective "
+        "clicks at the largest error region's farthest-inside point",
+        "datasets": {},
+    }
+    for name in args.datasets.split(","):
+        cfg = DATASETS[name]
+        img, lab, sampling = cfg["load"]()
+        ids = pick_objects(
+            lab, args.objects, min_sections=cfg["min_sections"], min_voxels=cfg["min_voxels"]
+        )
+        entry = {"shape": list(img.shape), "objects": ids}
+        method, section_secs = ours(img, margin=cfg["margin"])
+        curves, secs = run_protocol(img, lab, ids, method, n_clicks=args.clicks, sampling=sampling)
+        entry["histovol"] = summarise(curves, secs)
+        entry["histovol"]["per_object_after_5"] = [round(float(v), 3) for v in curves[:, 4]]
+        entry["histovol"]["current_section_seconds_max"] = round(float(max(section_secs)), 3)
+        # one batch call: first clicks of all objects together (what `histovol segment` runs)
+        from napari_histovol.core.segment import Prompt, segment_volume
+        from napari_histovol.core.segment.volume import as_volume
+
+        prompts = [Prompt(*farthest_inside(lab == k, sampling), k, True) for k in ids]
+        t = time.perf_counter()
+        res = segment_volume(as_volume(img), prompts, margin=cfg["margin"])
+        np.asarray(res.labels.data)
+        entry["histovol"]["batch_call_seconds"] = round(time.perf_counter() - t, 2)
+        if not args.no_peers:
+            for peer, make in (
+                ("seeded_watershed", peer_watershed),
+                ("random_walker", peer_random_walker),
+            ):
+                m = make(img, margin=cfg["margin"], zmargin=cfg["zmargin"], sampling=sampling)
+                c, s = run_protocol(img, lab, ids, m, n_clicks=args.clicks, sampling=sampling)
+                entry[peer] = summarise(c, s)
+            for peer in ("seeded_watershed", "random_walker"):
+                entry[f"ratio_dice_after_5_vs_{peer}"] = round(
+                    entry["histovol"]["dice_after_5"] / max(entry[peer]["dice_after_5"], 1e-6), 3
+                )
+        report["datasets"][name] = entry
+        print(name, json.dumps(entry["histovol"]), file=sys.stderr)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Texture and stain features of one section at several scales, computed lazily per section.
+
+Features are 2D (in the section plane): serial sections are far apart compared with their pixel
+size, so in-plane filters describe the structure and propagation links the sections. Each
+section is normalised with percentiles measured once on a sample of the volume, so any dtype
+(uint8, uint16, float) and RGB or gray give features on the same footing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+#: Gaussian scales (pixels) of the feature bank.
+SIGMAS = (1.0, 2.0, 4.0, 8.0)
+
+#: index of the fine-scale (sigma 1) gradient magnitude among the features
+EDGE_FEATURE = 2
+
+#: bytes of features kept in a :class:`FeatureStack`'s cache before the oldest are dropped
+DEFAULT_CACHE_BYTES = 1 << 30
+
+
+def _gray(plane: np.ndarray, rgb: bool) -> np.ndarray:
+    if not rgb:
+        return plane.astype(np.float32, copy=False)
+    p = plane[..., :3].astype(np.float32)
+    return 0.299 * p[..., 0] + 0.587 * p[..., 1] + 0.114 * p[..., 2]
+
+
+def gray_features(img: np.ndarray, sigmas: tuple[float, ...] = SIGMAS) -> list[np.ndarray]:
+    """Multi-scale features of a normalised gray section.
+
+    Parameters
+    ----------
+    img
+        (Y, X) float32 image, roughly in [0, 1].
+    sigmas
+        Gaussian scales in pixels.
+
+    Returns
+    -------
+    list of ndarray
+        Per scale: smoothed intensity, gradient magnitude, Laplacian of Gaussian and the two
+        Hessian eigenvalues (ridges, blobs, membranes); the raw intensity first.
+    """
+    out = [ndi.gaussian_filter(img, 0.5)]
+    for s in sigmas:
+        g = ndi.gaussian_filter(img, s)
+        out.append(g)
+        gy = ndi.gaussian_filter1d(g, 1.0, axis=0, order=1)
+        gx = ndi.gaussian_filter1d(g, 1.0, axis=1, order=1)
+        out.append(np.hypot(gy, gx) * s)
+        hyy = ndi.gaussian_filter1d(g, 1.0, axis=0, order=2) * s * s
+        hxx = ndi.gaussian_filter1d(g, 1.0, axis=1, order=2) * s * s
+        hxy = ndi.gaussian_filter1d(gy, 1.0, axis=1, order=1) * s * s
+        out.append(hyy + hxx)
+        root = np.sqrt(((hyy - hxx) * 0.5) ** 2 + hxy**2)
+        mean = (hyy + hxx) * 0.5
+        out.append(mean + root)
+        out.append(mean - root)
+    return out
+
+
+def section_features(
+    plane: np.ndarray,
+    *,
+    rgb: bool,
+    low: np.ndarray | float,
+    high: np.ndarray | float,
+    sigmas: tuple[float, ...] = SIGMAS,
+) -> np.ndarray:
+    """Features of one section: (Y, X, F) float32.
+
+    Parameters
+    ----------
+    plane
+        (Y, X) or (Y, X, C) section of any dtype.
+    rgb
+        Whether the last axis holds colour channels.
+    low, high
+        Intensities mapped to 0 and 1 (per channel for RGB), e.g. volume percentiles.
+    sigmas
+        Gaussian scales in pixels.
+    """
+    p = plane.astype(np.float32)
+    span = np.maximum(np.asarray(high, np.float32) - np.asarray(low, np.float32), 1e-6)
+    norm = (p - np.asarray(low, np.float32)) / span
+    feats = gray_features(_gray(norm, rgb), sigmas)
+    if rgb:
+        for c in range(min(3, norm.shape[-1])):
+            for s in (1.0, 4.0):
+                feats.append(ndi.gaussian_filter(norm[..., c], s))
+    return np.stack(feats, axis=-1).astype(np.float32, copy=False)
+
+
+def robust_range(data: Any, *, rgb: bool, n_planes: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """The 1st and 99.5th intensity percentiles of a few evenly spaced planes (per channel).
+
+    Parameters
+    ----------
+    data
+        (Z, Y, X[, C]) array, numpy or dask (only ``n_planes`` planes are read).
+    rgb
+        Whether the last axis holds colour channels.
+    n_planes
+        How many planes to sample.
+    """
+    nz = data.shape[0]
+    idx = np.unique(np.linspace(0, nz - 1, min(n_planes, nz)).round().astype(int))
+    sample = np.stack([np.asarray(data[int(i)]) for i in idx]).astype(np.float32)
+    if rgb:
+        flat = sample.reshape(-1, sample.shape[-1])
+        stride = max(1, flat.shape[0] // 200_000)
+        flat = flat[::stride]
+        return np.percentile(flat, 1, axis=0), np.percentile(flat, 99.5, axis=0)
+    flat = sample.ravel()[:: max(1, sample.size // 200_000)]
+    return np.asarray(np.percentile(flat, 1)), np.asarray(np.percentile(flat, 99.5))
+
+
+class FeatureStack:
+    """Lazy per-section features of a volume, with a bounded cache.
+
+    Parameters
+    ----------
+    data
+        (Z, Y, X) or (Z, Y, X, C) array, numpy or dask; a section is read only when its
+        features are asked for.
+    rgb
+        Whether the last axis holds colour channels (default: a last axis of 3 or 4).
+    cache_bytes
+        Features kept in memory before the least recently used sections are dropped.
+    """
+
+    def __init__(
+        self, data: Any, *, rgb: bool | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES
+    ):
+        if data.ndim not in (3, 4):
+            raise ValueError(f"expected a (Z, Y, X[, C]) volume, got {data.ndim} dimensions")
+        self.data = data
+        self.rgb = bool(data.ndim == 4) if rgb is None else bool(rgb)
+        self.shape = tuple(int(s) for s in data.shape[:3])
+        self.low, self.high = robust_range(data, rgb=self.rgb)
+        self.cache_bytes = int(cache_bytes)
+        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+
+    def plane(self, z: int) -> np.ndarray:
+        """Section ``z`` as a numpy array."""
+        return np.asarray(self.data[int(z)])
+
+    def features(self, z: int, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """(h, w, F) features of section ``z`` inside ``window`` = (y0, y1, x0, x1).
+
+        The window is widened by a margin while filtering so that its edge is not an edge.
+        """
+        ny, nx = self.shape[1:]
+        y0, y1, x0, x1 = window if window is not None else (0, ny, 0, nx)
+        key = (int(z), y0, y1, x0, x1)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        m = int(3 * SIGMAS[-1])
+        a0, a1, b0, b1 = max(0, y0 - m), min(ny, y1 + m), max(0, x0 - m), min(nx, x1 + m)
+        plane = np.asarray(self.data[int(z), a0:a1, b0:b1])
+        f = section_features(plane, rgb=self.rgb, low=self.low, high=self.high)
+        f = np.ascontiguousarray(f[y0 - a0 : y1 - a0, x0 - b0 : x1 - b0])
+        self._cache[key] = f
+        self._bytes += f.nbytes
+        while self._bytes > self.cache_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._bytes -= old.nbytes
+        return f
+
+
+def blob_radius(
+    plane: np.ndarray, y: int, x: int, *, rgb: bool, low, high, max_radius: float = 48.0
+) -> float:
+    """The radius (pixels) of the blob or cell around ``(y, x)``: the scale of the strongest
+    scale-normalised Laplacian of Gaussian response there (bright or dark blob).
+
+    Parameters
+    ----------
+    plane
+        (Y, X[, C]) section.
+    y, x
+        The click.
+    rgb, low, high
+        As for :func:`section_features`.
+    max_radius
+        The largest radius looked for.
+    """
+    ny, nx = plane.shape[:2]
+    best, radius = 0.0, 2.0
+    m = int(3 * max_radius / np.sqrt(2)) + 2
+    a0, a1, b0, b1 = max(0, y - m), min(ny, y + m + 1), max(0, x - m), min(nx, x + m + 1)
+    span = np.maximum(np.asarray(high, np.float32) - np.asarray(low, np.float32), 1e-6)
+    crop = _gray((plane[a0:a1, b0:b1].astype(np.float32) - np.asarray(low, np.float32)) / span, rgb)
+    for s in np.geomspace(1.0, max_radius / np.sqrt(2), 14):
+        r = -float(s * s * ndi.gaussian_laplace(crop, s)[y - a0, x - b0])
+        if r > best:
+            best, radius = r, float(s * np.sqrt(2))
+    return radius

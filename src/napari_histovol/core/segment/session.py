@@ -1,0 +1,440 @@
+"""An interactive segmentation: prompts in, objects out, refined after every click.
+
+:class:`SegmentSession` holds the volume's lazy features, the clicks and scribbles, and each
+object's per-section masks (cropped to the object, so a large volume is never held whole).
+Every click retrains that object's classifier; :meth:`SegmentSession.segment_section` gives the
+clicked section at once and :meth:`SegmentSession.iter_segment_object` propagates the object
+through the volume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..progress import Progress, ProgressGenerator
+from .classifier import PixelClassifier, disk_offsets, implicit_negatives
+from .features import EDGE_FEATURE, FeatureStack, blob_radius
+from .prompts import Prompt, Scribbles, check_prompts
+from .propagate import SNAP, carry_over, core_of, segment_section
+
+#: pixels around the clicks (in the section plane) that an object's features are computed on
+DEFAULT_MARGIN = 128
+_MAX_SCRIBBLE_SAMPLES = 3000
+_POOL_PER_SECTION = 3000
+#: share of a clicked blob's radius taken as object examples around the click
+RADIUS_SHARE = 0.5
+#: object probability above which a pixel may belong to the object: low, so that an object
+#: reaches the foot of its edge (where the stain falls to the background), not its middle
+DEFAULT_THRESHOLD = 0.3
+
+
+@dataclass
+class _Mask:
+    """One section of one object: a bool mask cropped to its box, top-left at (y0, x0)."""
+
+    y0: int
+    x0: int
+    mask: np.ndarray
+
+    def paste(self, out: np.ndarray, oy: int = 0, ox: int = 0, value: Any = True) -> None:
+        h, w = self.mask.shape
+        y0, x0 = self.y0 - oy, self.x0 - ox
+        ya, xa = max(0, y0), max(0, x0)
+        yb, xb = min(out.shape[0], y0 + h), min(out.shape[1], x0 + w)
+        if ya < yb and xa < xb:
+            sub = self.mask[ya - y0 : yb - y0, xa - x0 : xb - x0]
+            out[ya:yb, xa:xb][sub] = value
+
+
+def _crop(mask: np.ndarray, oy: int, ox: int) -> _Mask | None:
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        return None
+    a, b, c, d = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    return _Mask(oy + int(a), ox + int(c), mask[a:b, c:d].copy())
+
+
+@dataclass
+class SegmentSession:
+    """Prompt-based 3D segmentation of one volume.
+
+    Parameters
+    ----------
+    data
+        (Z, Y, X) or (Z, Y, X, C) volume, numpy or dask (read section by section).
+    rgb
+        Whether the last axis holds colour channels (default: a 4D volume is RGB).
+    margin
+        Pixels around an object's clicks, in the section plane, that its features, classifier
+        and propagation use.
+    threshold
+        Object probability above which a pixel may belong to an object.
+    max_sections
+        How far (sections) an object may be propagated from its clicks; None: no limit.
+    """
+
+    data: Any
+    rgb: bool | None = None
+    margin: int = DEFAULT_MARGIN
+    threshold: float = DEFAULT_THRESHOLD
+    max_sections: int | None = None
+    classifier_kind: str = "trees"
+    snap: int = SNAP
+    prompts: list[Prompt] = field(default_factory=list)
+    scribbles: Scribbles | None = None
+
+    def __post_init__(self) -> None:
+        self.features = FeatureStack(self.data, rgb=self.rgb)
+        self.shape = self.features.shape
+        self.masks: dict[int, dict[int, _Mask]] = {}
+        self._clf: dict[int, tuple[tuple, PixelClassifier]] = {}
+        self._prob: dict[tuple, np.ndarray] = {}
+        self._radius: dict[tuple, int] = {}
+        check_prompts(self.prompts, self.shape)
+
+    # ------------------------------------------------------------------ prompts
+
+    @property
+    def objects(self) -> list[int]:
+        """Ids of the objects that have a positive click or a scribble."""
+        ids = {p.object for p in self.prompts if p.positive}
+        if self.scribbles is not None:
+            ids |= set(self._scribble_objects())
+        return sorted(ids)
+
+    def _scribble_objects(self) -> list[int]:
+        if self.scribbles is None:
+            return []
+        prompt_ids = {p.object for p in self.prompts}
+        if not prompt_ids:
+            return self.scribbles.labels
+        return [k for k in self.scribbles.labels if k in prompt_ids]
+
+    def add_prompt(self, prompt: Prompt) -> None:
+        """Add one click (checked against the volume's shape)."""
+        check_prompts([prompt], self.shape, source="the click")
+        self.prompts.append(prompt)
+
+    def undo(self) -> Prompt | None:
+        """Remove the last click and return it (None when there is none); the object it belonged
+        to must be segmented again."""
+        if not self.prompts:
+            return None
+        p = self.prompts.pop()
+        self.masks.pop(p.object, None)
+        return p
+
+    def set_scribbles(self, scribbles: Scribbles | None) -> None:
+        """Replace the scribbles (labels: object ids; a label that no click names is background
+        for every object)."""
+        self.scribbles = scribbles
+        self._clf.clear()
+
+    # ---------------------------------------------------------------- geometry
+
+    def _clicks(self, obj: int, positive: bool) -> list[Prompt]:
+        return [p for p in self.prompts if p.object == obj and p.positive == positive]
+
+    def _scribble_points(self, obj: int, positive: bool) -> np.ndarray:
+        if self.scribbles is None:
+            return np.zeros((0, 3), int)
+        if positive:
+            pts = self.scribbles.points.get(obj)
+            return pts if pts is not None else np.zeros((0, 3), int)
+        objects = set(self._scribble_objects())
+        others = [v for k, v in self.scribbles.points.items() if k != obj and k not in objects]
+        return np.concatenate(others) if others else np.zeros((0, 3), int)
+
+    def window(self, obj: int) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1): the section-plane window of object ``obj``."""
+        pts = [(p.y, p.x) for p in self._clicks(obj, True)]
+        sp = self._scribble_points(obj, True)
+        if len(sp):
+            pts += [tuple(sp[:, 1:].min(axis=0)), tuple(sp[:, 1:].max(axis=0))]
+        _, ny, nx = self.shape
+        if not pts:
+            return 0, ny, 0, nx
+        a = np.asarray(pts)
+        m = int(self.margin)
+        return (
+            max(0, int(a[:, 0].min()) - m),
+            min(ny, int(a[:, 0].max()) + m + 1),
+            max(0, int(a[:, 1].min()) - m),
+            min(nx, int(a[:, 1].max()) + m + 1),
+        )
+
+    def seed_sections(self, obj: int) -> list[int]:
+        """Sections holding a positive click or scribble of ``obj``."""
+        zs = {p.z for p in self._clicks(obj, True)}
+        sp = self._scribble_points(obj, True)
+        zs |= set(np.unique(sp[:, 0]).tolist()) if len(sp) else set()
+        return sorted(zs)
+
+    # -------------------------------------------------------------- classifier
+
+    def _samples(self, z: int, win, yx: np.ndarray, radius: int) -> np.ndarray:
+        y0, y1, x0, x1 = win
+        f = self.features.features(z, win)
+        if radius:
+            off = disk_offsets(radius)
+            yx = (yx[:, None, :] + off[None]).reshape(-1, 2)
+        yy = np.clip(yx[:, 0] - y0, 0, y1 - y0 - 1)
+        xx = np.clip(yx[:, 1] - x0, 0, x1 - x0 - 1)
+        return f[yy, xx]
+
+    def _gather(self, obj: int, win, positive: bool) -> np.ndarray:
+        rows = []
+        for p in self._clicks(obj, positive):
+            r = self.click_radius(p) if positive else 2
+            rows.append(self._samples(p.z, win, np.array([[p.y, p.x]]), r))
+        pts = self._scribble_points(obj, positive)
+        if len(pts):
+            rng = np.random.default_rng(obj)
+            if len(pts) > _MAX_SCRIBBLE_SAMPLES:
+                pts = pts[rng.choice(len(pts), _MAX_SCRIBBLE_SAMPLES, replace=False)]
+            for z in np.unique(pts[:, 0]):
+                rows.append(self._samples(int(z), win, pts[pts[:, 0] == z][:, 1:], 0))
+        n_feat = self.features.features(self.seed_sections(obj)[0], win).shape[-1]
+        return np.concatenate(rows) if rows else np.zeros((0, n_feat), np.float32)
+
+    def click_radius(self, p: Prompt) -> int:
+        """Radius of the disk around a positive click taken as object examples: half the
+        radius of the blob or cell it falls in (2 to 12 pixels)."""
+        key = (p.z, p.y, p.x)
+        hit = self._radius.get(key)
+        if hit is None:
+            f = self.features
+            r = blob_radius(f.plane(p.z), p.y, p.x, rgb=f.rgb, low=f.low, high=f.high)
+            hit = self._radius[key] = int(np.clip(round(RADIUS_SHARE * r), 2, 12))
+        return hit
+
+    def classifier(self, obj: int) -> PixelClassifier:
+        """Object ``obj``'s pixel classifier, trained from its clicks and the scribbles (cached
+        until its prompts change)."""
+        win = self.window(obj)
+        key = (
+            win,
+            tuple(p for p in self.prompts if p.object == obj),
+            id(self.scribbles),
+        )
+        hit = self._clf.get(obj)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        pos = self._gather(obj, win, True)
+        neg = self._gather(obj, win, False)
+        rng = np.random.default_rng(1000 + obj)
+        pool = []
+        h, w = win[1] - win[0], win[3] - win[2]
+        for z in self.seed_sections(obj):
+            f = self.features.features(z, win)
+            n = min(_POOL_PER_SECTION, h * w)
+            idx = rng.choice(h * w, n, replace=False)
+            pool.append(f.reshape(-1, f.shape[-1])[idx])
+        implicit = implicit_negatives(pos, np.concatenate(pool)) if pool else pos[:0]
+        negs = np.concatenate([neg, implicit])
+        weights = np.concatenate([np.full(len(neg), 4.0), np.ones(len(implicit))])
+        clf = PixelClassifier(kind=self.classifier_kind).fit(pos, negs, neg_weight=weights)
+        self._clf[obj] = (key, clf)
+        self._prob = {k: v for k, v in self._prob.items() if k[0] != obj}
+        return clf
+
+    def probability(self, obj: int, z: int) -> np.ndarray:
+        """Object ``obj``'s probability in section ``z``, on its window."""
+        win = self.window(obj)
+        clf = self.classifier(obj)
+        key = (obj, z, win, id(clf))
+        hit = self._prob.get(key)
+        if hit is None:
+            hit = clf.predict(self.features.features(z, win))
+            self._prob[key] = hit
+        return hit
+
+    # ------------------------------------------------------------ segmentation
+
+    def _marks(self, obj: int, z: int, win, positive: bool) -> np.ndarray:
+        y0, y1, x0, x1 = win
+        m = np.zeros((y1 - y0, x1 - x0), bool)
+
+        def dot(p: Prompt) -> None:
+            y, x = p.y - y0, p.x - x0
+            if p.z == z and 0 <= y < m.shape[0] and 0 <= x < m.shape[1]:
+                m[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2] = True
+
+        for p in self._clicks(obj, positive):
+            dot(p)
+        pts = self._scribble_points(obj, positive)
+        if len(pts):
+            pts = pts[pts[:, 0] == z][:, 1:] - (y0, x0)
+            ok = (pts >= 0).all(axis=1) & (pts[:, 0] < m.shape[0]) & (pts[:, 1] < m.shape[1])
+            m[pts[ok, 0], pts[ok, 1]] = True
+        if not positive:  # clicks on other objects keep them apart too
+            for p in self.prompts:
+                if p.object != obj and p.positive:
+                    dot(p)
+        return m
+
+    def _others(self, obj: int, z: int, win) -> np.ndarray:
+        y0, y1, x0, x1 = win
+        m = np.zeros((y1 - y0, x1 - x0), bool)
+        for k, per_z in self.masks.items():
+            if k != obj and z in per_z:
+                per_z[z].paste(m, y0, x0)
+        return m
+
+    def _segment(
+        self,
+        obj: int,
+        z: int,
+        win,
+        carried: np.ndarray | None,
+        carried_blocked: np.ndarray | None = None,
+        return_blocked: bool = False,
+    ):
+        from scipy import ndimage as ndi
+
+        seeds = self._marks(obj, z, win, True)
+        blockers = self._marks(obj, z, win, False)
+        prob = self.probability(obj, z)
+        likely = ndi.gaussian_filter(prob, 1.0) > self.threshold
+        if carried is not None:
+            seeds |= carried & likely
+        if carried_blocked is not None:
+            blockers |= carried_blocked & ~seeds
+        return segment_section(
+            prob,
+            seeds,
+            blockers=blockers,
+            return_blocked=return_blocked,
+            exclude=self._others(obj, z, win),
+            threshold=self.threshold,
+            edges=self.features.features(z, win)[..., EDGE_FEATURE] if self.snap else None,
+            snap=self.snap,
+        )
+
+    def segment_section(self, obj: int, z: int) -> np.ndarray:
+        """Object ``obj`` in section ``z`` from the clicks in that section alone (what is shown
+        at once after a click): a (Y, X) bool mask of the whole section. The section's result
+        is also stored, until the object is propagated."""
+        win = self.window(obj)
+        m = self._segment(obj, z, win, None)
+        out = np.zeros(self.shape[1:], bool)
+        out[win[0] : win[1], win[2] : win[3]] = m
+        c = _crop(m, win[0], win[2])
+        per_z = self.masks.setdefault(obj, {})
+        per_z.pop(z, None)
+        if c is not None:
+            per_z[z] = c
+        return out
+
+    def iter_segment_object(self, obj: int) -> ProgressGenerator[int]:
+        """Segment object ``obj`` through the volume: each section holding its clicks, then
+        sections up and down from them, each seeded by its neighbour's core, until the object
+        ends. Yields :class:`Progress`; returns the number of sections the object spans."""
+        nz = self.shape[0]
+        win = self.window(obj)
+        y0, y1, x0, x1 = win
+        seeds = self.seed_sections(obj)
+        self.masks[obj] = {}
+        if not seeds:
+            return 0
+        lo, hi = 0, nz - 1
+        if self.max_sections is not None:
+            lo, hi = (
+                max(0, seeds[0] - self.max_sections),
+                min(nz - 1, seeds[-1] + self.max_sections),
+            )
+        result: dict[int, np.ndarray] = {}
+        done, total = 0, hi - lo + 1
+        seed_set = set(seeds)
+        for order in (range(seeds[0], hi + 1), range(seeds[-1], lo - 1, -1)):
+            prev: np.ndarray | None = None
+            blocked: np.ndarray | None = None
+            for z in order:
+                if prev is None and z not in seed_set:
+                    if all((s < z) if order.step > 0 else (s > z) for s in seeds):
+                        break
+                    continue
+                carried = core_of(prev) if prev is not None else None
+                carried_blocked = core_of(blocked) if blocked is not None else None
+                m, blocked = self._segment(
+                    obj, z, win, carried, carried_blocked, return_blocked=True
+                )
+                if z not in seed_set and prev is not None:
+                    m = carry_over(prev, m)
+                prev = m if (m is not None and m.any()) else None
+                blocked = blocked if blocked.any() else None
+                if prev is not None:
+                    result[z] = result[z] | prev if z in result else prev
+                done += 1
+                yield Progress(min(done, total), total, f"object {obj}: section {z}", "segment")
+        per_z = {}
+        for z, m in result.items():
+            c = _crop(m, y0, x0)
+            if c is not None:
+                per_z[z] = c
+        self.masks[obj] = per_z
+        return len(per_z)
+
+    def iter_segment(self, objects: Iterable[int] | None = None) -> ProgressGenerator[dict]:
+        """Segment every object (or ``objects``) in id order; earlier objects keep their voxels.
+        Returns {object: sections spanned}."""
+        ids = list(self.objects if objects is None else objects)
+        out = {}
+        for i, k in enumerate(ids):
+            gen = self.iter_segment_object(k)
+            while True:
+                try:
+                    p = next(gen)
+                except StopIteration as stop:
+                    out[k] = stop.value
+                    break
+                yield Progress(i, len(ids), p.message, "segment")
+        yield Progress(len(ids), len(ids), "done", "segment")
+        return out
+
+    # ------------------------------------------------------------------ output
+
+    def object_mask(self, obj: int, z: int) -> np.ndarray:
+        """(Y, X) bool mask of object ``obj`` in section ``z``."""
+        out = np.zeros(self.shape[1:], bool)
+        m = self.masks.get(obj, {}).get(z)
+        if m is not None:
+            m.paste(out)
+        return out
+
+    def label_plane(self, z: int, dtype: Any = np.uint32) -> np.ndarray:
+        """Section ``z`` of the label volume: object k's pixels hold k (earlier ids win)."""
+        out = np.zeros(self.shape[1:], dtype)
+        for k in sorted(self.masks, reverse=True):
+            m = self.masks[k].get(z)
+            if m is not None:
+                m.paste(out, value=k)
+        return out
+
+    def labels(self):
+        """The label volume as a lazy dask array (built one section at a time)."""
+        import dask
+        import dask.array as da
+
+        ids = list(self.masks) or [0]
+        dtype = np.uint16 if max(ids) < 2**16 else np.uint32
+        planes = [
+            da.from_delayed(dask.delayed(self.label_plane)(z, dtype), self.shape[1:], dtype)
+            for z in range(self.shape[0])
+        ]
+        return da.stack(planes)
+
+    def voxel_counts(self) -> dict[int, int]:
+        """Voxels of every object, as written in the label volume (overlaps go to the lower id)."""
+        counts = dict.fromkeys(sorted(self.masks), 0)
+        zs = sorted({z for per_z in self.masks.values() for z in per_z})
+        for z in zs:
+            plane = self.label_plane(z)
+            ids, n = np.unique(plane[plane > 0], return_counts=True)
+            for k, c in zip(ids.tolist(), n.tolist(), strict=True):
+                counts[k] = counts.get(k, 0) + c
+        return counts
