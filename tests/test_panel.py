@@ -40,7 +40,16 @@ def test_panel_has_every_tool_and_fits_1000_px(make_napari_viewer):
     viewer = make_napari_viewer(show=True)
     panel = _panel(viewer)
     titles = [panel.tabs.tabText(i) for i in range(panel.tabs.count())]
-    assert titles == ["Sections", "Align", "Interpolate", "Build", "3D", "Focus", "Gaussians"]
+    assert titles == [
+        "Stitch",
+        "Sections",
+        "Align",
+        "Interpolate",
+        "Build",
+        "3D",
+        "Focus",
+        "Gaussians",
+    ]
     assert panel.minimumSizeHint().height() <= 1000
     assert panel.sizeHint().height() <= 1000
 

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 #: Tab title and the widget class (module, name) in the order a user meets them.
 TABS = (
+    ("Stitch", "stitch_widget", "StitchWidget"),
     ("Sections", "sections_widget", "SectionsWidget"),
     ("Align", "align_widget", "AlignWidget"),
     ("Interpolate", "interpolate_widget", "InterpolateWidget"),
