@@ -204,3 +204,24 @@ def test_stage_model_rejects_a_shift_its_direction_does_not_share():
     status = {(r.i, r.j): r.status for r in reports}
     assert status[(5, 6)] == "rejected" and "far from" in reports[4].reason
     assert [status[k] for k in ((0, 1), (1, 2), (2, 3), (4, 5), (0, 4))] == ["accepted"] * 5
+
+
+def test_tile_and_edge_grades_point_at_the_bad_seams():
+    from napari_histovol.core.stitch.placement import EdgeReport
+    from napari_histovol.core.stitch.qc import edge_grade, seam_lines, tile_qc
+
+    img = _skin().mean(axis=2).astype(np.uint8)
+    sim = simulate_grid(img, grid=(2, 3), tile=(128, 160), overlap=0.2, jitter=4, seed=9)
+    sim.tiles[1] = np.full_like(sim.tiles[1], 230)  # top middle: blank
+    pl = place_tiles(ArrayTiles(sim.tiles), sim.nominal)
+    grades = [q.grade for q in tile_qc(pl)]
+    # the blank tile's place is a guess; its neighbours are placed through their other seams
+    assert grades == ["weak", "rejected", "weak", "accepted", "weak", "accepted"]
+    assert "no reliable neighbour" in tile_qc(pl)[1].text
+    seams = seam_lines(pl)
+    assert len(seams) == len(pl.edges) == 7
+    assert sorted(g for _, g, _ in seams) == ["accepted"] * 4 + ["rejected"] * 3
+    # weak: accepted but close to chance, or the two tiles disagree on the overlap
+    assert edge_grade(EdgeReport(0, 1, "accepted", "", 0.9, ncc=0.5), 0.2) == "weak"
+    assert edge_grade(EdgeReport(0, 1, "accepted", "", 0.9, ncc=0.7), 0.2) == "accepted"
+    assert edge_grade(EdgeReport(0, 1, "accepted", "", 0.9, 0.9, residual_px=2.0), 0.2) == "weak"
