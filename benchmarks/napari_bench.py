@@ -1,4 +1,4 @@
-"""napari benchmark: the live interpolation slider in a real viewer.
+"""napari benchmark: the live interpolation slider and the 3D clipping plane in a real viewer.
 
 - ``slider``: seconds from a move of the Interpolate tab's 'frames between' slider to the new
   plane drawn on the canvas, for a pair seen for the first time (its flow estimated) and for a
@@ -10,6 +10,9 @@
   compute the three planes a viewer shows) and the seed's materialising path (the old
   'Interpolate' button: every plane computed into one array), each in its own process (peak
   RSS above the process's baseline, and the tracemalloc peak).
+- ``clip_drag``: seconds per frame while the clipping plane is dragged in the 3D canvas
+  (Shift+drag) and while its slider is stepped, on the sample and the 2048 px stack shown in
+  their stain colours (a software renderer here: ``gl_renderer`` says which).
 
 Prints one JSON object. Needs a display (run under ``xvfb-run`` on a headless machine).
 
@@ -267,6 +270,89 @@ def _memory_case(which: str, frames: int, path: str) -> dict:
     }
 
 
+# ------------------------------------------------------------------ 3D clipping plane
+
+
+def measure_clip_drag(volume, *, name: str, moves: int = 24, window=(1400, 900)) -> dict:
+    """Frame time while the clipping plane is dragged in the 3D canvas (Shift+drag, real Qt
+    mouse events through napari's mouse callbacks) and while the 3D tab's position slider is
+    stepped, on ``volume`` shown as the plugin shows it (in its stain colours when RGB).
+
+    Each frame is the event, the plane update and a synchronous repaint finished on the GL
+    context (``glFinish``), so the figure is what a user waits for, not only the CPU side.
+    """
+    import napari
+    from qtpy.QtCore import QEvent, QPointF, Qt
+    from qtpy.QtGui import QMouseEvent
+    from qtpy.QtWidgets import QApplication
+
+    from napari_histovol._layers import add_volume_layer
+    from napari_histovol._widgets.view3d_widget import View3DWidget, gl_renderer
+
+    app = QApplication.instance() or QApplication([])
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(*window)
+    (layer,) = add_volume_layer(viewer, volume, name=name)
+    w = View3DWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.layer.value = layer
+    _process(app, 0.2)
+    scene = viewer.window._qt_viewer.canvas._scene_canvas
+    native = scene.native
+
+    def frame():
+        native.repaint()
+        scene.context.finish()
+
+    t0 = time.perf_counter()
+    (target,) = w.show_3d()
+    viewer.reset_view()
+    frame()
+    enter_s = time.perf_counter() - t0
+    viewer.scene.camera.angles = (-20, 30, 70)
+    w.axis.value = "y"
+    w.position.value = 0.5
+    frame()
+    mods = Qt.KeyboardModifier.ShiftModifier
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    cx, cy = native.width() / 2, native.height() / 2
+
+    def send(kind, pos, button, buttons):
+        local = QPointF(*pos)
+        event = QMouseEvent(kind, local, native.mapToGlobal(local), button, buttons, mods)
+        QApplication.sendEvent(native, event)
+
+    send(QEvent.Type.MouseButtonPress, (cx, cy), left, left)
+    drag = []
+    for k in range(1, moves + 1):
+        t = time.perf_counter()
+        send(QEvent.Type.MouseMove, (cx, cy - 6 * k), none, left)
+        app.processEvents()
+        frame()
+        drag.append(time.perf_counter() - t)
+    send(QEvent.Type.MouseButtonRelease, (cx, cy - 6 * moves), left, none)
+    moved_to = float(w.position.value)
+    slider = []
+    for k in range(moves):
+        t = time.perf_counter()
+        w.position.value = round(0.3 + 0.4 * k / moves, 3)
+        app.processEvents()
+        frame()
+        slider.append(time.perf_counter() - t)
+    result = {
+        "volume": name,
+        "rendered_shape_zyx": [int(v) for v in target.data.shape],
+        "canvas_px": [int(v) for v in scene.size],
+        "gl_renderer": gl_renderer(viewer),
+        "enter_3d_s": round(enter_s, 3),
+        "drag_frame_s": _stats(drag),
+        "slider_step_s": _stats(slider),
+        "position_after_drag": moved_to,
+    }
+    viewer.close()
+    return result
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -284,6 +370,11 @@ def main(argv: list[str] | None = None) -> dict:
         )
     else:
         out["slider_2048_rgb_20_sections"] = {"skipped": f"{SKIN} not found"}
+    out["clip_drag_sample"] = measure_clip_drag(sample, name="lung lesion 3 sections")
+    if have_skin:
+        out["clip_drag_2048_rgb_20_sections"] = measure_clip_drag(
+            big_volume(), name="skin 2048"
+        )
     memory = {}
     for which in ("sample", "big") if have_skin else ("sample",):
         for n in (5, 50):

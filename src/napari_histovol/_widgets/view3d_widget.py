@@ -31,20 +31,30 @@ if TYPE_CHECKING:
     import napari
 
 RENDERINGS = ("translucent", "mip", "attenuated_mip", "average", "minip", "iso")
-#: Pyramid levels with a longer side are not volume-rendered (GPU texture size).
+#: Pyramid levels with a longer side are not volume-rendered (GPU texture size) ...
 MAX_3D_SIDE = 1024
+#: ... and with a software OpenGL (Mesa llvmpipe, no GPU) none longer than this, so that
+#: dragging the clipping plane stays interactive (measured in benchmarks/napari_bench.py).
+MAX_3D_SIDE_SOFTWARE = 512
+SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software")
 COLOUR_SUFFIX = " [3D colour]"
 DRAG_HELP = "Canvas: Shift+drag moves the clip,\nCtrl+Shift+drag tilts it."
 
 
 def _level_for_3d(layer, max_side: int = MAX_3D_SIDE):
-    """The pyramid level napari would volume-render (largest with sides <= ``max_side``), with
-    the scale and translate that put it where level 0 is."""
-    if not layer.multiscale:
-        return layer.data, tuple(layer.scale), tuple(layer.translate)
-    levels = list(layer.data)
+    """What to volume-render: the largest pyramid level with sides <= ``max_side`` or, for a
+    single level that is larger, that level averaged over s x s pixel blocks (colours are
+    averaged before they are looked up in the palette); with the scale and translate that put
+    it where level 0 is."""
+    if layer.multiscale:
+        levels = list(layer.data)
+        pick = next((lv for lv in levels if max(lv.shape[1:3]) <= max_side), levels[-1])
+    else:
+        levels, pick = [layer.data], layer.data
+    step = max(1, int(math.ceil(max(pick.shape[1:3]) / max_side)))
+    if step > 1:
+        pick = _block_mean(pick, step)
     base = levels[0].shape
-    pick = next((lv for lv in levels if max(lv.shape[1:3]) <= max_side), levels[-1])
     factors = [b / p for b, p in zip(base[:3], pick.shape[:3], strict=True)]
     scale = tuple(s * f for s, f in zip(tuple(layer.scale), factors, strict=True))
     translate = tuple(
@@ -52,6 +62,38 @@ def _level_for_3d(layer, max_side: int = MAX_3D_SIDE):
         for t, f, s in zip(tuple(layer.translate), factors, tuple(layer.scale), strict=True)
     )
     return pick, scale, translate
+
+
+def gl_renderer(viewer) -> str:
+    """The OpenGL renderer drawing the viewer's canvas ('' if it cannot be asked)."""
+    try:
+        from vispy.gloo import gl
+
+        native = viewer.window._qt_viewer.canvas._scene_canvas.native
+        native.makeCurrent()
+        return str(gl.glGetParameter(gl.GL_RENDERER))
+    except Exception:  # noqa: BLE001 - no canvas or no context: no answer
+        return ""
+
+
+def max_3d_side(viewer) -> int:
+    """The longest side volume-rendered in this viewer: smaller on a software renderer."""
+    renderer = gl_renderer(viewer).lower()
+    if any(name in renderer for name in SOFTWARE_RENDERERS):
+        return MAX_3D_SIDE_SOFTWARE
+    return MAX_3D_SIDE
+
+
+def _block_mean(data, step: int):
+    """Average (Z, Y, X[, C]) data over ``step`` x ``step`` pixel blocks (edges cropped), lazily
+    for dask input, in the input's dtype."""
+    import dask.array as da
+
+    arr = data if isinstance(data, da.Array) else da.from_array(np.asarray(data))
+    y, x = (arr.shape[1] // step) * step, (arr.shape[2] // step) * step
+    axes = {1: step, 2: step}
+    mean = da.coarsen(np.mean, arr[:, :y, :x].astype(np.float32), axes, trim_excess=True)
+    return mean.round().astype(arr.dtype) if arr.dtype.kind in "ui" else mean.astype(arr.dtype)
 
 
 def _style_sample(data) -> np.ndarray:
@@ -174,7 +216,7 @@ class View3DWidget(Container):
         self.apply()
 
     def _add_colour_copy(self, source) -> None:
-        data, scale, translate = _level_for_3d(source)
+        data, scale, translate = _level_for_3d(source, max_3d_side(self.viewer))
         key = id(source)
         style = self._styles.get(key)
         if style is None:
