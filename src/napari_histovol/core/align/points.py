@@ -84,3 +84,42 @@ def write_points_csv(
     w.writerow(table.header)
     w.writerows(table.rows)
     return write_text(path, buf.getvalue(), overwrite=overwrite)
+
+
+def carry_points(
+    zyx: np.ndarray, transforms: list, *, inverse: bool = False, plane_of=None
+) -> np.ndarray:
+    """Carry points drawn on sections into the aligned volume (or, ``inverse``, back).
+
+    Parameters
+    ----------
+    zyx
+        (N, 3) points: plane index, y, x in pixels (a Points layer's or a shape's vertices).
+    transforms
+        One :class:`.transforms.SectionTransform` per section (aligned pixel -> section
+        pixel, in the coordinates the points are given in).
+    inverse
+        False: section pixels -> aligned pixels; True: aligned pixels -> section pixels.
+    plane_of
+        Maps a point's rounded plane index to its section index (planes shown for gaps);
+        the identity when None. Points on no section (None) are returned unchanged.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, 3): the same planes, the mapped y, x (the elastic part included).
+    """
+    pts = np.asarray(zyx, dtype=np.float64).reshape(-1, 3)
+    out = pts.copy()
+    planes = np.rint(pts[:, 0]).astype(int)
+    for plane in np.unique(planes):
+        i = int(plane) if plane_of is None else plane_of(int(plane))
+        if i is None or not 0 <= i < len(transforms):
+            continue
+        sel = planes == plane
+        xy = pts[sel][:, [2, 1]]
+        t = transforms[i]
+        mapped = t.aligned_to_source(xy) if inverse else t.source_to_aligned(xy)
+        out[sel, 1] = mapped[:, 1]
+        out[sel, 2] = mapped[:, 0]
+    return out

@@ -18,6 +18,8 @@ from ..progress import Progress, ProgressGenerator, drain
 from .channel import CHANNELS, auto_channel, prepare, registration_scale, tissue_fraction
 from .estimate import PairResult, elastic_field, overlap_ncc, register_pair, warp_image
 from .neighbours import iter_register_neighbours, pair_constraints
+from .quality import assess_pair, flag_pairs
+from .quality import confidence as pair_confidence
 from .solve import smooth_trajectory, solve_transforms
 from .store import SectionStore
 from .transforms import (
@@ -37,7 +39,6 @@ DEFAULT_NEIGHBOURS = 2
 MAX_NEIGHBOURS = 3
 ENGINES = ("histovol", "stackreg")
 BLANK_TISSUE_FRACTION = 0.01
-LOW_NCC_Z = -3.5
 
 
 @dataclass
@@ -530,6 +531,8 @@ def _qc_report(
     pairs = []
     blank = ["blank" in f for f in flags]
     prev_aligned = None
+    # judged on where each pair's match peaks, not on how high it is (stains differ): .quality
+    measures: list[dict | None] = []
     for i in range(n):
         aligned = warp_image(regs[i], mats[i], regs[i].shape, field_values(fields[i]))
         if i > 0:
@@ -545,31 +548,20 @@ def _qc_report(
                     "flags": [],
                 }
             )
+            measures.append(None if skip else assess_pair(prev_aligned, aligned, scale=s))
         prev_aligned = aligned
-    afters = np.array([p["ncc_after"] for p in pairs if p["ncc_after"] is not None])
-    if len(afters) >= 3:
-        med = float(np.median(afters))
-        # a floor on the spread: in a clean stack every NCC is alike and tiny differences
-        # must not count as outliers
-        mad = max(float(np.median(np.abs(afters - med))) * 1.4826, 0.03)
-        typical = float(np.percentile(afters, 75))
-        for p in pairs:
-            if p["ncc_after"] is None:
-                continue
-            z = (p["ncc_after"] - med) / mad
-            p["robust_z"] = z
-            if z < LOW_NCC_Z or (typical > 0.2 and p["ncc_after"] < 0.5 * typical):
-                p["flags"].append("low_similarity")
-        # a section whose pairs on both sides are dissimilar is itself suspicious (torn, folded)
-        for i in range(n):
-            left = pairs[i - 1]["flags"] if i > 0 else ["low_similarity"]
-            right = pairs[i]["flags"] if i < n - 1 else ["low_similarity"]
-            if (
-                "low_similarity" in left
-                and "low_similarity" in right
-                and "low_similarity" not in flags[i]
-            ):
-                flags[i].append("low_similarity")
+    for p, m, f in zip(pairs, measures, flag_pairs(measures, scale=s), strict=True):
+        if m is not None:
+            p.update({k: v for k, v in m.items() if k != "residual_reg_px"})
+            p["confidence"] = pair_confidence(m)
+        p["flags"] += f
+    # a section whose pairs on both sides are flagged is itself off (an end section: its one
+    # pair): misaligned when either pair says so, else low_similarity
+    for i in range(n):
+        sides = [pairs[k]["flags"] for k in (i - 1, i) if 0 <= k < len(pairs)]
+        if flags[i] or not sides or not all(sides):
+            continue
+        flags[i].append("misaligned" if any("misaligned" in x for x in sides) else "low_similarity")
     for k, p in enumerate(pairs):
         for i in (k, k + 1):
             for f in flags[i]:
