@@ -67,6 +67,7 @@ def test_3d_shows_stain_colours_on_a_transparent_slide_and_2d_comes_back(make_na
     layer = viewer.add_image(
         vol, rgb=True, name="lung", scale=(8.0, 0.9, 0.9), units=("um", "um", "um")
     )
+    other = viewer.add_image(vol, rgb=True, name="aligned", scale=(8.0, 0.9, 0.9))
     viewer.window.resize(1100, 800)
     w = View3DWidget(viewer)
     viewer.window.add_dock_widget(w)
@@ -74,6 +75,7 @@ def test_3d_shows_stain_colours_on_a_transparent_slide_and_2d_comes_back(make_na
     z_range = tuple(viewer.dims.range[0])
     made = w.show_3d()
     assert viewer.dims.ndisplay == 3 and not layer.visible
+    assert not other.visible  # napari would draw it as an opaque white block
     assert [m.name for m in made] == ["lung" + COLOUR_SUFFIX]
     assert made[0].data.ndim == 3 and made[0].rendering == "translucent"
     viewer.reset_view()
@@ -91,7 +93,8 @@ def test_3d_shows_stain_colours_on_a_transparent_slide_and_2d_comes_back(make_na
     # back to 2D: the slide view as it was, no copy left, the z slider unchanged
     w.z_exaggeration.value = 3.0
     viewer.dims.ndisplay = 2
-    assert layer.visible and [ly.name for ly in viewer.layers] == ["lung"]
+    assert layer.visible and other.visible
+    assert [ly.name for ly in viewer.layers] == ["lung", "aligned"]
     assert tuple(viewer.dims.range[0]) == pytest.approx(z_range)
     assert viewer.canvas.background_color_override is None
 

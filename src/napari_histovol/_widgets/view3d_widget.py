@@ -167,6 +167,7 @@ class View3DWidget(Container):
         self._restore: dict[int, dict] = {}
         self._base_scale: dict[int, tuple] = {}  # before z exaggeration
         self._opacity_shown: dict[int, float] = {}
+        self._hidden_rgb: list = []  # other RGB layers hidden while in 3D
         self._background_set = False
         self._applying = False
         for w in (
@@ -213,6 +214,11 @@ class View3DWidget(Container):
             return
         if source.rgb and id(source) not in self._colour:
             self._add_colour_copy(source)
+        # napari draws other RGB volumes as opaque white blocks: hide them while in 3D
+        for layer in self.viewer.layers:
+            if getattr(layer, "rgb", False) and layer.visible and layer is not source:
+                layer.visible = False
+                self._hidden_rgb.append(layer)
         self.apply()
 
     def _add_colour_copy(self, source) -> None:
@@ -256,6 +262,10 @@ class View3DWidget(Container):
                 source.visible = self._restore.get(key, {}).get("visible", True)
                 self.viewer.layers.selection.active = source
         self._colour.clear()
+        for layer in self._hidden_rgb:
+            if layer in self.viewer.layers:
+                layer.visible = True
+        self._hidden_rgb.clear()
         for layer in self.viewer.layers:
             base = self._base_scale.pop(id(layer), None)
             if base is not None:
