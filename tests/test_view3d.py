@@ -175,3 +175,32 @@ def test_clipping_plane_is_dragged_and_tilted_in_the_canvas(make_napari_viewer):
     # a plain drag still turns the camera
     _drag(viewer, centre, (centre[0] + 60, centre[1] + 20), [])
     assert tuple(viewer.scene.camera.angles) != pytest.approx(angles)
+
+
+def test_a_lazy_volume_turns_colour_on_a_worker_and_2d_cancels_it(make_napari_viewer, qtbot):
+    import dask.array as da
+
+    from napari_histovol._widgets.view3d_widget import COLOUR_SUFFIX, View3DWidget
+
+    vol = _sample_volume()[:, ::2, ::2]
+    lazy = da.from_array(vol, chunks=(1,) + vol.shape[1:])
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_image(lazy, rgb=True, name="lazy", scale=(8.0, 1.8, 1.8))
+    w = View3DWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.layer.value = layer
+    w.show_3d()
+    assert not layer.visible  # hidden at once: napari would draw it as a white block
+    qtbot.waitUntil(lambda: "lazy" + COLOUR_SUFFIX in viewer.layers, timeout=60000)
+    copy = viewer.layers["lazy" + COLOUR_SUFFIX]
+    style = w._styles[id(layer)]
+    np.testing.assert_array_equal(copy.data, style.indices(vol))
+    assert "in colour" in w.progress.status.value
+    viewer.dims.ndisplay = 2
+    assert layer.visible and "lazy" + COLOUR_SUFFIX not in viewer.layers
+    # leaving 3D while the copy is being made: no copy appears later, the layer is back
+    w._styles.clear()
+    w.show_3d()
+    viewer.dims.ndisplay = 2
+    qtbot.waitUntil(lambda: w.progress.worker is None, timeout=60000)
+    assert layer.visible and [ly.name for ly in viewer.layers] == ["lazy"]

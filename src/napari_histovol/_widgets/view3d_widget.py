@@ -24,8 +24,9 @@ from magicgui.widgets import (
     PushButton,
 )
 
+from ..core.progress import Progress
 from ..core.render3d import AXES, clipping_planes, plane_normal, true_colour_style
-from ._common import image_layer_picker
+from ._common import ProgressRow, image_layer_picker
 
 if TYPE_CHECKING:
     import napari
@@ -104,14 +105,6 @@ def _style_sample(data) -> np.ndarray:
     return np.stack([np.asarray(data[i, ::step, ::step]) for i in picks])
 
 
-def colour_volume(data, style):
-    """Palette indices of an RGB volume (numpy in, numpy out; dask in, lazy dask out)."""
-    if hasattr(data, "map_blocks"):
-        data = data.rechunk({3: -1})
-        return data.map_blocks(style.indices, drop_axis=3, dtype=np.uint8)
-    return style.indices(np.asarray(data))
-
-
 class View3DWidget(Container):
     """Show, clip and render a volume layer in 3D."""
 
@@ -142,6 +135,7 @@ class View3DWidget(Container):
             mode="w", value="histovol-3d.png", label="screenshot file", filter="*.png"
         )
         self.shot = PushButton(text="Save screenshot")
+        self.progress = ProgressRow()
         super().__init__(
             widgets=[
                 self.layer,
@@ -159,6 +153,7 @@ class View3DWidget(Container):
                 self.help,
                 self.shot_path,
                 self.shot,
+                self.progress,
             ]
         )
         # per source layer (by id): its colour copy, and what 2D needs back
@@ -212,7 +207,7 @@ class View3DWidget(Container):
         source = self.layer.value
         if source is None:
             return
-        if source.rgb and id(source) not in self._colour:
+        if source.rgb and id(source) not in self._colour and id(source) not in self._restore:
             self._add_colour_copy(source)
         # napari draws other RGB volumes as opaque white blocks: hide them while in 3D
         for layer in self.viewer.layers:
@@ -222,12 +217,44 @@ class View3DWidget(Container):
         self.apply()
 
     def _add_colour_copy(self, source) -> None:
+        """Hide the RGB layer and show its colour copy: at once for data in memory, on a thread
+        worker with progress for lazy data (a live interpolated or on-disk volume, whose planes
+        are computed as they are read), so the window never freezes while planes are made."""
         data, scale, translate = _level_for_3d(source, max_3d_side(self.viewer))
         key = id(source)
-        style = self._styles.get(key)
-        if style is None:
-            style = self._styles[key] = true_colour_style(_style_sample(data))
-        index = colour_volume(data, style)
+        self._restore[key] = {"visible": source.visible}
+        source.visible = False
+        place = {"scale": scale, "translate": translate}
+        if not hasattr(data, "dask"):
+            style = self._styles.get(key)
+            if style is None:
+                style = self._styles[key] = true_colour_style(_style_sample(data))
+            self._show_colour_copy(source, style.indices(np.asarray(data)), style, place)
+            return
+        known = self._styles.get(key)
+
+        def make():
+            n = int(data.shape[0])
+            yield Progress(0, n + 1, "learning the stain colours", stage="3D colour")
+            style = known if known is not None else true_colour_style(_style_sample(data))
+            index = np.empty(tuple(data.shape[:3]), np.uint8)
+            for z in range(n):
+                index[z] = style.indices(np.asarray(data[z]))
+                yield Progress(z + 1, n + 1, f"plane {z + 1} of {n}", stage="3D colour")
+            return style, index
+
+        def show(value) -> None:
+            style, index = value
+            if self.viewer.dims.ndisplay != 3 or self.layer.value is not source:
+                return  # the user has moved on
+            self._styles[key] = style
+            self._show_colour_copy(source, index, style, place)
+            self.apply()
+            self.progress.status.value = f"{source.name}: {index.shape[0]} planes in colour"
+
+        self.progress.run(make, show, self.show3d)
+
+    def _show_colour_copy(self, source, index, style, place: dict) -> None:
         copy = self.viewer.add_image(
             index,
             name=source.name + COLOUR_SUFFIX,
@@ -236,15 +263,12 @@ class View3DWidget(Container):
             rendering="translucent",
             blending="translucent",
             interpolation3d="nearest",
-            scale=scale,
-            translate=translate,
             units=source.units,
             axis_labels=source.axis_labels[:3],
             metadata=dict(source.metadata),
+            **place,
         )
-        self._restore[key] = {"visible": source.visible}
-        source.visible = False
-        self._colour[key] = copy
+        self._colour[id(source)] = copy
         if style.brightfield and not self._background_set:
             # the slide's own colour behind the tissue, as on the glass
             self.viewer.canvas.background_color_override = tuple(style.background / 255.0)
@@ -254,14 +278,18 @@ class View3DWidget(Container):
     def _leave_3d(self) -> None:
         """Back to the slide view: colour copies go, RGB layers show again, scales and clipping
         are undone."""
-        for key, copy in list(self._colour.items()):
-            source = next((ly for ly in self.viewer.layers if id(ly) == key), None)
+        if self.progress.worker is not None:
+            self.progress.worker.quit()  # a colour copy still being made is not wanted now
+        for copy in list(self._colour.values()):
             if copy in self.viewer.layers:
                 self.viewer.layers.remove(copy)
-            if source is not None:
-                source.visible = self._restore.get(key, {}).get("visible", True)
-                self.viewer.layers.selection.active = source
         self._colour.clear()
+        for key, restore in list(self._restore.items()):
+            source = next((ly for ly in self.viewer.layers if id(ly) == key), None)
+            if source is not None:
+                source.visible = restore.get("visible", True)
+                self.viewer.layers.selection.active = source
+        self._restore.clear()
         for layer in self._hidden_rgb:
             if layer in self.viewer.layers:
                 layer.visible = True
