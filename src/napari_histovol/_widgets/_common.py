@@ -47,6 +47,7 @@ class ProgressRow(Container):
     def __init__(self) -> None:
         self.bar = ProgressBar(value=0, min=0, max=1, visible=False)
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # a long status wraps, not widens the panel
         self.cancel = PushButton(text="Cancel", enabled=False)
         super().__init__(widgets=[self.bar, self.status, self.cancel], labels=False)
         self.worker = None
