@@ -58,6 +58,25 @@ def _crop(mask: np.ndarray, oy: int, ox: int) -> _Mask | None:
     return _Mask(oy + int(a), ox + int(c), mask[a:b, c:d].copy())
 
 
+def _look_alike_test(pos: np.ndarray, background: np.ndarray):
+    """A test of a negative click's features: True when they are nearer (standardised feature
+    space, median over the click's pixels) the object's examples than the background's (the
+    implicit negatives). Such a click marks a neighbour of the same kind (a touching nucleus,
+    the far side of a bridge): trained on as background it would teach the classifier that the
+    object itself is background, so it acts as a watershed barrier only."""
+    if not len(pos) or not len(background):
+        return None
+    sd = np.concatenate([pos, background]).std(axis=0) + 1e-6
+    c_obj, c_bg = np.median(pos, axis=0), np.median(background, axis=0)
+
+    def test(x: np.ndarray) -> bool:
+        d_obj = np.sqrt((((x - c_obj) / sd) ** 2).mean(axis=1))
+        d_bg = np.sqrt((((x - c_bg) / sd) ** 2).mean(axis=1))
+        return bool(np.median(d_obj) < np.median(d_bg))
+
+    return test
+
+
 @dataclass
 class SegmentSession:
     """Prompt-based 3D segmentation of one volume.
@@ -186,11 +205,14 @@ class SegmentSession:
         xx = np.clip(yx[:, 1] - x0, 0, x1 - x0 - 1)
         return f[yy, xx]
 
-    def _gather(self, obj: int, win, positive: bool) -> np.ndarray:
+    def _gather(self, obj: int, win, positive: bool, look_alike=None) -> np.ndarray:
         rows = []
         for p in self._clicks(obj, positive):
             r = self.click_radius(p) if positive else 2
-            rows.append(self._samples(p.z, win, np.array([[p.y, p.x]]), r))
+            x = self._samples(p.z, win, np.array([[p.y, p.x]]), r)
+            if look_alike is not None and look_alike(x):
+                continue  # a separation, not a stain example: its watershed barrier is enough
+            rows.append(x)
         pts = self._scribble_points(obj, positive)
         if len(pts):
             rng = np.random.default_rng(obj)
@@ -225,7 +247,6 @@ class SegmentSession:
         if hit is not None and hit[0] == key:
             return hit[1]
         pos = self._gather(obj, win, True)
-        neg = self._gather(obj, win, False)
         rng = np.random.default_rng(1000 + obj)
         pool = []
         h, w = win[1] - win[0], win[3] - win[2]
@@ -234,7 +255,9 @@ class SegmentSession:
             n = min(_POOL_PER_SECTION, h * w)
             idx = rng.choice(h * w, n, replace=False)
             pool.append(f.reshape(-1, f.shape[-1])[idx])
-        implicit = implicit_negatives(pos, np.concatenate(pool)) if pool else pos[:0]
+        pool = np.concatenate(pool) if pool else pos[:0]
+        implicit = implicit_negatives(pos, pool) if len(pool) else pos[:0]
+        neg = self._gather(obj, win, False, look_alike=_look_alike_test(pos, implicit))
         negs = np.concatenate([neg, implicit])
         weights = np.concatenate([np.full(len(neg), 4.0), np.ones(len(implicit))])
         clf = PixelClassifier(kind=self.classifier_kind).fit(pos, negs, neg_weight=weights)
@@ -316,11 +339,30 @@ class SegmentSession:
         )
 
     def segment_section(self, obj: int, z: int) -> np.ndarray:
-        """Object ``obj`` in section ``z`` from the clicks in that section alone (what is shown
-        at once after a click): a (Y, X) bool mask of the whole section. The section's result
-        is also stored, until the object is propagated."""
+        """Object ``obj`` in section ``z`` (what is shown at once after a click): a (Y, X) bool
+        mask of the whole section. The section's result is also stored, until the object is
+        propagated.
+
+        In a section that holds a positive click or scribble of the object, its clicks alone
+        seed it. In another section (a corrective click where the object was propagated), the
+        object is carried in from its stored neighbour on the side of its clicks, as
+        propagation does, with the new clicks taking part.
+        """
         win = self.window(obj)
-        m = self._segment(obj, z, win, None)
+        carried = prev = None
+        seeds = self.seed_sections(obj)
+        stored = self.masks.get(obj, {})
+        if seeds and z not in seeds:
+            side = -1 if min(seeds, key=lambda s: abs(s - z)) < z else 1
+            if z + side in stored:
+                y0, y1, x0, x1 = win
+                prev = np.zeros((y1 - y0, x1 - x0), bool)
+                stored[z + side].paste(prev, y0, x0)
+                carried = core_of(prev) if prev.any() else None
+        m = self._segment(obj, z, win, carried)
+        if carried is not None:
+            m = carry_over(prev, m)
+            m = m if m is not None else np.zeros_like(prev)
         out = np.zeros(self.shape[1:], bool)
         out[win[0] : win[1], win[2] : win[3]] = m
         c = _crop(m, win[0], win[2])
@@ -333,13 +375,16 @@ class SegmentSession:
     def iter_segment_object(self, obj: int) -> ProgressGenerator[int]:
         """Segment object ``obj`` through the volume: each section holding its clicks, then
         sections up and down from them, each seeded by its neighbour's core, until the object
-        ends. Yields :class:`Progress`; returns the number of sections the object spans."""
+        ends. Yields :class:`Progress`; returns the number of sections the object spans.
+
+        The object's stored masks are replaced when the propagation ends, so a propagation
+        that is stopped half-way leaves the previous result in place."""
         nz = self.shape[0]
         win = self.window(obj)
         y0, y1, x0, x1 = win
         seeds = self.seed_sections(obj)
-        self.masks[obj] = {}
         if not seeds:
+            self.masks[obj] = {}
             return 0
         lo, hi = 0, nz - 1
         if self.max_sections is not None:
