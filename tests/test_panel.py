@@ -47,6 +47,7 @@ def test_panel_has_every_tool_and_fits_1000_px(make_napari_viewer):
         "Interpolate",
         "Build",
         "3D",
+        "Segment",
         "Focus",
         "Gaussians",
     ]

@@ -18,6 +18,7 @@ TABS = (
     ("Interpolate", "interpolate_widget", "InterpolateWidget"),
     ("Build", "build_widget", "BuildWidget"),
     ("3D", "view3d_widget", "View3DWidget"),
+    ("Segment", "segment_widget", "SegmentWidget"),
     ("Focus", "focus_widget", "FocusWidget"),
     ("Gaussians", "gaussian_widget", "GaussianWidget"),
 )

@@ -1,0 +1,138 @@
+"""The Segment widget in a real viewer (Xvfb): two DAB-stained ellipsoids of known voxels joined
+by a bridge, in real H&E texture. A click added through the prompts layer (as a user's click
+adds it) segments the clicked section at once and then the volume; a Shift-click (negative)
+on the second ellipsoid removes the leak; undo brings it back; the labels are written at the
+image's scale and the volumes table holds µm³."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from .conftest import SHARED_DATA
+
+pytestmark = pytest.mark.gui
+
+SHAPE = (12, 64, 112)
+SCALE = (2.0, 0.5, 0.25)  # µm: one voxel is 0.25 µm³
+
+
+def _ellipsoid(centre, radii) -> np.ndarray:
+    zz, yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    return sum(((g - c) / r) ** 2 for g, c, r in zip((zz, yy, xx), centre, radii, strict=True)) < 1
+
+
+def dice(a, b) -> float:
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+@pytest.fixture
+def bridged_objects():
+    import tifffile
+
+    path = SHARED_DATA / "skin_he_2d" / "skin.tif"
+    if not path.is_file():
+        pytest.skip(f"shared data not found at {path}")
+    skin = tifffile.imread(path)[..., :3]
+    y0, x0 = skin.shape[0] // 3, skin.shape[1] // 3
+    nz, ny, nx = SHAPE
+    img = np.stack([skin[y0 + 2 * z : y0 + 2 * z + ny, x0 : x0 + nx] for z in range(nz)])
+    img = img.astype(np.float32)
+    a = _ellipsoid((6, 32, 32), (5, 14, 16))
+    b = _ellipsoid((6, 32, 78), (5, 14, 16))
+    bridge = _ellipsoid((6, 32, 55), (4, 11, 12))
+    rng = np.random.default_rng(3)
+    tex = ndi.gaussian_filter(rng.normal(0, 1, SHAPE), 1.0)[..., None] * 40
+    fg = a | b | bridge
+    img[fg] = (np.array([150.0, 95.0, 45.0]) + tex[fg]).clip(0, 255)
+    return img.clip(0, 255).astype(np.uint8), a, b, fg
+
+
+def _labels(w) -> np.ndarray:
+    return np.asarray(w.objects.data)
+
+
+def test_segment_widget_clicks_leak_undo_and_volumes(
+    make_napari_viewer, qtbot, bridged_objects, tmp_path, monkeypatch
+):
+    from napari_histovol._widgets import segment_widget
+    from napari_histovol._widgets.segment_widget import SegmentWidget
+    from napari_histovol.core.io import read_volume
+
+    img, a, b, fg = bridged_objects
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image(img, rgb=True, scale=SCALE, units="micrometer", name="stack")
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.layer.value = image
+    w.start()
+    assert w.points is viewer.layers.selection.active and w.points.mode == "add"
+    assert tuple(w.objects.scale) == SCALE and tuple(w.objects.translate) == tuple(image.translate)
+    assert w.objects.data.shape == SHAPE
+
+    # a click in section 6 on the first ellipsoid: that section first, then the volume
+    sections: list[int] = []
+    real_section = w.session.segment_section
+
+    def section(obj, z):
+        sections.append(z)
+        return real_section(obj, z)
+
+    monkeypatch.setattr(w.session, "segment_section", section)
+    w.points.add([6, 32, 32])
+    assert not w.points.features["positive"].isna().any() and w.points.features["positive"][0]
+    qtbot.waitUntil(lambda: sections == [6] and _labels(w)[6].any(), timeout=20000)
+    qtbot.waitUntil(lambda: w.progress.worker is None and not w._dirty, timeout=30000)
+    lab = _labels(w) == 1
+    # the stain region the click is in (the ellipsoids and their bridge), through the volume
+    assert dice(lab[6], fg[6]) >= 0.9
+    assert dice(lab, fg) >= 0.9
+    assert (lab & b).sum() > 0.5 * b.sum()  # the leak into the second ellipsoid
+    first = lab.copy()
+
+    # Shift-click (negative) on the second ellipsoid, the toggle left on positive
+    monkeypatch.setattr(segment_widget, "_flip_held", lambda: True)
+    w.points.add([6, 32, 80])
+    monkeypatch.setattr(segment_widget, "_flip_held", lambda: False)
+    assert not w.points.features["positive"][1]
+    qtbot.waitUntil(lambda: w.progress.worker is None and not w._dirty, timeout=30000)
+    fixed = _labels(w) == 1
+    assert (fixed & b).sum() < 0.1 * b.sum()
+    assert (fixed & a).sum() > 0.9 * a.sum()
+    assert dice(fixed, a) >= 0.75  # a and its half of the bridge
+    assert len(w.prompts) == 2 and not w.prompts[1].positive
+
+    # undo: the negative click goes from the layer and the leak comes back
+    w.undo()
+    assert len(w.points.data) == 1 and len(w.prompts) == 1
+    qtbot.waitUntil(lambda: w.progress.worker is None and not w._dirty, timeout=30000)
+    again = _labels(w) == 1
+    assert dice(again, first) >= 0.95
+
+    # the volumes table in µm³ and the labels written at the image's scale
+    table = tmp_path / "volumes.csv"
+    w.table_path.value = str(table)
+    assert w.save_table() == table
+    rows = table.read_text().splitlines()
+    assert rows[0] == "object,voxels,volume_um3"
+    obj, voxels, um3 = rows[1].split(",")
+    assert int(obj) == 1 and int(voxels) == int(again.sum())
+    assert float(um3) == pytest.approx(again.sum() * 0.25, rel=1e-5)
+
+    out = tmp_path / "objects.ome.zarr"
+    w.output.value = str(out)
+    w.write_labels()
+    qtbot.waitUntil(lambda: w.progress.worker is None, timeout=20000)
+    written = read_volume(out)
+    assert np.array_equal(np.asarray(written.data), _labels(w))
+    assert tuple(written.meta.scale) == pytest.approx(SCALE)
+
+    # an existing output is not replaced without a yes
+    before = table.read_text()
+    monkeypatch.setattr(SegmentWidget, "_confirm_overwrite", lambda self, path: False)
+    w.negative.value = True  # a new negative click by the toggle: its object gets smaller
+    w.points.add([6, 32, 80])
+    qtbot.waitUntil(lambda: w.progress.worker is None and not w._dirty, timeout=30000)
+    assert w.save_table() is None and table.read_text() == before
+    assert "exists already" in w.info.value
