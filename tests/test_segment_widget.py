@@ -136,3 +136,29 @@ def test_segment_widget_clicks_leak_undo_and_volumes(
     qtbot.waitUntil(lambda: w.progress.worker is None and not w._dirty, timeout=30000)
     assert w.save_table() is None and table.read_text() == before
     assert "exists already" in w.info.value
+
+
+def test_scribbles_alone_segment_an_object(make_napari_viewer, qtbot):
+    """Scribbles painted in the layer (1 on a ball, 9 on the background; with no click every
+    scribbled label is an object) and 'Segment all objects': the ball through the volume."""
+    from napari_histovol._widgets.segment_widget import SegmentWidget
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((6, 48, 48)) * 40).astype(np.float32)
+    zz, yy, xx = np.mgrid[:6, :48, :48]
+    ball = ((zz - 3) / 3) ** 2 + ((yy - 24) / 10) ** 2 + ((xx - 20) / 10) ** 2 < 1
+    img[ball] += 150
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image(img, scale=(2, 0.5, 0.5), units="micrometer")
+    w = SegmentWidget(viewer)
+    w.layer.value = image
+    w.start()
+    w.scribbles.data[3, 22:26, 18:22] = 1
+    w.scribbles.data[3, 2:5, 40:46] = 9
+    w.scribbles.events.data()
+    w.segment_all()
+    qtbot.waitUntil(lambda: w.progress.worker is None and not w._dirty, timeout=20000)
+    lab = np.asarray(w.objects.data)
+    assert set(np.unique(lab)) <= {0, 1, 9}
+    assert dice(lab == 1, ball) >= 0.85
+    assert w.table.data.to_list()[0][:2] == [1, int((lab == 1).sum())]
