@@ -259,6 +259,8 @@ class InterpolateWidget(Container):
     def run(self) -> None:
         """Write the interpolated volume to the output path, or, without one, compute the
         live layer into memory; on a thread worker with progress and Cancel."""
+        # a live rebuild still pending would replace the result with the lazy layer again
+        self._timer.stop()
         if chosen_layer(self.layer) is None:
             return
         settings = self._settings()
