@@ -91,6 +91,14 @@ def test_slider_updates_one_live_layer_with_the_cores_frames(make_napari_viewer,
     assert tab.refresh() == (
         "plane z 11 · synthetic between section 2 (CD31) and section 3 (Ki67), t = 0.25"
     )
+    # the Sections list follows the live layer as its planes change
+    tab.layer.value = live
+    assert tab.list.count() == 25
+    w.frames.value = 1
+    qtbot.waitUntil(lambda: tab.list.count() == 7, timeout=10000)
+    w.frames.value = 7
+    qtbot.waitUntil(lambda: tab.list.count() == 25, timeout=10000)
+    viewer.dims.set_point(0, world_z(live, 10))  # back on the plane t = 2/8
     # the method follows too
     w.method.value = "linear"
     qtbot.waitUntil(

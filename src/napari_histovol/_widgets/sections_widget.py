@@ -94,6 +94,7 @@ class SectionsWidget(Container):
         self.layer.changed.connect(self._layer_changed)
         self.on_canvas.changed.connect(self.refresh)
         self.apply_scale.changed.connect(self.set_scale)
+        self._watched = None
         self._layer_changed()
 
     # ------------------------------------------------------------------ which layer
@@ -114,8 +115,27 @@ class SectionsWidget(Container):
     def _layers_changed(self, *_) -> None:
         self._layer_changed()
 
+    def _watch(self, layer) -> None:
+        """Rebuild the list when the picked layer's data is replaced (the Interpolate tab's
+        live layer changes its planes as its slider moves), once its metadata is set too."""
+        if self._watched is not None:
+            try:
+                self._watched.events.data.disconnect(self._data_replaced)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        self._watched = layer
+        if layer is not None:
+            layer.events.data.connect(self._data_replaced)
+
+    def _data_replaced(self, *_) -> None:
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, self._layer_changed)
+
     def _layer_changed(self, *_) -> None:
         layer = self.layer.value
+        if layer is not self._watched:
+            self._watch(layer)
         meta = histovol_meta(layer) if layer is not None else None
         self.list.clear()
         if meta is not None:
