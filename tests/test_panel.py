@@ -71,6 +71,10 @@ def test_section_under_the_slider_is_named_after_a_gap_and_for_a_generated_plane
     from napari_histovol._widgets._common import text_overlay
 
     assert text_overlay(viewer).visible and "section 3" in text_overlay(viewer).text
+    viewer.dims.ndisplay = 3  # a plane's name does not belong over a 3D view
+    assert not text_overlay(viewer).visible
+    viewer.dims.ndisplay = 2
+    assert text_overlay(viewer).visible
     viewer.dims.set_point(0, world_z(layer, 2))
     assert sections.current.value.startswith("section 4 · Ki67")
     # a generated plane names the sections it was made from

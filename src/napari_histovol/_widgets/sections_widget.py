@@ -88,6 +88,7 @@ class SectionsWidget(Container):
         self.list.itemClicked.connect(self._go_to)
         self.native.layout().insertWidget(3, self.list)
         viewer.dims.events.current_step.connect(self.refresh)
+        viewer.dims.events.ndisplay.connect(self.refresh)  # no plane name over a 3D view
         viewer.layers.events.inserted.connect(self._layers_changed)
         viewer.layers.events.removed.connect(self._layers_changed)
         viewer.layers.selection.events.active.connect(self.refresh)
