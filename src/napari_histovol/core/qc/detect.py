@@ -67,21 +67,40 @@ class QCSettings:
         A section duplicates the previous one when their difference is below this fraction of
         the stack's typical difference between neighbours.
     misaligned_px
-        A section is misaligned when it is off its neighbours by this fraction of the working
-        side (and by 3 times the stack's typical offset).
+        A section is misaligned when it is off both its neighbours by this fraction of the
+        working side (less half their offset to each other) (raised by the calibration where the stack's own
+        sections jitter more).
     tiles
         Tiles per side for the sharpness map.
+    calibrate_z
+        Per-stack calibration: a kind's raw score (in units of the threshold above) is divided
+        by the larger of ``floor`` and the stack's median of that score plus ``calibrate_z``
+        robust standard deviations (1.4826 MAD over the sections), so a stack whose clean
+        sections naturally score high (nuclei that appear and vanish, EM whose neighbours
+        barely match) raises its own bar, and one whose clean sections score near 0 lowers it
+        to ``floor``. 0 turns calibration off (absolute thresholds).
+    floor
+        The lowest calibrated threshold per kind, as a fraction of the absolute one.
     """
 
     work_side: int = 512
-    residual_z: float = 5.0
-    min_mass: float = 250.0
+    residual_z: float = 1.6
+    min_mass: float = 100.0
     blur_ratio: float = 0.4
     blur_fraction: float = 0.12
     contrast_ratio: float = 1.45
     duplicate_ratio: float = 0.1
     misaligned_px: float = 0.03
     tiles: int = 8
+    calibrate_z: float = 4.0
+    floor: tuple[tuple[str, float], ...] = (
+        ("fold", 0.5),
+        ("tear", 0.5),
+        ("debris", 0.5),
+        ("blur", 0.8),
+        ("contrast", 0.6),
+        ("misaligned", 1.0),
+    )
 
 
 @dataclass
@@ -185,11 +204,18 @@ def sharpness_tiles(chan: np.ndarray, tissue: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _offset(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Where b's content lies relative to a's (dx, dy), by phase correlation."""
-    win = cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F)
-    (dx, dy), _ = cv2.phaseCorrelate(a.astype(np.float32), b.astype(np.float32), win)
-    return np.array([dx, dy], np.float32)
+def _offset(a: np.ndarray, b: np.ndarray, margin: float = 0.15) -> np.ndarray:
+    """Where b's content lies relative to a's (dx, dy): normalised cross-correlation of b's
+    central part (``margin`` of each side left out, so shifts up to that far are found) over
+    a, both lightly smoothed. (Phase correlation whitens the spectrum and loses its peak on
+    EM neighbours, whose fine detail changes from section to section.)"""
+    a = _smooth(a.astype(np.float32), 2.0)
+    b = _smooth(b.astype(np.float32), 2.0)
+    h, w = a.shape
+    py, px = max(1, int(margin * h)), max(1, int(margin * w))
+    r = cv2.matchTemplate(a, b[py : h - py, px : w - px], cv2.TM_CCOEFF_NORMED)
+    _, _, _, (x, y) = cv2.minMaxLoc(r)
+    return np.array([px - x, py - y], np.float32)
 
 
 def _predict(prev: np.ndarray | None, nxt: np.ndarray | None, cur: np.ndarray, smooth: float):
@@ -214,6 +240,9 @@ def _components(z: np.ndarray, sign: int, k: float, side: float):
     ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
     n, lab = cv2.connectedComponents(cv2.dilate(m, ker), connectivity=8)
     closed = cv2.morphologyEx(m, cv2.MORPH_CLOSE, ker).astype(bool)
+    # hysteresis: the damage's weaker rim (residual above k / 2) joined to its strong core
+    weak = ((sign * _smooth(z.astype(np.float32), 1.0)) > k / 2).astype(np.uint8)
+    _, wlab = cv2.connectedComponents(weak | m, connectivity=8)
     comps = []
     for c in range(1, n):
         group = lab == c
@@ -227,9 +256,10 @@ def _components(z: np.ndarray, sign: int, k: float, side: float):
         length = 4 * np.sqrt(max(ev[0], 1e-6))
         elong = np.sqrt(max(ev[0], 1e-6) / max(ev[1], 0.25))
         mass = float(np.clip(sign * z[pix] - k, 0, 20).sum())
+        rim = np.isin(wlab, np.unique(wlab[pix])) & group
         comps.append(
             {
-                "pix": group & closed,
+                "pix": (group & closed) | rim,
                 "sign": sign,
                 "area": area,
                 "length": length / side,
@@ -291,7 +321,67 @@ def _stain(chan: np.ndarray, tissue: np.ndarray) -> tuple[float, float]:
     return float(p50), float(p90 - p10)
 
 
+def _stain_dev(own: tuple[float, float], i: int, near: dict[int, tuple[float, float]], s):
+    """How far a section's stain (median, spread) is off what its near sections predict at its
+    place, in units of ``log(contrast_ratio)``: a robust line (median of pairwise slopes) through
+    the near sections' log stain, so a slow trend through the stack (fluorescence fading with
+    depth) predicts the ends of the stack too, and one damaged neighbour does not set it."""
+    js = np.array(sorted(near), float)
+    dev = 0.0
+    for k in (0, 1):
+        v = np.log(np.maximum([near[int(j)][k] for j in js], 1e-6))
+        slopes = [
+            (v[b] - v[a]) / (js[b] - js[a]) for a in range(len(js)) for b in range(a + 1, len(js))
+        ]
+        slope = float(np.median(slopes)) if slopes else 0.0
+        if len(js) < 3:
+            slope = 0.0  # two points do not tell a trend from a swing
+        pred = float(np.median(v - slope * (js - i)))
+        dev = max(dev, abs(np.log(max(own[k], 1e-6)) - pred))
+    return float(dev / np.log(s.contrast_ratio))
+
+
+def _match_gain(pred: np.ndarray, cur: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """The prediction with its tissue's median and gain set to the section's (a stain or
+    exposure change is not local damage; a fold or debris hardly moves these robust figures)."""
+    m = tissue if 0.02 < tissue.mean() < 0.98 else np.ones_like(tissue)
+    p50, c50 = float(np.median(pred[m])), float(np.median(cur[m]))
+    d = pred[m] - p50
+    big = np.abs(d) > np.percentile(np.abs(d), 75)
+    # the median ratio over the pixels far from the median: robust to the few a fold changes
+    gain = float(np.median((cur[m][big] - c50) / d[big])) if big.sum() > 16 else 1.0
+    gain = float(np.clip(gain, 0.25, 4.0))
+    return ((pred - p50) * gain + c50).astype(np.float32)
+
+
 # -------------------------------------------------------------------------------- the stack
+
+
+class _Calibration:
+    """Per-kind thresholds set by the stack's own distribution of raw scores (median + z MAD,
+    never below the kind's floor); raw scores are in units of the absolute thresholds."""
+
+    def __init__(self, s: QCSettings, skip: list[bool]):
+        self.z = s.calibrate_z
+        self.floor = dict(s.floor)
+        self.skip = skip
+        self.level: dict[str, float] = {}
+
+    def fit(self, raw: list[dict[str, float]], kinds: tuple[str, ...]) -> None:
+        for k in kinds:
+            if self.z <= 0:
+                self.level[k] = 1.0
+                continue
+            v = np.array([r.get(k, 0.0) for r, d in zip(raw, self.skip, strict=True) if not d])
+            if v.size < 5:  # too few sections to know what is normal
+                self.level[k] = 1.0
+                continue
+            med = float(np.median(v))
+            mad = 1.4826 * float(np.median(np.abs(v - med)))
+            self.level[k] = max(self.floor.get(k, 1.0), med + self.z * mad)
+
+    def __call__(self, r: dict[str, float], k: str) -> float:
+        return r.get(k, 0.0) / self.level.get(k, 1.0)
 
 
 def _work_channels(volume, s: QCSettings) -> ProgressGenerator[tuple[list, tuple, float]]:
@@ -346,11 +436,9 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
     # consecutive differences and offsets (the stack's own scale of "normal")
     diffs = [float(np.abs(chans[i] - chans[i - 1]).mean()) for i in range(1, n)]
     # consecutive offsets: the median optical flow from each section to the next
-    steps = [
-        np.median(estimate_pair_flow(chans[i - 1], chans[i]).f_ab.reshape(-1, 2), axis=0)
-        for i in range(1, n)
-    ]
-    typ_step = float(np.median([np.hypot(*d) for d in steps])) if steps else 0.0
+    # (normalised cross-correlation: one global shift; the median of a dense flow and phase
+    # correlation are both lost on EM pairs that barely match)
+    steps = [_offset(chans[i - 1], chans[i]) for i in range(1, n)]
     typ_diff = float(np.median(diffs)) if diffs else 0.0
     sharp = [sharpness_tiles(c, t, s.tiles) for c, t in zip(chans, tissue, strict=True)]
     dup = [False] * n
@@ -359,59 +447,40 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
         dup[i] = diffs[i - 1] < s.duplicate_ratio * max(typ_diff, 1e-6)
     stats = [_stain(c, t) for c, t in zip(chans, tissue, strict=True)]
 
-    def neighbours(i):
-        """Indices of the usable neighbours (duplicates are skipped)."""
-        p = i - 1
-        while p > 0 and dup[p]:
-            p -= 1
-        q = i + 1
-        while q < n and dup[q]:
-            q += 1
+    skip = list(dup)  # sections that cannot serve as a neighbour
+
+    def step(j, d):
+        j += d
+        while 0 <= j < n and skip[j]:
+            j += d
+        return j
+
+    def neighbours(i, far=False):
+        """Indices of the nearest usable neighbours on each side (copies, misaligned and
+        off-stain sections are skipped); ``far``: the next usable ones beyond them."""
+        p, q = step(i, -1), step(i, 1)
+        if far:
+            p, q = (step(p, -1) if p >= 0 else p), (step(q, 1) if q < n else q)
         return (p if p >= 0 else None), (q if q < n else None)
 
-    residuals = []
-    smooth = max(2.0, side / 16)
+    cal = _Calibration(s, dup)
+    raw: list[dict[str, float]] = [{} for _ in range(n)]
+    cand: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
+    # pass 1: identity, position and sharpness (no residual needed)
     for i in range(n):
-        p, q = neighbours(i)
-        if p is None and q is None:
-            residuals.append(None)
-        else:
-            pred, shift = _predict(
-                chans[p] if p is not None else None,
-                chans[q] if q is not None else None,
-                chans[i],
-                smooth,
-            )
-            r = _smooth(chans[i], 1.5) - _smooth(pred, 1.5)
-            t = tissue[i]
-            mad = float(np.median(np.abs(r[t] - np.median(r[t])))) if t.any() else 0.0
-            residuals.append((r, 1.4826 * mad, shift))
-        yield Progress(n + i + 1, 3 * n, f"comparing section {i + 1} of {n}", "qc")
-    scale = float(np.median([x[1] for x in residuals if x is not None] or [1.0])) or 1e-6
-
-    out: list[SectionQC] = []
-    for i in range(n):
-        z, file = meta.z_numbers[i], meta.files[i]
-        sec = SectionQC(z=int(z), file=file)
         p, q = neighbours(i)
         nb = [j for j in (p, q) if j is not None and j != i]
-        scores: dict[str, float] = {}
-        masks: dict[str, np.ndarray] = {}
-        # duplicate
         if i > 0:
-            scores["duplicate"] = float(
+            raw[i]["duplicate"] = float(
                 s.duplicate_ratio * max(typ_diff, 1e-6) / max(diffs[i - 1], 1e-9)
             )
-        # misaligned: off both neighbours, which agree with each other
-        if n > 1:
-            # off both neighbours the same way (a jump there and back), not a drift
-            d_in = steps[i - 1] if i > 0 else -steps[i]
-            d_out = steps[i] if i < n - 1 else -steps[i - 1]
-            jump = float(np.hypot(*(d_in - d_out)) / 2 - np.hypot(*(d_in + d_out)))
-            limit = max(s.misaligned_px * side, 3 * typ_step)
-            scores["misaligned"] = max(jump, 0.0) / limit
-        near = [j for j in (i - 2, i - 1, i + 1, i + 2) if 0 <= j < n and not dup[j]]
-        # blur
+        if 0 < i < n - 1:
+            # off both neighbours (a jump there and back) by more than they are off each
+            # other (a drift moves every section; a section beside a jump is off one side only);
+            # the stack's own jitter sets the bar through the calibration
+            off = min(np.hypot(*steps[i - 1]), np.hypot(*steps[i]))
+            across = np.hypot(*_offset(chans[i - 1], chans[i + 1]))
+            raw[i]["misaligned"] = max(0.0, float(off - across / 2)) / (s.misaligned_px * side)
         if nb and not dup[i]:
             with np.errstate(all="ignore"):
                 stackd = np.stack([sharp[j] for j in nb])
@@ -424,60 +493,112 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
             valid = np.isfinite(rel)
             if valid.sum() >= 4:
                 low = valid & (rel < s.blur_ratio)
-                frac = float(low.sum() / valid.sum())
-                scores["blur"] = frac / s.blur_fraction
-                if frac >= s.blur_fraction:
+                raw[i]["blur"] = float(low.sum() / valid.sum()) / s.blur_fraction
+                if low.any():
                     tiles = _resize(low.astype(np.uint8), shape, nearest=True).astype(bool)
-                    masks["blur"] = tiles & tissue[i]
-        # local damage from the prediction residual
-        res = residuals[i]
-        if res is not None and not dup[i] and scores.get("misaligned", 0) < 1:
-            # a section predicted from one side or across a gap is predicted less well
-            zmap = res[0] / max(scale, res[1])
-            zmap[
-                ~cv2.dilate(tissue[i].astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
-            ] = 0
-            if "blur" in masks:
-                # a blurred region's residual is its lost detail, not structure
-                zmap = np.where(masks["blur"], zmap * 0.5, zmap)
-            nbz = [
-                np.abs(residuals[j][0]) / scale
-                for j in (i - 1, i + 1)
-                if 0 <= j < n and residuals[j] is not None and not dup[j]
-            ]
-            lm, ls = _classify_local(zmap, np.maximum.reduce(nbz) if nbz else None, s)
-            scores.update(ls)
-            for k, m in lm.items():
-                if ls[k] >= 1:
-                    masks[k] = m
-        # contrast
-        near = [j for j in (i - 2, i - 1, i + 1, i + 2) if 0 <= j < n and not dup[j]]
+                    cand[i]["blur"] = tiles & tissue[i]
+    cal.fit(raw, ("misaligned", "blur"))
+    # sections that cannot be a reference: misaligned, or off in stain against the near ones
+    for i in range(n):
+        near = [j for j in range(i - 3, i + 4) if 0 <= j < n and j != i and not dup[j]]
         if near and not dup[i]:
-            m0, s0 = stats[i]
-            hurt = np.zeros(shape, bool)
-            for k in ("fold", "tear", "debris"):
-                if k in masks:
-                    hurt |= cv2.dilate(masks[k].astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-            if hurt.any():  # a fold's band is not a stain swing
-                m0, s0 = _stain(chans[i], tissue[i] & ~hurt)
-            mref = float(np.median([stats[j][0] for j in near]))
-            sref = float(np.median([stats[j][1] for j in near]))
-            dev = max(
-                abs(np.log(max(m0, 1e-6) / max(mref, 1e-6))),
-                abs(np.log(max(s0, 1e-6) / max(sref, 1e-6))),
+            raw[i]["contrast"] = _stain_dev(stats[i], i, {j: stats[j] for j in near}, s)
+    cal.fit(raw, ("contrast",))
+    for i in range(n):
+        skip[i] = dup[i] or cal(raw[i], "misaligned") >= 1 or cal(raw[i], "contrast") >= 1
+
+    # prediction residuals from the two nearest usable neighbours together and from each
+    # alone: damage of the section is in all three; structure that appears or vanishes along z
+    # is explained by the side that has it, the echo of a neighbour's damage by the other side,
+    # so the residual kept is the smallest of them (where they agree in sign)
+    residuals = []
+    smooth = max(2.0, side / 16)
+    for i in range(n):
+        near_pair = neighbours(i)
+        if near_pair == (None, None):
+            residuals.append(None)
+            yield Progress(n + i + 1, 3 * n, f"comparing section {i + 1} of {n}", "qc")
+            continue
+        p, q = near_pair
+        refs = [(p, q), (p, None), (None, q)]
+        refs = [x for x in dict.fromkeys(refs) if x != (None, None)]
+        rs = []
+        for pp, qq in refs:
+            pred, _ = _predict(
+                chans[pp] if pp is not None else None,
+                chans[qq] if qq is not None else None,
+                chans[i],
+                smooth,
             )
-            scores["contrast"] = float(dev / np.log(s.contrast_ratio))
-        sec.scores = {k: scores.get(k, 0.0) for k in KINDS if k != "missing"}
+            pred = _match_gain(pred, chans[i], tissue[i])
+            rs.append(_smooth(chans[i], 1.5) - _smooth(pred, 1.5))
+        rs = np.stack(rs)
+        sign = np.sign(rs[0])
+        same = np.all(np.sign(rs) == sign, axis=0)
+        r = np.where(same, sign * np.abs(rs).min(axis=0), 0.0).astype(np.float32)
+        t = tissue[i]
+        # the unit of residual: its 99th percentile over the tissue (a MAD underrates the
+        # heavy tail of natural change, e.g. nuclei edges, and every edge became "damage")
+        q99 = float(np.percentile(np.abs(r[t] if t.any() else r), 99))
+        # a prediction across a gap (neighbours skipped) or from one side (the ends of the
+        # stack) is judged against its own residual
+        wide = None in near_pair or near_pair[1] - near_pair[0] > 2
+        residuals.append((r, q99, wide))
+        yield Progress(n + i + 1, 3 * n, f"comparing section {i + 1} of {n}", "qc")
+    scale = float(np.median([x[1] for x in residuals if x is not None] or [1.0])) or 1e-6
+
+    # pass 2: local damage from the prediction residual (in the stack's typical residual)
+    for i in range(n):
+        res = residuals[i]
+        if res is None or dup[i] or cal(raw[i], "misaligned") >= 1:
+            continue
+        zmap = res[0] / (max(scale, res[1]) if res[2] else scale)
+        zmap[~cv2.dilate(tissue[i].astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)] = 0
+        if "blur" in cand[i] and cal(raw[i], "blur") >= 1:
+            # a blurred region's residual is its lost detail, not structure
+            zmap = np.where(cand[i]["blur"], zmap * 0.5, zmap)
+        nbz = [
+            np.abs(residuals[j][0]) / scale
+            for j in (i - 1, i + 1)
+            if 0 <= j < n and residuals[j] is not None and not dup[j]
+        ]
+        lm, ls = _classify_local(zmap, np.maximum.reduce(nbz) if nbz else None, s)
+        raw[i].update(ls)
+        cand[i].update(lm)
+    cal.fit(raw, ("fold", "tear", "debris"))
+    # pass 3: stain against the near sections, the section's own local damage left out
+    for i in range(n):
+        near = [j for j in range(i - 3, i + 4) if 0 <= j < n and j != i and not skip[j]]
+        if not near or dup[i]:
+            continue
+        m0, s0 = stats[i]
+        hurt = np.zeros(shape, bool)
+        for k in ("fold", "tear", "debris"):
+            if k in cand[i] and cal(raw[i], k) >= 1:
+                hurt |= cv2.dilate(cand[i][k].astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        if hurt.any():  # a fold's band is not a stain swing
+            m0, s0 = _stain(chans[i], tissue[i] & ~hurt)
+        raw[i]["contrast"] = _stain_dev((m0, s0), i, {j: stats[j] for j in near}, s)
+    cal.fit(raw, ("contrast",))
+
+    out: list[SectionQC] = []
+    for i in range(n):
+        z, file = meta.z_numbers[i], meta.files[i]
+        sec = SectionQC(z=int(z), file=file)
+        sec.scores = {k: cal(raw[i], k) for k in KINDS if k != "missing"}
         flags = [k for k, v in sec.scores.items() if v >= 1]
         if "duplicate" in flags:
             flags = ["duplicate"]  # a copy is judged only as a copy
         elif "misaligned" in flags:
             flags = [f for f in flags if f not in ("fold", "tear", "debris")]
-        sec.flags = sorted(flags, key=lambda k: -sec.scores[k])
+        # a whole-section cause (stain, position) comes before the local residual it leaves
+        sec.flags = sorted(
+            flags, key=lambda k: (k not in ("contrast", "misaligned"), -sec.scores[k])
+        )
         lab = np.zeros(shape, np.uint8)
         for k in LOCAL_KINDS:
-            if k in masks and k in sec.flags:
-                lab[masks[k] & (lab == 0)] = KINDS.index(k) + 1
+            if k in cand[i] and k in sec.flags:
+                lab[cand[i][k] & (lab == 0)] = KINDS.index(k) + 1
         if lab.any():
             sec.mask = _resize(lab, full, nearest=True)
         out.append(sec)
