@@ -197,7 +197,9 @@ def run_stack(name, clean, trials, rng, repair=True):
     kind_ok = kind_n = 0
     dices, per_kind = [], {}
     # repair PSNR (dB) inside the damaged region and over the damaged section, per method
-    ps = {k: {"region": [], "section": []} for k in ("restore", "restore_true_mask", "whole", "left")}
+    ps = {
+        k: {"region": [], "section": []} for k in ("restore", "restore_true_mask", "whole", "left")
+    }
     missing_ok = 0
     false_kinds = {}
     for t in range(trials):

@@ -44,6 +44,7 @@ def test_panel_has_every_tool_and_fits_1000_px(make_napari_viewer):
         "Stitch",
         "Sections",
         "Align",
+        "QC",
         "Interpolate",
         "Build",
         "3D",

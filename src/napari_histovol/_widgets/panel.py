@@ -15,6 +15,7 @@ TABS = (
     ("Stitch", "stitch_widget", "StitchWidget"),
     ("Sections", "sections_widget", "SectionsWidget"),
     ("Align", "align_widget", "AlignWidget"),
+    ("QC", "qc_widget", "QCWidget"),
     ("Interpolate", "interpolate_widget", "InterpolateWidget"),
     ("Build", "build_widget", "BuildWidget"),
     ("3D", "view3d_widget", "View3DWidget"),

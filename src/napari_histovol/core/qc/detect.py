@@ -98,7 +98,7 @@ class QCSettings:
         ("tear", 0.5),
         ("debris", 0.5),
         ("blur", 0.8),
-        ("contrast", 0.6),
+        ("contrast", 1.0),
         ("misaligned", 1.0),
     )
 
@@ -322,6 +322,7 @@ def _stain(chan: np.ndarray, tissue: np.ndarray) -> tuple[float, float]:
 
 
 def _stain_dev(own: tuple[float, float], i: int, near: dict[int, tuple[float, float]], s):
+    # ``i`` and the keys of ``near`` are z positions (gaps count)
     """How far a section's stain (median, spread) is off what its near sections predict at its
     place, in units of ``log(contrast_ratio)``: a robust line (median of pairwise slopes) through
     the near sections' log stain, so a slow trend through the stack (fluorescence fading with
@@ -463,6 +464,7 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
             p, q = (step(p, -1) if p >= 0 else p), (step(q, 1) if q < n else q)
         return (p if p >= 0 else None), (q if q < n else None)
 
+    zpos = [int(z) for z in meta.z_numbers]  # positions along z (gaps count)
     cal = _Calibration(s, dup)
     raw: list[dict[str, float]] = [{} for _ in range(n)]
     cand: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
@@ -494,6 +496,9 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
             if valid.sum() >= 4:
                 low = valid & (rel < s.blur_ratio)
                 raw[i]["blur"] = float(low.sum() / valid.sum()) / s.blur_fraction
+                if len(nb) < 2 or any(abs(zpos[j] - zpos[i]) > 1 for j in nb):
+                    # one reference, or one across a gap: weaker evidence
+                    raw[i]["blur"] *= 0.5
                 if low.any():
                     tiles = _resize(low.astype(np.uint8), shape, nearest=True).astype(bool)
                     cand[i]["blur"] = tiles & tissue[i]
@@ -502,7 +507,7 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
     for i in range(n):
         near = [j for j in range(i - 3, i + 4) if 0 <= j < n and j != i and not dup[j]]
         if near and not dup[i]:
-            raw[i]["contrast"] = _stain_dev(stats[i], i, {j: stats[j] for j in near}, s)
+            raw[i]["contrast"] = _stain_dev(stats[i], zpos[i], {zpos[j]: stats[j] for j in near}, s)
     cal.fit(raw, ("contrast",))
     for i in range(n):
         skip[i] = dup[i] or cal(raw[i], "misaligned") >= 1 or cal(raw[i], "contrast") >= 1
@@ -578,7 +583,7 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
                 hurt |= cv2.dilate(cand[i][k].astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
         if hurt.any():  # a fold's band is not a stain swing
             m0, s0 = _stain(chans[i], tissue[i] & ~hurt)
-        raw[i]["contrast"] = _stain_dev((m0, s0), i, {j: stats[j] for j in near}, s)
+        raw[i]["contrast"] = _stain_dev((m0, s0), zpos[i], {zpos[j]: stats[j] for j in near}, s)
     cal.fit(raw, ("contrast",))
 
     out: list[SectionQC] = []

@@ -309,6 +309,8 @@ def restore_array(stack: np.ndarray, meta, report, pos: int) -> np.ndarray:
 
 
 def _by_z(report) -> dict[int, dict]:
+    if isinstance(report, dict):  # already by z
+        return report
     if hasattr(report, "sections") and not isinstance(report, list):
         return {s.z: {"flags": list(s.flags), "mask": s.mask} for s in report.sections}
     return {int(s["z"]): s for s in report}
@@ -342,7 +344,6 @@ def iter_restore(volume, report) -> ProgressGenerator[RestoreResult]:
         flagged synthetic and ``meta.extra["restored"]`` saying what was done where.
     """
     from ..errors import InputError
-    from ..io import Volume
 
     meta = volume.meta.with_planes(volume.shape[0])
     sections = _by_z(report)
@@ -355,37 +356,95 @@ def iter_restore(volume, report) -> ProgressGenerator[RestoreResult]:
                 f"The QC mask of section {zs[i]} is {m.shape[1]} x {m.shape[0]} pixels but the "
                 f"section is {volume.shape[2]} x {volume.shape[1]}; run the QC on this stack."
             )
-    whole = {i for i, z in enumerate(zs) if _whole_damage(sections.get(z))}
+    done = []
+    for k, i in enumerate(todo):
+        fixed, rec = repair_at(volume, sections, i)
+        if rec is None or rec.action == "none":
+            continue  # nothing to repair from, or nothing to do
+        done.append((i, fixed, rec))
+        yield Progress(k + 1, len(todo), f"repaired section {zs[i]} ({rec.action})", "restore")
+    return RestoreResult(apply_repairs(volume, done), [r for _, _, r in done])
+
+
+def repair_at(
+    volume, report, index: int, *, replace_whole: bool = False
+) -> tuple[np.ndarray | None, RepairedSection | None]:
+    """Repair one section of a volume as its QC entry says, or replace it as a whole.
+
+    Parameters
+    ----------
+    volume
+        A :class:`core.io.Volume`.
+    report
+        A :class:`QCReport`, or the section list of :func:`read_qc_report`.
+    index
+        Index of the section in ``volume``.
+    replace_whole
+        Replace the section by the interpolation of its neighbours whatever its flags.
+
+    Returns
+    -------
+    repaired, record
+        The repaired section and its :class:`RepairedSection` (z set), or ``(None, None)``
+        when the section has no usable neighbour. Neighbours that are copies, misaligned or
+        off in stain are skipped.
+    """
+    sections = _by_z(report)
+    zs = list(volume.meta.with_planes(volume.shape[0]).z_numbers)
+    whole = {i for i, z in enumerate(zs) if _whole_damage(sections.get(z)) and i != index}
+    p = _neighbour_index(index, -1, len(zs), whole)
+    q = _neighbour_index(index, 1, len(zs), whole)
+    if p is None and q is None:
+        return None, None
+
+    def load(j):
+        return None if j is None else np.asarray(volume.data[j].compute())
+
+    cur = np.asarray(volume.data[index].compute())
+    sec = sections.get(zs[index]) or {"flags": [], "mask": None}
+    if replace_whole:
+        fixed = cast_like(interpolate_between(load(p), load(q)), cur.dtype)
+        flags = list(sec.get("flags") or [])
+        rec = RepairedSection(int(zs[index]), flags, "replaced", np.ones(cur.shape[:2], bool))
+        return fixed, rec
+    fixed, rec = repair_section(
+        cur, sec.get("mask"), list(sec.get("flags") or []), load(p), load(q)
+    )
+    rec.z = int(zs[index])
+    return fixed, rec
+
+
+def apply_repairs(volume, repairs):
+    """The volume with repaired sections in place (lazy elsewhere), replaced sections flagged
+    synthetic and every repair listed in ``meta.extra["restored"]``.
+
+    Parameters
+    ----------
+    volume
+        A :class:`core.io.Volume`.
+    repairs
+        ``(index, repaired section, RepairedSection)`` triples; a later one for the same
+        index wins.
+
+    Returns
+    -------
+    Volume
+        The restored volume.
+    """
+    from ..io import Volume
+
+    meta = volume.meta.with_planes(volume.shape[0])
     planes = [volume.data[i] for i in range(volume.shape[0])]
     synthetic = list(meta.synthetic)
-    records = []
-    for k, i in enumerate(todo):
-        sec = sections[zs[i]]
-        p = _neighbour_index(i, -1, len(zs), whole)
-        q = _neighbour_index(i, 1, len(zs), whole)
-        if p is None and q is None:
-            continue  # nothing to repair from
-        load = lambda j: None if j is None else np.asarray(volume.data[j].compute())  # noqa: E731
-        fixed, rec = repair_section(
-            np.asarray(volume.data[i].compute()),
-            sec.get("mask"),
-            list(sec["flags"]),
-            load(p),
-            load(q),
-        )
-        rec.z = zs[i]
-        if rec.action == "none":
-            continue
+    records: dict[int, RepairedSection] = {}
+    for i, fixed, rec in repairs:
         planes[i] = da.from_array(fixed, chunks=fixed.shape)
-        if rec.action == "replaced":
-            synthetic[i] = True
-        records.append(rec)
-        yield Progress(k + 1, len(todo), f"repaired section {zs[i]} ({rec.action})", "restore")
+        synthetic[i] = synthetic[i] or rec.action == "replaced"
+        records[i] = rec
     data = da.stack(planes).rechunk((1,) + tuple(volume.shape[1:]))
     extra = dict(meta.extra)
-    extra["restored"] = [r.to_dict() for r in records]
-    new_meta = replace(meta, synthetic=tuple(synthetic), extra=extra)
-    return RestoreResult(Volume(data, new_meta), records)
+    extra["restored"] = [records[i].to_dict() for i in sorted(records)]
+    return Volume(data, replace(meta, synthetic=tuple(synthetic), extra=extra))
 
 
 def restore(volume, report) -> RestoreResult:
@@ -397,6 +456,7 @@ def restore(volume, report) -> RestoreResult:
 
 __all__ = [
     "REPLACE_FRACTION",
+    "apply_repairs",
     "RepairedSection",
     "RestoreResult",
     "feather",
@@ -405,6 +465,7 @@ __all__ = [
     "iter_restore",
     "match_stain",
     "realign",
+    "repair_at",
     "repair_section",
     "restore",
     "restore_array",

@@ -1,0 +1,306 @@
+"""'Section QC' dock widget: damage flags of every section (fold, tear, blur, debris, contrast,
+duplicate, missing, misaligned) as a strip of scores under the controls and a list (a click goes
+to the section), the damage masks as a Labels layer over the sections, and one click to repair
+the current section's masked region or to replace it by the interpolation of its neighbours."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import dask.array as da
+import numpy as np
+from magicgui.widgets import Container, PushButton
+from qtpy.QtCore import QPointF, QRectF, Qt, Signal
+from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtWidgets import QListWidget, QListWidgetItem, QSizePolicy, QWidget
+
+from .._layers import DISPLAY_KEY, add_volume_layer, layer_volume, world_z
+from ..core.progress import Progress
+from ..core.qc import KINDS, iter_section_qc
+from ..core.qc.restore import apply_repairs, repair_at
+from ._common import ProgressRow, chosen_layer, image_layer_picker
+from .sections_widget import plane_under_slider
+
+if TYPE_CHECKING:
+    import napari
+
+#: Bar colour per kind (the strip and the list); the Labels layer numbers kinds as KINDS does.
+KIND_COLOURS = {
+    "fold": (230, 90, 60),
+    "tear": (240, 170, 40),
+    "blur": (120, 150, 230),
+    "debris": (200, 90, 200),
+    "contrast": (90, 200, 200),
+    "duplicate": (160, 160, 160),
+    "missing": (90, 90, 90),
+    "misaligned": (240, 230, 90),
+}
+#: Scores are drawn up to this value (a kind is flagged at 1).
+STRIP_TOP = 3.0
+
+
+class QCStrip(QWidget):
+    """One bar per section (missing numbers included): height the largest score, colour its
+    worst flag (clean sections blue), a line at the flag level 1; a click selects a section."""
+
+    clicked = Signal(int)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: list[tuple[int, float, str | None]] = []  # (z, score, worst flag)
+        self.current = -1
+        self.setMinimumHeight(90)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def set_data(self, entries) -> None:
+        self.entries = list(entries)
+        self.update()
+
+    def set_current(self, i: int) -> None:
+        if i != self.current:
+            self.current = i
+            self.update()
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor(38, 41, 48))
+        if not self.entries:
+            p.setPen(QPen(QColor(180, 180, 180)))
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "run the QC to see each section")
+            return
+        n = len(self.entries)
+        w = self.width() / n
+        h = self.height() - 6
+        for i, (_, score, flag) in enumerate(self.entries):
+            colour = QColor(*KIND_COLOURS[flag]) if flag else QColor(90, 120, 170)
+            bh = max(2.0, h * min(score, STRIP_TOP) / STRIP_TOP)
+            p.fillRect(QRectF(i * w + 1, self.height() - bh - 3, max(1.0, w - 2), bh), colour)
+            if i == self.current:
+                p.setPen(QPen(QColor(255, 255, 255)))
+                p.drawRect(QRectF(i * w, 0, max(1.0, w - 1), self.height() - 1))
+        y1 = self.height() - 3 - h / STRIP_TOP
+        p.setPen(QPen(QColor(220, 220, 220), 1, Qt.PenStyle.DashLine))
+        p.drawLine(QPointF(0, y1), QPointF(self.width(), y1))
+
+    def index_at(self, x: float) -> int:
+        """The entry under x (pixels from the left)."""
+        n = len(self.entries)
+        return min(n - 1, max(0, int(x / (self.width() / n))))
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if self.entries:
+            x = event.position().x() if hasattr(event, "position") else event.x()
+            self.clicked.emit(self.index_at(x))
+
+
+def _strip_entry(sec) -> tuple[int, float, str | None]:
+    scores = {k: v for k, v in sec.scores.items() if k != "missing"}
+    top = 1.0 if "missing" in sec.flags else max(scores.values(), default=0.0)
+    return int(sec.z), float(top), (sec.flags[0] if sec.flags else None)
+
+
+class QCWidget(Container):
+    """Run the section QC on a layer, show it, and repair or replace the current section."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        self.layer = image_layer_picker(viewer, "sections")
+        self.run_button = PushButton(text="Run QC")
+        self.repair_button = PushButton(text="Repair damaged region (current section)")
+        self.replace_button = PushButton(text="Drop and interpolate (current section)")
+        self.progress = ProgressRow()
+        super().__init__(
+            widgets=[
+                self.layer,
+                self.run_button,
+                self.progress,
+                self.repair_button,
+                self.replace_button,
+            ]
+        )
+        self.strip = QCStrip()
+        self.list = QListWidget()
+        self.list.setMaximumHeight(160)
+        self.native.layout().addWidget(self.strip)
+        self.native.layout().addWidget(self.list)
+        self.strip.clicked.connect(lambda i: self.go_to_z(self.strip.entries[i][0]))
+        self.list.itemClicked.connect(
+            lambda item: self.go_to_z(item.data(Qt.ItemDataRole.UserRole))
+        )
+        self.run_button.changed.connect(self.run)
+        self.repair_button.changed.connect(lambda *_: self.repair_current(replace_whole=False))
+        self.replace_button.changed.connect(lambda *_: self.repair_current(replace_whole=True))
+        viewer.dims.events.current_step.connect(self._follow_slider)
+        self.report = None
+        self.source = None  # the layer the report belongs to
+        self.volume = None
+        self.mask_layer = None
+        self.restored_layer = None
+        self.repairs: dict[int, tuple[np.ndarray, object]] = {}
+        self._set_repair_enabled(False)
+
+    # ------------------------------------------------------------------------------ QC run
+
+    def run(self) -> None:
+        """Run the QC on the chosen layer on a worker thread."""
+        layer = chosen_layer(self.layer)
+        if layer is None:
+            return
+        volume = layer_volume(layer)
+        self._set_repair_enabled(False)
+        self.progress.run(
+            lambda: iter_section_qc(volume),
+            lambda rep: self._show(layer, volume, rep),
+            self.run_button,
+        )
+
+    def _show(self, layer, volume, rep) -> None:
+        self.report, self.source, self.volume = rep, layer, volume
+        self.repairs = {}
+        self.strip.set_data([_strip_entry(s) for s in rep.sections])
+        self.list.clear()
+        for s in rep.sections:
+            if not s.flags:
+                continue
+            words = ", ".join(
+                f"{k} {s.scores[k]:.1f}" if k in s.scores and k != "missing" else k for k in s.flags
+            )
+            item = QListWidgetItem(f"section {s.z}: {words}")
+            item.setData(Qt.ItemDataRole.UserRole, int(s.z))
+            item.setForeground(QColor(*KIND_COLOURS[s.flags[0]]))
+            self.list.addItem(item)
+        self._show_masks(layer, volume, rep)
+        flagged = rep.flagged_z
+        missing = [s.z for s in rep.sections if s.flags == ["missing"]]
+        self.progress.status.value = (
+            f"{len(flagged)} of {volume.shape[0]} sections flagged"
+            + (f" (z {', '.join(map(str, flagged))})" if flagged else "")
+            + (f"; missing z {', '.join(map(str, missing))}" if missing else "")
+        )
+        self._set_repair_enabled(True)
+        self._follow_slider()
+
+    def _show_masks(self, layer, volume, rep) -> None:
+        """The masks as a Labels layer on the layer's display grid (lazy: zeros where a
+        section has none)."""
+        h, w = volume.shape[1:3]
+        zs = list(volume.meta.with_planes(volume.shape[0]).z_numbers)
+        planes = []
+        for z in zs:
+            sec = rep.section(z)
+            m = sec.mask if sec is not None and sec.mask is not None else None
+            planes.append(
+                da.from_array(m, chunks=m.shape)
+                if m is not None
+                else da.zeros((h, w), dtype=np.uint8, chunks=(h, w))
+            )
+        stack = da.stack(planes)
+        grid = (layer.metadata.get(DISPLAY_KEY) or {}).get("plane")
+        if grid:  # the layer shows gaps as empty planes: the masks follow its grid
+            stack = da.stack(
+                [
+                    stack[i] if i >= 0 else da.zeros((h, w), dtype=np.uint8, chunks=(h, w))
+                    for i in grid
+                ]
+            )
+        name = f"{layer.name} QC masks"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.mask_layer = self.viewer.add_labels(
+            stack,
+            name=name,
+            scale=tuple(layer.scale)[:3],
+            translate=tuple(layer.translate)[:3],
+            opacity=0.5,
+            metadata={"qc_kinds": list(KINDS)},
+        )
+        self.viewer.layers.selection.active = layer
+
+    # ---------------------------------------------------------------------------- navigation
+
+    def go_to_z(self, z: int) -> None:
+        """Move the slider to section (or missing number) ``z`` of the QC'd layer."""
+        layer = self.source
+        if layer is None or layer.ndim < 3:
+            return
+        shown_z = (layer.metadata.get(DISPLAY_KEY) or {}).get("z")
+        if shown_z and z in shown_z:
+            point = float(layer.translate[0]) + shown_z.index(z) * float(layer.scale[0])
+        else:
+            zs = list(self.volume.meta.with_planes(self.volume.shape[0]).z_numbers)
+            if z not in zs:
+                return
+            point = world_z(layer, zs.index(z))
+        self.viewer.dims.set_point(0, point)
+
+    def current_index(self) -> int | None:
+        """Index (into the QC'd volume) of the section under the slider, None on a gap."""
+        if self.source is None or self.viewer.dims.ndim < 3:
+            return None
+        _, index = plane_under_slider(self.source, float(self.viewer.dims.point[0]))
+        return index
+
+    def _follow_slider(self, *_) -> None:
+        if self.report is None:
+            return
+        index = self.current_index()
+        if index is None:
+            self.strip.set_current(-1)
+            return
+        z = self.volume.meta.with_planes(self.volume.shape[0]).z_numbers[index]
+        self.strip.set_current([e[0] for e in self.strip.entries].index(z))
+
+    # -------------------------------------------------------------------------------- repair
+
+    def _set_repair_enabled(self, on: bool) -> None:
+        self.repair_button.enabled = on
+        self.replace_button.enabled = on
+
+    def repair_current(self, *, replace_whole: bool) -> None:
+        """Repair the masked region of the section under the slider (or replace the section by
+        the interpolation of its neighbours) into the layer '<name> restored'."""
+        from napari.utils.notifications import show_warning
+
+        if self.report is None or self.source not in self.viewer.layers:
+            show_warning("Run the QC on the sections first.")
+            return
+        index = self.current_index()
+        if index is None:
+            show_warning("Move the slider to a section (not a missing number) first.")
+            return
+        volume, report = self.volume, self.report
+        z = volume.meta.with_planes(volume.shape[0]).z_numbers[index]
+        sec = report.section(z)
+        if not replace_whole and (sec is None or not sec.flags):
+            show_warning(f"Section {z} has no QC flag; nothing to repair.")
+            return
+
+        def job():
+            verb = "replacing" if replace_whole else "repairing"
+            yield Progress(0, 1, f"{verb} section {z}", "restore")
+            return repair_at(volume, report, index, replace_whole=replace_whole)
+
+        self.progress.run(
+            job,
+            lambda res: self._repaired(index, res),
+            self.run_button,
+            self.repair_button,
+            self.replace_button,
+        )
+
+    def _repaired(self, index: int, res) -> None:
+        fixed, rec = res
+        if rec is None:
+            self.progress.status.value = "no neighbour to repair this section from"
+            return
+        self.repairs[index] = (fixed, rec)
+        restored = apply_repairs(
+            self.volume, [(i, f, r) for i, (f, r) in sorted(self.repairs.items())]
+        )
+        layer = self.source
+        made = add_volume_layer(self.viewer, restored, name=f"{layer.name} restored", like=layer)
+        self.restored_layer = made[0] if made else None
+        self.progress.status.value = (
+            f"section {rec.z}: {rec.action} ({len(self.repairs)} repaired in "
+            f"'{layer.name} restored')"
+        )

@@ -1,0 +1,121 @@
+"""The Section QC tab in a real viewer (Xvfb): QC of a stack with a fold, a copy and a missing
+number that we made ourselves; the strip and the list go to the section, the masks lie over the
+fold as a Labels layer on the layer's grid, and one click repairs the fold or replaces the copy
+into '<name> restored' (synthetic pixels recorded)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_histovol._layers import add_volume_layer, world_z
+from napari_histovol.core.qc import KINDS, decode_mask, simulate
+
+from .test_qc import as_volume, blob_stack, psnr
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def damaged():
+    """Sections 0-9 without 8: a fold at z 3, z 6 a copy of z 5."""
+    clean = blob_stack(10)
+    a = clean.copy()
+    a[3], fold_m = simulate.fold(clean[3], np.random.default_rng(3), strength=1.5)
+    a[6] = a[5]
+    keep = [0, 1, 2, 3, 4, 5, 6, 7, 9]
+    return clean, a[keep], keep, fold_m
+
+
+def test_qc_tab_flags_goes_to_masks_repairs_and_replaces(make_napari_viewer, qtbot, damaged):
+    from napari_histovol._widgets.panel import HistoVolPanel
+
+    clean, a, keep, fold_m = damaged
+    viewer = make_napari_viewer(show=True)
+    panel = HistoVolPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="HistoVol")
+    qc = panel.show_tab("QC")
+    (layer,) = add_volume_layer(viewer, as_volume(a, keep), name="stack")
+    qc.layer.value = layer
+    assert not qc.repair_button.enabled  # nothing to repair before a QC
+
+    qc.run()
+    qtbot.waitUntil(lambda: qc.run_button.enabled and qc.report is not None, timeout=60000)
+    flagged = {s.z: s.flags for s in qc.report.sections if s.flags}
+    assert flagged[3][0] == "fold" and flagged[6] == ["duplicate"] and flagged[8] == ["missing"]
+    assert set(flagged) == {3, 6, 8}, flagged  # the clean sections are left alone
+    # the strip: one bar per z number (the missing one included), flagged ones over 1
+    strip = {z: (score, flag) for z, score, flag in qc.strip.entries}
+    assert sorted(strip) == list(range(10))
+    assert strip[3][1] == "fold" and strip[3][0] >= 1 and strip[1][1] is None
+    assert [qc.list.item(i).text().split(":")[0] for i in range(qc.list.count())] == [
+        "section 3",
+        "section 6",
+        "section 8",
+    ]
+    assert qc.progress.status.value.startswith("2 of 9 sections flagged")
+
+    # masks: a Labels layer on the layer's grid (the gap is an empty plane), fold over the fold
+    masks = qc.mask_layer
+    assert type(masks).__name__ == "Labels"
+    assert masks.data.shape == layer.data.shape[:3] == (10, 160, 160)
+    assert tuple(masks.scale) == tuple(layer.scale)
+    fold_plane = np.asarray(masks.data[3])
+    got = fold_plane == KINDS.index("fold") + 1
+    assert (got & fold_m).sum() > 0.5 * got.sum() > 0
+    assert not np.asarray(masks.data[8]).any()
+
+    # a click on the strip's bar of z 3 goes there; the list's item of z 6 goes there
+    qtbot.mouseClick(qc.strip, _left(), pos=_bar_centre(qc.strip, 3))
+    assert viewer.dims.point[0] == pytest.approx(world_z(layer, keep.index(3)))
+    assert qc.current_index() == keep.index(3) and qc.strip.current == 3
+    item = qc.list.item(1)
+    qc.list.itemClicked.emit(item)
+    assert qc.current_index() == keep.index(6)
+
+    # repair the fold (the slider on z 3): the region becomes the neighbours' interpolation
+    qc.go_to_z(3)
+    qc.repair_button.changed.emit(True)
+    qtbot.waitUntil(lambda: qc.restored_layer is not None and qc.run_button.enabled, timeout=60000)
+    restored = qc.restored_layer
+    assert restored.name == "stack restored"
+    fixed = np.asarray(restored.data[3])
+    assert psnr(fixed, clean[3], fold_m) > psnr(a[3], clean[3], fold_m) + 3
+    assert np.array_equal(np.asarray(restored.data[2]), a[2])  # others untouched
+    meta = restored.metadata["histovol"]
+    rec = {r["z"]: r for r in meta["extra"]["restored"]}
+    assert rec[3]["action"] == "inpainted" and 0 < rec[3]["synthetic_fraction"] < 0.5
+    syn = decode_mask(rec[3]["synthetic_mask"]).astype(bool)
+    assert syn[got].all()
+
+    # drop the copy and interpolate it: flagged synthetic, the fold's repair kept
+    qc.go_to_z(6)
+    qc.replace_button.changed.emit(True)
+    qtbot.waitUntil(
+        lambda: qc.run_button.enabled and "section 6" in qc.progress.status.value, timeout=60000
+    )
+    restored = qc.restored_layer
+    meta = restored.metadata["histovol"]
+    assert {r["z"]: r["action"] for r in meta["extra"]["restored"]} == {
+        3: "inpainted",
+        6: "replaced",
+    }
+    synthetic_z = [z for z, syn in zip(meta["z_numbers"], meta["synthetic"], strict=True) if syn]
+    assert synthetic_z == [6]
+    # the copy's replacement is between its neighbours, not the copy of z 5
+    err_new = np.abs(np.asarray(restored.data[6], float) - clean[6]).mean()
+    err_copy = np.abs(a[keep.index(6)].astype(float) - clean[6]).mean()
+    assert err_new < err_copy
+
+
+def _left():
+    from qtpy.QtCore import Qt
+
+    return Qt.MouseButton.LeftButton
+
+
+def _bar_centre(strip, i):
+    from qtpy.QtCore import QPoint
+
+    w = strip.width() / len(strip.entries)
+    return QPoint(int((i + 0.5) * w), strip.height() // 2)
