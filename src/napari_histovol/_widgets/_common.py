@@ -40,6 +40,20 @@ def chosen_layer(layer_widget):
     return layer
 
 
+def confirm_overwrite(parent, path) -> bool:
+    """Ask (Yes / No, No by default) before an existing output at ``path`` is replaced."""
+    from qtpy.QtWidgets import QMessageBox
+
+    answer = QMessageBox.question(
+        parent,
+        "Replace the output?",
+        f"'{path}' exists already. Replace it?",
+        QMessageBox.Yes | QMessageBox.No,
+        QMessageBox.No,
+    )
+    return answer == QMessageBox.Yes
+
+
 class ProgressRow(Container):
     """A progress bar, a status line that always says how the last job ended (done, cancelled,
     failed: why), and a Cancel button."""

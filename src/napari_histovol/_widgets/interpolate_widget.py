@@ -22,7 +22,7 @@ from .._layers import layer_volume, result_layer_kwargs
 from ..core.errors import HistovolError
 from ..core.interpolate import METHODS, PairCache, live_interpolate, parse_z_numbers
 from ..core.progress import Progress
-from ._common import ProgressRow, chosen_layer, image_layer_picker
+from ._common import ProgressRow, chosen_layer, confirm_overwrite, image_layer_picker
 from ._worker import error_text
 
 if TYPE_CHECKING:
@@ -245,16 +245,7 @@ class InterpolateWidget(Container):
     # ------------------------------------------------------------------ materialise / write
     def _confirm_overwrite(self, path: Path) -> bool:
         """Ask before an existing output is replaced."""
-        from qtpy.QtWidgets import QMessageBox
-
-        answer = QMessageBox.question(
-            self.native,
-            "Replace the output?",
-            f"'{path}' exists already. Replace it?",
-            QMessageBox.Yes | QMessageBox.No,
-            QMessageBox.No,
-        )
-        return answer == QMessageBox.Yes
+        return confirm_overwrite(self.native, path)
 
     def run(self) -> None:
         """Write the interpolated volume to the output path, or, without one, compute the

@@ -21,7 +21,7 @@ from ..core.progress import Progress
 from ..core.segment import Prompt, SegmentSession, object_table_csv, object_volumes
 from ..core.segment.prompts import scribbles_from_labels
 from ..core.segment.volume import label_meta, voxel_volume_um3
-from ._common import ProgressRow, chosen_layer, image_layer_picker
+from ._common import ProgressRow, chosen_layer, confirm_overwrite, image_layer_picker
 from ._worker import error_text
 
 if TYPE_CHECKING:
@@ -414,16 +414,7 @@ class SegmentWidget(Container):
 
     def _confirm_overwrite(self, path: Path) -> bool:
         """Ask before an existing output is replaced."""
-        from qtpy.QtWidgets import QMessageBox
-
-        answer = QMessageBox.question(
-            self.native,
-            "Replace the output?",
-            f"'{path}' exists already. Replace it?",
-            QMessageBox.Yes | QMessageBox.No,
-            QMessageBox.No,
-        )
-        return answer == QMessageBox.Yes
+        return confirm_overwrite(self.native, path)
 
     def _path(self, widget: FileEdit) -> Path | None:
         text = str(widget.value or "").strip()
