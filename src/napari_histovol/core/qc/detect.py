@@ -284,7 +284,7 @@ def _classify_local(z: np.ndarray, nbz: np.ndarray | None, s: QCSettings):
     linear, blobs = [], []
     for c in comps:
         c["mass"] *= norm
-        if c["length"] > 0.25 and c["elong"] > 3.0:
+        if c["length"] > 0.25 and c["elong"] > 2.5:
             linear.append(c)
         else:
             blobs.append(c)
@@ -315,10 +315,18 @@ def _classify_local(z: np.ndarray, nbz: np.ndarray | None, s: QCSettings):
 
 
 def _stain(chan: np.ndarray, tissue: np.ndarray) -> tuple[float, float]:
-    """Median and 10-90 % spread of the tissue-bright channel over the tissue."""
-    v = chan[tissue] if 0.02 < tissue.mean() < 0.9 else chan.ravel()
-    p10, p50, p90 = np.percentile(v, [10, 50, 90])
-    return float(p50), float(p90 - p10)
+    """Level (75th percentile) and spread (90th - 25th) of the tissue-bright channel over the
+    tissue. The channel is 0 at the stack's background, so a stain or exposure swing (a
+    factor on the distance from the background) scales both; upper percentiles, because the
+    median of a sparse or pale tissue sits near the background, where its logarithm is noise."""
+    v = chan[tissue] if tissue.mean() > 0.005 else chan.ravel()
+    p25, p75, p90 = np.percentile(v, [25, 75, 90])
+    return float(p75), float(p90 - p25)
+
+
+#: Stain levels are floored here (the channel runs 0-1 from the stack's background to its
+#: brightest tissue) so that a level near the background does not swing its logarithm.
+_STAIN_FLOOR = 0.02
 
 
 def _stain_dev(own: tuple[float, float], i: int, near: dict[int, tuple[float, float]], s):
@@ -330,7 +338,7 @@ def _stain_dev(own: tuple[float, float], i: int, near: dict[int, tuple[float, fl
     js = np.array(sorted(near), float)
     dev = 0.0
     for k in (0, 1):
-        v = np.log(np.maximum([near[int(j)][k] for j in js], 1e-6))
+        v = np.log(np.maximum([near[int(j)][k] for j in js], _STAIN_FLOOR))
         slopes = [
             (v[b] - v[a]) / (js[b] - js[a]) for a in range(len(js)) for b in range(a + 1, len(js))
         ]
@@ -338,7 +346,7 @@ def _stain_dev(own: tuple[float, float], i: int, near: dict[int, tuple[float, fl
         if len(js) < 3:
             slope = 0.0  # two points do not tell a trend from a swing
         pred = float(np.median(v - slope * (js - i)))
-        dev = max(dev, abs(np.log(max(own[k], 1e-6)) - pred))
+        dev = max(dev, abs(np.log(max(own[k], _STAIN_FLOOR)) - pred))
     return float(dev / np.log(s.contrast_ratio))
 
 
@@ -446,7 +454,13 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
     for i in range(1, n):
         # a copy is the later of two near-identical sections
         dup[i] = diffs[i - 1] < s.duplicate_ratio * max(typ_diff, 1e-6)
-    stats = [_stain(c, t) for c, t in zip(chans, tissue, strict=True)]
+    # stain over one stack-wide tissue threshold (a section's own tissue mask changes with the
+    # section and, on a dim one, fails: its statistics then jump for no reason)
+    from skimage.filters import threshold_otsu
+
+    stain_thr = float(np.median([threshold_otsu(c) for c in chans]))
+    stained = [c > stain_thr for c in chans]
+    stats = [_stain(c, t) for c, t in zip(chans, stained, strict=True)]
 
     skip = list(dup)  # sections that cannot serve as a neighbour
 
@@ -582,7 +596,7 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
             if k in cand[i] and cal(raw[i], k) >= 1:
                 hurt |= cv2.dilate(cand[i][k].astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
         if hurt.any():  # a fold's band is not a stain swing
-            m0, s0 = _stain(chans[i], tissue[i] & ~hurt)
+            m0, s0 = _stain(chans[i], stained[i] & ~hurt)
         raw[i]["contrast"] = _stain_dev((m0, s0), zpos[i], {zpos[j]: stats[j] for j in near}, s)
     cal.fit(raw, ("contrast",))
 
