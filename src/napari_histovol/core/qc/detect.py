@@ -350,6 +350,14 @@ def _stain_dev(own: tuple[float, float], i: int, near: dict[int, tuple[float, fl
     return float(dev / np.log(s.contrast_ratio))
 
 
+def _min_residual(rs: list[np.ndarray]) -> np.ndarray:
+    """The smallest of several residuals where they agree in sign, 0 where they do not."""
+    rs = np.stack(rs)
+    sign = np.sign(rs[0])
+    same = np.all(np.sign(rs) == sign, axis=0)
+    return np.where(same, sign * np.abs(rs).min(axis=0), 0.0).astype(np.float32)
+
+
 def _match_gain(pred: np.ndarray, cur: np.ndarray, tissue: np.ndarray) -> np.ndarray:
     """The prediction with its tissue's median and gain set to the section's (a stain or
     exposure change is not local damage; a fold or debris hardly moves these robust figures)."""
@@ -532,6 +540,7 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
     # so the residual kept is the smallest of them (where they agree in sign)
     residuals = []
     smooth = max(2.0, side / 16)
+    coarse = max(3.0, side / 96)
     for i in range(n):
         near_pair = neighbours(i)
         if near_pair == (None, None):
@@ -550,40 +559,55 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
                 smooth,
             )
             pred = _match_gain(pred, chans[i], tissue[i])
-            rs.append(_smooth(chans[i], 1.5) - _smooth(pred, 1.5))
-        rs = np.stack(rs)
-        sign = np.sign(rs[0])
-        same = np.all(np.sign(rs) == sign, axis=0)
-        r = np.where(same, sign * np.abs(rs).min(axis=0), 0.0).astype(np.float32)
+            rs.append(chans[i] - pred)
         t = tissue[i]
+        # two scales: fine (damage with an edge) and coarse (a band whose every pixel is
+        # within the natural change, as on EM, but which is coherent over its width)
+        r, rc = (_min_residual([_smooth(x, sg) for x in rs]) for sg in (1.5, coarse))
         # the unit of residual: its 99th percentile over the tissue (a MAD underrates the
         # heavy tail of natural change, e.g. nuclei edges, and every edge became "damage")
         q99 = float(np.percentile(np.abs(r[t] if t.any() else r), 99))
+        q99c = float(np.percentile(np.abs(rc[t] if t.any() else rc), 99))
         # a prediction across a gap (neighbours skipped) or from one side (the ends of the
         # stack) is judged against its own residual
         wide = None in near_pair or near_pair[1] - near_pair[0] > 2
-        residuals.append((r, q99, wide))
+        residuals.append((r, q99, wide, rc, q99c))
         yield Progress(n + i + 1, 3 * n, f"comparing section {i + 1} of {n}", "qc")
     scale = float(np.median([x[1] for x in residuals if x is not None] or [1.0])) or 1e-6
+    scale_c = float(np.median([x[4] for x in residuals if x is not None] or [1.0])) or 1e-6
+
+    def zmap_of(res, coarse_scale=False):
+        """Residual in typical residuals (fine, or the coarse scale)."""
+        r, q, unit = (res[3], res[4], scale_c) if coarse_scale else (res[0], res[1], scale)
+        return r / (max(unit, q) if res[2] else unit)
 
     # pass 2: local damage from the prediction residual (in the stack's typical residual)
     for i in range(n):
         res = residuals[i]
         if res is None or dup[i] or cal(raw[i], "misaligned") >= 1:
             continue
-        zmap = res[0] / (max(scale, res[1]) if res[2] else scale)
-        zmap[~cv2.dilate(tissue[i].astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)] = 0
-        if "blur" in cand[i] and cal(raw[i], "blur") >= 1:
-            # a blurred region's residual is its lost detail, not structure
-            zmap = np.where(cand[i]["blur"], zmap * 0.5, zmap)
-        nbz = [
-            np.abs(residuals[j][0]) / scale
-            for j in (i - 1, i + 1)
-            if 0 <= j < n and residuals[j] is not None and not dup[j]
-        ]
-        lm, ls = _classify_local(zmap, np.maximum.reduce(nbz) if nbz else None, s)
-        raw[i].update(ls)
-        cand[i].update(lm)
+        grown = cv2.dilate(tissue[i].astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        ls_all: dict[str, float] = {}
+        lm_all: dict[str, np.ndarray] = {}
+        # fine scale: every kind; coarse scale: only long bands (folds, tears), whose pixels
+        # may each be within the natural change (EM) while the band is coherent over its width
+        for coarse_scale in (False, True):
+            zmap = zmap_of(res, coarse_scale)
+            zmap[~grown] = 0
+            if "blur" in cand[i] and cal(raw[i], "blur") >= 1:
+                # a blurred region's residual is its lost detail, not structure
+                zmap = np.where(cand[i]["blur"], zmap * 0.5, zmap)
+            nbz = [
+                np.abs(zmap_of(residuals[j], coarse_scale))
+                for j in (i - 1, i + 1)
+                if 0 <= j < n and residuals[j] is not None and not dup[j]
+            ]
+            lm, ls = _classify_local(zmap, np.maximum.reduce(nbz) if nbz else None, s)
+            for k in ("fold", "tear") if coarse_scale else ("fold", "tear", "debris"):
+                if k not in ls_all or ls[k] > ls_all[k]:
+                    ls_all[k], lm_all[k] = ls[k], lm[k]
+        raw[i].update(ls_all)
+        cand[i].update(lm_all)
     cal.fit(raw, ("fold", "tear", "debris"))
     # pass 3: stain against the near sections, the section's own local damage left out
     for i in range(n):
