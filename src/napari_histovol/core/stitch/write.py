@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import InputError
 from ..io.atomic import atomic_output
 from ..io.meta import META_KEY, VolumeMeta
+from ..io.pyramid import default_levels
 from ..io.volume import Volume
 from ..progress import Progress, ProgressGenerator
 
@@ -32,6 +33,8 @@ MOSAIC_SUFFIXES = {
     ".png": "png",
 }
 TILE = 512
+#: Memory budget of one block of the temporary zarr writes (a few are in flight at once).
+BLOCK_BYTES = 8 * 2**20
 
 
 def mosaic_format(out: str | os.PathLike) -> str:
@@ -98,25 +101,57 @@ def iter_write_mosaic(
     out = Path(os.fspath(out)).expanduser()
     with atomic_output(out, overwrite=overwrite, keep_suffix=True) as tmp:
         with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{out.name}.zarr-") as scratch:
-            store = Path(scratch) / "m.ome.zarr"
-            n_levels = None if kind == "ome-tiff" else 1
-            yield from iter_write_ome_zarr(
-                _volume(mosaic, meta),
-                store,
-                n_levels=n_levels,
-                xy_chunk=TILE,
-                compression="lz4",
-                workers=workers,
-                client=client,
+            n_levels = default_levels((1, *mosaic.shape[:2])) if kind == "ome-tiff" else 1
+            levels = yield from _iter_level_stores(
+                mosaic, meta, Path(scratch), n_levels, workers=workers, client=client
             )
-            from ..io.ome_zarr import read_ome_zarr
-
-            levels = [lv[0] for lv in read_ome_zarr(store).levels]
             if kind == "png":
                 yield from _write_png(levels[0], tmp)
             else:
                 yield from _write_tiff(levels, tmp, meta, ome=kind == "ome-tiff")
     return out
+
+
+def _iter_level_stores(
+    mosaic: da.Array, meta: VolumeMeta, scratch: Path, n_levels: int, *, workers: int, client
+) -> ProgressGenerator[list[da.Array]]:
+    """Write the mosaic and each coarser level (2x2 mean, as the volume pyramids) to its own
+    temporary zarr, level k+1 read back from level k; returns the levels as lazy arrays.
+
+    Level by level, not all levels from one block: a block that feeds every level at once must
+    align with the coarsest level's chunks (512 px x 2^levels), which for a large mosaic is the
+    whole mosaic, so memory would grow with it. Here every write is cut into blocks of
+    :data:`BLOCK_BYTES`.
+    """
+    from ..io.ome_zarr import iter_write_ome_zarr, read_ome_zarr
+
+    levels: list[da.Array] = []
+    src = mosaic
+    for k in range(n_levels):
+        store = scratch / f"level{k}.ome.zarr"
+        yield from iter_write_ome_zarr(
+            _volume(src, meta),
+            store,
+            n_levels=1,
+            xy_chunk=TILE,
+            compression="lz4",
+            workers=workers,
+            client=client,
+            block_bytes=BLOCK_BYTES,
+        )
+        levels.append(read_ome_zarr(store).levels[0][0])
+        if k + 1 < n_levels:
+            src = _halved(levels[-1])
+    return levels
+
+
+def _halved(level: da.Array) -> da.Array:
+    """The next pyramid level of a lazy (H, W[, C]) level: 2x2 mean, odd edges repeated."""
+    from ..io.pyramid import halve
+
+    lv = level.rechunk({0: 2 * TILE, 1: 2 * TILE})
+    chunks = tuple(tuple((c + 1) // 2 for c in ch) for ch in lv.chunks[:2]) + lv.chunks[2:]
+    return lv.map_blocks(lambda b: halve(b[None])[0], chunks=chunks, dtype=lv.dtype)
 
 
 def _bands(level: da.Array, height: int) -> Iterator[np.ndarray]:
@@ -219,18 +254,8 @@ def iter_write_section_tiff(
 ) -> ProgressGenerator[None]:
     """One section of a folder output: a tiled TIFF written through a temporary zarr (``path``
     is written as given; the caller's folder is the atomic unit)."""
-    from ..io.ome_zarr import iter_write_ome_zarr, read_ome_zarr
-
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.zarr-") as scratch:
-        store = Path(scratch) / "m.ome.zarr"
-        yield from iter_write_ome_zarr(
-            _volume(mosaic, meta),
-            store,
-            n_levels=1,
-            xy_chunk=TILE,
-            compression="lz4",
-            workers=workers,
-            client=client,
+        (level,) = yield from _iter_level_stores(
+            mosaic, meta, Path(scratch), 1, workers=workers, client=client
         )
-        level = read_ome_zarr(store).levels[0][0]
         yield from _write_tiff([level], path, meta, ome=False)
