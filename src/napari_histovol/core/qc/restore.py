@@ -298,6 +298,8 @@ def restore_array(stack: np.ndarray, meta, report, pos: int) -> np.ndarray:
     sec = sections.get(zs[pos]) or {"flags": [], "mask": None}
     p = _neighbour_index(pos, -1, len(stack), whole)
     q = _neighbour_index(pos, 1, len(stack), whole)
+    if p is None and q is None:
+        return np.asarray(stack[pos]).copy()  # nothing to repair from (as iter_restore)
     out, _ = repair_section(
         np.asarray(stack[pos]),
         sec["mask"],
