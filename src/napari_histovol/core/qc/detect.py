@@ -7,22 +7,29 @@ contrast swing stays visible) at a working size, and compared with its neighbour
 
 - **prediction residual** (fold, tear, debris): the section is predicted from its two
   neighbours by motion-compensated interpolation (DIS optical flow,
-  :mod:`core.interpolate.flow`), then the prediction is bent onto the section by a *smooth*
-  flow (heavily smoothed, so it can follow the slow deformation of a real section but cannot
-  explain structure that appears or vanishes). The residual, in units of the stack's typical
-  residual, is split into components with more tissue than predicted (a fold doubles the
-  tissue) and less (a tear shows the slide). Long thin components are folds (more) or tears
-  (less); small compact ones are debris; small pieces beside a fold or tear belong to it.
+  :mod:`core.interpolate.flow`) and from each neighbour alone; each prediction is bent onto the
+  section by a *smooth* flow (heavily smoothed, so it can follow the slow deformation of a real
+  section but cannot explain structure that appears or vanishes). The smallest of the three
+  residuals where they agree in sign is kept (natural change along z and the echo of a
+  neighbour's damage are explained by one side), in units of the stack's typical residual (the
+  median over sections of its 99th percentile on the tissue), at a fine and a coarse scale. It
+  is split into components with more tissue than predicted (a fold doubles the tissue) and less
+  (a tear shows the slide). Long thin components are folds (more) or tears (less); small
+  compact ones are debris (fine scale only); small pieces beside a fold or tear belong to it.
 - **sharpness on tissue** (blur): per tile, high-pass over band-pass energy (independent of
   contrast) against the same tile of the neighbours; only tiles with tissue count, so a blurred
   half section is found and stroma is not called blurry.
-- **stain** (contrast): mean and spread of the tissue-bright channel over the tissue, as a
-  ratio to the neighbours'.
+- **stain** (contrast): level and spread of the tissue-bright channel over the stained tissue
+  (one threshold for the stack), against a robust line through the sections within 3 z numbers.
 - **identity** (duplicate): the difference to the previous section against the stack's typical
   difference between neighbours.
 - **numbering** (missing): z numbers absent from the sequence.
-- **position** (misaligned): the phase-correlation offset to the neighbours against the
-  neighbours' offset to each other.
+- **position** (misaligned): the offset to each neighbour (normalised cross-correlation)
+  against the neighbours' offset to each other.
+
+Every kind's raw score is then calibrated on the stack's own distribution of that score
+(:class:`QCSettings` ``calibrate_z`` and ``floor``), so one set of settings serves EM,
+fluorescence and brightfield stacks.
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ class QCSettings:
     work_side
         Longest side, in pixels, at which sections are compared (larger ones are downsized).
     residual_z
-        A pixel is damage when its residual exceeds this many typical residuals.
+        A pixel is damage when its residual exceeds this many typical residuals (a typical
+        residual: the stack's median of each section's 99th percentile of the residual).
     min_mass
         A component is damage when its summed excess residual (in typical residuals times
         pixels, at a 256-pixel working side) exceeds this.
