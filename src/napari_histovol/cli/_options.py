@@ -190,6 +190,24 @@ def add_global_align(p: argparse.ArgumentParser) -> None:
     )
 
 
+def output_format(args: argparse.Namespace, *, check_folder: bool = True) -> str:
+    """OUT's format from its name, checked before any work: ``--slice-format`` only with a
+    folder, and an existing OUT only with ``--overwrite`` (a folder too, unless the command
+    resumes its own folders and checks them itself: ``check_folder=False``)."""
+    from ..core.errors import InputError
+    from ..core.io.atomic import check_output
+    from ..core.io.detect import detect_format
+
+    fmt = detect_format(args.output, for_output=True)
+    if getattr(args, "slice_format", None) and fmt != "folder":
+        raise InputError("--slice-format applies only when OUT is a folder.")
+    if fmt != "folder":
+        check_output(args.output, overwrite=args.overwrite)
+    elif check_folder:
+        check_output(args.output, overwrite=args.overwrite, kind="dir")
+    return fmt
+
+
 def write_options(fmt: str, **given: Any) -> dict[str, Any]:
     """The writer options that apply to format ``fmt`` among ``given`` (others are dropped)."""
     from ..core.io.detect import writer_accepts

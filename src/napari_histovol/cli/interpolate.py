@@ -15,6 +15,7 @@ from ._options import (
     add_slice_format,
     add_workers,
     non_negative_int,
+    output_format,
     positive_int,
     progress,
     read_input,
@@ -79,17 +80,11 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.errors import InputError
     from ..core.interpolate import iter_interpolate, iter_write_interpolated_folder
-    from ..core.io.atomic import check_output
-    from ..core.io.detect import detect_format, iter_write_volume
+    from ..core.io.detect import iter_write_volume
     from ..core.qc import read_flagged_z
 
-    fmt = detect_format(args.output, for_output=True)
-    if args.slice_format and fmt != "folder":
-        raise InputError("--slice-format applies only when OUT is a folder.")
-    if fmt != "folder":
-        check_output(args.output, overwrite=args.overwrite)
+    fmt = output_format(args, check_folder=False)  # its folders resume
     n = args.frames_between or 0
     replace_z = sorted(
         set(args.replace or [])

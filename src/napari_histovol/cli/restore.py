@@ -11,6 +11,7 @@ from ._options import (
     add_skip_bad,
     add_slice_format,
     add_workers,
+    output_format,
     progress,
     read_input,
     write_options,
@@ -42,18 +43,10 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.errors import InputError
-    from ..core.io.atomic import check_output
-    from ..core.io.detect import detect_format, iter_write_volume
+    from ..core.io.detect import iter_write_volume
     from ..core.qc import iter_restore, read_qc_report
 
-    fmt = detect_format(args.output, for_output=True)
-    if args.slice_format and fmt != "folder":
-        raise InputError("--slice-format applies only when OUT is a folder.")
-    if fmt != "folder":
-        check_output(args.output, overwrite=args.overwrite)
-    else:
-        check_output(args.output, overwrite=args.overwrite, kind="dir")
+    fmt = output_format(args)
     sections = read_qc_report(args.qc)
     vol = read_input(args)
     result = progress(iter_restore(vol, sections), args, NAME)
