@@ -61,7 +61,14 @@ class ProgressRow(Container):
     def __init__(self) -> None:
         self.bar = ProgressBar(value=0, min=0, max=1, visible=False)
         self.status = Label(value="")
-        self.status.native.setWordWrap(True)  # a long status wraps, not widens the panel
+        # a long status wraps, not widens the panel; magicgui fixes a label's height at one
+        # line, so let the layout ask the wrapped label for its height at its width
+        from qtpy.QtWidgets import QSizePolicy
+
+        self.status.native.setWordWrap(True)
+        self.status.native.setSizePolicy(
+            QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred
+        )
         self.cancel = PushButton(text="Cancel", enabled=False)
         super().__init__(widgets=[self.bar, self.status, self.cancel], labels=False)
         self.worker = None
