@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import cv2
 import dask.array as da
@@ -18,7 +17,7 @@ from napari_histovol.core.align.solve import PairConstraint, smooth_trajectory, 
 from napari_histovol.core.io.meta import VolumeMeta
 from napari_histovol.core.io.volume import Volume
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from .conftest import SHARED_DATA as SHARED  # ../shared/data, or HISTOVOL_SHARED_DATA
 
 
 def jitter(planes, seed=1, max_shift=10.0, max_deg=10.0):
