@@ -186,13 +186,24 @@ def _window(shape, clicks, margin, zmargin):
     return tuple(slice(int(lo[i]), int(hi[i])) for i in range(3))
 
 
+SEED_RADIUS = 2
+
+
 def _markers(shape, clicks, win):
     m = np.zeros(tuple(s.stop - s.start for s in win), np.int32)
     m[0], m[-1], m[:, 0], m[:, -1], m[:, :, 0], m[:, :, -1] = 2, 2, 2, 2, 2, 2
     if m.shape[0] < 3:
         m[0], m[-1] = 0, 0
+    # a click seeds a small disk (radius SEED_RADIUS px in its section), not one voxel: one
+    # voxel against a whole-border background seed gives the random walker nothing to hold
+    r = SEED_RADIUS
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = yy**2 + xx**2 <= r * r
     for z, y, x, pos in clicks:
-        m[z - win[0].start, y - win[1].start, x - win[2].start] = 1 if pos else 2
+        zz, cy, cx = z - win[0].start, y - win[1].start, x - win[2].start
+        for dy, dx in zip(yy[disk], xx[disk], strict=True):
+            if 0 <= cy + dy < m.shape[1] and 0 <= cx + dx < m.shape[2]:
+                m[zz, cy + dy, cx + dx] = 1 if pos else 2
     return m
 
 
