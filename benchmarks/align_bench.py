@@ -24,6 +24,7 @@ import tifffile
 
 from napari_histovol._sample_data import sample_folder
 from napari_histovol.core.align import align
+from napari_histovol.core.align.simulate import deformed_stack, error_vs_first, jitter_stack
 from napari_histovol.core.io import read_volume
 from napari_histovol.core.io.meta import VolumeMeta
 from napari_histovol.core.io.volume import Volume
@@ -37,26 +38,6 @@ METHODS = [
     ("histovol", "elastic"),
     ("stackreg", "rigid"),
 ]
-
-
-def jitter_matrix(rng, shape, max_shift=10.0, max_deg=10.0):
-    h, w = shape
-    m = np.eye(3)
-    m[:2] = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), rng.uniform(-max_deg, max_deg), 1.0)
-    m[:2, 2] += rng.uniform(-max_shift, max_shift, 2)
-    return m
-
-
-def jitter_stack(planes, seed=0):
-    """Each plane seen through a random rigid jitter J_i (aligned pixel -> jittered pixel)."""
-    rng = np.random.default_rng(seed)
-    out, truths = [], []
-    for p in planes:
-        j = jitter_matrix(rng, p.shape[:2])
-        fill = float(np.median(np.concatenate([p[0], p[-1], p[:, 0], p[:, -1]])))
-        out.append(cv2.warpAffine(p, j[:2], (p.shape[1], p.shape[0]), borderValue=fill))
-        truths.append(j)
-    return np.stack(out), truths
 
 
 def residuals(transforms, truths, shape, ref):
@@ -82,7 +63,7 @@ def volume_of(stack):
 
 
 def jitter_case(name, planes, reg_size):
-    stack, truths = jitter_stack(planes)
+    stack, truths = jitter_stack(planes, seed=0)
     vol = volume_of(stack)
     ref = len(planes) // 2
     rows = {}
@@ -217,46 +198,6 @@ def speed_case(n=6):
     for v in rows.values():
         v["speedup_vs_pystackreg"] = base / v["seconds_per_section"]
     return {"data": "skin H&E resized to 1024x1024 gray, 6 jittered copies", "results": rows}
-
-
-def error_vs_first(transforms, truths, shape):
-    """Drift curve: mean distance (5x5 grid) between where plane k and plane 0 put the same
-    aligned point, for every k."""
-    h, w = shape
-    ys, xs = np.meshgrid(np.linspace(0, h - 1, 5), np.linspace(0, w - 1, 5), indexing="ij")
-    pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    g0 = np.linalg.inv(truths[0]) @ transforms[0].matrix
-    return np.array(
-        [
-            np.linalg.norm((np.linalg.inv(j) @ t.matrix @ pts)[:2] - (g0 @ pts)[:2], axis=0).mean()
-            for t, j in zip(transforms, truths, strict=True)
-        ]
-    )
-
-
-def deformed_stack(base, n, amp=3.0, seed=0):
-    """Aligned by construction: one section under a smooth non-affine deformation that changes
-    slowly along z, fresh noise on every plane (the same construction as the tests')."""
-    rng = np.random.default_rng(seed)
-    h, w = base.shape
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    design = np.c_[np.ones(h * w), xx.ravel(), yy.ravel()]
-
-    def field():
-        f = cv2.GaussianBlur(rng.normal(size=(h, w)).astype(np.float32), (0, 0), h / 8)
-        coef, *_ = np.linalg.lstsq(design, f.ravel(), rcond=None)
-        f = f - (design @ coef).reshape(h, w)
-        return (f / np.abs(f).max()).astype(np.float32)
-
-    u = [field() for _ in range(4)]
-    out = []
-    for k in range(n):
-        a, b = np.cos(0.15 * k), np.sin(0.15 * k)
-        mx = (xx + amp * (a * u[0] + b * u[1])).astype(np.float32)
-        my = (yy + amp * (a * u[2] + b * u[3])).astype(np.float32)
-        p = cv2.remap(base.astype(np.float32), mx, my, cv2.INTER_LINEAR, cv2.BORDER_REFLECT)
-        out.append(np.clip(p + rng.normal(0, 12, p.shape), 0, 255).astype(np.uint8))
-    return out
 
 
 DRIFT_METHODS = [

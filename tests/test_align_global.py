@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from napari_histovol.core.align import align
+from napari_histovol.core.align.simulate import deformed_stack, error_vs_first, jitter_stack
 from napari_histovol.core.align.solve import PairConstraint, smooth_trajectory, solve_transforms
 from napari_histovol.core.io.meta import VolumeMeta
 from napari_histovol.core.io.volume import Volume
@@ -20,66 +21,10 @@ from napari_histovol.core.io.volume import Volume
 from .conftest import SHARED_DATA as SHARED  # ../shared/data, or HISTOVOL_SHARED_DATA
 
 
-def jitter(planes, seed=1, max_shift=10.0, max_deg=10.0):
-    """Each plane seen through a random rigid J_i (aligned pixel -> jittered pixel)."""
-    rng = np.random.default_rng(seed)
-    out, truths = [], []
-    for p in planes:
-        h, w = p.shape[:2]
-        j = np.eye(3)
-        j[:2] = cv2.getRotationMatrix2D(
-            ((w - 1) / 2, (h - 1) / 2), rng.uniform(-max_deg, max_deg), 1.0
-        )
-        j[:2, 2] += rng.uniform(-max_shift, max_shift, 2)
-        fill = float(np.median(np.concatenate([p[0], p[-1], p[:, 0], p[:, -1]])))
-        out.append(cv2.warpAffine(p, j[:2], (w, h), borderValue=fill))
-        truths.append(j)
-    return np.stack(out), truths
-
-
-def error_vs_first(transforms, truths, shape):
-    """Mean distance (5x5 grid) between where plane k and plane 0 put the same aligned point."""
-    h, w = shape
-    ys, xs = np.meshgrid(np.linspace(0, h - 1, 5), np.linspace(0, w - 1, 5), indexing="ij")
-    pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    g0 = np.linalg.inv(truths[0]) @ transforms[0].matrix
-    return np.array(
-        [
-            np.linalg.norm((np.linalg.inv(j) @ t.matrix @ pts)[:2] - (g0 @ pts)[:2], axis=0).mean()
-            for t, j in zip(transforms, truths, strict=True)
-        ]
-    )
-
-
 def volume_of(stack):
     return Volume(
         da.from_array(stack, chunks=(1,) + stack.shape[1:]), VolumeMeta().with_planes(len(stack))
     )
-
-
-def deformed_stack(base, n, amp=3.0, seed=0):
-    """Aligned by construction: one section under a smooth, purely non-affine deformation that
-    changes slowly along z, with fresh noise on every plane."""
-    rng = np.random.default_rng(seed)
-    h, w = base.shape
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    design = np.c_[np.ones(h * w), xx.ravel(), yy.ravel()]
-
-    def field():
-        f = cv2.GaussianBlur(rng.normal(size=(h, w)).astype(np.float32), (0, 0), h / 8)
-        coef, *_ = np.linalg.lstsq(design, f.ravel(), rcond=None)
-        f = f - (design @ coef).reshape(h, w)  # no affine part: nothing for a rigid fit to follow
-        return (f / np.abs(f).max()).astype(np.float32)
-
-    u = [field() for _ in range(4)]
-    out = []
-    for k in range(n):
-        a, b = np.cos(0.15 * k), np.sin(0.15 * k)
-        mx = (xx + amp * (a * u[0] + b * u[1])).astype(np.float32)
-        my = (yy + amp * (a * u[2] + b * u[3])).astype(np.float32)
-        p = cv2.remap(base.astype(np.float32), mx, my, cv2.INTER_LINEAR, cv2.BORDER_REFLECT)
-        out.append(np.clip(p + rng.normal(0, 12, p.shape), 0, 255).astype(np.uint8))
-    return out
 
 
 def em_like(size=160, seed=4):
@@ -178,7 +123,7 @@ def test_every_plane_against_the_first_stays_small_and_does_not_grow(source):
         # this size even without jitter (measured on the unjittered planes), so the bound
         # allows what that real drift adds over 16 planes
         limit = 1.6
-    stack, truths = jitter(np.stack(planes))
+    stack, truths = jitter_stack(np.stack(planes), seed=1)
     res = quiet_align(volume_of(stack), reference="global", neighbours=2, reg_size=256)
     err = error_vs_first(res.transforms, truths, stack.shape[1:3])
     assert err.max() < limit, err.round(2)
@@ -200,7 +145,7 @@ def test_damaged_sections_do_not_pull_their_neighbours():
     planes[bad] = cv2.GaussianBlur(rng.uniform(0, 255, planes[bad].shape), (0, 0), 2).astype(
         np.uint8
     )  # unrelated content (a torn-off piece, another slide)
-    stack, truths = jitter(np.stack(planes), seed=5)
+    stack, truths = jitter_stack(np.stack(planes), seed=5)
     res = quiet_align(volume_of(stack), reference="global", neighbours=2, reg_size=256)
     err = error_vs_first(res.transforms, truths, stack.shape[1:3])
     good = [i for i in range(len(err)) if i != bad]
@@ -211,7 +156,7 @@ def test_damaged_sections_do_not_pull_their_neighbours():
 def test_cli_global_options_run_and_are_checked(tmp_path):
     folder = tmp_path / "sections"
     folder.mkdir()
-    stack, _ = jitter(np.stack(deformed_stack(isbi_base(96), 5)))
+    stack, _ = jitter_stack(np.stack(deformed_stack(isbi_base(96), 5)), seed=1)
     for k, p in enumerate(stack):
         cv2.imwrite(str(folder / f"s_{k + 1:02d}.png"), p)
     qc = tmp_path / "QC.json"
