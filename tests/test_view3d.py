@@ -90,6 +90,10 @@ def test_3d_shows_stain_colours_on_a_transparent_slide_and_2d_comes_back(make_na
     source_tissue = vol[style.indices(vol) > 0]
     source_hue, screen_hue = _mean_hue_deg(source_tissue), _mean_hue_deg(shot[seen])
     assert _hue_gap(source_hue, screen_hue) < 20, (source_hue, screen_hue)
+    # the stain opacity scales every colour's alpha (the slide stays transparent)
+    w.opacity.value = 0.3
+    alpha = np.asarray(made[0].colormap.colors)[:, 3]
+    np.testing.assert_allclose(alpha, np.clip(style.alpha * 0.3, 0, 1), atol=1e-6)
     # back to 2D: the slide view as it was, no copy left, the z slider unchanged
     w.z_exaggeration.value = 3.0
     viewer.dims.ndisplay = 2

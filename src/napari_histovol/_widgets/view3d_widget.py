@@ -161,7 +161,6 @@ class View3DWidget(Container):
         self._styles: dict[int, object] = {}
         self._restore: dict[int, dict] = {}
         self._base_scale: dict[int, tuple] = {}  # before z exaggeration
-        self._opacity_shown: dict[int, float] = {}
         self._hidden_rgb: list = []  # other RGB layers hidden while in 3D
         self._background_set = False
         self._applying = False
@@ -337,9 +336,12 @@ class View3DWidget(Container):
             is_copy = t.name.endswith(COLOUR_SUFFIX)
             if is_copy:
                 style = self._styles.get(id(self.layer.value))
-                if style is not None and self._opacity_shown.get(id(t)) != self.opacity.value:
+                # a new colormap only when the opacity moved (each one is a new lookup texture)
+                alpha = np.asarray(t.colormap.colors)[:, 3]
+                if style is not None and not np.allclose(
+                    alpha, style.rgba(self.opacity.value)[:, 3]
+                ):
                     t.colormap = _colormap(style, self.opacity.value, t.colormap.name)
-                    self._opacity_shown[id(t)] = self.opacity.value
             else:
                 try:
                     t.rendering = self.rendering.value
