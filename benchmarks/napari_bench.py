@@ -282,11 +282,11 @@ def measure_clip_drag(volume, *, name: str, moves: int = 24, window=(1400, 900))
     context (``glFinish``), so the figure is what a user waits for, not only the CPU side.
     """
     import napari
-    from qtpy.QtCore import QEvent, QPointF, Qt
-    from qtpy.QtGui import QMouseEvent
     from qtpy.QtWidgets import QApplication
 
     from napari_histovol._layers import add_volume_layer
+    from napari_histovol._widgets._mouse import canvas_centre
+    from napari_histovol._widgets._mouse import drag as drag_mouse
     from napari_histovol._widgets.view3d_widget import View3DWidget, gl_renderer
 
     app = QApplication.instance() or QApplication([])
@@ -305,7 +305,10 @@ def measure_clip_drag(volume, *, name: str, moves: int = 24, window=(1400, 900))
         scene.context.finish()
 
     t0 = time.perf_counter()
-    (target,) = w.show_3d()
+    w.show_3d()  # a lazy volume turns colour on a worker: wait for its copy
+    while not w.targets() and time.perf_counter() - t0 < 600:
+        _process(app, 0.02)
+    (target,) = w.targets()
     viewer.reset_view()
     frame()
     enter_s = time.perf_counter() - t0
@@ -313,24 +316,24 @@ def measure_clip_drag(volume, *, name: str, moves: int = 24, window=(1400, 900))
     w.axis.value = "y"
     w.position.value = 0.5
     frame()
-    mods = Qt.KeyboardModifier.ShiftModifier
-    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
-    cx, cy = native.width() / 2, native.height() / 2
+    cx, cy = canvas_centre(viewer)
+    stamps: list[float] = []
 
-    def send(kind, pos, button, buttons):
-        local = QPointF(*pos)
-        event = QMouseEvent(kind, local, native.mapToGlobal(local), button, buttons, mods)
-        QApplication.sendEvent(native, event)
-
-    send(QEvent.Type.MouseButtonPress, (cx, cy), left, left)
-    drag = []
-    for k in range(1, moves + 1):
-        t = time.perf_counter()
-        send(QEvent.Type.MouseMove, (cx, cy - 6 * k), none, left)
+    def after_move():  # a frame: the move's event handled, the canvas drawn and finished
         app.processEvents()
         frame()
-        drag.append(time.perf_counter() - t)
-    send(QEvent.Type.MouseButtonRelease, (cx, cy - 6 * moves), left, none)
+        stamps.append(time.perf_counter())
+
+    drag_mouse(
+        viewer,
+        (cx, cy),
+        (cx, cy - 6 * moves),
+        modifiers=["Shift"],
+        steps=moves,
+        after_press=lambda: stamps.append(time.perf_counter()),
+        after_move=after_move,
+    )
+    drag = list(np.diff(stamps))
     moved_to = float(w.position.value)
     slider = []
     for k in range(moves):
@@ -372,9 +375,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["slider_2048_rgb_20_sections"] = {"skipped": f"{SKIN} not found"}
     out["clip_drag_sample"] = measure_clip_drag(sample, name="lung lesion 3 sections")
     if have_skin:
-        out["clip_drag_2048_rgb_20_sections"] = measure_clip_drag(
-            big_volume(), name="skin 2048"
-        )
+        out["clip_drag_2048_rgb_20_sections"] = measure_clip_drag(big_volume(), name="skin 2048")
     memory = {}
     for which in ("sample", "big") if have_skin else ("sample",):
         for n in (5, 50):

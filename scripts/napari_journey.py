@@ -19,11 +19,11 @@ from pathlib import Path
 def main(out: Path) -> None:
     import napari
     import npe2
-    from qtpy.QtCore import QEvent, QPointF, Qt
-    from qtpy.QtGui import QMouseEvent
     from qtpy.QtWidgets import QApplication
 
     from napari_histovol._sample_data import sample_folder
+    from napari_histovol._widgets._mouse import canvas_centre
+    from napari_histovol._widgets._mouse import drag as drag_mouse
     from napari_histovol._widgets.panel import HistoVolPanel
     from napari_histovol._widgets.view3d_widget import COLOUR_SUFFIX
 
@@ -82,28 +82,21 @@ def main(out: Path) -> None:
     view.position.value = 0.6
     shot("05_3d_colour_clipped")
 
-    native = viewer.window._qt_viewer.canvas._scene_canvas.native
-    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    def drag(dx: float, dy: float, modifiers: list[str]) -> None:
+        cx, cy = canvas_centre(viewer)
+        drag_mouse(
+            viewer,
+            (cx, cy),
+            (cx + dx, cy + dy),
+            modifiers=modifiers,
+            steps=10,
+            after_move=lambda: wait(0.05),
+        )
 
-    def drag(dx: float, dy: float, mods) -> None:
-        cx, cy = native.width() / 2, native.height() / 2
-
-        def send(kind, pos, button, buttons) -> None:
-            local = QPointF(*pos)
-            event = QMouseEvent(kind, local, native.mapToGlobal(local), button, buttons, mods)
-            QApplication.sendEvent(native, event)
-
-        send(QEvent.Type.MouseButtonPress, (cx, cy), left, left)
-        for k in range(1, 11):
-            send(QEvent.Type.MouseMove, (cx + dx * k / 10, cy + dy * k / 10), none, left)
-            wait(0.05)
-        send(QEvent.Type.MouseButtonRelease, (cx + dx, cy + dy), left, none)
-
-    shift = Qt.KeyboardModifier.ShiftModifier
-    drag(0, -120, shift)
+    drag(0, -120, ["Shift"])
     print("position after Shift+drag", view.position.value)
     shot("06_3d_plane_dragged")
-    drag(100, 0, shift | Qt.KeyboardModifier.ControlModifier)
+    drag(100, 0, ["Shift", "Control"])
     print("after Ctrl+Shift+drag", view.axis.value, view.azimuth.value, view.elevation.value)
     shot("07_3d_plane_tilted")
 

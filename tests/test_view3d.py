@@ -105,31 +105,12 @@ def test_3d_shows_stain_colours_on_a_transparent_slide_and_2d_comes_back(make_na
 
 def _drag(viewer, start, end, modifiers):
     """Press, move and release the left button in the canvas, as Qt mouse events."""
-    from qtpy.QtCore import QEvent, QPointF, Qt
-    from qtpy.QtGui import QMouseEvent
     from qtpy.QtWidgets import QApplication
 
-    native = viewer.window._qt_viewer.canvas._scene_canvas.native
-    mods = Qt.KeyboardModifier.NoModifier
-    for m in modifiers:
-        mods |= {
-            "Shift": Qt.KeyboardModifier.ShiftModifier,
-            "Control": Qt.KeyboardModifier.ControlModifier,
-        }[m]
-    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    from napari_histovol._widgets._mouse import drag
 
-    def send(kind, pos, button, buttons):
-        local = QPointF(*pos)
-        event = QMouseEvent(kind, local, native.mapToGlobal(local), button, buttons, mods)
-        QApplication.sendEvent(native, event)
-        QApplication.processEvents()
-
-    send(QEvent.Type.MouseButtonPress, start, left, left)
-    steps = 6
-    for k in range(1, steps + 1):
-        pos = tuple(s + (e - s) * k / steps for s, e in zip(start, end, strict=True))
-        send(QEvent.Type.MouseMove, pos, none, left)
-    send(QEvent.Type.MouseButtonRelease, end, left, none)
+    drag(viewer, start, end, modifiers=modifiers, after_move=QApplication.processEvents)
+    QApplication.processEvents()
 
 
 def test_clipping_plane_is_dragged_and_tilted_in_the_canvas(make_napari_viewer):
