@@ -12,6 +12,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HISTOVOL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def histovol(*args) -> int:
+    """Run the command in-process, as the console script does, and return its exit status
+    (the warning hook it installs is put back)."""
+    import warnings
+
+    from napari_histovol.cli import main
+
+    saved = warnings.showwarning
+    try:
+        return main([str(a) for a in args])
+    finally:
+        warnings.showwarning = saved
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """``../shared/data`` beside the checkout; tests that need it skip when it is absent."""

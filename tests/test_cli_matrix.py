@@ -8,27 +8,16 @@ a known pixel size and spacing, and a rigid misalignment applied to one section.
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
 
-from napari_histovol.cli import main
 from napari_histovol.core.io import read_volume
 
-from .conftest import tissue, write_image
+from .conftest import histovol, tissue, write_image
 
 FORMATS = {"ome-zarr": "v.ome.zarr", "ome-tiff": "v.ome.tif", "npy": "v.npy", "folder": "v_slices"}
 ZS = (1, 2, 3, 5)
-
-
-def histovol(*args) -> int:
-    """Run the command in-process, as the console script does."""
-    saved = warnings.showwarning
-    try:
-        return main([str(a) for a in args])
-    finally:
-        warnings.showwarning = saved
 
 
 @pytest.fixture

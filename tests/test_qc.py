@@ -12,7 +12,6 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_histovol.cli import main
 from napari_histovol.core.io import Volume, VolumeMeta, read_volume
 from napari_histovol.core.qc import (
     KINDS,
@@ -26,7 +25,7 @@ from napari_histovol.core.qc import (
 )
 from napari_histovol.core.qc.restore import inpaint_from_neighbours, whole_section_replacement
 
-from .conftest import write_image
+from .conftest import histovol, write_image
 
 
 def blob_stack(n=9, size=160, seed=1):
@@ -162,10 +161,6 @@ def test_qc_on_real_em_sections_finds_a_fold(shared_data):
 
 
 # ---------------------------------------------------------------------------------- the CLI
-
-
-def histovol(*args) -> int:
-    return main([str(x) for x in args])
 
 
 @pytest.fixture

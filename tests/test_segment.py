@@ -7,13 +7,10 @@ membrane labels in ../shared/data.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_histovol.cli import main
 from napari_histovol.core.errors import InputError
 from napari_histovol.core.io import read_volume
 from napari_histovol.core.io.meta import VolumeMeta
@@ -29,19 +26,11 @@ from napari_histovol.core.segment import (
 )
 from napari_histovol.core.segment.volume import as_volume
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, histovol
 
 
 def dice(a, b) -> float:
     return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
-
-
-def histovol(*args) -> int:
-    saved = warnings.showwarning
-    try:
-        return main([str(a) for a in args])
-    finally:
-        warnings.showwarning = saved
 
 
 def _skin_background(nz: int, ny: int, nx: int) -> np.ndarray:

@@ -5,24 +5,14 @@ reads, and bad input (one line, exit 2, nothing left behind, no overwrite withou
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
 
-from napari_histovol.cli import main
 from napari_histovol.core.io import read_volume
 from napari_histovol.core.stitch.simulate import simulate_grid
 
-from .conftest import tissue, write_image
-
-
-def histovol(*args) -> int:
-    saved = warnings.showwarning
-    try:
-        return main([str(a) for a in args])
-    finally:
-        warnings.showwarning = saved
+from .conftest import histovol, tissue, write_image
 
 
 def _source(seed=0):
