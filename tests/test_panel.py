@@ -46,6 +46,7 @@ def test_panel_has_every_tool_and_fits_1000_px(make_napari_viewer):
         "Align",
         "QC",
         "Interpolate",
+        "Isotropic",
         "Build",
         "3D",
         "Segment",

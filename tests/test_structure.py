@@ -77,6 +77,7 @@ def test_every_subcommand_module_registers_and_runs():
         "align",
         "warp-points",
         "interpolate",
+        "isotropic",
         "build",
         "focus",
         "focus-train",

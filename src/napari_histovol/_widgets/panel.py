@@ -17,6 +17,7 @@ TABS = (
     ("Align", "align_widget", "AlignWidget"),
     ("QC", "qc_widget", "QCWidget"),
     ("Interpolate", "interpolate_widget", "InterpolateWidget"),
+    ("Isotropic", "isotropic_widget", "IsotropicWidget"),
     ("Build", "build_widget", "BuildWidget"),
     ("3D", "view3d_widget", "View3DWidget"),
     ("Segment", "segment_widget", "SegmentWidget"),

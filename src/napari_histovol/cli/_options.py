@@ -252,6 +252,8 @@ REMEDIES: dict[str, tuple[str, str]] = {
     "overlap": ("--overlap", "--overlap FRACTION"),
     "model": ("--model", "--model"),
     "blend": ("--blend", "--blend"),
+    "factor": ("--factor", "--factor F"),
+    "time_budget": ("--time-budget", "--time-budget SECONDS"),
 }
 
 

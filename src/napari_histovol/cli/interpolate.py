@@ -16,6 +16,7 @@ from ._options import (
     add_workers,
     non_negative_int,
     output_format,
+    positive_float,
     positive_int,
     progress,
     read_input,
@@ -64,7 +65,14 @@ def register(sub) -> argparse.ArgumentParser:
         choices=METHODS,
         default="flow",
         help="flow: motion-compensated from optical flow (default); linear: cross-fade; "
-        "model: a FILM/InterpolAI TensorFlow SavedModel (--model)",
+        "model: a FILM/InterpolAI TensorFlow SavedModel (--model); learned: a network "
+        "trained on these sections' own x-y planes (--time-budget)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=positive_float,
+        metavar="SECONDS",
+        help="for --method learned: seconds to train and apply the model (default 150)",
     )
     p.add_argument("--model", metavar="DIR", help="SavedModel folder for --method model")
     p.add_argument(
@@ -99,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             method=args.method,
             model_dir=args.model,
             tile=args.tile,
+            time_budget=args.time_budget,
         ),
         args,
         NAME,
@@ -118,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
                 "method": args.method,
                 "model": args.model,
                 "tile": args.tile,
+                "time_budget": args.time_budget,
             }
             writer = iter_write_interpolated_folder(
                 result, args.output, ext=args.slice_format, overwrite=args.overwrite, params=params

@@ -15,14 +15,14 @@ import dask.array as da
 import numpy as np
 
 from ..errors import InputError
-from ..io.meta import VolumeMeta
+from ..io.meta import VolumeMeta, planes_of
 from ..io.naming import NamePattern
 from ..io.volume import Volume
 from ..progress import Progress, ProgressGenerator, drain
 from .flow import PairFlow, cast_like, estimate_pair_flow, synthesize
 from .plan import Plan, make_plan
 
-METHODS = ("flow", "linear", "model")
+METHODS = ("flow", "linear", "model", "learned")
 MANIFEST = ".histovol-interpolate.json"
 
 
@@ -123,6 +123,9 @@ def iter_interpolate(
     method: str = "flow",
     model_dir: str | os.PathLike | None = None,
     tile: int = 512,
+    time_budget: float | None = None,
+    seed: int = 0,
+    should_stop=None,
 ) -> ProgressGenerator[InterpolationResult]:
     """Build the interpolated volume lazily: one dask task per neighbouring pair (flow is
     estimated once per pair), so pairs run in parallel and nothing is computed until used.
@@ -137,8 +140,12 @@ def iter_interpolate(
     replace_z
         z numbers of damaged sections to regenerate from their neighbours.
     method
-        ``flow`` (default), ``linear`` (cross-fade), or ``model`` (a FILM-style SavedModel in
-        ``model_dir``, run in a child process).
+        ``flow`` (default), ``linear`` (cross-fade), ``model`` (a FILM-style SavedModel in
+        ``model_dir``, run in a child process), or ``learned`` (the self-supervised axial
+        model of :mod:`~napari_histovol.core.isotropic`, trained on these sections).
+    time_budget, seed, should_stop
+        For ``learned``: seconds to train and apply the model, the training seed, and a
+        callable that ends training early.
     """
     check_method(method)
     if method == "model" and not model_dir:
@@ -149,6 +156,9 @@ def iter_interpolate(
     meta = volume.meta.with_planes(volume.shape[0])
     plan = make_plan(meta.z_numbers, frames_between=frames_between, replace=tuple(replace_z))
     yield Progress(0, 1, "planning", stage="interpolate")
+    if method == "learned":
+        out = yield from _iter_learned(volume, meta, plan, time_budget, seed, should_stop)
+        return InterpolationResult(Volume(out, interpolated_meta(meta, plan, method=method)), plan)
     runner = None
     if method == "model":
         from .model import ModelRunner
@@ -183,6 +193,24 @@ def iter_interpolate(
     new_meta = interpolated_meta(meta, plan, method=method)
     yield Progress(1, 1, f"{plan.n_synthetic} planes to generate", stage="interpolate")
     return InterpolationResult(Volume(out, new_meta), plan, runner)
+
+
+def _iter_learned(volume, meta, plan, time_budget, seed, should_stop):
+    """The planned planes from the axial model trained on the kept sections: the plan's grid
+    is the model's output grid at factor N + 1 over the kept sections' numbers."""
+    from ..isotropic import DEFAULT_TIME_BUDGET, iter_isotropic
+
+    keep = [f.source for f in plan.frames if not f.synthetic]
+    kept_meta = planes_of(meta, keep)
+    data = volume.data if len(keep) == volume.shape[0] else volume.data[keep]
+    result = yield from iter_isotropic(
+        Volume(data, kept_meta),
+        factor=plan.frames_between + 1,
+        time_budget=time_budget or DEFAULT_TIME_BUDGET,
+        seed=seed,
+        should_stop=should_stop,
+    )
+    return result.volume.data
 
 
 def interpolated_meta(meta: VolumeMeta, plan: Plan, *, method: str) -> VolumeMeta:
