@@ -239,3 +239,47 @@ def test_interpolate_learned_fills_a_gap_and_frames_between(tmp_path):
         == 0
     )
     assert read_volume(out).meta.synthetic_z == (1, 3, 5)
+
+
+def test_build_with_learned_interpolation_keeps_sections_and_flags(tmp_path):
+    from .conftest import write_image
+
+    full = _blobs((5, 48, 64), seed=3)
+    folder = tmp_path / "secs"
+    folder.mkdir()
+    for z in (0, 2, 4):
+        write_image(folder / f"s_{z:02d}.tif", full[z])
+    out = tmp_path / "b.ome.zarr"
+    args = ("build", folder, out, "--align", "none", "--frames-between", 1)
+    assert histovol(*args, "--interpolation", "learned", "--time-budget", 5, "--quiet") == 0
+    vol = read_volume(out)
+    assert vol.meta.z_numbers == tuple(range(9))  # gaps filled, one frame between
+    assert vol.meta.synthetic_z == (1, 2, 3, 5, 6, 7)
+    got = vol.data.compute()
+    np.testing.assert_array_equal(got[4], full[2])
+    assert (
+        np.abs(got[2].astype(float) - full[1]).mean()
+        < np.abs(full[0].astype(float) - full[1]).mean()
+    )
+
+
+def test_live_learned_planes_equal_the_trained_models_planes():
+    """The live path (a pair and its neighbours, on the model's grid) gives what the whole
+    stack gives, away from the stack's ends."""
+    from napari_histovol.core.interpolate import live_interpolate
+    from napari_histovol.core.isotropic.run import iter_train_model
+
+    v = _blobs((6, 40, 48), seed=4)
+    vol = _volume(v)
+    geometry = axial_geometry(vol.meta, 2)
+    model = drain(iter_train_model(vol, geometry, steps=20))
+    live = live_interpolate(vol, frames_between=1, method="learned", runner=model)
+    whole = reconstruct_lazy(vol.data, model, geometry).compute()
+    got = live.volume.data.compute()
+    assert got.shape == whole.shape == (11, 40, 48)
+    np.testing.assert_array_equal(got[::2], v)
+    # a window of four sections against the whole stack: the splines differ a little
+    for j in (1, 3, 5):
+        assert np.abs(got[j].astype(float) - whole[j]).mean() < 0.05 * v.std(), j
+    with pytest.raises(InputError, match="trained model"):
+        live_interpolate(vol, frames_between=1, method="learned")

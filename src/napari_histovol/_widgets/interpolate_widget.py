@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, Slider
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    LineEdit,
+    PushButton,
+    Slider,
+)
 
 from .._layers import layer_volume, result_layer_kwargs
 from ..core.errors import HistovolError
@@ -45,6 +54,9 @@ class InterpolateWidget(Container):
         self.frames = Slider(value=1, min=0, max=50, label="frames between")
         self.method = ComboBox(choices=METHODS, value="flow", label="method")
         self.model_dir = FileEdit(mode="d", label="model folder", value="")
+        self.learn_budget = FloatSpinBox(
+            value=60.0, min=5.0, max=3600.0, step=15.0, label="training time (s)", visible=False
+        )
         self.replace = LineEdit(value="", label="replace z (e.g. 12,31)")
         self.live = CheckBox(value=True, text="update the interpolated layer as controls move")
         self.output = FileEdit(mode="w", label="write to (optional)", value="")
@@ -56,6 +68,7 @@ class InterpolateWidget(Container):
                 self.frames,
                 self.method,
                 self.model_dir,
+                self.learn_budget,
                 self.replace,
                 self.live,
                 self.output,
@@ -75,6 +88,8 @@ class InterpolateWidget(Container):
         self._source = None  # (layer, its data, source key)
         self._runner = None
         self._runner_dir = None
+        self._learned = None  # (source key, trained axial model) for the learned method
+        self._training = None  # the source key a model is being trained for
         self._told = ""
         self._timer = QTimer()
         self._timer.setSingleShot(True)
@@ -83,6 +98,7 @@ class InterpolateWidget(Container):
         for control in (self.frames, self.method, self.replace, self.model_dir):
             control.changed.connect(self._schedule)
         self.model_dir.changed.connect(self._close_runner)
+        self.method.changed.connect(lambda m: setattr(self.learn_budget, "visible", m == "learned"))
         self.layer.changed.connect(self._layer_changed)
         self.run_button.changed.connect(self.run)
 
@@ -152,12 +168,14 @@ class InterpolateWidget(Container):
             return False
         try:
             vol, key = self._source_volume(layer)
+            if method == "learned" and not self._learned_ready(vol, key, replace):
+                return False
             result = live_interpolate(
                 vol,
                 frames_between=int(self.frames.value),
                 replace_z=replace,
                 method=method,
-                runner=self._runner if method == "model" else None,
+                runner=self._method_runner(method),
                 cache=self.cache,
                 source_key=key,
             )
@@ -235,6 +253,51 @@ class InterpolateWidget(Container):
         self.progress.run(gen, started, self.run_button)
         return False
 
+    def _method_runner(self, method: str):
+        """The model runner (``model``) or the trained axial model (``learned``)."""
+        if method == "model":
+            return self._runner
+        if method == "learned" and self._learned is not None:
+            return self._learned[1]
+        return None
+
+    def _learned_ready(self, vol, key, replace) -> bool:
+        """Whether a learned model is trained for these sections; trains one (on a worker,
+        within the training time, at the current frame count) if not. One model then serves
+        every frame count: the slider does not retrain."""
+        if self._learned is not None and self._learned[0] == key:
+            return True
+        if self._training == key:
+            return False
+        from ..core.interpolate.plan import make_plan
+        from ..core.io.meta import planes_of
+        from ..core.io.volume import Volume
+        from ..core.isotropic import axial_geometry
+        from ..core.isotropic.run import iter_train_model
+
+        meta = vol.meta.with_planes(vol.shape[0])
+        plan = make_plan(meta.z_numbers, replace=tuple(replace))
+        keep = [f.source for f in plan.frames if not f.synthetic]
+        kept = Volume(vol.data[keep], planes_of(meta, keep))
+        factor = max(2, int(self.frames.value) + 1)
+        geometry = axial_geometry(kept.meta, factor)
+        budget = float(self.learn_budget.value)
+        self._training = key
+
+        def trained(model) -> None:
+            self._training = None
+            self._learned = (key, model)
+            self.update_live()
+
+        worker = self.progress.run(
+            lambda: iter_train_model(kept, geometry, time_budget=budget),
+            trained,
+            self.run_button,
+        )
+        worker.finished.connect(lambda: setattr(self, "_training", None))
+        self.progress.status.value = f"training the learned model on these sections ({budget:g} s)"
+        return False
+
     def _close_runner(self, *_) -> None:
         runner, self._runner = self._runner, None
         self._runner_dir = None
@@ -275,7 +338,7 @@ class InterpolateWidget(Container):
             replace_z=replace,
             method=self.method.value,
             model_dir=self._model(),
-            runner=self._runner if self.method.value == "model" else None,
+            runner=self._method_runner(self.method.value),
             cache=self.cache,
             source_key=key,
         )

@@ -15,6 +15,7 @@ from ._options import (
     add_workers,
     non_negative_int,
     on_corrupt,
+    positive_float,
     positive_int,
     progress,
 )
@@ -71,6 +72,12 @@ def register(sub) -> argparse.ArgumentParser:
         default="flow",
         help="how generated planes are made (default flow)",
     )
+    p.add_argument(
+        "--time-budget",
+        type=positive_float,
+        metavar="SECONDS",
+        help="for --interpolation learned: seconds to train and apply the model (default 150)",
+    )
     add_scale(p)
     p.add_argument(
         "--resume", action="store_true", help="reuse cached registrations and finish a killed run"
@@ -103,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             pixel_size=args.pixel_size,
             section_spacing=args.section_spacing,
             interp_method=args.interpolation,
+            time_budget=args.time_budget,
             resume=args.resume,
             scheduler=args.scheduler,
             overwrite=args.overwrite,

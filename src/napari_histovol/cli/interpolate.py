@@ -99,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         | set(read_flagged_z(args.replace_flagged) if args.replace_flagged else [])
     )
     vol = read_input(args)
+    out_path = Path(args.output).expanduser()
+    # a killed learned run resumes with the model it trained (removed once OUT is written)
+    checkpoint = out_path.parent / f".{out_path.name}.histovol-learned.pt"
     result = progress(
         iter_interpolate(
             vol,
@@ -108,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             model_dir=args.model,
             tile=args.tile,
             time_budget=args.time_budget,
+            checkpoint=checkpoint if args.method == "learned" else None,
         ),
         args,
         NAME,
@@ -142,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
         out = progress(writer, args, NAME)
     finally:
         result.close()
+    if args.method == "learned":
+        from ..core.io.atomic import remove_path
+
+        remove_path(checkpoint)
     meta = result.volume.meta
     print(
         f"wrote {out}: {result.volume.shape[0]} planes, {result.plan.n_synthetic} generated "

@@ -40,7 +40,7 @@ from .progress import Progress, ProgressGenerator, drain
 
 ALIGN_CHOICES = ("none", "translation", "rigid", "affine", "elastic")
 #: How the build makes generated planes (the model method needs a model folder: interpolate).
-INTERPOLATION_CHOICES = ("flow", "linear")
+INTERPOLATION_CHOICES = ("flow", "linear", "learned")
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,9 @@ def iter_build_volume(
     pixel_size, section_spacing
         µm; the output's z spacing is section_spacing / (N + 1), its x/y pixel size follows
         the downsizing.
+    interp_method, time_budget
+        How generated planes are made (``flow``, ``linear``, ``learned``), and for
+        ``learned`` the seconds to train and apply the model (default 150).
     resume
         Reuse cached registrations and finish a killed run's partial output.
     scheduler
@@ -173,6 +176,7 @@ def _iter_build_volume(
     pixel_size: float | None = None,
     section_spacing: float | None = None,
     interp_method: str = "flow",
+    time_budget: float | None = None,
     resume: bool = False,
     scheduler: Any = None,
     overwrite: bool = False,
@@ -277,7 +281,14 @@ def _iter_build_volume(
 
     if aligned.shape[0] >= 2:
         interp = yield from iter_interpolate(
-            aligned, frames_between=frames_between or 0, method=interp_method
+            aligned,
+            frames_between=frames_between or 0,
+            method=interp_method,
+            time_budget=time_budget,
+            # a resumed build reuses the learned model its blocks were written with
+            checkpoint=work_folder(Path(os.fspath(out)).expanduser()) / "learned-model.pt"
+            if interp_method == "learned"
+            else None,
         )
     else:  # one section: nothing lies between sections (warned above)
         interp = InterpolationResult(aligned, None)
@@ -301,6 +312,7 @@ def _iter_build_volume(
         align_key,
         frames_between,
         interp_method,
+        time_budget,
         pixel_size,
         section_spacing,
         ngff_version,

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.volume import Volume
-from .flow import PairFlow, estimate_pair_flow
+from .flow import PairFlow, cast_like, estimate_pair_flow
 from .plan import Plan, make_plan
 from .stack import InterpolationResult, check_method, frame_at, interpolated_meta
 
@@ -43,11 +43,14 @@ class PairEntry:
     a: np.ndarray
     b: np.ndarray
     flow: PairFlow | None = None
+    #: ``learned``: the model's planes between a and b (inclusive) and their times t
+    grid: np.ndarray | None = None
+    grid_t: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the sections and the flow."""
-        n = self.a.nbytes + self.b.nbytes
+        n = self.a.nbytes + self.b.nbytes + (self.grid.nbytes if self.grid is not None else 0)
         if self.flow is not None:
             f = self.flow
             n += f.f_ab.nbytes + f.f_ba.nbytes + f.vis_a.nbytes + f.vis_b.nbytes
@@ -153,9 +156,13 @@ class PairCache:
 class _Planes:
     """The callable behind every chunk of a live volume: plane i of the plan."""
 
-    def __init__(self, source, plan, *, method, runner, tile, cache, source_key) -> None:
+    def __init__(
+        self, source, plan, *, method, runner, tile, cache, source_key, z_numbers=()
+    ) -> None:
         self.source = source  # (Z, Y, X[, C]) dask array, one chunk per section
         self.plan = plan
+        self.z_numbers = tuple(z_numbers)
+        self.kept = [f.source for f in plan.frames if not f.synthetic]
         self.method = method
         self.runner = runner
         self.tile = tile
@@ -172,16 +179,36 @@ class _Planes:
     def entry(self, ia: int, ib: int) -> PairEntry:
         def make() -> PairEntry:
             a, b = self.section(ia), self.section(ib)
+            if self.method == "learned":
+                return self._learned_entry(ia, ib, a, b)
             flow = estimate_pair_flow(a, b) if self.method == "flow" else None
             return PairEntry(a, b, flow)
 
-        return self.cache.get((self.source_key, ia, ib, self.method), make)
+        model = id(self.runner) if self.method == "learned" else None
+        return self.cache.get((self.source_key, ia, ib, self.method, model), make)
+
+    def _learned_entry(self, ia: int, ib: int, a: np.ndarray, b: np.ndarray) -> PairEntry:
+        """The learned model's planes between sections ia and ib, from a window of the pair
+        and one measured neighbour on each side (the spline under the model needs them)."""
+        from ..isotropic.apply import reconstruct_window
+
+        k = self.kept.index(ia)
+        window = self.kept[max(0, k - 1) : k + 3]
+        stack = np.stack([a if i == ia else b if i == ib else self.section(i) for i in window])
+        zs = [self.z_numbers[i] for i in window]
+        pos, planes = reconstruct_window(self.runner, stack, zs)
+        za, zb = self.z_numbers[ia], self.z_numbers[ib]
+        inside = (pos >= za - 1e-9) & (pos <= zb + 1e-9)
+        return PairEntry(a, b, grid=planes[inside], grid_t=(pos[inside] - za) / (zb - za))
 
     def plane(self, i: int) -> np.ndarray:
         f = self.plan.frames[i]
         if not f.synthetic:
             return self.section(f.source)
         e = self.entry(f.a, f.b)
+        if e.grid is not None:
+            self.cache.count_plane()
+            return cast_like(_on_grid(e.grid, e.grid_t, f.t), e.a.dtype)
         out = frame_at(
             e.a, e.b, f.t, method=self.method, flow=e.flow, runner=self.runner, tile=self.tile
         )
@@ -190,6 +217,13 @@ class _Planes:
 
     def __call__(self, index: np.ndarray) -> np.ndarray:
         return np.stack([self.plane(int(i)) for i in np.ravel(index)])
+
+
+def _on_grid(grid: np.ndarray, grid_t: np.ndarray, t: float) -> np.ndarray:
+    """The plane at time t, linearly between the two grid planes around it."""
+    k = int(np.clip(np.searchsorted(grid_t, t, side="right") - 1, 0, len(grid_t) - 2))
+    w = (t - grid_t[k]) / (grid_t[k + 1] - grid_t[k])
+    return (1 - w) * grid[k] + w * grid[k + 1]
 
 
 def live_interpolate(
@@ -215,7 +249,10 @@ def live_interpolate(
     runner
         A running :class:`~.model.ModelRunner` for ``method="model"`` (kept open: the caller
         closes it). Without one, a runner is started from ``model_dir`` and the result owns it
-        (:meth:`InterpolationResult.close` stops it).
+        (:meth:`InterpolationResult.close` stops it). For ``method="learned"``: the trained
+        :class:`~napari_histovol.core.isotropic.network.AxialModel` (required); a pair's
+        planes come from the model on its grid over the pair and a neighbour on each side,
+        and planes between grid planes linearly from them, so one model serves every N.
     cache
         Where pairs' sections and flows are kept; share one between builds so that a new frame
         count, or a new list of sections to replace, reuses the flows already estimated.
@@ -241,6 +278,10 @@ def live_interpolate(
             "The model method needs a model folder (a TensorFlow SavedModel); give its path.",
             option="model_dir",
         )
+    if method == "learned" and runner is None:
+        raise InputError(
+            "The learned method needs a trained model; train one on these sections first."
+        )
     meta = volume.meta.with_planes(volume.shape[0])
     plan = make_plan(meta.z_numbers, frames_between=frames_between, replace=tuple(replace_z))
     owned = None
@@ -252,7 +293,14 @@ def live_interpolate(
     source = volume.data.rechunk((1,) + tuple(volume.shape[1:]))
     key = source_key if source_key is not None else volume.data.name
     planes = _Planes(
-        source, plan, method=method, runner=runner, tile=tile, cache=cache, source_key=key
+        source,
+        plan,
+        method=method,
+        runner=runner,
+        tile=tile,
+        cache=cache,
+        source_key=key,
+        z_numbers=meta.z_numbers,
     )
     out = _plane_array(planes, plan, volume, name=_name(key, plan, method, tile, cache, runner))
     return InterpolationResult(

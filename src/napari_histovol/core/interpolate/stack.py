@@ -91,6 +91,12 @@ def frame_at(
         from .model import run_tiled
 
         f = run_tiled(runner, a, b, t, tile=tile)
+    elif method == "learned":
+        raise InputError(
+            "The learned method reconstructs from the whole stack, not from one pair; use "
+            "interpolate or live_interpolate with it.",
+            option="method",
+        )
     else:
         check_method(method)
     return cast_like(f, a.dtype)
@@ -126,6 +132,7 @@ def iter_interpolate(
     time_budget: float | None = None,
     seed: int = 0,
     should_stop=None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> ProgressGenerator[InterpolationResult]:
     """Build the interpolated volume lazily: one dask task per neighbouring pair (flow is
     estimated once per pair), so pairs run in parallel and nothing is computed until used.
@@ -143,9 +150,9 @@ def iter_interpolate(
         ``flow`` (default), ``linear`` (cross-fade), ``model`` (a FILM-style SavedModel in
         ``model_dir``, run in a child process), or ``learned`` (the self-supervised axial
         model of :mod:`~napari_histovol.core.isotropic`, trained on these sections).
-    time_budget, seed, should_stop
-        For ``learned``: seconds to train and apply the model, the training seed, and a
-        callable that ends training early.
+    time_budget, seed, should_stop, checkpoint
+        For ``learned``: seconds to train and apply the model, the training seed, a callable
+        that ends training early, and a file that keeps the trained model for a rerun.
     """
     check_method(method)
     if method == "model" and not model_dir:
@@ -157,7 +164,9 @@ def iter_interpolate(
     plan = make_plan(meta.z_numbers, frames_between=frames_between, replace=tuple(replace_z))
     yield Progress(0, 1, "planning", stage="interpolate")
     if method == "learned":
-        out = yield from _iter_learned(volume, meta, plan, time_budget, seed, should_stop)
+        out = yield from _iter_learned(
+            volume, meta, plan, time_budget, seed, should_stop, checkpoint
+        )
         return InterpolationResult(Volume(out, interpolated_meta(meta, plan, method=method)), plan)
     runner = None
     if method == "model":
@@ -195,7 +204,7 @@ def iter_interpolate(
     return InterpolationResult(Volume(out, new_meta), plan, runner)
 
 
-def _iter_learned(volume, meta, plan, time_budget, seed, should_stop):
+def _iter_learned(volume, meta, plan, time_budget, seed, should_stop, checkpoint):
     """The planned planes from the axial model trained on the kept sections: the plan's grid
     is the model's output grid at factor N + 1 over the kept sections' numbers."""
     from ..isotropic import DEFAULT_TIME_BUDGET, iter_isotropic
@@ -209,6 +218,7 @@ def _iter_learned(volume, meta, plan, time_budget, seed, should_stop):
         time_budget=time_budget or DEFAULT_TIME_BUDGET,
         seed=seed,
         should_stop=should_stop,
+        checkpoint=checkpoint,
     )
     return result.volume.data
 

@@ -63,6 +63,27 @@ def reconstruct_block(
     return out if np.asarray(block).ndim == 4 else out[..., 0]
 
 
+def reconstruct_window(
+    model: AxialModel, sections: np.ndarray, positions, *, device: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's planes on its own grid over a few neighbouring sections (a live viewer's
+    pair and its neighbours): (positions of the planes, planes as float32).
+
+    Parameters
+    ----------
+    model
+        A trained model (its ``model_factor`` and ``row_step`` set the grid).
+    sections
+        (k, Y, X[, C]) sections, k >= 2, at ``positions`` (section units, increasing).
+    """
+    pos = np.asarray(positions, dtype=float) - float(positions[0])
+    geometry = AxialGeometry(
+        tuple(pos), model.model_factor, model.model_factor, model.row_step, model.orientations
+    )
+    planes = reconstruct_block(model, sections, geometry, device=device)
+    return geometry.out_positions + float(positions[0]), planes
+
+
 def _run_slices(net, sp: np.ndarray, gap: np.ndarray, orientation: str, dev) -> np.ndarray:
     """The network over every y-z (``zy``) or x-z (``zx``) slice of ``sp`` (n_model, Y, X)."""
     n, h, w = sp.shape

@@ -72,6 +72,7 @@ class AxialModel:
     history: list[dict] = field(default_factory=list)
     steps: int = 0
     train_seconds: float = 0.0
+    orientations: tuple[str, ...] = ("zy", "zx")
 
     def state(self) -> dict:
         buf = io.BytesIO()
@@ -87,6 +88,7 @@ class AxialModel:
             "history": self.history,
             "steps": self.steps,
             "train_seconds": self.train_seconds,
+            "orientations": list(self.orientations),
         }
 
     @classmethod
@@ -103,6 +105,7 @@ class AxialModel:
             list(state.get("history", [])),
             int(state.get("steps", 0)),
             float(state.get("train_seconds", 0.0)),
+            tuple(state.get("orientations", ("zy", "zx"))),
         )
 
     def save(self, path) -> None:
@@ -125,7 +128,9 @@ def spline_only_model(geometry: AxialGeometry) -> AxialModel:
     with torch.no_grad():
         net.body[-1].weight.zero_()
     net.eval()
-    return AxialModel(net, 0.0, 1.0, geometry.model_factor, geometry.row_step)
+    return AxialModel(
+        net, 0.0, 1.0, geometry.model_factor, geometry.row_step, orientations=geometry.orientations
+    )
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -272,7 +277,9 @@ def iter_train(
     spline_psnr = psnr(vs, vt, vmask, peak)
     net = AxialNet().to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
-    model = AxialModel(net, lo, hi, geometry.model_factor, geometry.row_step)
+    model = AxialModel(
+        net, lo, hi, geometry.model_factor, geometry.row_step, orientations=geometry.orientations
+    )
     best_psnr, best_state = spline_psnr, {k: v.clone() for k, v in net.state_dict().items()}
     vs_t, vg_t = torch.from_numpy(vs).to(dev), torch.from_numpy(vg).to(dev)
 

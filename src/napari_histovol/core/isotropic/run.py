@@ -82,7 +82,6 @@ def iter_isotropic(
         ``volume`` is lazy: nothing beyond training is computed until it is read.
     """
     from .apply import reconstruct_lazy
-    from .network import forward_seconds_per_pixel, iter_train
 
     t_start = time.perf_counter()
     if time_budget is not None and not (np.isfinite(time_budget) and time_budget > 0):
@@ -94,24 +93,58 @@ def iter_isotropic(
     geometry = axial_geometry(meta, factor)
     key = _params_key(volume, geometry, steps, seed, time_budget)
     model = _load_checkpoint(checkpoint, key)
-    if model is None and not geometry.has_missing_rows:
-        # sections no farther apart than the pixels and none missing: nothing to learn
-        from .network import spline_only_model
-
-        model = spline_only_model(geometry)
-        yield Progress(1, 1, "sections are as close as the pixels: cubic spline", stage="train")
     if model is None:
-        yield Progress(0, 1, "reading planes to learn from", stage="train")
-        train_planes, val_planes, lo, hi, peak = _training_planes(volume, seed)
-        if steps is None:
-            n_pix = geometry.n_model * volume.shape[1] * volume.shape[2]
-            n_pix *= (volume.shape[3] if volume.data.ndim == 4 else 1) * len(geometry.orientations)
-            apply_s = forward_seconds_per_pixel(device) * n_pix * 1.25
-            spent = time.perf_counter() - t_start
-            seconds = max(MIN_TRAIN_SHARE * time_budget, time_budget - spent - apply_s)
-        else:
-            seconds = float("inf")
-        model = yield from iter_train(
+        model = yield from iter_train_model(
+            volume,
+            geometry,
+            time_budget=time_budget,
+            steps=steps,
+            seed=seed,
+            device=device,
+            should_stop=should_stop,
+            started=t_start,
+        )
+        _save_checkpoint(checkpoint, key, model)
+    data = reconstruct_lazy(volume.data, model, geometry, block=block, device=device)
+    out_meta = isotropic_meta(meta, geometry, model)
+    yield Progress(1, 1, f"{geometry.n_out} planes to write", stage="train")
+    return IsotropicResult(Volume(data, out_meta), model, geometry)
+
+
+def iter_train_model(
+    volume: Volume,
+    geometry: AxialGeometry,
+    *,
+    time_budget: float = DEFAULT_TIME_BUDGET,
+    steps: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    should_stop=None,
+    started: float | None = None,
+) -> ProgressGenerator:
+    """Train the axial model for ``geometry`` on ``volume``'s x-y planes (see
+    :func:`iter_isotropic`); training stops early enough for applying the model to the whole
+    volume to fit the budget counted from ``started``. Returns the
+    :class:`~.network.AxialModel`."""
+    from .network import forward_seconds_per_pixel, iter_train, spline_only_model
+
+    t_start = started if started is not None else time.perf_counter()
+    if not geometry.has_missing_rows:
+        # sections no farther apart than the pixels and none missing: nothing to learn
+        yield Progress(1, 1, "sections are as close as the pixels: cubic spline", stage="train")
+        return spline_only_model(geometry)
+    yield Progress(0, 1, "reading planes to learn from", stage="train")
+    train_planes, val_planes, lo, hi, peak = _training_planes(volume, seed)
+    if steps is None:
+        n_pix = geometry.n_model * volume.shape[1] * volume.shape[2]
+        n_pix *= (volume.shape[3] if volume.data.ndim == 4 else 1) * len(geometry.orientations)
+        apply_s = forward_seconds_per_pixel(device) * n_pix * 1.25
+        spent = time.perf_counter() - t_start
+        seconds = max(MIN_TRAIN_SHARE * time_budget, time_budget - spent - apply_s)
+    else:
+        seconds = float("inf")
+    return (
+        yield from iter_train(
             train_planes,
             val_planes,
             geometry,
@@ -124,11 +157,7 @@ def iter_isotropic(
             device=device,
             should_stop=should_stop,
         )
-        _save_checkpoint(checkpoint, key, model)
-    data = reconstruct_lazy(volume.data, model, geometry, block=block, device=device)
-    out_meta = isotropic_meta(meta, geometry, model)
-    yield Progress(1, 1, f"{geometry.n_out} planes to write", stage="train")
-    return IsotropicResult(Volume(data, out_meta), model, geometry)
+    )
 
 
 def _training_planes(volume: Volume, seed: int):
@@ -256,5 +285,6 @@ def _save_checkpoint(path, key, model) -> None:
 
     state = model.state()
     state["key"] = key
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(Path(path), overwrite=True) as tmp:
         torch.save(state, tmp)
