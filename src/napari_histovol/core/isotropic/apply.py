@@ -3,6 +3,8 @@ memory), lazily as a dask array."""
 
 from __future__ import annotations
 
+import threading
+
 import dask
 import dask.array as da
 import numpy as np
@@ -13,6 +15,10 @@ from .network import AxialModel, pick_device
 
 #: Output pixels per network call (bounds the activations' memory).
 PIXELS_PER_CALL = 1 << 21
+#: One network call at a time: blocks computed on dask's threads share the model (moving it
+#: to the GPU while another thread runs it gave garbage there), and torch already spreads
+#: one call over the cores.
+_NET_LOCK = threading.Lock()
 
 
 def reconstruct_block(
@@ -45,7 +51,8 @@ def reconstruct_block(
         else linear_matrix(m_pos, geometry.out_positions).astype(np.float32)
     )
     dev = pick_device(device)
-    net = model.net.to(dev).eval()
+    with _NET_LOCK:
+        net = model.net.to(dev).eval()
     out = np.empty((geometry.n_out,) + x.shape[1:], np.float32)
     for c in range(x.shape[-1]):
         sp = np.tensordot(spline, x[..., c], axes=(1, 0))  # (n_model, Y, X)
@@ -97,7 +104,8 @@ def _run_slices(net, sp: np.ndarray, gap: np.ndarray, orientation: str, dev) -> 
         for i in range(0, count, per_call):
             s = torch.from_numpy(np.ascontiguousarray(slices[i : i + per_call]))[:, None].to(dev)
             gg = g[None, None].expand(s.shape[0], 1, n, length).to(dev)
-            res[i : i + per_call] = net(s, gg)[:, 0].cpu().numpy()
+            with _NET_LOCK:
+                res[i : i + per_call] = net(s, gg)[:, 0].cpu().numpy()
     return res.transpose(1, 2, 0) if orientation == "zy" else res.transpose(1, 0, 2)
 
 
