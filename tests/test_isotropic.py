@@ -283,3 +283,14 @@ def test_live_learned_planes_equal_the_trained_models_planes():
         assert np.abs(got[j].astype(float) - whole[j]).mean() < 0.05 * v.std(), j
     with pytest.raises(InputError, match="trained model"):
         live_interpolate(vol, frames_between=1, method="learned")
+
+
+def test_rgb_sections_keep_their_colours():
+    rng = np.random.default_rng(2)
+    v = (gaussian_filter(rng.random((4, 32, 40, 3)), (1, 2, 2, 0)) * 255).astype(np.uint8)
+    res = drain(iter_isotropic(_volume(v), factor=2, steps=10))
+    got = res.volume.data.compute()
+    assert got.shape == (7, 32, 40, 3) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got[2], v[1])
+    mid = got[1].astype(float)
+    assert np.abs(mid - (v[0].astype(float) + v[1]) / 2).mean() < 10  # each channel its own

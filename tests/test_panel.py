@@ -160,6 +160,18 @@ def test_every_tool_works_on_the_plugins_own_multiscale_ome_zarr(
     viewer.dims.set_point(0, world_z(layer, 2))
     assert sections.current.value.startswith("section 4 · Ki67")
 
+    iso = panel.show_tab("Isotropic")
+    iso.layer.value = layer
+    iso.factor.value = 2
+    iso.time_budget.value = 5
+    iso.run()
+    qtbot.waitUntil(lambda: iso.result is not None and iso.run_button.enabled, timeout=60000)
+    out = viewer.layers[f"{layer.name} isotropic"]
+    # z 1, 2, 4 at 4 µm, two planes per spacing: 7 planes 2 µm apart, the missing 3 rebuilt
+    assert out.data.shape[0] == 7 and tuple(out.scale)[-3:] == pytest.approx((2, 0.5, 0.5))
+    assert out.metadata["histovol"]["synthetic"] == [False, True, False, True, True, True, False]
+    assert [str(u) for u in out.units][-3:] == ["micrometer"] * 3
+
 
 def test_focus_on_a_single_slide(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)

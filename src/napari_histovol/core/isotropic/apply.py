@@ -13,8 +13,9 @@ import torch
 from .geometry import AxialGeometry, gap_weight, linear_matrix, spline_matrix
 from .network import AxialModel, pick_device
 
-#: Output pixels per network call (bounds the activations' memory).
-PIXELS_PER_CALL = 1 << 21
+#: Output pixels per network call: bounds the activations (32 channels of float32: 64 MB
+#: each), which dominate the peak memory of applying the model.
+PIXELS_PER_CALL = 1 << 19
 #: One network call at a time: blocks computed on dask's threads share the model (moving it
 #: to the GPU while another thread runs it gave garbage there), and torch already spreads
 #: one call over the cores.

@@ -126,7 +126,13 @@ def iter_train_model(
     :func:`iter_isotropic`); training stops early enough for applying the model to the whole
     volume to fit the budget counted from ``started``. Returns the
     :class:`~.network.AxialModel`."""
-    from .network import forward_seconds_per_pixel, iter_train, spline_only_model
+    from .network import (
+        APPLY_MARGIN,
+        SAFETY_S,
+        forward_seconds_per_pixel,
+        iter_train,
+        spline_only_model,
+    )
 
     t_start = started if started is not None else time.perf_counter()
     if not geometry.has_missing_rows:
@@ -138,7 +144,7 @@ def iter_train_model(
     if steps is None:
         n_pix = geometry.n_model * volume.shape[1] * volume.shape[2]
         n_pix *= (volume.shape[3] if volume.data.ndim == 4 else 1) * len(geometry.orientations)
-        apply_s = forward_seconds_per_pixel(device) * n_pix * 1.25
+        apply_s = forward_seconds_per_pixel(device) * n_pix * APPLY_MARGIN + SAFETY_S
         spent = time.perf_counter() - t_start
         seconds = max(MIN_TRAIN_SHARE * time_budget, time_budget - spent - apply_s)
     else:
