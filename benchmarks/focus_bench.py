@@ -65,6 +65,67 @@ def dfnn() -> dict:
     return out
 
 
+def sharp_images() -> dict:
+    """One sharp gray image (at most 512 px square, [0, 1]) from every shared set: dense tissue
+    (H&E, lung IHC), EM (ISBI, vEMstitch), phase contrast (MIST), sparse fluorescence (cells3d
+    nuclei, DFNN mitochondria at its in-focus frame)."""
+    import imageio.v3 as iio
+
+    def norm(a):
+        a = focus_channel(np.asarray(a)).astype(np.float32)
+        a = a[: min(512, a.shape[0]), : min(512, a.shape[1])]
+        lo, hi = np.percentile(a, [0.5, 99.5])
+        return np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+
+    anhir = sorted((SHARED / "anhir_lung_lesion3_serial").rglob("*.jpg"))
+    vem = sorted((SHARED / "vemstitch_em_tiles").rglob("*.png"))
+    mist = sorted((SHARED / "mist_test_5x5_timelapse" / "tiles").glob("*.tif"))
+    nuclei = tifffile.imread(SHARED / "cells3d_nuclei_3d" / "nuclei.tif")
+    dfnn_files = sorted((SHARED / "dfnn_defocus" / "mitochondria").glob("*.tif"))
+    out = {
+        "skin H&E": tifffile.imread(SHARED / "skin_he_2d" / "skin.tif")[:1024:2, :1024:2],
+        "ISBI EM": iio.imread(SHARED / "isbi2012_sstem_train" / "train_image" / "00.png"),
+        "cells3d nuclei (sparse fluorescence)": nuclei[30],
+        "DFNN mitochondria (filaments), frame 51": tifffile.imread(dfnn_files[51 - 32]),
+    }
+    if anhir:
+        img = iio.imread(anhir[0])
+        out["ANHIR lung"] = img[::4, ::4] if max(img.shape[:2]) > 2048 else img
+    if vem:
+        out["vEMstitch EM tile"] = iio.imread(vem[0])
+    if mist:
+        out["MIST phase contrast"] = tifffile.imread(mist[0])
+    return {k: norm(v) for k, v in out.items()}
+
+
+def synthetic_series(seeds=(0, 1, 2)) -> dict:
+    """Best-plane error on defocus series made from every shared set with the physical PSF
+    (0.5 um pixels, NA 0.5; -4..+4 um in 0.5 um steps, focus at frame 8; fresh camera noise on
+    every frame), for every metric: the largest error over ``seeds`` (noise draws) per set, and
+    the worst set per metric."""
+    optics = Optics()
+    zs = np.arange(-4.0, 4.01, 0.5)
+    truth = int(np.argmin(np.abs(zs)))
+    res: dict = {}
+    for name, img in sharp_images().items():
+        res[name] = {m: 0 for m in METRICS}
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            frames = [defocus(img, float(z), optics, rng) for z in zs]
+            for metric in METRICS:
+                k, _ = best_plane([score(f, metric) for f in frames])
+                res[name][metric] = max(res[name][metric], abs(k - truth))
+    worst = {m: max(res[n][m] for n in res) for m in METRICS}
+    return {
+        "frames": len(zs),
+        "step_um": 0.5,
+        "in_focus_frame": truth,
+        "noise_draws": len(seeds),
+        "error_frames": res,
+        "worst_error_frames": worst,
+    }
+
+
 def synthetic_sets(rng):
     skin = focus_channel(tifffile.imread(SHARED / "skin_he_2d" / "skin.tif"))
     isbi = read_volume(SHARED / "isbi2012_sstem_train" / "train_image").data.compute()
@@ -165,6 +226,7 @@ def main() -> None:
         "benchmark": "focus_bench",
         "machine": {"cpus": os.cpu_count()},
         "dfnn": dfnn(),
+        "synthetic_series": synthetic_series(),
         "synthetic_defocus": regression(),
         "throughput": throughput(),
         "goals": {

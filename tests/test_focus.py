@@ -454,3 +454,32 @@ def test_model_metric_without_torch_is_one_sentence(monkeypatch):
         score(img, "model")
     assert e.value.option == "metric"
     assert score(img, "laplacian") > 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["isbi", "nuclei", "mitochondria"],
+)
+def test_default_metric_finds_focus_of_physical_defocus_series_of_shared_sets(shared_data, name):
+    """EM, sparse nuclei and filaments defocused with the physical PSF (0.5 µm pixels, NA 0.5,
+    -4..+4 µm in 0.5 µm steps, fresh camera noise per frame): the default metric's best plane
+    is within one frame of focus (frame 8)."""
+    import imageio.v3 as iio
+
+    from napari_histovol.core.focus import DEFAULT_METRIC, Optics, best_plane, defocus, score
+
+    if name == "isbi":
+        img = iio.imread(shared_data / "isbi2012_sstem_train" / "train_image" / "07.png")
+    elif name == "nuclei":
+        img = tifffile.imread(shared_data / "cells3d_nuclei_3d" / "nuclei.tif")[40]
+    else:
+        files = sorted((shared_data / "dfnn_defocus" / "mitochondria").glob("*.tif"))
+        img = tifffile.imread(files[51 - 32])[:512, :512]
+    img = img.astype(np.float32)
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    img = np.clip((img - lo) / (hi - lo), 0, 1)
+    rng = np.random.default_rng(5)
+    zs = np.arange(-4.0, 4.01, 0.5)
+    frames = [defocus(img, float(z), Optics(), rng) for z in zs]
+    k, _ = best_plane([score(f, DEFAULT_METRIC) for f in frames])
+    assert abs(k - 8) <= 1, (name, k)
