@@ -77,6 +77,10 @@ def test_section_under_the_slider_is_named_after_a_gap_and_for_a_generated_plane
     assert not text_overlay(viewer).visible
     viewer.dims.ndisplay = 2
     assert text_overlay(viewer).visible
+    viewer.dims.order = (1, 0, 2)  # an x-z view: the slider is y, no section is under it
+    assert not text_overlay(viewer).visible and sections.current.value == ""
+    viewer.dims.order = (0, 1, 2)
+    assert text_overlay(viewer).visible
     viewer.dims.set_point(0, world_z(layer, 2))
     assert sections.current.value.startswith("section 4 · Ki67")
     # a generated plane names the sections it was made from

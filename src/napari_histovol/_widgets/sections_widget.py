@@ -89,6 +89,7 @@ class SectionsWidget(Container):
         self.native.layout().insertWidget(3, self.list)
         viewer.dims.events.current_step.connect(self.refresh)
         viewer.dims.events.ndisplay.connect(self.refresh)  # no plane name over a 3D view
+        viewer.dims.events.order.connect(self.refresh)  # nor over an x-z or y-z view
         viewer.layers.events.inserted.connect(self._layers_changed)
         viewer.layers.events.removed.connect(self._layers_changed)
         viewer.layers.selection.events.active.connect(self.refresh)
@@ -160,7 +161,9 @@ class SectionsWidget(Container):
         """Update the label, the list's selection and the canvas overlay; returns the text."""
         layer = self.target()
         text = ""
-        if layer is not None and self.viewer.dims.ndim >= 3:
+        dims = self.viewer.dims
+        z_sliced = dims.ndim >= 3 and (dims.ndim - 3) not in dims.displayed
+        if layer is not None and z_sliced:
             text = describe_plane(layer, float(self.viewer.dims.point[0]))
             if layer is self.layer.value:
                 shown, _ = plane_under_slider(layer, float(self.viewer.dims.point[0]))
