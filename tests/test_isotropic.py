@@ -294,3 +294,20 @@ def test_rgb_sections_keep_their_colours():
     np.testing.assert_array_equal(got[2], v[1])
     mid = got[1].astype(float)
     assert np.abs(mid - (v[0].astype(float) + v[1]) / 2).mean() < 10  # each channel its own
+
+
+def test_checkpoint_is_found_again_when_the_input_is_read_again(tmp_path):
+    """A killed CLI run reads its input again: the checkpoint must still match (an OME-Zarr
+    read gets a new dask name every time)."""
+    from napari_histovol.core.io import write_volume
+
+    src = tmp_path / "v.ome.zarr"
+    write_volume(_volume(_blobs()), src)
+    ck = tmp_path / "model.pt"
+    drain(iter_isotropic(read_volume(src), factor=2, steps=5, checkpoint=ck))
+    stages = []
+    drain(
+        iter_isotropic(read_volume(src), factor=2, steps=5, checkpoint=ck),
+        lambda p: stages.append(p.message),
+    )
+    assert not any(m.startswith("step") for m in stages), stages

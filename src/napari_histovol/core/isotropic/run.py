@@ -252,18 +252,32 @@ def isotropic_meta(meta: VolumeMeta, geometry: AxialGeometry, model) -> VolumeMe
 
 
 def _params_key(volume, geometry, steps, seed, budget) -> str:
+    """What identifies a training run: the parameters and a fingerprint of the pixels (a
+    volume read twice gets a new dask name each time, so the name cannot say it is the same)."""
     token = json.dumps(
         [
-            str(volume.data.name),
+            _fingerprint(volume),
             list(volume.shape),
+            str(volume.dtype),
             list(geometry.positions),
             geometry.factor,
+            list(volume.meta.scale),
             steps,
             seed,
             budget,
         ]
     )
     return hashlib.sha1(token.encode()).hexdigest()
+
+
+def _fingerprint(volume: Volume) -> str:
+    """A hash of four planes, each sampled on a grid of at most 64 x 64 pixels."""
+    n, h, w = volume.shape[:3]
+    sy, sx = max(1, h // 64), max(1, w // 64)
+    digest = hashlib.sha1()
+    for i in np.unique(np.linspace(0, n - 1, min(n, 4)).round().astype(int)):
+        digest.update(np.ascontiguousarray(volume.data[i, ::sy, ::sx].compute()).tobytes())
+    return digest.hexdigest()
 
 
 def _load_checkpoint(path, key):
