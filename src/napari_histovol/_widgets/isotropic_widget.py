@@ -120,12 +120,10 @@ class IsotropicWidget(Container):
         self.result = result
         vol = result.volume
         add_volume_layer(self.viewer, vol, name=f"{layer.name} isotropic", like=layer)
-        rec = vol.meta.extra["isotropic"]
-        spline = next((h["spline_psnr"] for h in result.model.history if "spline_psnr" in h), None)
         self.summary.value = (
             f"{vol.shape[0]} planes ({sum(vol.meta.synthetic)} reconstructed), z spacing "
             f"{vol.meta.scale[0]:g} {vol.meta.unit}; model: {result.model.steps} steps in "
-            f"{result.model.train_seconds:.0f} s, held-back planes {rec['validation_psnr_db']} dB "
-            f"against {spline} dB for the cubic spline"
+            f"{result.model.train_seconds:.0f} s, held-back planes {result.model.validation_psnr} dB "
+            f"against {result.model.spline_psnr} dB for the cubic spline"
         )
         self.progress.status.value = "done"

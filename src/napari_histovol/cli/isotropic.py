@@ -125,15 +125,10 @@ def run(args: argparse.Namespace) -> int:
     out = progress(writer, args, NAME)
     remove_path(checkpoint)
     meta, model = result.volume.meta, result.model
-    rec = meta.extra["isotropic"]
     print(
         f"wrote {out}: {result.volume.shape[0]} planes, {sum(meta.synthetic)} reconstructed, "
         f"z spacing {meta.scale[0]:g} {meta.unit}; model: {model.steps} steps in "
-        f"{model.train_seconds:.0f} s, held-back validation {rec['validation_psnr_db']} dB "
-        f"(cubic alone {_spline_psnr(model)} dB)"
+        f"{model.train_seconds:.0f} s, held-back validation {model.validation_psnr} dB "
+        f"(cubic alone {model.spline_psnr} dB)"
     )
     return 0
-
-
-def _spline_psnr(model) -> object:
-    return next((h["spline_psnr"] for h in model.history if "spline_psnr" in h), None)

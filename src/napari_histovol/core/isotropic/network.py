@@ -111,12 +111,19 @@ class AxialModel:
             tuple(state.get("orientations", ("zy", "zx"))),
         )
 
-    def save(self, path) -> None:
-        torch.save(self.state(), path)
+    @property
+    def validation_psnr(self) -> float | None:
+        """PSNR (dB) of the kept weights on the held-back planes (None: not trained)."""
+        return self._summary("best_val_psnr")
 
-    @classmethod
-    def load(cls, path) -> AxialModel:
-        return cls.from_state(torch.load(path, weights_only=False))
+    @property
+    def spline_psnr(self) -> float | None:
+        """PSNR (dB) of the cubic spline alone on the same held-back planes."""
+        return self._summary("spline_psnr")
+
+    def _summary(self, key: str) -> float | None:
+        # training ends its history with {"best_val_psnr", "spline_psnr"}
+        return next((h[key] for h in reversed(self.history) if key in h), None)
 
     def normalise(self, x: np.ndarray) -> np.ndarray:
         return (x.astype(np.float32) - self.lo) / np.float32(self.hi - self.lo)

@@ -218,9 +218,6 @@ def isotropic_meta(meta: VolumeMeta, geometry: AxialGeometry, model) -> VolumeMe
         za, zb = meta.z_numbers[b - 1], meta.z_numbers[b]
         t = (q - pos[b - 1]) / (pos[b] - pos[b - 1])
         planes.append({"between": [int(za), int(zb)], "t": round(float(t), 6)})
-    best = next(
-        (h.get("best_val_psnr") for h in reversed(model.history) if "best_val_psnr" in h), None
-    )
     return replace(
         meta,
         z_numbers=tuple(z0 + j for j in range(n_out)),
@@ -243,7 +240,7 @@ def isotropic_meta(meta: VolumeMeta, geometry: AxialGeometry, model) -> VolumeMe
                 "orientations": list(geometry.orientations),
                 "steps": model.steps,
                 "train_seconds": round(model.train_seconds, 2),
-                "validation_psnr_db": best,
+                "validation_psnr_db": model.validation_psnr,
                 "source_z": list(meta.z_numbers),
             },
             "planes": planes,
