@@ -91,7 +91,8 @@ def iter_isotropic(
         )
     meta = volume.meta.with_planes(volume.shape[0])
     geometry = axial_geometry(meta, factor)
-    key = _params_key(volume, geometry, steps, seed, time_budget)
+    # the key reads a sample of the pixels: only worth it when there is a checkpoint to match
+    key = _params_key(volume, geometry, steps, seed, time_budget) if checkpoint else None
     model = _load_checkpoint(checkpoint, key)
     if model is None:
         model = yield from iter_train_model(
