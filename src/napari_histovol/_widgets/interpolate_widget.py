@@ -270,15 +270,12 @@ class InterpolateWidget(Container):
         if self._training == key:
             return False
         from ..core.interpolate.plan import make_plan
-        from ..core.io.meta import planes_of
-        from ..core.io.volume import Volume
+        from ..core.interpolate.stack import kept_sections
         from ..core.isotropic import axial_geometry
         from ..core.isotropic.run import iter_train_model
 
-        meta = vol.meta.with_planes(vol.shape[0])
-        plan = make_plan(meta.z_numbers, replace=tuple(replace))
-        keep = [f.source for f in plan.frames if not f.synthetic]
-        kept = Volume(vol.data[keep], planes_of(meta, keep))
+        plan = make_plan(vol.meta.with_planes(vol.shape[0]).z_numbers, replace=tuple(replace))
+        kept = kept_sections(vol, plan)
         factor = max(2, int(self.frames.value) + 1)
         geometry = axial_geometry(kept.meta, factor)
         budget = float(self.learn_budget.value)

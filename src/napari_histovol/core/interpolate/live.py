@@ -162,7 +162,7 @@ class _Planes:
         self.source = source  # (Z, Y, X[, C]) dask array, one chunk per section
         self.plan = plan
         self.z_numbers = tuple(z_numbers)
-        self.kept = [f.source for f in plan.frames if not f.synthetic]
+        self.kept = plan.kept
         self.method = method
         self.runner = runner
         self.tile = tile

@@ -43,6 +43,11 @@ class Plan:
     replaced: tuple[int, ...]
 
     @property
+    def kept(self) -> list[int]:
+        """Indices of the sections the plan keeps (all but the replaced), in order."""
+        return [f.source for f in self.frames if not f.synthetic]
+
+    @property
     def n_synthetic(self) -> int:
         return sum(f.synthetic for f in self.frames)
 

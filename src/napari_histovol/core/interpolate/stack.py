@@ -164,9 +164,7 @@ def iter_interpolate(
     plan = make_plan(meta.z_numbers, frames_between=frames_between, replace=tuple(replace_z))
     yield Progress(0, 1, "planning", stage="interpolate")
     if method == "learned":
-        out = yield from _iter_learned(
-            volume, meta, plan, time_budget, seed, should_stop, checkpoint
-        )
+        out = yield from _iter_learned(volume, plan, time_budget, seed, should_stop, checkpoint)
         return InterpolationResult(Volume(out, interpolated_meta(meta, plan, method=method)), plan)
     runner = None
     if method == "model":
@@ -204,16 +202,22 @@ def iter_interpolate(
     return InterpolationResult(Volume(out, new_meta), plan, runner)
 
 
-def _iter_learned(volume, meta, plan, time_budget, seed, should_stop, checkpoint):
+def kept_sections(volume: Volume, plan: Plan) -> Volume:
+    """The sections ``plan`` keeps (the replaced ones left out), with their metadata: what the
+    learned method trains on and reconstructs from."""
+    keep = plan.kept
+    meta = planes_of(volume.meta.with_planes(volume.shape[0]), keep)
+    data = volume.data if len(keep) == volume.shape[0] else volume.data[keep]
+    return Volume(data, meta)
+
+
+def _iter_learned(volume, plan, time_budget, seed, should_stop, checkpoint):
     """The planned planes from the axial model trained on the kept sections: the plan's grid
     is the model's output grid at factor N + 1 over the kept sections' numbers."""
     from ..isotropic import DEFAULT_TIME_BUDGET, iter_isotropic
 
-    keep = [f.source for f in plan.frames if not f.synthetic]
-    kept_meta = planes_of(meta, keep)
-    data = volume.data if len(keep) == volume.shape[0] else volume.data[keep]
     result = yield from iter_isotropic(
-        Volume(data, kept_meta),
+        kept_sections(volume, plan),
         factor=plan.frames_between + 1,
         time_budget=time_budget or DEFAULT_TIME_BUDGET,
         seed=seed,
