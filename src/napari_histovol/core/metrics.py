@@ -19,8 +19,15 @@ def data_range(original: np.ndarray) -> float:
     return r if r > 0 else 1.0
 
 
-def psnr(original: np.ndarray, decoded: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Peak signal-to-noise ratio in dB, over ``mask`` when given (inf when identical)."""
+def psnr(
+    original: np.ndarray,
+    decoded: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    peak: float | None = None,
+) -> float:
+    """Peak signal-to-noise ratio in dB, over ``mask`` when given (inf when identical);
+    ``peak`` is the data range (default: the original's max - min)."""
     a = np.asarray(original, dtype=np.float64)
     b = np.asarray(decoded, dtype=np.float64)
     if a.shape != b.shape:
@@ -29,7 +36,7 @@ def psnr(original: np.ndarray, decoded: np.ndarray, mask: np.ndarray | None = No
     mse = float(err[mask].mean() if mask is not None else err.mean())
     if mse == 0:
         return math.inf
-    return 10 * math.log10(data_range(a) ** 2 / mse)
+    return 10 * math.log10((data_range(a) if peak is None else peak) ** 2 / mse)
 
 
 def ssim(original: np.ndarray, decoded: np.ndarray, sigma: float = 1.5) -> float:

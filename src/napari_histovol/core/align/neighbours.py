@@ -96,9 +96,7 @@ def iter_register_neighbours(
             # a longer pair starts from the chain of short ones, which already holds the large
             # motion; a result far from it jumped to a look-alike (self-similar texture),
             # unless it matches clearly better than the chain
-            far = _deviation(res.matrix, init, fixed.shape) > MAX_CHAIN_DEVIATION * max(
-                fixed.shape
-            )
+            far = _deviation(res.matrix, init, fixed.shape) > MAX_CHAIN_DEVIATION * max(fixed.shape)
             ok = not far or res.ncc > ncc_start + max(0.1, 0.5 * abs(ncc_start))
         return PairRecord(i, j, d, res.matrix, float(res.ncc), float(ncc_start), bool(ok))
 

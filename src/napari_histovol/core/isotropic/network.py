@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..metrics import psnr
 from ..progress import Progress, ProgressGenerator
 from .geometry import AxialGeometry, gap_weight, linear_matrix, spline_matrix
 
@@ -247,15 +248,6 @@ def _cols_len(p: np.ndarray, orientation: str) -> int:
     return p.shape[0] if orientation == "zy" else p.shape[1]
 
 
-def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None, peak: float = 1.0) -> float:
-    """PSNR in dB of ``a`` against ``b`` for a data range ``peak`` (where ``mask``)."""
-    d = (a - b) ** 2 if mask is None else ((a - b) ** 2)[mask]
-    if not d.size:
-        return float("inf")
-    mse = float(d.mean())
-    return float(10 * np.log10(peak**2 / max(mse, 1e-12)))
-
-
 def iter_train(
     train_planes: list[np.ndarray],
     val_planes: list[np.ndarray],
@@ -284,7 +276,11 @@ def iter_train(
     val = PatchSampler(val_planes or train_planes, geometry, np.random.default_rng(seed + 1))
     vs, vg, vt, vm = val.batch(4 * BATCH)
     vmask = vm > 0
-    spline_psnr = psnr(vs, vt, vmask, peak)
+
+    def val_psnr_of(pred: np.ndarray) -> float:  # no row to score: nothing to compare
+        return psnr(vt, pred, vmask, peak=peak) if vmask.any() else float("inf")
+
+    spline_psnr = val_psnr_of(vs)
     net = AxialNet().to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
     model = AxialModel(
@@ -298,7 +294,7 @@ def iter_train(
         with torch.no_grad():
             out = net(vs_t, vg_t).cpu().numpy()
         net.train()
-        return psnr(out, vt, vmask, peak)
+        return val_psnr_of(out)
 
     total = steps if steps else max(1, int(seconds))
     t0 = time.perf_counter()
