@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.errors import HistovolError, with_hint
@@ -213,6 +214,13 @@ def write_options(fmt: str, **given: Any) -> dict[str, Any]:
     from ..core.io.detect import writer_accepts
 
     return {k: v for k, v in given.items() if v is not None and writer_accepts(fmt, k)}
+
+
+def model_checkpoint(output: str, what: str) -> Path:
+    """Where a command keeps the model it trained for ``output`` until ``output`` is written
+    (a hidden file beside it: a killed run reuses the model)."""
+    out = Path(output).expanduser()
+    return out.parent / f".{out.name}.histovol-{what}.pt"
 
 
 def progress(gen: Generator[Any, None, T], args: argparse.Namespace, desc: str) -> T:

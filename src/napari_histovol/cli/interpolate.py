@@ -14,6 +14,7 @@ from ._options import (
     add_skip_bad,
     add_slice_format,
     add_workers,
+    model_checkpoint,
     non_negative_int,
     output_format,
     positive_float,
@@ -99,9 +100,7 @@ def run(args: argparse.Namespace) -> int:
         | set(read_flagged_z(args.replace_flagged) if args.replace_flagged else [])
     )
     vol = read_input(args)
-    out_path = Path(args.output).expanduser()
-    # a killed learned run resumes with the model it trained (removed once OUT is written)
-    checkpoint = out_path.parent / f".{out_path.name}.histovol-learned.pt"
+    checkpoint = model_checkpoint(args.output, "learned")
     result = progress(
         iter_interpolate(
             vol,

@@ -15,6 +15,7 @@ from ._options import (
     add_skip_bad,
     add_slice_format,
     add_workers,
+    model_checkpoint,
     non_negative_int,
     output_format,
     positive_float,
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     fmt = output_format(args, check_folder=False)  # its folders resume
     vol = read_input(args)
     out_path = Path(args.output).expanduser()
-    checkpoint = out_path.parent / f".{out_path.name}.histovol-isotropic.pt"
+    checkpoint = model_checkpoint(args.output, "isotropic")
     result = progress(
         iter_isotropic(
             vol,
