@@ -26,6 +26,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: evaluation data that is not in ../shared/data (see each folder's PROVENANCE.md)
+BENCHDATA = Path(__file__).resolve().parents[1] / ".benchdata"
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -37,6 +39,57 @@ def load_nuclei():
     img = tifffile.imread(DATA / "cells3d_nuclei_3d" / "nuclei.tif")
     lab = tifffile.imread(DATA / "cells3d_nuclei_3d" / "nuclei_label.tif").astype(np.int32)
     return img, lab, (0.29, 0.26, 0.26)
+
+
+def load_stardist():
+    """Synthetic 3D nuclei shipped in the stardist 0.9.2 wheel (BSD-3; see .benchdata's
+    PROVENANCE.md): dense, blurred, low contrast; not looked at while choosing the method."""
+    import tifffile
+
+    d = BENCHDATA / "stardist_nuclei_3d"
+    img = tifffile.imread(d / "img3d.tif")
+    lab = tifffile.imread(d / "mask3d.tif").astype(np.int32)
+    return img, lab, (1.0, 1.0, 1.0)
+
+
+def synthetic_nuclei(seed: int = 0, shape=(40, 160, 160), aniso: float = 2.0, n_try: int = 400):
+    """Packed, touching ellipsoidal nuclei of random size, shape, orientation and brightness,
+    with chromatin texture, an uneven background, blur and shot noise. z is sampled ``aniso``
+    times coarser than y and x. Returns (image uint16, labels, sampling in um)."""
+    rng = np.random.default_rng(seed)
+    nz, ny, nx = shape
+    zz, yy, xx = np.meshgrid(np.arange(nz) * aniso, np.arange(ny), np.arange(nx), indexing="ij")
+    lab = np.zeros(shape, np.int32)
+    best = np.full(shape, np.inf, np.float32)
+    placed: list[tuple[np.ndarray, np.ndarray]] = []
+    for _ in range(n_try):
+        r = rng.uniform(7, 13) * np.array([rng.uniform(0.6, 1.0), rng.uniform(0.75, 1.25), 1.0])
+        c = np.array([rng.uniform(0, nz * aniso), rng.uniform(0, ny), rng.uniform(0, nx)])
+        # touching allowed: centres as close as 0.8 of the sum of the mean radii
+        if any(np.linalg.norm(c - c2) < 0.8 * (r.mean() + r2.mean()) for c2, r2 in placed):
+            continue
+        placed.append((c, r))
+        a = rng.uniform(0, np.pi)
+        dy, dx = yy - c[1], xx - c[2]
+        u, v = np.cos(a) * dy + np.sin(a) * dx, -np.sin(a) * dy + np.cos(a) * dx
+        d = np.sqrt(((zz - c[0]) / r[0]) ** 2 + (u / r[1]) ** 2 + (v / r[2]) ** 2)
+        sel = (d < 1) & (d < best)
+        lab[sel] = len(placed)
+        best[sel] = d[sel]
+    img = 0.08 + 1.5 * ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 12)
+    tex = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.5)
+    tex /= tex.std()
+    bright = rng.uniform(0.35, 1.0, len(placed) + 1)
+    fg = lab > 0
+    img[fg] = bright[lab[fg]] * (1 + 0.25 * tex[fg])
+    img = np.clip(ndi.gaussian_filter(img, (1.5 / aniso, 1.2, 1.2)), 0, None)
+    img = rng.poisson(img * 60.0).astype(np.float32) + rng.normal(0, 2.0, shape)
+    img = np.clip(img * 40 + 100, 0, 65535).astype(np.uint16)
+    return img, lab, (0.25 * aniso, 0.25, 0.25)
+
+
+def load_synthetic():
+    return synthetic_nuclei(seed=0)
 
 
 def em_objects(interior: np.ndarray, *, min_overlap: float = 0.5) -> np.ndarray:
@@ -156,11 +209,11 @@ def run_protocol(img, gt_lab, ids, method, *, n_clicks, sampling):
 # -------------------------------------------------------------------------------- methods
 
 
-def ours(img, *, margin):
+def ours(img, *, margin, sampling=None):
     from napari_histovol.core.progress import drain
     from napari_histovol.core.segment import Prompt, SegmentSession
 
-    session = SegmentSession(img, rgb=False, margin=margin)
+    session = SegmentSession(img, rgb=False, margin=margin, sampling=sampling)
     section_secs = []
 
     def method(k, clicks):
@@ -252,6 +305,8 @@ def peer_random_walker(img, *, margin, zmargin, sampling):
 DATASETS = {
     "nuclei": dict(load=load_nuclei, min_sections=8, min_voxels=2000, margin=64, zmargin=24),
     "em": dict(load=load_em, min_sections=6, min_voxels=1500, margin=64, zmargin=30),
+    "stardist": dict(load=load_stardist, min_sections=4, min_voxels=300, margin=64, zmargin=24),
+    "synthetic": dict(load=load_synthetic, min_sections=4, min_voxels=500, margin=64, zmargin=24),
 }
 
 
@@ -273,6 +328,7 @@ def main(argv=None):
     ap.add_argument("--clicks", type=int, default=8)
     ap.add_argument("--datasets", default="nuclei,em")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--peers", default="seeded_watershed,random_walker")
     args = ap.parse_args(argv)
     if not DATA.is_dir():
         print(json.dumps({"skipped": f"{DATA} is absent"}))
@@ -284,34 +340,40 @@ def main(argv=None):
     }
     for name in args.datasets.split(","):
         cfg = DATASETS[name]
-        img, lab, sampling = cfg["load"]()
+        try:
+            img, lab, sampling = cfg["load"]()
+        except FileNotFoundError as exc:
+            report["datasets"][name] = {"skipped": str(exc)}
+            continue
         ids = pick_objects(
             lab, args.objects, min_sections=cfg["min_sections"], min_voxels=cfg["min_voxels"]
         )
         entry = {"shape": list(img.shape), "objects": ids}
-        method, section_secs = ours(img, margin=cfg["margin"])
+        method, section_secs = ours(img, margin=cfg["margin"], sampling=sampling)
         curves, secs = run_protocol(img, lab, ids, method, n_clicks=args.clicks, sampling=sampling)
         entry["histovol"] = summarise(curves, secs)
         entry["histovol"]["per_object_after_5"] = [round(float(v), 3) for v in curves[:, 4]]
         entry["histovol"]["current_section_seconds_max"] = round(float(max(section_secs)), 3)
         # one batch call: first clicks of all objects together (what `histovol segment` runs)
+        from napari_histovol.core.io.meta import VolumeMeta
         from napari_histovol.core.segment import Prompt, segment_volume
         from napari_histovol.core.segment.volume import as_volume
 
         prompts = [Prompt(*farthest_inside(lab == k, sampling), k, True) for k in ids]
         t = time.perf_counter()
-        res = segment_volume(as_volume(img), prompts, margin=cfg["margin"])
+        meta = VolumeMeta(scale=tuple(sampling), scale_known=True, spacing_known=True)
+        res = segment_volume(as_volume(img, meta), prompts, margin=cfg["margin"])
         np.asarray(res.labels.data)
         entry["histovol"]["batch_call_seconds"] = round(time.perf_counter() - t, 2)
-        if not args.no_peers:
-            for peer, make in (
-                ("seeded_watershed", peer_watershed),
-                ("random_walker", peer_random_walker),
-            ):
+        peers = {"seeded_watershed": peer_watershed, "random_walker": peer_random_walker}
+        chosen = [] if args.no_peers else [p for p in args.peers.split(",") if p]
+        if chosen:
+            for peer in chosen:
+                make = peers[peer]
                 m = make(img, margin=cfg["margin"], zmargin=cfg["zmargin"], sampling=sampling)
                 c, s = run_protocol(img, lab, ids, m, n_clicks=args.clicks, sampling=sampling)
                 entry[peer] = summarise(c, s)
-            for peer in ("seeded_watershed", "random_walker"):
+            for peer in chosen:
                 entry[f"ratio_dice_after_5_vs_{peer}"] = round(
                     entry["histovol"]["dice_after_5"] / max(entry[peer]["dice_after_5"], 1e-6), 3
                 )

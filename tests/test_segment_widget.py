@@ -162,3 +162,31 @@ def test_scribbles_alone_segment_an_object(make_napari_viewer, qtbot):
     assert set(np.unique(lab)) <= {0, 1, 9}
     assert dice(lab == 1, ball) >= 0.85
     assert w.table.data.to_list()[0][:2] == [1, int((lab == 1).sum())]
+
+
+def test_segment_widget_in_3d_on_a_near_isotropic_stack(make_napari_viewer, qtbot):
+    """A confocal-like stack scaled in µm with z twice the pixel size: one click segments the
+    nucleus in 3D and keeps the nucleus it touches out; the table holds its µm³."""
+    from napari_histovol._widgets.segment_widget import SegmentWidget
+
+    from .test_segment_3d import SAMPLING, _nuclei
+
+    img, truth = _nuclei(
+        [(12, 30, 26), (12, 30, 46)], [(6, 11, 11), (6, 11, 10)], [0.9, 0.55], shape=(24, 60, 72)
+    )
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image(img, scale=SAMPLING, units="micrometer", name="nuclei")
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.layer.value = image
+    w.start()
+    assert w.session.volumetric
+    w.points.add([12, 30, 26])
+    qtbot.waitUntil(lambda: (_labels(w) == 1).any(), timeout=20000)
+    qtbot.waitUntil(lambda: w.progress.worker is None and not w._dirty, timeout=30000)
+    got = _labels(w) == 1
+    assert dice(got, truth == 1) >= 0.85
+    assert (got & (truth == 2)).sum() < 0.05 * (truth == 2).sum()
+    row = w.table.data.to_list()[0]
+    assert row[:2] == [1, int(got.sum())]
+    assert float(row[2]) == pytest.approx(got.sum() * 0.5 * 0.25 * 0.25, rel=1e-3)

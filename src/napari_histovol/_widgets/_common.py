@@ -66,9 +66,7 @@ class ProgressRow(Container):
         from qtpy.QtWidgets import QSizePolicy
 
         self.status.native.setWordWrap(True)
-        self.status.native.setSizePolicy(
-            QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred
-        )
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.cancel = PushButton(text="Cancel", enabled=False)
         super().__init__(widgets=[self.bar, self.status, self.cancel], labels=False)
         self.worker = None

@@ -20,7 +20,7 @@ from ..core.errors import HistovolError
 from ..core.progress import Progress
 from ..core.segment import Prompt, SegmentSession, object_table_csv, object_volumes
 from ..core.segment.prompts import scribbles_from_labels
-from ..core.segment.volume import label_meta, voxel_volume_um3
+from ..core.segment.volume import known_voxel_size, label_meta, voxel_volume_um3
 from ._common import ProgressRow, chosen_layer, confirm_overwrite, image_layer_picker
 from ._worker import error_text
 
@@ -120,7 +120,13 @@ class SegmentWidget(Container):
             return
         try:
             volume = layer_volume(layer)
-            session = SegmentSession(volume.data, rgb=volume.meta.rgb)
+            session = SegmentSession(
+                volume.data,
+                rgb=volume.meta.rgb,
+                # a layer scaled in µm is taken at its word (napari's own scale)
+                sampling=known_voxel_size(volume.meta)
+                or (volume.meta.scale if volume.meta.unit == "micrometer" else None),
+            )
         except HistovolError as e:
             self._tell(error_text(e))
             return

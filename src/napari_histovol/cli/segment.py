@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import add_input, add_overwrite, add_quiet, progress, read_input, write_options
+from ._options import (
+    add_input,
+    add_overwrite,
+    add_quiet,
+    add_scale,
+    progress,
+    read_input,
+    write_options,
+)
 
 NAME = "segment"
 LABEL_FORMATS = ("ome-zarr", "ome-tiff")
@@ -15,9 +23,11 @@ def register(sub) -> argparse.ArgumentParser:
         NAME,
         help="3D objects from clicks (PROMPTS.csv) and scribbles, without model weights",
         description="Segment the objects named by clicks and scribbles: a pixel classifier "
-        "trained on the fly on multi-scale texture and stain features, a seeded watershed in "
-        "each clicked section, and propagation through the neighbouring sections until each "
-        "object ends. OUT_LABELS holds object k's voxels as k, at the input's scale.",
+        "trained on the fly on multi-scale texture and stain features, then either a seeded "
+        "watershed in each clicked section and propagation through the neighbouring sections "
+        "until each object ends (serial sections, or a voxel size not known), or one 3D "
+        "seeded watershed (a known voxel size with sections at most 3 pixels apart). "
+        "OUT_LABELS holds object k's voxels as k, at the input's scale.",
     )
     add_input(p, "volume or folder of sections")
     p.add_argument("output", metavar="OUT_LABELS", help="label volume: OUT.ome.zarr or OUT.tif")
@@ -37,6 +47,7 @@ def register(sub) -> argparse.ArgumentParser:
         metavar="CHECKPOINT",
         help="a local micro-sam or nnInteractive checkpoint (optional; nothing is downloaded)",
     )
+    add_scale(p)
     add_overwrite(p, "OUT_LABELS")
     add_quiet(p)
     return p

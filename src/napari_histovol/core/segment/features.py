@@ -176,6 +176,18 @@ class FeatureStack:
             self._bytes -= old.nbytes
         return f
 
+    def normalised(self, z: int, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Section ``z`` inside ``window`` with intensities mapped to about [0, 1]: (h, w) for
+        gray, (h, w, C) per colour channel for RGB."""
+        if not self.rgb:
+            return self.features(z, window)[..., 0]
+        ny, nx = self.shape[1:]
+        y0, y1, x0, x1 = window if window is not None else (0, ny, 0, nx)
+        plane = np.asarray(self.data[int(z), y0:y1, x0:x1, :3]).astype(np.float32)
+        low = np.asarray(self.low, np.float32)[:3]
+        span = np.maximum(np.asarray(self.high, np.float32)[:3] - low, 1e-6)
+        return (plane - low) / span
+
 
 def blob_radius(
     plane: np.ndarray, y: int, x: int, *, rgb: bool, low, high, max_radius: float = 48.0

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from ..progress import Progress, ProgressGenerator
+from ..progress import Progress, ProgressGenerator, drain
 from .classifier import PixelClassifier, disk_offsets, implicit_negatives
 from .features import EDGE_FEATURE, FeatureStack, blob_radius
 from .prompts import Prompt, Scribbles, check_prompts
 from .propagate import SNAP, carry_over, core_of, segment_section
+from .watershed3d import is_volumetric, segment_object_3d
 
 #: pixels around the clicks (in the section plane) that an object's features are computed on
 DEFAULT_MARGIN = 128
@@ -94,6 +95,12 @@ class SegmentSession:
         Object probability above which a pixel may belong to an object.
     max_sections
         How far (sections) an object may be propagated from its clicks; None: no limit.
+    sampling
+        Voxel size (z, y, x) in any one unit, or None when unknown (taken for serial
+        sections). A
+        volume whose sections are at most :data:`~.watershed3d.ANISOTROPY_LIMIT` pixels apart is
+        segmented in 3D (:func:`~.watershed3d.segment_object_3d`); sections farther apart are
+        segmented one by one and the object propagated from section to section.
     """
 
     data: Any
@@ -105,6 +112,7 @@ class SegmentSession:
     snap: int = SNAP
     prompts: list[Prompt] = field(default_factory=list)
     scribbles: Scribbles | None = None
+    sampling: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         self.features = FeatureStack(self.data, rgb=self.rgb)
@@ -113,7 +121,14 @@ class SegmentSession:
         self._clf: dict[int, tuple[tuple, PixelClassifier]] = {}
         self._prob: dict[tuple, np.ndarray] = {}
         self._radius: dict[tuple, int] = {}
+        self._blob: dict[tuple, float] = {}
+        self._solid: dict[int, tuple[tuple, dict[int, _Mask]]] = {}
         check_prompts(self.prompts, self.shape)
+
+    @property
+    def volumetric(self) -> bool:
+        """Whether objects are segmented in 3D (sections about as far apart as the pixels)."""
+        return is_volumetric(self.sampling)
 
     # ------------------------------------------------------------------ prompts
 
@@ -229,9 +244,18 @@ class SegmentSession:
         key = (p.z, p.y, p.x)
         hit = self._radius.get(key)
         if hit is None:
-            f = self.features
-            r = blob_radius(f.plane(p.z), p.y, p.x, rgb=f.rgb, low=f.low, high=f.high)
+            r = self.blob_radius(p)
             hit = self._radius[key] = int(np.clip(round(RADIUS_SHARE * r), 2, 12))
+        return hit
+
+    def blob_radius(self, p: Prompt) -> float:
+        """Radius (pixels) of the blob or cell a click falls in."""
+        key = (p.z, p.y, p.x)
+        hit = self._blob.get(key)
+        if hit is None:
+            f = self.features
+            hit = blob_radius(f.plane(p.z), p.y, p.x, rgb=f.rgb, low=f.low, high=f.high)
+            self._blob[key] = hit
         return hit
 
     def classifier(self, obj: int) -> PixelClassifier:
@@ -348,6 +372,9 @@ class SegmentSession:
         object is carried in from its stored neighbour on the side of its clicks, as
         propagation does, with the new clicks taking part.
         """
+        if self.volumetric:
+            self.masks[obj] = drain(self._iter_solid(obj))
+            return self.object_mask(obj, z)
         win = self.window(obj)
         carried = prev = None
         seeds = self.seed_sections(obj)
@@ -379,6 +406,9 @@ class SegmentSession:
 
         The object's stored masks are replaced when the propagation ends, so a propagation
         that is stopped half-way leaves the previous result in place."""
+        if self.volumetric:
+            self.masks[obj] = yield from self._iter_solid(obj)
+            return len(self.masks[obj])
         nz = self.shape[0]
         win = self.window(obj)
         y0, y1, x0, x1 = win
@@ -423,6 +453,86 @@ class SegmentSession:
                 per_z[z] = c
         self.masks[obj] = per_z
         return len(per_z)
+
+    # ---------------------------------------------------------------- in 3D
+
+    def _points(self, obj: int, positive: bool) -> np.ndarray:
+        """(N, 3) voxel positions of an object's positive (or negative, with the other
+        objects' positive clicks) clicks and scribbles."""
+        pts = [(p.z, p.y, p.x) for p in self._clicks(obj, positive)]
+        if not positive:
+            pts += [(p.z, p.y, p.x) for p in self.prompts if p.object != obj and p.positive]
+        sp = self._scribble_points(obj, positive)
+        if len(sp) > _MAX_SCRIBBLE_SAMPLES:
+            sp = sp[np.random.default_rng(obj).choice(len(sp), _MAX_SCRIBBLE_SAMPLES, False)]
+        out = np.concatenate([np.asarray(pts, int).reshape(-1, 3), np.asarray(sp, int)])
+        return out.reshape(-1, 3)
+
+    def _iter_solid(self, obj: int) -> ProgressGenerator[dict[int, _Mask]]:
+        """Object ``obj`` segmented in 3D in a window around its clicks (grown in z while the
+        object reaches the window's top or bottom). Returns its per-section masks."""
+        pos = self._points(obj, True)
+        if not len(pos):
+            return {}
+        win = self.window(obj)
+        y0, y1, x0, x1 = win
+        key = (
+            win,
+            tuple(self.prompts),
+            id(self.scribbles),
+            tuple((k, tuple(sorted(m))) for k, m in sorted(self.masks.items()) if k != obj),
+        )
+        hit = self._solid.get(obj)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        nz = self.shape[0]
+        dz, dy, dx = self.sampling or (1.0, 1.0, 1.0)
+        clicked = [p for p in self._clicks(obj, True)]
+        # the object's scale is that of its first click (corrective clicks fall near its edge,
+        # where the blob scale measured is anybody's)
+        radius = self.blob_radius(clicked[0]) if clicked else 8.0
+        reach = max(2, int(np.ceil(3.0 * radius * min(dy, dx) / dz)))
+        z0, z1 = max(0, int(pos[:, 0].min()) - reach), min(nz, int(pos[:, 0].max()) + reach + 1)
+        gray: dict[int, np.ndarray] = {}
+        prob: dict[int, np.ndarray] = {}
+        for attempt in range(4):
+            todo = [z for z in range(z0, z1) if z not in prob]
+            for i, z in enumerate(todo):
+                gray[z] = self.features.normalised(z, win)
+                prob[z] = self.probability(obj, z)
+                yield Progress(i + 1, len(todo) + 1, f"object {obj}: section {z}", "segment")
+            others = np.stack([self._others(obj, z, win) for z in range(z0, z1)])
+            m = segment_object_3d(
+                np.stack([gray[z] for z in range(z0, z1)]),
+                np.stack([prob[z] for z in range(z0, z1)]),
+                positive=pos - (z0, y0, x0),
+                negative=self._points(obj, False) - (z0, y0, x0),
+                others=others if others.any() else None,
+                sampling=(dz, dy, dx),
+                radius=radius,
+                open_faces=(
+                    z0 > 0,
+                    z1 < nz,
+                    y0 > 0,
+                    y1 < self.shape[1],
+                    x0 > 0,
+                    x1 < self.shape[2],
+                ),
+            )
+            grow_lo, grow_hi = z0 > 0 and m[0].any(), z1 < nz and m[-1].any()
+            if attempt == 3 or not (grow_lo or grow_hi):
+                break
+            z0, z1 = (
+                (max(0, z0 - reach) if grow_lo else z0),
+                (min(nz, z1 + reach) if grow_hi else z1),
+            )
+        out = {}
+        for i, z in enumerate(range(z0, z1)):
+            c = _crop(m[i], y0, x0)
+            if c is not None:
+                out[z] = c
+        self._solid[obj] = (key, out)
+        return out
 
     def iter_segment(self, objects: Iterable[int] | None = None) -> ProgressGenerator[dict]:
         """Segment every object (or ``objects``) in id order; earlier objects keep their voxels.

@@ -75,6 +75,12 @@ def object_table_csv(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def known_voxel_size(meta: VolumeMeta) -> tuple[float, float, float] | None:
+    """The voxel size (z, y, x) when both the pixel size and the section spacing are known, else
+    None (which :class:`SegmentSession` takes for serial sections)."""
+    return tuple(meta.scale) if meta.scale_known and meta.spacing_known else None
+
+
 def label_meta(meta: VolumeMeta) -> VolumeMeta:
     """The input's metadata for its label volume: same scale and planes, one channel."""
     return replace(meta, rgb=False, channel_names=())
@@ -114,6 +120,7 @@ def iter_segment_volume(
     session = SegmentSession(
         volume.data,
         rgb=volume.meta.rgb,
+        sampling=known_voxel_size(volume.meta),
         margin=margin,
         threshold=threshold,
         prompts=prompts,

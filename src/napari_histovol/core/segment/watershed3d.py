@@ -1,0 +1,180 @@
+"""An object cut out of a nearly isotropic volume in 3D: a seeded watershed on the image's
+edges, with the background seeded where the object is improbable.
+
+When the sections are about as far apart as the pixels (confocal and light-sheet stacks, FIB-SEM),
+an object overlaps itself from one plane to the next and a 3D watershed follows it better than
+section-by-section propagation. In a window around the clicks, the object floods from its positive
+clicks and the background from its negative clicks, from other objects, from the window's inner
+faces and from the voxels that the click-trained classifier finds improbable and that lie at
+least one blob radius from anything probable; the two meet on the ridge of the image's gradient
+(in physical units, so that a coarser z counts as it should). Every seed floods from its own
+voxels at once, so a corrective click on a rim or a bright speck takes effect where it is.
+
+Measured alternatives, kept out (benchmarks/segment_bench.py, cells3d, stardist's synthetic
+nuclei and the benchmark's own synthetic nuclei): competing seeds at the other distance peaks of
+the probable region, a shape term (the inscribed radius) and the probability's gradient in the
+relief each lowered the worst object after five clicks on at least one of those volumes; a
+background seeded closer to the probable region (a quarter of the blob radius) cut large,
+textured nuclei short after the first click (cells3d: 0.41 against 0.85).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+#: z spacing, in units of the finest in-plane pixel, up to which a volume is segmented in 3D
+#: (beyond it a tilted structure moves by more than its own width between sections)
+ANISOTROPY_LIMIT = 3.0
+#: smoothing of the image before its gradient, as a share of the clicked blob's radius (1.5 to
+#: 4 pixels)
+EDGE_SCALE = 0.1
+#: probability below which a voxel is improbable for the object
+BACKGROUND_PROB = 0.1
+#: how deep (in blob radii) inside the improbable region the background is seeded
+BACKGROUND_GAP = 1.0
+
+
+def is_volumetric(sampling: Sequence[float] | None) -> bool:
+    """Whether a volume with voxel size ``sampling`` (z, y, x) is segmented in 3D.
+
+    Parameters
+    ----------
+    sampling
+        Voxel size along z, y, x in any one unit; None when unknown (then the volume is taken
+        for serial sections, this product's usual input, and segmented section by section).
+    """
+    if sampling is None:
+        return False
+    dz, dy, dx = (float(v) for v in sampling)
+    return dz <= ANISOTROPY_LIMIT * min(dy, dx)
+
+
+def _gradient_magnitude(img: np.ndarray, sampling: np.ndarray) -> np.ndarray:
+    """Gradient magnitude in physical units of a (Z, Y, X) image, or of a (Z, Y, X, C) colour
+    image (the root of the summed squares over channels: a stain edge counts as an edge even
+    where the brightness does not change)."""
+    chans = [img] if img.ndim == 3 else [img[..., c] for c in range(img.shape[-1])]
+    total = np.zeros(img.shape[:3], np.float32)
+    for ch in chans:
+        axes = [i for i in range(3) if ch.shape[i] > 1]
+        grads = np.gradient(ch, *[sampling[i] for i in axes], axis=axes)
+        grads = grads if isinstance(grads, list | tuple) else [grads]
+        total += sum(g * g for g in grads)
+    return np.sqrt(total)
+
+
+def _normalised(a: np.ndarray) -> np.ndarray:
+    hi = float(np.percentile(a, 99.5)) if a.size else 0.0
+    return np.clip(a / hi, 0, 1) if hi > 0 else np.zeros_like(a)
+
+
+def _smooth(a: np.ndarray, rel: np.ndarray, sigma_px: float = 1.0) -> np.ndarray:
+    """Gaussian smoothing by ``sigma_px`` in-plane pixels, the same physical width along z."""
+    sigma = tuple(np.where(np.array(a.shape[:3]) > 1, sigma_px / rel, 0)) + (0,) * (a.ndim - 3)
+    return ndi.gaussian_filter(a.astype(np.float32), sigma)
+
+
+def _ball(shape, centre, radius_vox: np.ndarray) -> tuple[np.ndarray, ...]:
+    r = np.maximum(0, np.floor(radius_vox)).astype(int)
+    grids = np.mgrid[tuple(slice(-k, k + 1) for k in r)].reshape(3, -1)
+    inside = ((grids / np.maximum(radius_vox, 1e-6)[:, None]) ** 2).sum(0) <= 1.0 + 1e-6
+    pts = grids[:, inside] + np.asarray(centre)[:, None]
+    ok = np.all((pts >= 0) & (pts < np.asarray(shape)[:, None]), axis=0)
+    return tuple(pts[:, ok])
+
+
+def segment_object_3d(
+    gray: np.ndarray,
+    prob: np.ndarray,
+    *,
+    positive: np.ndarray,
+    negative: np.ndarray,
+    others: np.ndarray | None = None,
+    sampling: Sequence[float] = (1.0, 1.0, 1.0),
+    radius: float = 8.0,
+    open_faces: Sequence[bool] = (True,) * 6,
+) -> np.ndarray:
+    """One object in a window of a nearly isotropic volume.
+
+    Parameters
+    ----------
+    gray
+        (Z, Y, X) image in the window, or (Z, Y, X, C) colour, normalised to about [0, 1].
+    prob
+        (Z, Y, X) object probability from the pixel classifier.
+    positive, negative
+        (N, 3) voxel positions (in the window) of the object's positive and negative clicks and
+        scribbles.
+    others
+        (Z, Y, X) bool: voxels of other objects (kept apart) or None.
+    sampling
+        Voxel size (z, y, x), any one unit.
+    radius
+        The clicked blob's radius in in-plane pixels (from :func:`features.blob_radius`).
+    open_faces
+        For the faces (z0, z1, y0, y1, x0, x1) of the window: whether the volume goes on beyond
+        it (a face inside the volume seeds the background; a face at the volume's edge does not,
+        so an object may touch it).
+
+    Returns
+    -------
+    ndarray of bool
+        (Z, Y, X) the object.
+    """
+    from skimage.segmentation import watershed
+
+    shape = gray.shape[:3]
+    samp = np.asarray(sampling, float)
+    rel = samp / samp[1:].min()
+    radius_px = max(float(radius), 2.0)
+    positive = np.asarray(positive, int).reshape(-1, 3)
+    negative = np.asarray(negative, int).reshape(-1, 3)
+    if not len(positive):
+        return np.zeros(shape, bool)
+
+    p_s = _smooth(prob, rel)
+    # edges at the object's scale: texture inside a large nucleus (chromatin, nucleoli) must not
+    # outrank its rim
+    edge_sigma = float(np.clip(EDGE_SCALE * radius_px, 1.5, 4.0))
+    relief = _normalised(_gradient_magnitude(_smooth(gray, rel, edge_sigma), rel))
+    # the background is seeded only deep inside the improbable region (a blob radius from any
+    # voxel the classifier does not rule out), so that the outline is set by the image's ridge
+    # rather than by where a classifier trained on a few clicks happens to fall
+    unlikely = p_s < BACKGROUND_PROB
+    depth = ndi.distance_transform_edt(unlikely, sampling=rel)
+    background = depth >= max(2.0, BACKGROUND_GAP * radius_px)
+    faces = [
+        (0, slice(0, 1)), (0, slice(-1, None)),
+        (1, slice(0, 1)), (1, slice(-1, None)),
+        (2, slice(0, 1)), (2, slice(-1, None)),
+    ]  # fmt: skip
+    for (axis, sl), is_open in zip(faces, open_faces, strict=True):
+        if is_open and shape[axis] > 2:
+            idx = [slice(None)] * 3
+            idx[axis] = sl
+            background[tuple(idx)] = True
+    if others is not None:
+        background |= others
+    markers = np.zeros(shape, np.int32)
+    markers[background] = 2
+    small = np.minimum(1.5, 0.25 * radius_px) / rel
+    for c in negative:
+        markers[_ball(shape, c, small)] = 2
+    for c in positive:
+        markers[_ball(shape, c, small)] = 1
+    relief = np.where(markers > 0, 0.0, relief).astype(np.float32)
+    obj = watershed(relief, markers) == 1
+    if others is not None:
+        obj &= ~others
+    # keep what is connected to the clicks, holes filled section by section
+    lab, n = ndi.label(obj)
+    keep = np.unique(lab[tuple(positive.T)])
+    keep = keep[keep > 0]
+    obj = np.isin(lab, keep) if len(keep) else obj
+    for z in range(shape[0]):
+        if obj[z].any():
+            obj[z] = ndi.binary_fill_holes(obj[z])
+    return obj

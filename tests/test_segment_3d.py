@@ -1,0 +1,171 @@
+"""Prompt-based segmentation of nearly isotropic volumes, in 3D: touching nuclei kept apart from
+one click, a leak through a bright bridge removed by a negative click, objects kept apart, real
+confocal nuclei (cells3d, labels in ../shared/data), and the CLI with a voxel size given.
+
+Ground truth: ellipsoids drawn here (voxels we know) and the cells3d nuclei labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_histovol.core.io import read_volume
+from napari_histovol.core.io.meta import VolumeMeta
+from napari_histovol.core.segment import Prompt, SegmentSession, segment_volume
+from napari_histovol.core.segment.volume import as_volume, known_voxel_size
+from napari_histovol.core.segment.watershed3d import is_volumetric
+
+from .conftest import SHARED_DATA, histovol
+
+SAMPLING = (0.5, 0.25, 0.25)  # z twice as coarse as y and x: still segmented in 3D
+
+
+def dice(a, b) -> float:
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+def _nuclei(centres, radii, brightness, *, shape=(24, 72, 72), bridge=None, seed=0):
+    """Blurred, noisy, textured ellipsoids (z radii in z planes); labels by nearest surface."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]].astype(np.float32)
+    lab = np.zeros(shape, np.int32)
+    best = np.full(shape, np.inf, np.float32)
+    for k, (c, r) in enumerate(zip(centres, radii, strict=True), start=1):
+        d = np.sqrt(sum(((g - ci) / ri) ** 2 for g, ci, ri in zip((zz, yy, xx), c, r, strict=True)))
+        sel = (d < 1) & (d < best)
+        lab[sel], best[sel] = k, d[sel]
+    img = np.full(shape, 0.08, np.float32)
+    tex = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.5)
+    tex /= tex.std()
+    for k, b in enumerate(brightness, start=1):
+        img[lab == k] = b * (1 + 0.2 * tex[lab == k])
+    if bridge is not None:
+        img[bridge & (lab == 0)] = min(brightness)
+    img = ndi.gaussian_filter(img, (0.6, 1.2, 1.2))
+    img = rng.poisson(np.clip(img, 0, None) * 80).astype(np.float32)
+    return (img * 30 + 100).astype(np.uint16), lab
+
+
+@pytest.fixture
+def touching():
+    """Two nuclei touching along a flat face (no dark gap), a third apart."""
+    return _nuclei(
+        [(12, 30, 26), (12, 30, 46), (11, 56, 52)],
+        [(6, 11, 11), (6, 11, 10), (5, 9, 9)],
+        [0.9, 0.55, 0.7],
+    )
+
+
+def test_volumetric_only_with_a_known_near_isotropic_voxel_size():
+    assert is_volumetric((0.29, 0.26, 0.26))  # cells3d confocal
+    assert is_volumetric((0.5, 0.25, 0.25))
+    assert not is_volumetric((0.05, 0.004, 0.004))  # ssTEM sections, 12.5 px apart
+    assert not is_volumetric((4.0, 0.5, 0.5))  # histology serial sections
+    assert not is_volumetric(None)  # unknown: serial sections
+    meta = VolumeMeta(scale=SAMPLING, scale_known=True, spacing_known=True)
+    assert known_voxel_size(meta) == SAMPLING
+    assert known_voxel_size(VolumeMeta(scale=SAMPLING, scale_known=True)) is None
+    img, _ = _nuclei([(5, 10, 10)], [(3, 5, 5)], [1.0], shape=(10, 20, 20))
+    assert SegmentSession(img, sampling=SAMPLING).volumetric
+    assert not SegmentSession(img).volumetric
+
+
+def test_one_click_keeps_a_touching_neighbour_out(touching):
+    img, lab = touching
+    s = SegmentSession(img, sampling=SAMPLING, margin=40)
+    s.add_prompt(Prompt(12, 30, 26, 1, True))
+    section = s.segment_section(1, 12)  # the clicked section, shown at once
+    assert dice(section, lab[12] == 1) >= 0.85
+    from napari_histovol.core.progress import drain
+
+    assert drain(s.iter_segment_object(1)) >= 9  # sections spanned
+    obj = np.stack([s.object_mask(1, z) for z in range(img.shape[0])])
+    assert dice(obj, lab == 1) >= 0.85
+    assert (obj & (lab == 2)).sum() < 0.05 * (lab == 2).sum()
+    assert not (obj & (lab == 3)).any()
+
+
+def test_negative_click_removes_a_leak_through_a_bright_bridge():
+    zz, yy, xx = np.mgrid[:24, :72, :72]
+    bridge = (np.abs(zz - 12) <= 3) & (np.abs(yy - 30) <= 4) & (xx > 20) & (xx < 52)
+    img, lab = _nuclei(
+        [(12, 30, 22), (12, 30, 50)], [(6, 10, 10), (6, 10, 10)], [0.8, 0.8], bridge=bridge
+    )
+    s = SegmentSession(img, sampling=SAMPLING, margin=40)
+    s.add_prompt(Prompt(12, 30, 22, 1, True))
+    first = s.segment_section(1, 12)
+    assert (first & (lab[12] == 2)).sum() > 0.5 * (lab[12] == 2).sum()  # it leaked
+    s.add_prompt(Prompt(12, 30, 50, 1, False))
+    from napari_histovol.core.progress import drain
+
+    drain(s.iter_segment_object(1))
+    obj = np.stack([s.object_mask(1, z) for z in range(img.shape[0])])
+    assert (obj & (lab == 2)).sum() < 0.1 * (lab == 2).sum()
+    assert (obj & (lab == 1)).sum() > 0.8 * (lab == 1).sum()
+    s.undo()
+    drain(s.iter_segment_object(1))
+    again = np.stack([s.object_mask(1, z) for z in range(img.shape[0])])
+    assert (again & (lab == 2)).sum() > 0.5 * (lab == 2).sum()  # undo brings the leak back
+
+
+def test_objects_clicked_together_are_kept_apart(touching):
+    img, lab = touching
+    meta = VolumeMeta(scale=SAMPLING, unit="micrometer", scale_known=True, spacing_known=True)
+    prompts = [
+        Prompt(12, 30, 26, 1, True),
+        Prompt(12, 30, 46, 2, True),
+        Prompt(11, 56, 52, 3, True),
+    ]
+    res = segment_volume(as_volume(img, meta), prompts, margin=40)
+    out = np.asarray(res.labels.data)
+    for k in (1, 2, 3):
+        assert dice(out == k, lab == k) >= 0.8, k
+    assert res.voxel_um3 == pytest.approx(0.5 * 0.25 * 0.25)
+
+
+def test_cells3d_nuclei_from_one_click_each(shared_data):
+    """Real confocal nuclei: a click at the farthest-inside point of each of the eight largest
+    nuclei that do not touch the image's sides."""
+    import tifffile
+
+    img = tifffile.imread(SHARED_DATA / "cells3d_nuclei_3d" / "nuclei.tif")
+    lab = tifffile.imread(SHARED_DATA / "cells3d_nuclei_3d" / "nuclei_label.tif").astype(int)
+    sampling = (0.29, 0.26, 0.26)
+    border = set(np.unique(np.concatenate([lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1]])))
+    sizes = np.bincount(lab.ravel())
+    ids = [k for k in np.argsort(sizes)[::-1] if k and k not in border][:8]
+    scores = []
+    for k in ids:
+        gt = lab == k
+        d = ndi.distance_transform_edt(np.pad(gt, 1), sampling=sampling)[1:-1, 1:-1, 1:-1]
+        z, y, x = np.unravel_index(np.argmax(d), d.shape)
+        s = SegmentSession(img, sampling=sampling, margin=64)
+        s.add_prompt(Prompt(int(z), int(y), int(x), 1, True))
+        from napari_histovol.core.progress import drain
+
+        drain(s.iter_segment_object(1))
+        obj = np.stack([s.object_mask(1, zz) for zz in range(img.shape[0])])
+        scores.append(dice(obj, gt))
+    assert np.mean(scores) >= 0.8, scores
+    assert np.median(scores) >= 0.88, scores
+
+
+def test_cli_with_a_voxel_size_segments_in_3d(tmp_path, touching, capsys):
+    import tifffile
+
+    img, lab = touching
+    src = tmp_path / "nuclei.tif"
+    tifffile.imwrite(src, img)
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("z,y,x,object,positive\n12,30,26,1,1\n")
+    out = tmp_path / "labels.ome.zarr"
+    scale = ["--pixel-size", "0.25", "--section-spacing", "0.5"]
+    assert histovol("segment", src, out, "--prompts", prompts, *scale, "--quiet") == 0
+    assert "µm³" in capsys.readouterr().out
+    vol = read_volume(out)
+    assert vol.meta.scale == pytest.approx(SAMPLING)
+    got = np.asarray(vol.data) == 1
+    assert dice(got, lab == 1) >= 0.85
+    assert (got & (lab == 2)).sum() < 0.05 * (lab == 2).sum()
