@@ -31,6 +31,14 @@ def _gray(plane: np.ndarray, rgb: bool) -> np.ndarray:
     return 0.299 * p[..., 0] + 0.587 * p[..., 1] + 0.114 * p[..., 2]
 
 
+def _normalise(plane: np.ndarray, low, high) -> np.ndarray:
+    """``plane`` as float32 with ``low`` mapped to 0 and ``high`` to 1 (per channel when they are
+    arrays)."""
+    low = np.asarray(low, np.float32)
+    span = np.maximum(np.asarray(high, np.float32) - low, 1e-6)
+    return (plane.astype(np.float32) - low) / span
+
+
 def gray_features(img: np.ndarray, sigmas: tuple[float, ...] = SIGMAS) -> list[np.ndarray]:
     """Multi-scale features of a normalised gray section.
 
@@ -86,9 +94,7 @@ def section_features(
     sigmas
         Gaussian scales in pixels.
     """
-    p = plane.astype(np.float32)
-    span = np.maximum(np.asarray(high, np.float32) - np.asarray(low, np.float32), 1e-6)
-    norm = (p - np.asarray(low, np.float32)) / span
+    norm = _normalise(plane, low, high)
     feats = gray_features(_gray(norm, rgb), sigmas)
     if rgb:
         for c in range(min(3, norm.shape[-1])):
@@ -183,10 +189,8 @@ class FeatureStack:
             return self.features(z, window)[..., 0]
         ny, nx = self.shape[1:]
         y0, y1, x0, x1 = window if window is not None else (0, ny, 0, nx)
-        plane = np.asarray(self.data[int(z), y0:y1, x0:x1, :3]).astype(np.float32)
-        low = np.asarray(self.low, np.float32)[:3]
-        span = np.maximum(np.asarray(self.high, np.float32)[:3] - low, 1e-6)
-        return (plane - low) / span
+        plane = np.asarray(self.data[int(z), y0:y1, x0:x1, :3])
+        return _normalise(plane, np.asarray(self.low)[:3], np.asarray(self.high)[:3])
 
 
 def blob_radius(
@@ -210,8 +214,7 @@ def blob_radius(
     best, radius = 0.0, 2.0
     m = int(3 * max_radius / np.sqrt(2)) + 2
     a0, a1, b0, b1 = max(0, y - m), min(ny, y + m + 1), max(0, x - m), min(nx, x + m + 1)
-    span = np.maximum(np.asarray(high, np.float32) - np.asarray(low, np.float32), 1e-6)
-    crop = _gray((plane[a0:a1, b0:b1].astype(np.float32) - np.asarray(low, np.float32)) / span, rgb)
+    crop = _gray(_normalise(plane[a0:a1, b0:b1], low, high), rgb)
     for s in np.geomspace(1.0, max_radius / np.sqrt(2), 14):
         r = -float(s * s * ndi.gaussian_laplace(crop, s)[y - a0, x - b0])
         if r > best:
