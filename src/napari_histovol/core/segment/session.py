@@ -97,10 +97,9 @@ class SegmentSession:
         How far (sections) an object may be propagated from its clicks; None: no limit.
     sampling
         Voxel size (z, y, x) in any one unit, or None when unknown (taken for serial
-        sections). A
-        volume whose sections are at most :data:`~.watershed3d.ANISOTROPY_LIMIT` pixels apart is
-        segmented in 3D (:func:`~.watershed3d.segment_object_3d`); sections farther apart are
-        segmented one by one and the object propagated from section to section.
+        sections). A volume whose sections are at most :data:`~.watershed3d.ANISOTROPY_LIMIT`
+        pixels apart is segmented in 3D (:func:`~.watershed3d.segment_object_3d`); sections
+        farther apart are segmented one by one and the object propagated from section to section.
     """
 
     data: Any
@@ -120,7 +119,6 @@ class SegmentSession:
         self.masks: dict[int, dict[int, _Mask]] = {}
         self._clf: dict[int, tuple[tuple, PixelClassifier]] = {}
         self._prob: dict[tuple, np.ndarray] = {}
-        self._radius: dict[tuple, int] = {}
         self._blob: dict[tuple, float] = {}
         self._solid: dict[int, tuple[tuple, dict[int, _Mask]]] = {}
         check_prompts(self.prompts, self.shape)
@@ -241,12 +239,7 @@ class SegmentSession:
     def click_radius(self, p: Prompt) -> int:
         """Radius of the disk around a positive click taken as object examples: half the
         radius of the blob or cell it falls in (2 to 12 pixels)."""
-        key = (p.z, p.y, p.x)
-        hit = self._radius.get(key)
-        if hit is None:
-            r = self.blob_radius(p)
-            hit = self._radius[key] = int(np.clip(round(RADIUS_SHARE * r), 2, 12))
-        return hit
+        return int(np.clip(round(RADIUS_SHARE * self.blob_radius(p)), 2, 12))
 
     def blob_radius(self, p: Prompt) -> float:
         """Radius (pixels) of the blob or cell a click falls in."""
@@ -487,7 +480,7 @@ class SegmentSession:
             return hit[1]
         nz = self.shape[0]
         dz, dy, dx = self.sampling or (1.0, 1.0, 1.0)
-        clicked = [p for p in self._clicks(obj, True)]
+        clicked = self._clicks(obj, True)
         # the object's scale is that of its first click (corrective clicks fall near its edge,
         # where the blob scale measured is anybody's)
         radius = self.blob_radius(clicked[0]) if clicked else 8.0
