@@ -160,6 +160,65 @@ def test_qc_on_real_em_sections_finds_a_fold(shared_data):
     assert dice(s.mask > 0, m) > 0.15
 
 
+def test_a_stain_trend_through_the_stack_is_not_a_swing_but_one_section_off_it_is():
+    # fluorescence fading with depth: every section's distance from the background 6 % below
+    # the one before (both ends included); section 6 alone swung to 45 %
+    clean = blob_stack(12).astype(np.float32)
+    a = np.empty_like(clean)
+    for k in range(12):
+        a[k] = 240 - (240 - clean[k]) * np.exp(-0.06 * k) * (0.45 if k == 6 else 1.0)
+    rep = section_qc(as_volume(np.clip(a, 0, 255).astype(np.uint8)))
+    assert rep.section(6).flags[:1] == ["contrast"], rep.section(6).scores
+    for z in (0, 1, 2, 3, 4, 9, 10, 11):  # the ends and the sections away from the swing
+        assert "contrast" not in rep.section(z).flags, (z, rep.section(z).scores)
+
+
+def test_nuclei_that_appear_and_fade_through_a_real_monolayer_are_not_a_stain_swing(shared_data):
+    # cells3d, every 2nd plane: the first planes are almost empty, then nuclei appear, then
+    # they end together at the top of the monolayer; the tissue's own statistics jump, its
+    # gain against its neighbours does not. The same stack with one section at 40 % is found.
+    import tifffile
+
+    clean = tifffile.imread(shared_data / "cells3d_nuclei_3d" / "nuclei.tif")[5:55:2, ::2, ::2]
+    rep = section_qc(as_volume(clean))
+    off = [(s.z, s.scores["contrast"]) for s in rep.sections if "contrast" in s.flags]
+    assert not off, off
+    a = clean.copy()
+    a[12], _ = simulate.contrast(clean[12], np.random.default_rng(0), factor=0.4)
+    assert section_qc(as_volume(a)).section(12).flags[:1] == ["contrast"]
+
+
+def _skin_stack(shared_data, n=8, size=192):
+    """Serial sections cut from the skin H&E slide: each a crop turned 0.4 degrees and moved
+    (3, 2) px from the last, so its strong edges (the keratin layer) drift by fractions of a
+    pixel at the working scale."""
+    import cv2
+    import tifffile
+
+    img = tifffile.imread(shared_data / "skin_he_2d" / "skin.tif")
+    h, w = img.shape[:2]
+    y0, x0 = h / 2 - size, w / 2 - size
+    out = []
+    for k in range(n):
+        m = cv2.getRotationMatrix2D((x0 + size, y0 + size), 0.4 * k, 1.0)
+        m[:, 2] -= [x0 + 3 * k, y0 + 2 * k]
+        sec = cv2.warpAffine(img, m, (2 * size, 2 * size), borderMode=cv2.BORDER_REFLECT)
+        out.append(cv2.resize(sec, (size, size), interpolation=cv2.INTER_AREA))
+    return np.stack(out)
+
+
+def test_a_tear_in_drifting_real_h_and_e_sections_is_found_and_no_band_elsewhere(shared_data):
+    clean = _skin_stack(shared_data)
+    a = clean.copy()
+    a[4], m = simulate.tear(clean[4], np.random.default_rng(1))
+    rep = section_qc(as_volume(a))
+    assert rep.section(4).flags[:1] == ["tear"], rep.section(4).scores
+    assert dice(rep.section(4).mask > 0, m) > 0.15
+    # the keratin layer's edges drift by fractions of a pixel: no fold or tear anywhere else
+    bands = [s.z for s in rep.sections if s.z != 4 and {"fold", "tear"} & set(s.flags)]
+    assert not bands, bands
+
+
 # ---------------------------------------------------------------------------------- the CLI
 
 

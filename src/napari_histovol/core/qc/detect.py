@@ -19,8 +19,8 @@ contrast swing stays visible) at a working size, and compared with its neighbour
 - **sharpness on tissue** (blur): per tile, high-pass over band-pass energy (independent of
   contrast) against the same tile of the neighbours; only tiles with tissue count, so a blurred
   half section is found and stroma is not called blurry.
-- **stain** (contrast): level and spread of the tissue-bright channel over the stained tissue
-  (one threshold for the stack), against a robust line through the sections within 3 z numbers.
+- **stain** (contrast): the gain of the section against each of its four nearest sections
+  (median log ratio over the tissue both hold), the median of those four.
 - **identity** (duplicate): the difference to the previous section against the stack's typical
   difference between neighbours.
 - **numbering** (missing): z numbers absent from the sequence.
@@ -69,8 +69,8 @@ class QCSettings:
     blur_fraction
         A section is blurred when this fraction of its tissue tiles is.
     contrast_ratio
-        A section's stain is off when its tissue mean or spread differs from its neighbours' by
-        this factor.
+        A section's stain is off when its gain against its near sections (less their trend)
+        is this factor or its inverse.
     duplicate_ratio
         A section duplicates the previous one when their difference is below this fraction of
         the stack's typical difference between neighbours.
@@ -315,47 +315,72 @@ def _classify_local(z: np.ndarray, nbz: np.ndarray | None, s: QCSettings):
             masks[kind] |= c["pix"]
             scores[kind] += c["mass"] / s.min_mass
             continue
-        if c["mass"] / s.min_mass < 0.25:
-            continue  # a small natural change between sections
+        if c["mass"] / s.min_mass < 0.25 or c["sign"] < 0:
+            # a small natural change between sections; or less material than the neighbours
+            # predict: debris (dust, bubbles' rims, autofluorescent particles) adds material,
+            # while structure that ends between sections takes it away
+            continue
         masks["debris"] |= c["pix"]
         scores["debris"] += c["mass"] / s.min_mass
     return masks, scores
 
 
-def _stain(chan: np.ndarray, tissue: np.ndarray) -> tuple[float, float]:
-    """Level (75th percentile) and spread (90th - 25th) of the tissue-bright channel over the
-    tissue. The channel is 0 at the stack's background, so a stain or exposure swing (a
-    factor on the distance from the background) scales both; upper percentiles, because the
-    median of a sparse or pale tissue sits near the background, where its logarithm is noise."""
-    v = chan[tissue] if tissue.mean() > 0.005 else chan.ravel()
-    p25, p75, p90 = np.percentile(v, [25, 75, 90])
-    return float(p75), float(p90 - p25)
+def _log_gain(ref: np.ndarray, cur: np.ndarray, keep: np.ndarray | None = None) -> float:
+    """log of the factor by which ``cur``'s distance from the background is ``ref``'s: the
+    median log ratio of the two (both lightly smoothed, channel 0 at the stack's background)
+    over the pixels where both hold tissue (above a quarter of their own 99th percentile, so a
+    swing does not move the threshold). A stain or exposure swing scales every pixel by the
+    same factor; structure that appears or vanishes between neighbours, a fold or debris move
+    only some pixels, which the median leaves out. 0 when the two share too little tissue."""
+    both = (ref > 0.25 * np.percentile(ref, 99)) & (cur > 0.25 * np.percentile(cur, 99))
+    if keep is not None:
+        both &= keep
+    if both.sum() < max(16, 0.002 * both.size):
+        return 0.0
+    return float(np.median(np.log(cur[both] / ref[both])))
 
 
-#: Stain levels are floored here (the channel runs 0-1 from the stack's background to its
-#: brightest tissue) so that a level near the background does not swing its logarithm.
-_STAIN_FLOOR = 0.02
+def _stain_dev(i: int, near: list[int], log_gain, zpos: list[int], s: QCSettings) -> float:
+    """How far section ``i``'s stain is off its ``near`` sections, in units of
+    ``log(contrast_ratio)``. ``log_gain(j, k)`` is section k's log gain against section j.
+    A slow trend (fluorescence fading with depth, every nucleus ending at the top of a
+    monolayer) is a robust slope of the near sections' gains against each other (the median
+    over their pairs, per z number), kept where at least 80 % of the pairs agree on its
+    direction (sections whose stains differ at random have no trend); the deviation is the median over the near sections of
+    section i's gain less that trend, so one damaged neighbour does not set it and a section
+    whose own stain swung is off all of them."""
+    if not near:
+        return 0.0
+    slopes = [
+        log_gain(a, b) / (zpos[b] - zpos[a])
+        for x, a in enumerate(near)
+        for b in near[x + 1 :]
+        if zpos[b] != zpos[a]
+    ]
+    slope = float(np.median(slopes)) if len(near) >= 3 and slopes else 0.0  # two: no trend
+    if slope and np.mean(np.sign(slopes) == np.sign(slope)) < 0.8:
+        slope = 0.0  # the near sections differ without a direction: stain varies, no trend
+    devs = [log_gain(j, i) - slope * (zpos[i] - zpos[j]) for j in near]
+    return float(abs(np.median(devs)) / np.log(s.contrast_ratio))
 
 
-def _stain_dev(own: tuple[float, float], i: int, near: dict[int, tuple[float, float]], s):
-    # ``i`` and the keys of ``near`` are z positions (gaps count)
-    """How far a section's stain (median, spread) is off what its near sections predict at its
-    place, in units of ``log(contrast_ratio)``: a robust line (median of pairwise slopes) through
-    the near sections' log stain, so a slow trend through the stack (fluorescence fading with
-    depth) predicts the ends of the stack too, and one damaged neighbour does not set it."""
-    js = np.array(sorted(near), float)
-    dev = 0.0
-    for k in (0, 1):
-        v = np.log(np.maximum([near[int(j)][k] for j in js], _STAIN_FLOOR))
-        slopes = [
-            (v[b] - v[a]) / (js[b] - js[a]) for a in range(len(js)) for b in range(a + 1, len(js))
-        ]
-        slope = float(np.median(slopes)) if slopes else 0.0
-        if len(js) < 3:
-            slope = 0.0  # two points do not tell a trend from a swing
-        pred = float(np.median(v - slope * (js - i)))
-        dev = max(dev, abs(np.log(max(own[k], _STAIN_FLOOR)) - pred))
-    return float(dev / np.log(s.contrast_ratio))
+#: A residual that a shift of this many working pixels explains is not damage.
+_SLACK_PX = 0.75
+
+
+def _unexplained(cur: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """``cur - pred`` less what a shift of up to :data:`_SLACK_PX` pixels explains (the local
+    gradient times that shift, the larger of both images' gradients): the flow that bends
+    the prediction is smooth, so along every strong edge it is off by a fraction of a pixel,
+    and without the slack such an edge is a long thin band of residual, a false fold or tear."""
+    r = cur - pred
+    g = np.zeros_like(r)
+    for img in (cur, pred):
+        sm = _smooth(img.astype(np.float32), 1.0)
+        gx = cv2.Sobel(sm, cv2.CV_32F, 1, 0, ksize=3) / 8
+        gy = cv2.Sobel(sm, cv2.CV_32F, 0, 1, ksize=3) / 8
+        g = np.maximum(g, np.hypot(gx, gy))
+    return (np.sign(r) * np.maximum(np.abs(r) - _SLACK_PX * g, 0)).astype(np.float32)
 
 
 def _min_residual(rs: list[np.ndarray]) -> np.ndarray:
@@ -384,29 +409,50 @@ def _match_gain(pred: np.ndarray, cur: np.ndarray, tissue: np.ndarray) -> np.nda
 
 class _Calibration:
     """Per-kind thresholds set by the stack's own distribution of raw scores (median + z MAD,
-    never below the kind's floor); raw scores are in units of the absolute thresholds."""
+    never below the kind's floor); raw scores are in units of the absolute thresholds.
 
-    def __init__(self, s: QCSettings, skip: list[bool]):
+    Sections predicted from one side only (the ends of the stack, or beside a run of skipped
+    sections) are judged against the stack's one-sided scores: what predicting each inner
+    section from its previous neighbour alone gives there (structure that appears or vanishes
+    along z is explained by neither side of an end section, so its natural residual is that of
+    a one-sided prediction, not of the two-sided one)."""
+
+    def __init__(self, s: QCSettings, skip: list[bool], raw: list[dict[str, float]]):
         self.z = s.calibrate_z
         self.floor = dict(s.floor)
         self.skip = skip
+        self.raw = raw
+        self.one_sided = [False] * len(raw)
+        self.raw_one: list[dict[str, float]] = [{} for _ in raw]
         self.level: dict[str, float] = {}
+        self.level_one: dict[str, float] = {}
 
-    def fit(self, raw: list[dict[str, float]], kinds: tuple[str, ...]) -> None:
+    def _level(self, raw: list[dict[str, float]], k: str, use: list[bool]) -> float:
+        if self.z <= 0:
+            return 1.0
+        v = np.array([r.get(k, 0.0) for r, u in zip(raw, use, strict=True) if u])
+        if v.size < 5:  # too few sections to know what is normal
+            return 1.0
+        med = float(np.median(v))
+        mad = 1.4826 * float(np.median(np.abs(v - med)))
+        return max(self.floor.get(k, 1.0), med + self.z * mad)
+
+    def fit(self, kinds: tuple[str, ...]) -> None:
+        """Set the levels of ``kinds`` from the raw scores gathered so far."""
+        usable = [not d for d in self.skip]
         for k in kinds:
-            if self.z <= 0:
-                self.level[k] = 1.0
+            one = [u and k in r for u, r in zip(usable, self.raw_one, strict=True)]
+            if not any(one):  # no one-sided scores of this kind: one level for every section
+                self.level[k] = self.level_one[k] = self._level(self.raw, k, usable)
                 continue
-            v = np.array([r.get(k, 0.0) for r, d in zip(raw, self.skip, strict=True) if not d])
-            if v.size < 5:  # too few sections to know what is normal
-                self.level[k] = 1.0
-                continue
-            med = float(np.median(v))
-            mad = 1.4826 * float(np.median(np.abs(v - med)))
-            self.level[k] = max(self.floor.get(k, 1.0), med + self.z * mad)
+            two = [u and not o for u, o in zip(usable, self.one_sided, strict=True)]
+            self.level[k] = self._level(self.raw, k, two)
+            self.level_one[k] = self._level(self.raw_one, k, one)
 
-    def __call__(self, r: dict[str, float], k: str) -> float:
-        return r.get(k, 0.0) / self.level.get(k, 1.0)
+    def __call__(self, i: int, k: str) -> float:
+        """Section ``i``'s calibrated score of kind ``k`` (flagged at >= 1)."""
+        level = (self.level_one if self.one_sided[i] else self.level).get(k, 1.0)
+        return self.raw[i].get(k, 0.0) / level
 
 
 def _work_channels(volume, s: QCSettings) -> ProgressGenerator[tuple[list, tuple, float]]:
@@ -470,13 +516,23 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
     for i in range(1, n):
         # a copy is the later of two near-identical sections
         dup[i] = diffs[i - 1] < s.duplicate_ratio * max(typ_diff, 1e-6)
-    # stain over one stack-wide tissue threshold (a section's own tissue mask changes with the
-    # section and, on a dim one, fails: its statistics then jump for no reason)
-    from skimage.filters import threshold_otsu
+    # stain: gains against the nearest sections, on lightly smoothed channels (sections a few
+    # pixels apart still compare pixel by pixel)
+    soft = [np.maximum(_smooth(c, max(2.0, side / 64)), 1e-3) for c in chans]
 
-    stain_thr = float(np.median([threshold_otsu(c) for c in chans]))
-    stained = [c > stain_thr for c in chans]
-    stats = [_stain(c, t) for c, t in zip(chans, stained, strict=True)]
+    def near_sections(i, usable, k=4):
+        """The ``k`` usable sections nearest to ``i`` along z (gaps count)."""
+        js = [j for j in range(n) if j != i and usable[j]]
+        return sorted(js, key=lambda j: (abs(zpos[j] - zpos[i]), j))[:k]
+
+    gains: dict[tuple[int, int], float] = {}
+
+    def gain(a, b):
+        """Section b's log gain against section a (computed once per pair)."""
+        if (a, b) not in gains:
+            gains[(a, b)] = _log_gain(soft[a], soft[b])
+            gains[(b, a)] = -gains[(a, b)]
+        return gains[(a, b)]
 
     skip = list(dup)  # sections that cannot serve as a neighbour
 
@@ -495,8 +551,8 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
         return (p if p >= 0 else None), (q if q < n else None)
 
     zpos = [int(z) for z in meta.z_numbers]  # positions along z (gaps count)
-    cal = _Calibration(s, dup)
     raw: list[dict[str, float]] = [{} for _ in range(n)]
+    cal = _Calibration(s, dup, raw)
     cand: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
     # pass 1: identity, position and sharpness (no residual needed)
     for i in range(n):
@@ -532,21 +588,22 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
                 if low.any():
                     tiles = _resize(low.astype(np.uint8), shape, nearest=True).astype(bool)
                     cand[i]["blur"] = tiles & tissue[i]
-    cal.fit(raw, ("misaligned", "blur"))
+    cal.fit(("misaligned", "blur"))
     # sections that cannot be a reference: misaligned, or off in stain against the near ones
     for i in range(n):
-        near = [j for j in range(i - 3, i + 4) if 0 <= j < n and j != i and not dup[j]]
-        if near and not dup[i]:
-            raw[i]["contrast"] = _stain_dev(stats[i], zpos[i], {zpos[j]: stats[j] for j in near}, s)
-    cal.fit(raw, ("contrast",))
+        if not dup[i]:
+            near = near_sections(i, [not d for d in dup])
+            raw[i]["contrast"] = _stain_dev(i, near, gain, zpos, s)
+    cal.fit(("contrast",))
     for i in range(n):
-        skip[i] = dup[i] or cal(raw[i], "misaligned") >= 1 or cal(raw[i], "contrast") >= 1
+        skip[i] = dup[i] or cal(i, "misaligned") >= 1 or cal(i, "contrast") >= 1
 
     # prediction residuals from the two nearest usable neighbours together and from each
     # alone: damage of the section is in all three; structure that appears or vanishes along z
     # is explained by the side that has it, the echo of a neighbour's damage by the other side,
     # so the residual kept is the smallest of them (where they agree in sign)
     residuals = []
+    residuals_one: list = [None] * n
     smooth = max(2.0, side / 16)
     coarse = max(3.0, side / 96)
     for i in range(n):
@@ -567,19 +624,25 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
                 smooth,
             )
             pred = _match_gain(pred, chans[i], tissue[i])
-            rs.append(chans[i] - pred)
+            rs.append(_unexplained(chans[i], pred))
         t = tissue[i]
-        # two scales: fine (damage with an edge) and coarse (a band whose every pixel is
-        # within the natural change, as on EM, but which is coherent over its width)
-        r, rc = (_min_residual([_smooth(x, sg) for x in rs]) for sg in (1.5, coarse))
-        # the unit of residual: its 99th percentile over the tissue (a MAD underrates the
-        # heavy tail of natural change, e.g. nuclei edges, and every edge became "damage")
-        q99 = float(np.percentile(np.abs(r[t] if t.any() else r), 99))
-        q99c = float(np.percentile(np.abs(rc[t] if t.any() else rc), 99))
+
+        def scaled(rs, wide, t=t):
+            # two scales: fine (damage with an edge) and coarse (a band whose every pixel is
+            # within the natural change, as on EM, but which is coherent over its width)
+            r, rc = (_min_residual([_smooth(x, sg) for x in rs]) for sg in (1.5, coarse))
+            # the unit of residual: its 99th percentile over the tissue (a MAD underrates the
+            # heavy tail of natural change, e.g. nuclei edges, and every edge became "damage")
+            q99 = float(np.percentile(np.abs(r[t] if t.any() else r), 99))
+            q99c = float(np.percentile(np.abs(rc[t] if t.any() else rc), 99))
+            return r, q99, wide, rc, q99c
+
         # a prediction across a gap (neighbours skipped) or from one side (the ends of the
         # stack) is judged against its own residual
-        wide = None in near_pair or near_pair[1] - near_pair[0] > 2
-        residuals.append((r, q99, wide, rc, q99c))
+        cal.one_sided[i] = None in near_pair
+        residuals.append(scaled(rs, cal.one_sided[i] or near_pair[1] - near_pair[0] > 2))
+        if not cal.one_sided[i]:  # what a prediction from one side gives on an inner section
+            residuals_one[i] = scaled(rs[1:2], True)
         yield Progress(n + i + 1, 3 * n, f"comparing section {i + 1} of {n}", "qc")
     scale = float(np.median([x[1] for x in residuals if x is not None] or [1.0])) or 1e-6
     scale_c = float(np.median([x[4] for x in residuals if x is not None] or [1.0])) or 1e-6
@@ -589,11 +652,8 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
         r, q, unit = (res[3], res[4], scale_c) if coarse_scale else (res[0], res[1], scale)
         return r / (max(unit, q) if res[2] else unit)
 
-    # pass 2: local damage from the prediction residual (in the stack's typical residual)
-    for i in range(n):
-        res = residuals[i]
-        if res is None or dup[i] or cal(raw[i], "misaligned") >= 1:
-            continue
+    def local_damage(i, res):
+        """Fold, tear and debris scores and masks of section ``i`` from its residual."""
         grown = cv2.dilate(tissue[i].astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
         ls_all: dict[str, float] = {}
         lm_all: dict[str, np.ndarray] = {}
@@ -602,7 +662,7 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
         for coarse_scale in (False, True):
             zmap = zmap_of(res, coarse_scale)
             zmap[~grown] = 0
-            if "blur" in cand[i] and cal(raw[i], "blur") >= 1:
+            if "blur" in cand[i] and cal(i, "blur") >= 1:
                 # a blurred region's residual is its lost detail, not structure
                 zmap = np.where(cand[i]["blur"], zmap * 0.5, zmap)
             nbz = [
@@ -614,29 +674,43 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
             for k in ("fold", "tear") if coarse_scale else ("fold", "tear", "debris"):
                 if k not in ls_all or ls[k] > ls_all[k]:
                     ls_all[k], lm_all[k] = ls[k], lm[k]
+        return ls_all, lm_all
+
+    # pass 2: local damage from the prediction residual (in the stack's typical residual)
+    for i in range(n):
+        res = residuals[i]
+        if res is None or dup[i] or cal(i, "misaligned") >= 1:
+            continue
+        ls_all, lm_all = local_damage(i, res)
         raw[i].update(ls_all)
         cand[i].update(lm_all)
-    cal.fit(raw, ("fold", "tear", "debris"))
+        if residuals_one[i] is not None and any(cal.one_sided):
+            cal.raw_one[i] = local_damage(i, residuals_one[i])[0]
+    cal.fit(("fold", "tear", "debris"))
     # pass 3: stain against the near sections, the section's own local damage left out
     for i in range(n):
-        near = [j for j in range(i - 3, i + 4) if 0 <= j < n and j != i and not skip[j]]
+        near = near_sections(i, [not k for k in skip])
         if not near or dup[i]:
             continue
-        m0, s0 = stats[i]
         hurt = np.zeros(shape, bool)
         for k in ("fold", "tear", "debris"):
-            if k in cand[i] and cal(raw[i], k) >= 1:
+            if k in cand[i] and cal(i, k) >= 1:
                 hurt |= cv2.dilate(cand[i][k].astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-        if hurt.any():  # a fold's band is not a stain swing
-            m0, s0 = _stain(chans[i], stained[i] & ~hurt)
-        raw[i]["contrast"] = _stain_dev((m0, s0), zpos[i], {zpos[j]: stats[j] for j in near}, s)
-    cal.fit(raw, ("contrast",))
+        if hurt.any():  # a fold is not a stain swing
+
+            def gain_unhurt(a, b, i=i, hurt=hurt):
+                return _log_gain(soft[a], soft[b], ~hurt) if i in (a, b) else gain(a, b)
+
+            raw[i]["contrast"] = _stain_dev(i, near, gain_unhurt, zpos, s)
+        else:
+            raw[i]["contrast"] = _stain_dev(i, near, gain, zpos, s)
+    cal.fit(("contrast",))
 
     out: list[SectionQC] = []
     for i in range(n):
         z, file = meta.z_numbers[i], meta.files[i]
         sec = SectionQC(z=int(z), file=file)
-        sec.scores = {k: cal(raw[i], k) for k in KINDS if k != "missing"}
+        sec.scores = {k: cal(i, k) for k in KINDS if k != "missing"}
         flags = [k for k, v in sec.scores.items() if v >= 1]
         if "duplicate" in flags:
             flags = ["duplicate"]  # a copy is judged only as a copy
