@@ -503,6 +503,7 @@ class SegmentSession:
                 others=others if others.any() else None,
                 sampling=(dz, dy, dx),
                 radius=radius,
+                clicks=len(clicked),
                 open_faces=(
                     z0 > 0,
                     z1 < nz,
