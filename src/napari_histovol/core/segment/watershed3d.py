@@ -5,10 +5,12 @@ When the sections are about as far apart as the pixels (confocal and light-sheet
 an object overlaps itself from one plane to the next and a 3D watershed follows it better than
 section-by-section propagation. In a window around the clicks, the object floods from its positive
 clicks and the background from its negative clicks, from other objects, from the window's inner
-faces and from the voxels that the click-trained classifier finds improbable and that lie at
-least one blob radius from anything probable; the two meet on the ridge of the image's gradient
-(in physical units, so that a coarser z counts as it should). Every seed floods from its own
-voxels at once, so a corrective click on a rim or a bright speck takes effect where it
+faces, from the voxels that the click-trained classifier finds improbable and that lie at
+least one blob radius from anything probable, and from the centres of look-alike blobs at least
+1.5 blob radii from the clicks (touching nuclei are not improbable: without a seed of their own
+they fall to whichever flood reaches them first); the two meet on the ridge of the image's
+gradient (in physical units, so that a coarser z counts as it should). Every seed floods from
+its own voxels at once, so a corrective click on a rim or a bright speck takes effect where it
 is. The first click seeds a ball half as deep as the click lies inside the probable region, so
 that its flood starts in the blob's basin rather than on a slope; a corrective positive click
 keeps its own catchment only near itself (four times its distance to the rest of the object),
@@ -48,6 +50,10 @@ BACKGROUND_GAP = 1.0
 #: the first click's seed: a ball of this share of the click's depth inside the probable region
 #: (at most this share of the blob radius)
 FIRST_SEED_SHARE = 0.5
+#: neighbouring blobs (centres at least this many blob radii from every positive click, with at
+#: least NEIGHBOUR_RESPONSE of the clicked blob's response) seed the background
+NEIGHBOUR_GAP = 1.5
+NEIGHBOUR_RESPONSE = 0.5
 #: a corrective positive click's own catchment is kept within this many times its distance to
 #: the rest of the object
 TRUST_SHARE = 4.0
@@ -100,6 +106,30 @@ def _ball(shape, centre, radius_vox: np.ndarray) -> tuple[np.ndarray, ...]:
     pts = grids[:, inside] + np.asarray(centre)[:, None]
     ok = np.all((pts >= 0) & (pts < np.asarray(shape)[:, None]), axis=0)
     return tuple(pts[:, ok])
+
+
+def _neighbour_centres(
+    gray: np.ndarray, rel: np.ndarray, positive: np.ndarray, radius_px: float
+) -> np.ndarray:
+    """(N, 3) centres of the blobs like the clicked one (scale-normalised Laplacian of Gaussian
+    at its scale, of the clicked blob's polarity, at least :data:`NEIGHBOUR_RESPONSE` of its
+    response) that lie at least :data:`NEIGHBOUR_GAP` blob radii from every positive click."""
+    img = gray if gray.ndim == 3 else gray.mean(axis=-1)
+    shape = img.shape
+    sig = max(1.0, radius_px / np.sqrt(2))
+    sigma = tuple(np.where(np.array(shape) > 1, sig / rel, 0))
+    blob = -ndi.gaussian_laplace(img.astype(np.float32), sigma)
+    ref = float(blob[tuple(positive[0])])
+    if ref == 0:
+        return np.zeros((0, 3), int)
+    blob *= np.sign(ref)
+    size = tuple(int(v) for v in np.maximum(1, 2 * np.round(sig / rel) + 1))
+    peaks = (blob == ndi.maximum_filter(blob, size=size)) & (blob > NEIGHBOUR_RESPONSE * abs(ref))
+    pts = np.argwhere(peaks)
+    if not len(pts):
+        return pts
+    d = np.sqrt((((pts[:, None, :] - positive[None, :, :]) * rel) ** 2).sum(-1)).min(axis=1)
+    return pts[d >= NEIGHBOUR_GAP * radius_px]
 
 
 def segment_object_3d(
@@ -188,6 +218,10 @@ def segment_object_3d(
     markers = np.zeros(shape, np.int32)
     markers[background] = 2
     small = np.minimum(1.5, 0.25 * radius_px) / rel
+    # dense look-alike neighbours (touching nuclei) are not improbable: their own centres
+    # hold them back
+    for c in _neighbour_centres(gray, rel, positive, radius_px):
+        markers[_ball(shape, c, small)] = 2
     for c in negative:
         markers[_ball(shape, c, small)] = 2
     for i, c in enumerate(positive):
