@@ -108,6 +108,25 @@ def _ball(shape, centre, radius_vox: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(pts[:, ok])
 
 
+def _distance_to(
+    mask: np.ndarray, point: np.ndarray, rel: np.ndarray, reach: float | None = None
+) -> float:
+    """Distance (in-plane pixels, physical along z) from ``point`` to the nearest True voxel of
+    ``mask`` (inf when there is none); with ``reach``, only voxels within that distance along
+    every axis are looked at (a distance beyond ``reach`` comes back as at least ``reach``)."""
+    point = np.asarray(point, int)
+    lo = np.zeros(3, int)
+    if reach is not None:
+        half = np.ceil(reach / rel).astype(int) + 1
+        lo = np.maximum(0, point - half)
+        hi = np.minimum(mask.shape, point + half + 1)
+        mask = mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+    pts = np.argwhere(mask)
+    if not len(pts):
+        return float("inf")
+    return float(np.sqrt((((pts - (point - lo)) * rel) ** 2).sum(axis=1)).min())
+
+
 def _neighbour_centres(
     gray: np.ndarray, rel: np.ndarray, positive: np.ndarray, radius_px: float
 ) -> np.ndarray:
@@ -227,8 +246,8 @@ def segment_object_3d(
     for i, c in enumerate(positive):
         ball, label = small, 1
         if i == 0 and n_clicks:
-            depth_in = ndi.distance_transform_edt(p_s >= 0.5, sampling=rel)[tuple(c)]
-            r = min(FIRST_SEED_SHARE * float(depth_in), FIRST_SEED_SHARE * radius_px)
+            depth_in = _distance_to(p_s < 0.5, c, rel, reach=radius_px)
+            r = FIRST_SEED_SHARE * min(depth_in, radius_px)
             ball = np.maximum(small, r / rel)
         elif i < n_clicks:
             label = 2 + i  # a corrective click floods under its own label (kept below)
@@ -240,9 +259,10 @@ def segment_object_3d(
         rest = obj | (ws > 2)
         for i in range(1, n_clicks):
             own = ws == 2 + i
-            d = ndi.distance_transform_edt(~(rest & ~own), sampling=rel)[tuple(positive[i])]
+            d = _distance_to(rest & ~own, positive[i], rel)
+            d = 1.0 if not np.isfinite(d) else max(d, 1.0)
             trust = np.zeros(shape, bool)
-            trust[_ball(shape, positive[i], TRUST_SHARE * max(float(d), 1.0) / rel)] = True
+            trust[_ball(shape, positive[i], TRUST_SHARE * d / rel)] = True
             obj |= own & trust
     if others is not None:
         obj &= ~others
