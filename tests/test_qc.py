@@ -188,6 +188,23 @@ def test_nuclei_that_appear_and_fade_through_a_real_monolayer_are_not_a_stain_sw
     assert section_qc(as_volume(a)).section(12).flags[:1] == ["contrast"]
 
 
+def test_a_dividing_cell_changing_from_plane_to_plane_is_not_debris_but_dust_is(shared_data):
+    # cells3d, every 2nd plane: sections 9-11 hold a dividing cell whose chromosomes change
+    # shape and move by a few pixels from plane to plane (natural change, in no two sections
+    # at the same pixels); dust added to section 10 is debris, its neighbours stay clean
+    import tifffile
+
+    clean = tifffile.imread(shared_data / "cells3d_nuclei_3d" / "nuclei.tif")[5:55:2]
+    rep = section_qc(as_volume(clean))
+    assert not [s.z for s in rep.sections if s.z in (9, 10, 11) and s.flags]
+    a = clean.copy()
+    a[10], m = simulate.debris(clean[10], np.random.default_rng(2))
+    rep = section_qc(as_volume(a))
+    assert rep.section(10).flags[:1] == ["debris"], rep.section(10).scores
+    assert dice(rep.section(10).mask > 0, m) > 0.3
+    assert not rep.section(9).flags and not rep.section(11).flags
+
+
 def _skin_stack(shared_data, n=8, size=192):
     """Serial sections cut from the skin H&E slide: each a crop turned 0.4 degrees and moved
     (3, 2) px from the last, so its strong edges (the keratin layer) drift by fractions of a

@@ -280,8 +280,10 @@ def _components(z: np.ndarray, sign: int, k: float, side: float):
 
 def _classify_local(z: np.ndarray, nbz: np.ndarray | None, s: QCSettings):
     """Fold, tear and debris masks and scores from a residual map in typical residuals
-    (``nbz``: the neighbours' largest absolute residual: damage of a neighbour echoes, at
-    about half strength, in the sections predicted from it, and is left to that neighbour)."""
+    (``nbz``: the neighbours' largest absolute residual within a few pixels: damage of a
+    neighbour echoes, at about half strength, in the sections predicted from it, and natural
+    change moves a little from section to section; a component that a neighbour matches is
+    left out)."""
     h, w = z.shape
     side = float(max(h, w))
     norm = (256.0 / side) ** 2  # masses are counted at a 256-pixel working side
@@ -323,6 +325,11 @@ def _classify_local(z: np.ndarray, nbz: np.ndarray | None, s: QCSettings):
         masks["debris"] |= c["pix"]
         scores["debris"] += c["mass"] / s.min_mass
     return masks, scores
+
+
+#: A neighbour's residual within this fraction of the side counts against a component (natural
+#: change, a dividing cell's chromosomes, moves by a few pixels from section to section).
+_NEAR_SHARE = 0.02
 
 
 def _log_gain(ref: np.ndarray, cur: np.ndarray, keep: np.ndarray | None = None) -> float:
@@ -670,7 +677,13 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
                 for j in (i - 1, i + 1)
                 if 0 <= j < n and residuals[j] is not None and not dup[j]
             ]
-            lm, ls = _classify_local(zmap, np.maximum.reduce(nbz) if nbz else None, s)
+            if nbz:
+                # natural change (a dividing cell's chromosomes) moves from section to section
+                # within a few pixels; a neighbour's residual that near counts against it
+                r = max(1, round(_NEAR_SHARE * side))
+                ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
+                nbz = [cv2.dilate(np.maximum.reduce(nbz), ker)]
+            lm, ls = _classify_local(zmap, nbz[0] if nbz else None, s)
             for k in ("fold", "tear") if coarse_scale else ("fold", "tear", "debris"):
                 if k not in ls_all or ls[k] > ls_all[k]:
                     ls_all[k], lm_all[k] = ls[k], lm[k]
