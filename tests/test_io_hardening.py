@@ -582,3 +582,37 @@ def test_jpeg_with_a_damaged_segment_length_is_a_corrupt_image(tmp_path):
     p.write_bytes(b"\xff\xd8\xff\xe0\x00\x00garbage\xff\xd9")  # length 0 would loop forever
     with pytest.raises(CorruptImageError, match="s_1.jpg"):
         probe(p)
+
+
+def test_a_failed_ome_tiff_write_closes_its_prefetch_thread_and_leaves_nothing(
+    tmp_path, monkeypatch
+):
+    # a full disk in the middle of the first level: the plane reader that runs a plane ahead
+    # is shut down in the writer's own thread (left to the garbage collector, it was once
+    # finalised inside a dask worker, waited for a plane only that worker could compute, and
+    # the process hung at exit)
+    import errno
+    import threading
+
+    import dask.array as da
+
+    from napari_histovol.core.errors import HistovolError
+    from napari_histovol.core.io import Volume, VolumeMeta
+    from napari_histovol.core.io.ome_tiff import PREFETCH_THREAD, write_ome_tiff
+
+    data = np.random.default_rng(0).integers(0, 255, (6, 64, 64), dtype=np.uint8)
+    volume = Volume(da.from_array(data, chunks=(1, 64, 64)), VolumeMeta().with_planes(6))
+    real = tifffile.TiffWriter.write
+
+    def full_disk(self, data, *args, **kwargs):
+        if hasattr(data, "__next__"):
+            for _ in range(3):
+                next(data)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile.TiffWriter, "write", full_disk)
+    with pytest.raises((HistovolError, OSError)):
+        write_ome_tiff(volume, tmp_path / "v.ome.tif")
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(PREFETCH_THREAD)]
+    assert not list(tmp_path.iterdir())

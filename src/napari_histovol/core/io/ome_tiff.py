@@ -8,6 +8,7 @@ then written after the main planes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -33,6 +34,8 @@ from .pyramid import default_levels, halve, level_shapes
 from .tiff_metadata import parse_ome_map_annotation, tiff_physical_size
 from .volume import Volume
 
+#: Name prefix of the thread that computes the next plane while one is written.
+PREFETCH_THREAD = "histovol-ome-tiff-prefetch"
 TIFF_COMPRESSIONS = ("zlib", "zstd", "lzw", "jpeg", "none")
 
 
@@ -264,6 +267,7 @@ def _write_tiff_thread(
     import tifffile
 
     spills: list[_PlaneSpill] = []
+    stack = contextlib.ExitStack()
     try:
         n_levels = len(shapes)
         Z = data.shape[0]
@@ -272,7 +276,7 @@ def _write_tiff_thread(
             spills.append(_PlaneSpill(spill_dir / f"l{k}.raw", shapes[k], data.dtype))
 
         def planes() -> Iterator[np.ndarray]:
-            with ThreadPoolExecutor(max_workers=1) as pre:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix=PREFETCH_THREAD) as pre:
                 nxt = pre.submit(_compute_plane, data, 0)
                 for z in range(Z):
                     plane = nxt.result()
@@ -295,9 +299,15 @@ def _write_tiff_thread(
                         yield plane[y : y + tile, x : x + tile]
 
         lower = {k: v for k, v in options.items() if k not in ("resolution", "resolutionunit")}
+        # closed here, in this thread, whatever happens: a generator left suspended by a failed
+        # write (a full disk) keeps its prefetch thread, and when the garbage collector
+        # finalises it later inside one of dask's workers, the finaliser waits for a plane
+        # that only that worker could compute (a deadlock that hung the process at exit)
+        source = planes()
+        stack.callback(source.close)
         with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
             tif.write(
-                tiles_of(planes()),
+                tiles_of(source),
                 shape=shapes[0],
                 dtype=data.dtype,
                 subifds=n_levels - 1,
@@ -319,8 +329,10 @@ def _write_tiff_thread(
                 events.put(Progress(Z * (k + 1), total, f"level {k}", stage="write"))
         events.put(None)
     except BaseException as e:  # noqa: BLE001 - relayed to the consuming generator
+        stack.close()  # before the error (and the frames it holds) leaves this thread
         events.put(e)
     finally:
+        stack.close()
         for sp in spills:
             sp.close()
 
