@@ -50,14 +50,23 @@ def drain(gen: ProgressGenerator[T], callback: Callable[[Progress], Any] | None 
         A generator that yields :class:`Progress` and returns a value.
     callback
         Called with every :class:`Progress` (for example to update a tqdm bar).
+
+    Notes
+    -----
+    When the callback raises (a cancel, Ctrl+C), the generator is closed here, in this thread:
+    left to the garbage collector, its ``finally`` blocks and thread pools would be wound up
+    in whatever thread collects it, possibly one of dask's workers that a pool is waiting on.
     """
-    while True:
-        try:
-            p = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(p)
+    try:
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if callback is not None:
+                callback(p)
+    finally:
+        gen.close()
 
 
 def drain_with_tqdm(gen: ProgressGenerator[T], *, desc: str = "", disable: bool | None = None) -> T:
