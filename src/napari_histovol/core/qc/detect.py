@@ -353,9 +353,9 @@ def _stain_dev(i: int, near: list[int], log_gain, zpos: list[int], s: QCSettings
     A slow trend (fluorescence fading with depth, every nucleus ending at the top of a
     monolayer) is a robust slope of the near sections' gains against each other (the median
     over their pairs, per z number), kept where at least 80 % of the pairs agree on its
-    direction (sections whose stains differ at random have no trend); the deviation is the median over the near sections of
-    section i's gain less that trend, so one damaged neighbour does not set it and a section
-    whose own stain swung is off all of them."""
+    direction (sections whose stains differ at random have no trend); the deviation is the
+    median over the near sections of section i's gain less that trend, so one damaged
+    neighbour does not set it and a section whose own stain swung is off all of them."""
     if not near:
         return 0.0
     slopes = [
@@ -375,18 +375,22 @@ def _stain_dev(i: int, near: list[int], log_gain, zpos: list[int], s: QCSettings
 _SLACK_PX = 0.75
 
 
-def _unexplained(cur: np.ndarray, pred: np.ndarray) -> np.ndarray:
+def _edge_strength(img: np.ndarray) -> np.ndarray:
+    """Gradient magnitude per pixel of ``img`` lightly smoothed (sigma 1)."""
+    sm = _smooth(img.astype(np.float32), 1.0)
+    gx = cv2.Sobel(sm, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(sm, cv2.CV_32F, 0, 1, ksize=3) / 8
+    return np.hypot(gx, gy)
+
+
+def _unexplained(cur: np.ndarray, pred: np.ndarray, cur_edges: np.ndarray) -> np.ndarray:
     """``cur - pred`` less what a shift of up to :data:`_SLACK_PX` pixels explains (the local
-    gradient times that shift, the larger of both images' gradients): the flow that bends
-    the prediction is smooth, so along every strong edge it is off by a fraction of a pixel,
-    and without the slack such an edge is a long thin band of residual, a false fold or tear."""
+    gradient times that shift, the larger of both images' gradients; ``cur_edges`` is
+    :func:`_edge_strength` of ``cur``): the flow that bends the prediction is smooth, so along
+    every strong edge it is off by a fraction of a pixel, and without the slack such an edge
+    is a long thin band of residual, a false fold or tear."""
     r = cur - pred
-    g = np.zeros_like(r)
-    for img in (cur, pred):
-        sm = _smooth(img.astype(np.float32), 1.0)
-        gx = cv2.Sobel(sm, cv2.CV_32F, 1, 0, ksize=3) / 8
-        gy = cv2.Sobel(sm, cv2.CV_32F, 0, 1, ksize=3) / 8
-        g = np.maximum(g, np.hypot(gx, gy))
+    g = np.maximum(cur_edges, _edge_strength(pred))
     return (np.sign(r) * np.maximum(np.abs(r) - _SLACK_PX * g, 0)).astype(np.float32)
 
 
@@ -597,10 +601,10 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
                     cand[i]["blur"] = tiles & tissue[i]
     cal.fit(("misaligned", "blur"))
     # sections that cannot be a reference: misaligned, or off in stain against the near ones
+    not_dup = [not d for d in dup]
     for i in range(n):
         if not dup[i]:
-            near = near_sections(i, [not d for d in dup])
-            raw[i]["contrast"] = _stain_dev(i, near, gain, zpos, s)
+            raw[i]["contrast"] = _stain_dev(i, near_sections(i, not_dup), gain, zpos, s)
     cal.fit(("contrast",))
     for i in range(n):
         skip[i] = dup[i] or cal(i, "misaligned") >= 1 or cal(i, "contrast") >= 1
@@ -623,6 +627,7 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
         refs = [(p, q), (p, None), (None, q)]
         refs = [x for x in dict.fromkeys(refs) if x != (None, None)]
         rs = []
+        edges = _edge_strength(chans[i])
         for pp, qq in refs:
             pred, _ = _predict(
                 chans[pp] if pp is not None else None,
@@ -631,7 +636,7 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
                 smooth,
             )
             pred = _match_gain(pred, chans[i], tissue[i])
-            rs.append(_unexplained(chans[i], pred))
+            rs.append(_unexplained(chans[i], pred, edges))
         t = tissue[i]
 
         def scaled(rs, wide, t=t):
@@ -659,8 +664,23 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
         r, q, unit = (res[3], res[4], scale_c) if coarse_scale else (res[0], res[1], scale)
         return r / (max(unit, q) if res[2] else unit)
 
-    def local_damage(i, res):
-        """Fold, tear and debris scores and masks of section ``i`` from its residual."""
+    near_r = max(1, round(_NEAR_SHARE * side))
+    near_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * near_r + 1,) * 2)
+
+    def neighbour_residual(i, coarse_scale):
+        """The neighbours' largest absolute residual within a few pixels of each pixel (natural
+        change, a dividing cell's chromosomes, moves that far from section to section); None
+        without a usable neighbour."""
+        nbz = [
+            np.abs(zmap_of(residuals[j], coarse_scale))
+            for j in (i - 1, i + 1)
+            if 0 <= j < n and residuals[j] is not None and not dup[j]
+        ]
+        return cv2.dilate(np.maximum.reduce(nbz), near_kernel) if nbz else None
+
+    def local_damage(i, res, near_nb):
+        """Fold, tear and debris scores and masks of section ``i`` from its residual
+        (``near_nb``: :func:`neighbour_residual` of the section at each scale)."""
         grown = cv2.dilate(tissue[i].astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
         ls_all: dict[str, float] = {}
         lm_all: dict[str, np.ndarray] = {}
@@ -672,18 +692,7 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
             if "blur" in cand[i] and cal(i, "blur") >= 1:
                 # a blurred region's residual is its lost detail, not structure
                 zmap = np.where(cand[i]["blur"], zmap * 0.5, zmap)
-            nbz = [
-                np.abs(zmap_of(residuals[j], coarse_scale))
-                for j in (i - 1, i + 1)
-                if 0 <= j < n and residuals[j] is not None and not dup[j]
-            ]
-            if nbz:
-                # natural change (a dividing cell's chromosomes) moves from section to section
-                # within a few pixels; a neighbour's residual that near counts against it
-                r = max(1, round(_NEAR_SHARE * side))
-                ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
-                nbz = [cv2.dilate(np.maximum.reduce(nbz), ker)]
-            lm, ls = _classify_local(zmap, nbz[0] if nbz else None, s)
+            lm, ls = _classify_local(zmap, near_nb[coarse_scale], s)
             for k in ("fold", "tear") if coarse_scale else ("fold", "tear", "debris"):
                 if k not in ls_all or ls[k] > ls_all[k]:
                     ls_all[k], lm_all[k] = ls[k], lm[k]
@@ -694,29 +703,28 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
         res = residuals[i]
         if res is None or dup[i] or cal(i, "misaligned") >= 1:
             continue
-        ls_all, lm_all = local_damage(i, res)
+        near_nb = {c: neighbour_residual(i, c) for c in (False, True)}
+        ls_all, lm_all = local_damage(i, res, near_nb)
         raw[i].update(ls_all)
         cand[i].update(lm_all)
         if residuals_one[i] is not None and any(cal.one_sided):
-            cal.raw_one[i] = local_damage(i, residuals_one[i])[0]
+            cal.raw_one[i] = local_damage(i, residuals_one[i], near_nb)[0]
     cal.fit(("fold", "tear", "debris"))
     # pass 3: stain against the near sections, the section's own local damage left out
+    usable = [not x for x in skip]
     for i in range(n):
-        near = near_sections(i, [not k for k in skip])
+        near = near_sections(i, usable)
         if not near or dup[i]:
             continue
         hurt = np.zeros(shape, bool)
         for k in ("fold", "tear", "debris"):
             if k in cand[i] and cal(i, k) >= 1:
                 hurt |= cv2.dilate(cand[i][k].astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-        if hurt.any():  # a fold is not a stain swing
 
-            def gain_unhurt(a, b, i=i, hurt=hurt):
-                return _log_gain(soft[a], soft[b], ~hurt) if i in (a, b) else gain(a, b)
+        def gain_unhurt(a, b, i=i, keep=~hurt):  # a fold is not a stain swing
+            return _log_gain(soft[a], soft[b], keep) if i in (a, b) else gain(a, b)
 
-            raw[i]["contrast"] = _stain_dev(i, near, gain_unhurt, zpos, s)
-        else:
-            raw[i]["contrast"] = _stain_dev(i, near, gain, zpos, s)
+        raw[i]["contrast"] = _stain_dev(i, near, gain_unhurt if hurt.any() else gain, zpos, s)
     cal.fit(("contrast",))
 
     out: list[SectionQC] = []
