@@ -486,6 +486,7 @@ class SegmentSession:
         radius = self.blob_radius(clicked[0]) if clicked else 8.0
         reach = max(2, int(np.ceil(3.0 * radius * min(dy, dx) / dz)))
         z0, z1 = max(0, int(pos[:, 0].min()) - reach), min(nz, int(pos[:, 0].max()) + reach + 1)
+        neg = self._points(obj, False)
         gray: dict[int, np.ndarray] = {}
         prob: dict[int, np.ndarray] = {}
         for attempt in range(4):
@@ -499,7 +500,7 @@ class SegmentSession:
                 np.stack([gray[z] for z in range(z0, z1)]),
                 np.stack([prob[z] for z in range(z0, z1)]),
                 positive=pos - (z0, y0, x0),
-                negative=self._points(obj, False) - (z0, y0, x0),
+                negative=neg - (z0, y0, x0),
                 others=others if others.any() else None,
                 sampling=(dz, dy, dx),
                 radius=radius,
