@@ -42,17 +42,17 @@ KINDS_INJECTED = ("fold", "tear", "blur", "debris", "contrast", "misaligned", "d
 # ---------------------------------------------------------------------------------- stacks
 
 
-def stack_isbi(crop=384):
+def stack_isbi(crop=384, start=0):
     v = read_volume(DATA / "isbi2012_sstem_train" / "train_image")
     a = np.asarray(v.data.compute())
-    return a[:, :crop, :crop]
+    return a[:, start : start + crop, start : start + crop]
 
 
-def stack_nuclei():
+def stack_nuclei(first=5):
     import tifffile
 
     a = tifffile.imread(DATA / "cells3d_nuclei_3d" / "nuclei.tif")
-    return a[5:55:2]  # 25 planes, 2 planes apart
+    return a[first : first + 50 : 2]  # 25 planes, 2 planes apart
 
 
 def stack_anhir(size=384):
@@ -126,23 +126,12 @@ STACKS = {
 }
 
 
-def stack_isbi_other_crop():
-    v = read_volume(DATA / "isbi2012_sstem_train" / "train_image")
-    return np.asarray(v.data.compute())[:, 128:512, 128:512]
-
-
-def stack_nuclei_odd_planes():
-    import tifffile
-
-    return tifffile.imread(DATA / "cells3d_nuclei_3d" / "nuclei.tif")[6:56:2]
-
-
 #: Variants of the stacks above that no setting was chosen on (``--stacks heldout``): another
 #: ISBI crop, cells3d's odd planes (the stack above takes the even ones), another skin seed
 #: and size, another synthetic block.
 HELDOUT = {
-    "isbi_other_crop": stack_isbi_other_crop,
-    "cells3d_odd_planes": stack_nuclei_odd_planes,
+    "isbi_other_crop": lambda: stack_isbi(crop=384, start=128),
+    "cells3d_odd_planes": lambda: stack_nuclei(first=6),
     "skin_other_seed": lambda: stack_skin(seed=7, size=288),
     "synthetic_other_seed": lambda: stack_synthetic(seed=9),
 }
