@@ -205,6 +205,43 @@ def test_a_dividing_cell_changing_from_plane_to_plane_is_not_debris_but_dust_is(
     assert not rep.section(9).flags and not rep.section(11).flags
 
 
+def _anhir_sections(shared_data, side=256):
+    """The five ANHIR lung sections (H&E, CD31, proSPC, Cc10, Ki67: five stains), aligned
+    rigidly, on one canvas of ``side`` px."""
+    import cv2
+
+    from napari_histovol.core.align import align
+
+    folder = shared_data / "anhir_lung_lesion3_serial" / "images_scale-5pc"
+    imgs = [
+        cv2.imread(str(next(folder.glob(f"*-{s}*"))))[..., ::-1]
+        for s in ("He", "CD31", "proSPC", "Cc10", "Ki67")
+    ]
+    h, w = min(i.shape[0] for i in imgs), min(i.shape[1] for i in imgs)
+    a = np.stack([i[:h, :w] for i in imgs])
+    a = np.asarray(align(as_volume(a), method="rigid").volume.data.compute())
+    f = side / max(h, w)
+    return np.stack([cv2.resize(s, (round(w * f), round(h * f))) for s in a])
+
+
+def test_four_sections_of_four_stains_are_not_swings_but_one_stain_swung_is(shared_data):
+    # ANHIR's sections carry different stains: their gains against each other are factors of
+    # 2-6. With one number missing, four sections remain; they calibrate the stain test
+    # themselves, so none is flagged (with absolute thresholds all four were).
+    a = _anhir_sections(shared_data)
+    keep = [0, 2, 3, 4]
+    rep = section_qc(as_volume(a[keep], keep))
+    assert rep.section(1).flags == ["missing"]
+    off = [(z, rep.section(z).scores["contrast"]) for z in keep if rep.section(z).flags]
+    assert not off, off
+    # four sections of one stain: one swung to 40 % is still found, and only it
+    skin = _skin_stack(shared_data, n=4)
+    skin[2], _ = simulate.contrast(skin[2], np.random.default_rng(0), factor=0.4)
+    rep = section_qc(as_volume(skin))
+    assert rep.section(2).flags[:1] == ["contrast"], rep.section(2).scores
+    assert not [z for z in (0, 1, 3) if "contrast" in rep.section(z).flags]
+
+
 def _skin_stack(shared_data, n=8, size=192):
     """Serial sections cut from the skin H&E slide: each a crop turned 0.4 degrees and moved
     (3, 2) px from the last, so its strong edges (the keratin layer) drift by fractions of a

@@ -442,7 +442,7 @@ class _Calibration:
         if self.z <= 0:
             return 1.0
         v = np.array([r.get(k, 0.0) for r, u in zip(raw, use, strict=True) if u])
-        if v.size < 5:  # too few sections to know what is normal
+        if v.size < 4:  # too few sections to know what is normal
             return 1.0
         med = float(np.median(v))
         mad = 1.4826 * float(np.median(np.abs(v - med)))
