@@ -72,6 +72,50 @@ def test_volumetric_only_with_a_known_near_isotropic_voxel_size():
     assert not SegmentSession(img).volumetric
 
 
+def test_a_corrective_click_reuses_the_features_and_image_terms_with_the_same_result(touching):
+    # features are cached on whole tiles of the window and computed on all cores; the image's
+    # edge and blob terms once per window; the probability of every section in one call. None
+    # of this may change the object.
+    from napari_histovol.core.segment.features import FeatureStack
+    from napari_histovol.core.segment.watershed3d import image_terms
+
+    img, lab = touching
+    fresh = FeatureStack(img)
+    win = (3, 61, 5, 70)
+    one_by_one = [fresh.features(z, win).copy() for z in range(4, 20)]
+    batch = FeatureStack(img)
+    assert list(batch.iter_compute(list(range(4, 20)), win)) == list(range(4, 20))
+    for z, f in zip(range(4, 20), one_by_one, strict=True):
+        np.testing.assert_array_equal(batch.features(z, win), f)
+    cached = len(batch._cache)
+    inner = (5, 60, 9, 64)  # a window a few pixels off, inside the tiles computed
+    np.testing.assert_array_equal(batch.features(10, inner), FeatureStack(img).features(10, inner))
+    assert len(batch._cache) == cached
+    # on a section much larger than the window: a window's features are the same whether they
+    # were filtered on the window (widened by the features' reach) or on the whole section
+    big = np.random.default_rng(0).integers(0, 4000, (2, 200, 230)).astype(np.uint16)
+    whole, small = FeatureStack(big), FeatureStack(big)
+    whole.features(1)
+    np.testing.assert_array_equal(
+        whole.features(1, (97, 141, 101, 150)), small.features(1, (97, 141, 101, 150))
+    )
+
+    session = SegmentSession(img, sampling=SAMPLING)
+    session.prompts = [Prompt(12, 30, 26, 1, True)]
+    session.segment_section(1, 12)
+    first = session.probabilities(1, range(6, 18))
+    for z in (6, 11, 17):  # the batched call predicts what one section at a time does
+        alone = session.classifier(1).predict(session.features.features(z, session.window(1)))
+        np.testing.assert_allclose(first[z], alone, atol=1e-6)
+    session.prompts.append(Prompt(12, 30, 35, 1, False))
+    terms = session._terms[1][1]
+    got = session.segment_section(1, 12)
+    assert session._terms[1][1] is terms  # the window did not change: terms not recomputed
+    again = SegmentSession(img, sampling=SAMPLING, prompts=list(session.prompts))
+    np.testing.assert_array_equal(got, again.segment_section(1, 12))
+    assert image_terms is not None
+
+
 def test_one_click_keeps_a_touching_neighbour_out(touching):
     img, lab = touching
     s = SegmentSession(img, sampling=SAMPLING, margin=40)
@@ -109,10 +153,13 @@ def test_one_click_keeps_a_bridged_look_alike_out():
 
 
 def test_negative_click_removes_a_leak_through_a_bright_bridge(monkeypatch):
+    from napari_histovol.core.segment import session as session_module
     from napari_histovol.core.segment import watershed3d
 
-    # without the neighbours' own centres as seeds, the first click leaks over the bridge
+    # without the neighbours' own centres as seeds, and in a window as wide as the margin from
+    # the start (not a few blob radii), the first click leaks over the bridge
     monkeypatch.setattr(watershed3d, "NEIGHBOUR_RESPONSE", np.inf)
+    monkeypatch.setattr(session_module, "WINDOW_RADII", 100.0)
     img, lab = _bridged()
     s = SegmentSession(img, sampling=SAMPLING, margin=40)
     s.add_prompt(Prompt(12, 30, 22, 1, True))
@@ -190,3 +237,29 @@ def test_cli_with_a_voxel_size_segments_in_3d(tmp_path, touching, capsys):
     got = np.asarray(vol.data) == 1
     assert dice(got, lab == 1) >= 0.85
     assert (got & (lab == 2)).sum() < 0.05 * (lab == 2).sum()
+
+
+def test_the_window_reaches_a_few_blob_radii_and_gives_the_object_of_the_whole_margin(touching):
+    # the window of a 3D object reaches 3 radii of the clicked blob around its clicks, not the
+    # session's whole margin; the objects (touching nuclei kept apart) are the same
+    from napari_histovol.core.progress import drain
+
+    img, lab = touching
+    img = np.pad(img, ((0, 0), (0, 90), (0, 90)), mode="reflect")  # room for a wide margin
+    objects = {}
+    for wide in (False, True):
+        s = SegmentSession(img, sampling=SAMPLING, margin=128)
+        if wide:
+            s._object_margin = lambda obj: 128  # the whole margin, as before
+        s.add_prompt(Prompt(12, 30, 26, 1, True))
+        s.add_prompt(Prompt(12, 30, 46, 2, True))
+        drain(s.iter_segment())
+        objects[wide] = [
+            np.stack([s.object_mask(k, z) for z in range(img.shape[0])]) for k in (1, 2)
+        ]
+        if not wide:
+            y0, y1, x0, x1 = s.window(1)
+            assert x1 - x0 < 100  # a few radii of an 11 px nucleus, not 2 x 128
+    for k in (0, 1):
+        assert dice(objects[False][k], objects[True][k]) > 0.97
+        assert dice(objects[False][k], np.pad(lab, ((0, 0), (0, 90), (0, 90))) == k + 1) > 0.8

@@ -9,6 +9,7 @@ a time (the widget's queue starts the next when the last ends).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from .._layers import DISPLAY_KEY, layer_volume
 from ..core.errors import HistovolError
 from ..core.progress import Progress
 from ..core.segment import Prompt, SegmentSession, object_table_csv, object_volumes
+from ..core.segment.classifier import warm_up
 from ..core.segment.prompts import scribbles_from_labels
 from ..core.segment.volume import known_voxel_size, label_meta, voxel_volume_um3
 from ._common import ProgressRow, chosen_layer, confirm_overwrite, image_layer_picker
@@ -131,6 +133,8 @@ class SegmentWidget(Container):
             self._tell(error_text(e))
             return
         self.image, self.volume, self.session = layer, volume, session
+        # the classifier's library loads while the user aims at the first object
+        threading.Thread(target=warm_up, name="segment-warm-up", daemon=True).start()
         self.prompts, self._synced, self._dirty, self._shown = [], {}, {}, {}
         self._generation = {}
         grid = (layer.metadata.get(DISPLAY_KEY) or {}).get("plane")

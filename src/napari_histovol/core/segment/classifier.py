@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .features import usable_cores
+
 #: share of sampled pixels, farthest in feature space from the positives, used as implicit negatives
 IMPLICIT_SHARE = 0.35
 
@@ -98,8 +100,18 @@ class PixelClassifier:
         shape = feats.shape[:-1]
         if self._model is None:
             return np.full(shape, self._constant or 0.0, np.float32)
+        if hasattr(self._model, "n_jobs"):  # the trees predict in threads, one per core
+            self._model.n_jobs = usable_cores()
         p = self._model.predict_proba(feats.reshape(-1, feats.shape[-1]))[:, 1]
         return p.reshape(shape).astype(np.float32)
+
+
+def warm_up() -> None:
+    """Import the classifier's library ahead of the first click (scikit-learn takes about
+    1.7 s to import here: a session started in napari runs this on a thread while the user
+    aims, and the first click finds it loaded)."""
+    import sklearn.ensemble  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
 
 
 def _make_model(kind: str, n_trees: int, seed: int):

@@ -8,7 +8,9 @@ section is normalised with percentiles measured once on a sample of the volume, 
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,20 @@ EDGE_FEATURE = 2
 
 #: bytes of features kept in a :class:`FeatureStack`'s cache before the oldest are dropped
 DEFAULT_CACHE_BYTES = 1 << 30
+
+#: features are computed (and cached) on windows widened to multiples of this many pixels
+_TILE = 32
+#: how far (pixels) a feature reaches: the widest Gaussian's kernel (scipy truncates at 4
+#: sigma) and two sigma-1 derivatives on top. A section is filtered with this margin around
+#: the window, so a pixel's features do not depend on the window it was computed in
+_REACH = int(4 * max(SIGMAS) + 0.5) + 2 * int(4 * 1.0 + 0.5)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def _gray(plane: np.ndarray, rgb: bool) -> np.ndarray:
@@ -163,18 +179,68 @@ class FeatureStack:
 
         The window is widened by a margin while filtering so that its edge is not an edge.
         """
-        ny, nx = self.shape[1:]
-        y0, y1, x0, x1 = window if window is not None else (0, ny, 0, nx)
-        key = (int(z), y0, y1, x0, x1)
+        key, (y0, y1, x0, x1) = self._key(z, window)
+        key = self._holding(key) or key
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
-            return hit
-        m = int(3 * SIGMAS[-1])
-        a0, a1, b0, b1 = max(0, y0 - m), min(ny, y1 + m), max(0, x0 - m), min(nx, x1 + m)
+        else:
+            hit = self._store(key, self._compute(key))
+        _, sy0, _, sx0, _ = key
+        return hit[y0 - sy0 : y1 - sy0, x0 - sx0 : x1 - sx0]
+
+    def iter_compute(
+        self, zs: list[int], window: tuple[int, int, int, int] | None = None
+    ) -> Iterator[int]:
+        """Compute the features of sections ``zs`` inside ``window`` on all cores (the
+        filters release the GIL), yielding each z once its features are cached."""
+        keys = {z: self._key(z, window)[0] for z in zs}
+        todo = [z for z in zs if self._holding(keys[z]) is None]
+        if len(todo) < 2:
+            yield from zs
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
+            futures = {z: pool.submit(self._compute, keys[z]) for z in todo}
+            for z in zs:
+                if z in futures:
+                    self._store(keys[z], futures[z].result())
+                yield z
+
+    def _key(self, z: int, window) -> tuple[tuple[int, ...], tuple[int, int, int, int]]:
+        """The cache key of section ``z``'s features around ``window`` (the window widened to
+        whole tiles, so that a click that moves it by a few pixels finds them computed), and
+        the window itself."""
+        ny, nx = self.shape[1:]
+        y0, y1, x0, x1 = window if window is not None else (0, ny, 0, nx)
+        t = _TILE
+        sy0, sy1 = y0 // t * t, min(ny, -(-y1 // t) * t)
+        sx0, sx1 = x0 // t * t, min(nx, -(-x1 // t) * t)
+        return (int(z), sy0, sy1, sx0, sx1), (y0, y1, x0, x1)
+
+    def _holding(self, key: tuple[int, ...]) -> tuple[int, ...] | None:
+        """A cached key of the same section whose tiles hold those of ``key`` (None: none).
+        Features do not depend on the window they were computed in (see :data:`_REACH`)."""
+        if key in self._cache:
+            return key
+        z, y0, y1, x0, x1 = key
+        for k in self._cache:
+            if k[0] == z and k[1] <= y0 and k[2] >= y1 and k[3] <= x0 and k[4] >= x1:
+                return k
+        return None
+
+    def _compute(self, key: tuple[int, ...]) -> np.ndarray:
+        ny, nx = self.shape[1:]
+        z, sy0, sy1, sx0, sx1 = key
+        m = _REACH
+        a0, a1 = max(0, sy0 - m), min(ny, sy1 + m)
+        b0, b1 = max(0, sx0 - m), min(nx, sx1 + m)
         plane = np.asarray(self.data[int(z), a0:a1, b0:b1])
         f = section_features(plane, rgb=self.rgb, low=self.low, high=self.high)
-        f = np.ascontiguousarray(f[y0 - a0 : y1 - a0, x0 - b0 : x1 - b0])
+        return np.ascontiguousarray(f[sy0 - a0 : sy1 - a0, sx0 - b0 : sx1 - b0])
+
+    def _store(self, key: tuple[int, ...], f: np.ndarray) -> np.ndarray:
         self._cache[key] = f
         self._bytes += f.nbytes
         while self._bytes > self.cache_bytes and len(self._cache) > 1:

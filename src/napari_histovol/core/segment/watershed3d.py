@@ -33,6 +33,7 @@ of 3 (cells3d worst 0.59 against 0.64 at 4).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -127,21 +128,47 @@ def _distance_to(
     return float(np.sqrt((((pts - (point - lo)) * rel) ** 2).sum(axis=1)).min())
 
 
-def _neighbour_centres(
-    gray: np.ndarray, rel: np.ndarray, positive: np.ndarray, radius_px: float
-) -> np.ndarray:
-    """(N, 3) centres of the blobs like the clicked one (scale-normalised Laplacian of Gaussian
-    at its scale, of the clicked blob's polarity, at least :data:`NEIGHBOUR_RESPONSE` of its
-    response) that lie at least :data:`NEIGHBOUR_GAP` blob radii from every positive click."""
+@dataclass
+class ImageTerms:
+    """What the watershed takes from the image alone at the clicked blob's scale (the same
+    for every click on that object, so a session computes it once per window)."""
+
+    #: the image's gradient magnitude at the object's edge scale, normalised to [0, 1]
+    relief: np.ndarray
+    #: the negative Laplacian of Gaussian at the blob scale (bright blobs positive)
+    blob: np.ndarray
+
+
+def image_terms(
+    gray: np.ndarray, sampling: Sequence[float] = (1.0, 1.0, 1.0), radius: float = 8.0
+) -> ImageTerms:
+    """:class:`ImageTerms` of a window (arguments as for :func:`segment_object_3d`)."""
+    samp = np.asarray(sampling, float)
+    rel = samp / samp[1:].min()
+    radius_px = max(float(radius), 2.0)
+    # edges at the object's scale: texture inside a large nucleus (chromatin, nucleoli) must not
+    # outrank its rim
+    edge_sigma = float(np.clip(EDGE_SCALE * radius_px, 1.5, 4.0))
+    relief = _normalised(_gradient_magnitude(_smooth(gray, rel, edge_sigma), rel))
     img = gray if gray.ndim == 3 else gray.mean(axis=-1)
-    shape = img.shape
     sig = max(1.0, radius_px / np.sqrt(2))
-    sigma = tuple(np.where(np.array(shape) > 1, sig / rel, 0))
+    sigma = tuple(np.where(np.array(img.shape) > 1, sig / rel, 0))
     blob = -ndi.gaussian_laplace(img.astype(np.float32), sigma)
+    return ImageTerms(relief.astype(np.float32), blob)
+
+
+def _neighbour_centres(
+    blob: np.ndarray, rel: np.ndarray, positive: np.ndarray, radius_px: float
+) -> np.ndarray:
+    """(N, 3) centres of the blobs like the clicked one (``blob``: the scale-normalised
+    Laplacian of Gaussian at its scale; of the clicked blob's polarity, at least
+    :data:`NEIGHBOUR_RESPONSE` of its response) that lie at least :data:`NEIGHBOUR_GAP` blob
+    radii from every positive click."""
+    sig = max(1.0, radius_px / np.sqrt(2))
     ref = float(blob[tuple(positive[0])])
     if ref == 0:
         return np.zeros((0, 3), int)
-    blob *= np.sign(ref)
+    blob = blob * np.sign(ref)
     size = tuple(int(v) for v in np.maximum(1, 2 * np.round(sig / rel) + 1))
     peaks = (blob == ndi.maximum_filter(blob, size=size)) & (blob > NEIGHBOUR_RESPONSE * abs(ref))
     pts = np.argwhere(peaks)
@@ -162,6 +189,7 @@ def segment_object_3d(
     radius: float = 8.0,
     open_faces: Sequence[bool] = (True,) * 6,
     clicks: int | None = None,
+    terms: ImageTerms | None = None,
 ) -> np.ndarray:
     """One object in a window of a nearly isotropic volume.
 
@@ -193,6 +221,8 @@ def segment_object_3d(
         :data:`TRUST_SHARE` times its distance to the rest of the object, so that a click on
         the object's rim, beyond the image's ridge, does not bring in the neighbour on the
         other side.
+    terms
+        :func:`image_terms` of ``gray`` at ``radius`` when already computed.
 
     Returns
     -------
@@ -212,10 +242,7 @@ def segment_object_3d(
     n_clicks = len(positive) if clicks is None else int(np.clip(clicks, 0, len(positive)))
 
     p_s = _smooth(prob, rel)
-    # edges at the object's scale: texture inside a large nucleus (chromatin, nucleoli) must not
-    # outrank its rim
-    edge_sigma = float(np.clip(EDGE_SCALE * radius_px, 1.5, 4.0))
-    relief = _normalised(_gradient_magnitude(_smooth(gray, rel, edge_sigma), rel))
+    terms = terms if terms is not None else image_terms(gray, sampling, radius)
     # the background is seeded only deep inside the improbable region (a blob radius from any
     # voxel the classifier does not rule out), so that the outline is set by the image's ridge
     # rather than by where a classifier trained on a few clicks happens to fall
@@ -239,7 +266,7 @@ def segment_object_3d(
     small = np.minimum(1.5, 0.25 * radius_px) / rel
     # dense look-alike neighbours (touching nuclei) are not improbable: their own centres
     # hold them back
-    for c in _neighbour_centres(gray, rel, positive, radius_px):
+    for c in _neighbour_centres(terms.blob, rel, positive, radius_px):
         markers[_ball(shape, c, small)] = 2
     for c in negative:
         markers[_ball(shape, c, small)] = 2
@@ -252,7 +279,7 @@ def segment_object_3d(
         elif i < n_clicks:
             label = 2 + i  # a corrective click floods under its own label (kept below)
         markers[_ball(shape, c, ball)] = label
-    relief = np.where(markers > 0, 0.0, relief).astype(np.float32)
+    relief = np.where(markers > 0, 0.0, terms.relief).astype(np.float32)
     ws = watershed(relief, markers)
     obj = ws == 1
     if n_clicks > 1:
