@@ -92,6 +92,12 @@ CASES = [
         None,
     ),
     (
+        "corrupt-tiff",  # a TIFF header, then garbage: no image directory to read
+        lambda t: {"_": (t / "v.ome.tif").write_bytes(b"II*\x00" + b"garbage" * 40)},
+        ["info", "{t}/v.ome.tif"],
+        "holds no image",
+    ),
+    (
         "zero-byte-file",
         lambda t: {"d": _sections(t / "s")} | {"_": (t / "s" / "sec_02.png").write_bytes(b"")},
         ["info", "{d}"],

@@ -35,7 +35,11 @@ def test_qc_tab_flags_goes_to_masks_repairs_and_replaces(make_napari_viewer, qtb
     panel = HistoVolPanel(viewer)
     viewer.window.add_dock_widget(panel, name="HistoVol")
     qc = panel.show_tab("QC")
-    (layer,) = add_volume_layer(viewer, as_volume(a, keep), name="stack")
+    from dataclasses import replace
+
+    vol = as_volume(a, keep)  # at a physical size, so the layers carry micrometres
+    vol = type(vol)(vol.data, replace(vol.meta, scale=(2.0, 0.5, 0.5), unit="micrometer"))
+    (layer,) = add_volume_layer(viewer, vol, name="stack")
     qc.layer.value = layer
     assert not qc.repair_button.enabled  # nothing to repair before a QC
 
@@ -59,7 +63,8 @@ def test_qc_tab_flags_goes_to_masks_repairs_and_replaces(make_napari_viewer, qtb
     masks = qc.mask_layer
     assert type(masks).__name__ == "Labels"
     assert masks.data.shape == layer.data.shape[:3] == (10, 160, 160)
-    assert tuple(masks.scale) == tuple(layer.scale)
+    assert tuple(masks.scale) == tuple(layer.scale) == (2.0, 0.5, 0.5)
+    assert tuple(masks.units) == tuple(layer.units) and str(layer.units[0]) == "micrometer"
     fold_plane = np.asarray(masks.data[3])
     got = fold_plane == KINDS.index("fold") + 1
     assert (got & fold_m).sum() > 0.5 * got.sum() > 0

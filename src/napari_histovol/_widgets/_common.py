@@ -30,6 +30,18 @@ def text_overlay(viewer):
     return text if text is not None else viewer.text_overlay
 
 
+def layer_placement(layer, ndim: int = 3) -> dict[str, tuple]:
+    """``scale``, ``translate``, ``units`` and ``axis_labels`` of ``layer``'s first ``ndim``
+    axes: a layer made from it (masks, labels, prompts) lies on it in the same units (napari
+    turns units off for the whole viewer when layers disagree)."""
+    return {
+        "scale": tuple(layer.scale)[:ndim],
+        "translate": tuple(layer.translate)[:ndim],
+        "units": tuple(layer.units)[:ndim],
+        "axis_labels": tuple(layer.axis_labels)[:ndim],
+    }
+
+
 def chosen_layer(layer_widget):
     """The layer picked in a layer combo box, or None after telling the user to pick one."""
     layer = layer_widget.value

@@ -18,7 +18,7 @@ from .._layers import DISPLAY_KEY, add_volume_layer, layer_volume, world_z
 from ..core.progress import Progress
 from ..core.qc import KINDS, iter_section_qc
 from ..core.qc.restore import apply_repairs, repair_at
-from ._common import ProgressRow, chosen_layer, image_layer_picker
+from ._common import ProgressRow, chosen_layer, image_layer_picker, layer_placement
 from .sections_widget import plane_under_slider
 
 if TYPE_CHECKING:
@@ -209,8 +209,7 @@ class QCWidget(Container):
         self.mask_layer = self.viewer.add_labels(
             stack,
             name=name,
-            scale=tuple(layer.scale)[:3],
-            translate=tuple(layer.translate)[:3],
+            **layer_placement(layer),
             opacity=0.5,
             metadata={"qc_kinds": list(KINDS)},
         )

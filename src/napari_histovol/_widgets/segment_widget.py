@@ -23,7 +23,13 @@ from ..core.segment import Prompt, SegmentSession, object_table_csv, object_volu
 from ..core.segment.classifier import warm_up
 from ..core.segment.prompts import scribbles_from_labels
 from ..core.segment.volume import known_voxel_size, label_meta, voxel_volume_um3
-from ._common import ProgressRow, chosen_layer, confirm_overwrite, image_layer_picker
+from ._common import (
+    ProgressRow,
+    chosen_layer,
+    confirm_overwrite,
+    image_layer_picker,
+    layer_placement,
+)
 from ._worker import error_text
 
 if TYPE_CHECKING:
@@ -141,12 +147,7 @@ class SegmentWidget(Container):
         nz = volume.shape[0]
         self._grid = list(grid) if grid and layer.ndim == 3 else list(range(nz))
         shown = (len(self._grid), *volume.shape[1:3]) if layer.ndim == 3 else volume.shape[1:3]
-        place = {
-            "scale": tuple(layer.scale),
-            "translate": tuple(layer.translate),
-            "units": tuple(layer.units),
-            "axis_labels": tuple(layer.axis_labels),
-        }
+        place = layer_placement(layer, layer.ndim)
         for suffix in ("prompts", "scribbles", "objects"):
             name = f"{layer.name} {suffix}"
             if name in self.viewer.layers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import tempfile
@@ -23,7 +24,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ..errors import InputError
+from ..errors import CorruptImageError, InputError
 from ..progress import Progress, ProgressGenerator, drain
 from .atomic import atomic_output
 from .bounds import fits_in_memory, format_bytes
@@ -42,6 +43,18 @@ TIFF_COMPRESSIONS = ("zlib", "zstd", "lzw", "jpeg", "none")
 # ---------------------------------------------------------------------------------- reading
 
 
+@contextlib.contextmanager
+def _quiet_tifffile():
+    """tifffile's logged warnings (a damaged file's bad offsets) held back while it runs."""
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def read_ome_tiff(path: str | os.PathLike) -> Volume:
     """Open a (pyramidal) OME-TIFF or plain TIFF stack lazily, every resolution level."""
     import tifffile
@@ -51,16 +64,23 @@ def read_ome_tiff(path: str | os.PathLike) -> Volume:
     if not path.is_file():
         raise InputError(f"'{path}' does not exist.")
     try:
-        tif = tifffile.TiffFile(str(path))
+        with _quiet_tifffile():  # its warnings on a damaged file would precede our one line
+            tif = tifffile.TiffFile(str(path))
     except Exception as e:  # noqa: BLE001
         raise InputError(f"'{path}' is not a readable TIFF file ({e}).") from None
-    with tif:
-        series = tif.series[0]
-        axes = series.axes
-        n_levels = len(series.levels)
-        xml = tif.ome_metadata if tif.is_ome else None
-        size_um = tiff_physical_size(tif)
-        page0 = series.keyframe
+    with tif, _quiet_tifffile():
+        try:
+            series = tif.series[0]
+            axes = series.axes
+            n_levels = len(series.levels)
+            xml = tif.ome_metadata if tif.is_ome else None
+            size_um = tiff_physical_size(tif)
+            page0 = series.keyframe
+        except Exception as e:  # noqa: BLE001  (tifffile's own errors on a damaged file)
+            what = "holds no image" if isinstance(e, IndexError) else f"is damaged ({e})"
+            raise CorruptImageError(
+                f"'{path}' is a TIFF file that {what}; copy it again or remove it."
+            ) from None
         size = path.stat().st_size
         ends = [o + c for o, c in zip(page0.dataoffsets, page0.databytecounts, strict=False) if c]
         if ends and max(ends) > size:
