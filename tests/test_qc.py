@@ -126,6 +126,42 @@ def test_repair_of_a_fold_beats_leaving_it_and_whole_section_replacement_over_th
     assert (syn & m).sum() > 0.5 * syn.sum()  # what was rebuilt lies in the fold
 
 
+def test_a_copy_whose_next_sections_are_off_in_stain_is_rebuilt_from_both_sides_not_copied():
+    # z 6 copies z 5, and z 7-9 are off in stain: the copy is rebuilt between z 5 and z 7
+    # (z 7 brought to z 5's levels), not replaced by z 5 again; a copy at the end of the stack,
+    # with nothing but the section it copies, is left for the user to remove
+    from napari_histovol.core.qc.restore import interpolate_between, repair_at
+
+    clean = blob_stack(10)
+    a = clean.copy()
+    a[6] = a[5]
+    for k in (7, 8, 9):
+        a[k], _ = simulate.contrast(clean[k], np.random.default_rng(k), factor=0.45)
+    vol = as_volume(a)
+    report = [{"z": z, "flags": [], "mask": None} for z in range(10)]
+    report[6]["flags"] = ["duplicate"]
+    report[7]["flags"] = report[8]["flags"] = report[9]["flags"] = ["contrast"]
+    fixed, rec = repair_at(vol, report, 6, replace_whole=True)
+    assert rec is not None and rec.action == "replaced"
+    assert not np.array_equal(fixed, a[5])
+    every = np.ones(clean.shape[1:3], bool)
+    assert psnr(fixed, clean[6], every) > psnr(a[5], clean[6], every) + 1
+    assert psnr(fixed, clean[6], every) > psnr(a[7], clean[6], every) + 1  # its levels matched
+    # a misaligned z 7 is skipped: the copy lies a third of the way from z 5 to z 8
+    a = clean.copy()
+    a[6], a[7] = a[5], np.roll(clean[7], 12, axis=1)
+    report = [{"z": z, "flags": [], "mask": None} for z in range(10)]
+    report[6]["flags"], report[7]["flags"] = ["duplicate"], ["misaligned"]
+    third, _ = repair_at(as_volume(a), report, 6, replace_whole=True)
+    half = interpolate_between(clean[5], clean[8], 0.5).astype(np.uint8)
+    assert psnr(third, clean[6], every) > psnr(half, clean[6], every) + 0.3
+    end = a.copy()
+    end[9] = end[8] = clean[8]
+    report_end = [{"z": z, "flags": [], "mask": None} for z in range(10)]
+    report_end[9]["flags"] = ["duplicate"]
+    assert repair_at(as_volume(end), report_end, 9, replace_whole=True) == (None, None)
+
+
 @pytest.mark.parametrize("kind", ["tear", "debris"])
 def test_inpainting_a_known_mask_beats_leaving_the_damage(kind):
     clean = blob_stack(3, 128, seed=4)

@@ -290,7 +290,14 @@ class QCWidget(Container):
     def _repaired(self, index: int, res) -> None:
         fixed, rec = res
         if rec is None:
-            self.progress.status.value = "no neighbour to repair this section from"
+            from napari.utils.notifications import show_warning
+
+            z = self.volume.meta.with_planes(self.volume.shape[0]).z_numbers[index]
+            show_warning(
+                f"Section {z} has no sound neighbour to be rebuilt from (or only the section "
+                "it copies); remove it from the stack instead."
+            )
+            self.progress.status.value = f"section {z}: nothing to rebuild it from"
             return
         self.repairs[index] = (fixed, rec)
         restored = apply_repairs(

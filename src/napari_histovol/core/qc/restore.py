@@ -80,17 +80,21 @@ def _f32(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float32, copy=False)
 
 
-def interpolate_between(prev: np.ndarray | None, nxt: np.ndarray | None) -> np.ndarray:
-    """The section halfway between two neighbours (motion-compensated), or the one neighbour
+def interpolate_between(
+    prev: np.ndarray | None, nxt: np.ndarray | None, t: float = 0.5
+) -> np.ndarray:
+    """The section at ``t`` between two neighbours (motion-compensated), or the one neighbour
     there is, as float32.
 
     Parameters
     ----------
     prev, nxt
         The neighbouring sections (either may be None, not both).
+    t
+        Where the section lies between them (0: at ``prev``; 0.5: halfway).
     """
     if prev is not None and nxt is not None:
-        return synthesize(prev, nxt, estimate_pair_flow(prev, nxt), 0.5)
+        return synthesize(prev, nxt, estimate_pair_flow(prev, nxt), float(t))
     return _f32(prev if prev is not None else nxt).copy()
 
 
@@ -120,6 +124,7 @@ def inpaint_from_neighbours(
     nxt: np.ndarray | None,
     *,
     blurred: np.ndarray | None = None,
+    t: float = 0.5,
 ) -> np.ndarray:
     """Repair the damaged pixels of one section from its neighbours.
 
@@ -134,6 +139,8 @@ def inpaint_from_neighbours(
     blurred
         Boolean mask of blurred pixels: they keep their low frequencies and take the detail
         of the neighbours.
+    t
+        Where the section lies between its neighbours (0.5: halfway).
 
     Returns
     -------
@@ -144,7 +151,7 @@ def inpaint_from_neighbours(
     # the same synthesis from both neighbours as whole-section replacement: inside the damage
     # the fill is exactly that interpolation, so the repair is never worse there; outside it
     # the measured section is kept, with a feathered seam just outside the mask
-    pred = interpolate_between(prev, nxt)
+    pred = interpolate_between(prev, nxt, t)
     h, w = c.shape[:2]
     bad = damaged.astype(bool)
     out = c.copy()
@@ -213,6 +220,7 @@ def repair_section(
     flags: list[str],
     prev: np.ndarray | None,
     nxt: np.ndarray | None,
+    t: float = 0.5,
 ) -> tuple[np.ndarray, RepairedSection]:
     """Repair one section as its QC flags and mask say.
 
@@ -226,6 +234,8 @@ def repair_section(
         Its QC flags.
     prev, nxt
         Its neighbours (either may be None, not both).
+    t
+        Where the section lies between them (0.5: halfway).
 
     Returns
     -------
@@ -239,7 +249,7 @@ def repair_section(
     out, actions = cur, []
     syn = np.zeros(cur.shape[:2], bool)
     if "duplicate" in flags or hard.mean() > REPLACE_FRACTION:
-        out = cast_like(interpolate_between(prev, nxt), cur.dtype)
+        out = cast_like(interpolate_between(prev, nxt, t), cur.dtype)
         return out, RepairedSection(0, list(flags), "replaced", np.ones(cur.shape[:2], bool))
     if "misaligned" in flags:
         out = realign(out, refs)
@@ -248,7 +258,7 @@ def repair_section(
         out = match_stain(out, refs)
         actions.append("rescaled")
     if hard.any() or blur.any():
-        out = inpaint_from_neighbours(out, hard, prev, nxt, blurred=blur)
+        out = inpaint_from_neighbours(out, hard, prev, nxt, blurred=blur, t=t)
         syn = (feather(hard) > 0) | blur if hard.any() else blur
         actions.append("inpainted")
     return out, RepairedSection(
@@ -278,6 +288,58 @@ def _neighbour_index(i: int, step: int, n: int, skip: set[int]) -> int | None:
     return j if 0 <= j < n else None
 
 
+def _neighbours(zs, sections: dict, index: int) -> tuple[int | None, int | None, set[int]]:
+    """The sections to repair section ``index`` from, one on each side (None: none), and
+    which of them are off in stain. The nearest section that is neither a copy, misaligned
+    nor off in stain serves; where a side has none, the nearest one off in stain only (its
+    structure is sound: its levels are matched before use, see :func:`_match_levels`)."""
+    flags = {i: set(sections.get(z, {}).get("flags") or ()) for i, z in enumerate(zs)}
+    bad = {i for i, f in flags.items() if f & {"duplicate", "misaligned", "contrast"}}
+    off_stain = {i for i in bad if not flags[i] & {"duplicate", "misaligned"}}
+    bad.discard(index)
+    picked = []
+    for step in (-1, 1):
+        j = _neighbour_index(index, step, len(zs), bad)
+        if j is None:
+            j = _neighbour_index(index, step, len(zs), bad - off_stain)
+        picked.append(j)
+    p, q = picked
+    return p, q, {j for j in (p, q) if j in off_stain}
+
+
+def _between(zs, p: int | None, q: int | None, index: int) -> float:
+    """Where section ``index`` lies between its neighbours ``p`` and ``q`` by z number (a
+    neighbour beyond a skipped section is farther away)."""
+    if p is None or q is None or zs[q] == zs[p]:
+        return 0.5
+    return float((zs[index] - zs[p]) / (zs[q] - zs[p]))
+
+
+def _match_levels(img: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``img`` with its 2nd and 98th percentiles (per channel) mapped onto ``ref``'s: a
+    section off in stain brought to its neighbour's levels."""
+    a, r = img.astype(np.float32), ref.astype(np.float32)
+    if a.ndim == 2:
+        a, r = a[..., None], r[..., None]
+    out = np.empty_like(a)
+    for c in range(a.shape[-1]):
+        lo, hi = np.percentile(a[..., c], (2, 98))
+        rlo, rhi = np.percentile(r[..., c], (2, 98))
+        out[..., c] = (a[..., c] - lo) * ((rhi - rlo) / max(hi - lo, 1e-6)) + rlo
+    return cast_like(out.reshape(img.shape), img.dtype)
+
+
+def _levelled(load, p, q, off_stain: set[int], cur: np.ndarray):
+    """The two neighbours read, those off in stain matched to the other one (or, without a
+    sound other one, to the section being repaired)."""
+    a, b = load(p), load(q)
+    if p in off_stain:
+        a = _match_levels(a, b if b is not None and q not in off_stain else cur)
+    if q in off_stain:
+        b = _match_levels(b, a if a is not None and p not in off_stain else cur)
+    return a, b
+
+
 def restore_array(stack: np.ndarray, meta, report, pos: int) -> np.ndarray:
     """Repair section ``pos`` of an in-memory stack with a QC report (for tests and benchmarks).
 
@@ -294,19 +356,13 @@ def restore_array(stack: np.ndarray, meta, report, pos: int) -> np.ndarray:
     """
     sections = _by_z(report)
     zs = meta.with_planes(len(stack)).z_numbers
-    whole = {i for i, z in enumerate(zs) if _whole_damage(sections.get(z))}
     sec = sections.get(zs[pos]) or {"flags": [], "mask": None}
-    p = _neighbour_index(pos, -1, len(stack), whole)
-    q = _neighbour_index(pos, 1, len(stack), whole)
+    p, q, off_stain = _neighbours(zs, sections, pos)
     if p is None and q is None:
         return np.asarray(stack[pos]).copy()  # nothing to repair from (as iter_restore)
-    out, _ = repair_section(
-        np.asarray(stack[pos]),
-        sec["mask"],
-        sec["flags"],
-        None if p is None else np.asarray(stack[p]),
-        None if q is None else np.asarray(stack[q]),
-    )
+    cur = np.asarray(stack[pos])
+    a, b = _levelled(lambda j: None if j is None else np.asarray(stack[j]), p, q, off_stain, cur)
+    out, _ = repair_section(cur, sec["mask"], sec["flags"], a, b, _between(zs, p, q, pos))
     return out
 
 
@@ -316,11 +372,6 @@ def _by_z(report) -> dict[int, dict]:
     if hasattr(report, "sections") and not isinstance(report, list):
         return {s.z: {"flags": list(s.flags), "mask": s.mask} for s in report.sections}
     return {int(s["z"]): s for s in report}
-
-
-def _whole_damage(sec: dict | None) -> bool:
-    """Sections whose pixels cannot serve as a neighbour: copies, shifted, off in stain."""
-    return bool(sec) and any(f in sec["flags"] for f in ("duplicate", "misaligned", "contrast"))
 
 
 def iter_restore(volume, report) -> ProgressGenerator[RestoreResult]:
@@ -388,30 +439,30 @@ def repair_at(
     -------
     repaired, record
         The repaired section and its :class:`RepairedSection` (z set), or ``(None, None)``
-        when the section has no usable neighbour. Neighbours that are copies, misaligned or
-        off in stain are skipped.
+        when the section has no usable neighbour (a copy with no neighbour but the section it
+        copies has none). Neighbours that are copies or misaligned are skipped, and those off
+        in stain too unless a side has no other (see :func:`_neighbours`).
     """
     sections = _by_z(report)
     zs = list(volume.meta.with_planes(volume.shape[0]).z_numbers)
-    whole = {i for i, z in enumerate(zs) if _whole_damage(sections.get(z)) and i != index}
-    p = _neighbour_index(index, -1, len(zs), whole)
-    q = _neighbour_index(index, 1, len(zs), whole)
-    if p is None and q is None:
-        return None, None
+    p, q, off_stain = _neighbours(zs, sections, index)
+    sec = sections.get(zs[index]) or {"flags": [], "mask": None}
+    copy_of = index - 1 if "duplicate" in (sec.get("flags") or ()) else None
+    if (p is None and q is None) or (copy_of is not None and {p, q} <= {copy_of, None}):
+        return None, None  # nothing to rebuild from but (at most) the section it copies
 
     def load(j):
         return None if j is None else np.asarray(volume.data[j].compute())
 
     cur = np.asarray(volume.data[index].compute())
-    sec = sections.get(zs[index]) or {"flags": [], "mask": None}
+    prev, nxt = _levelled(load, p, q, off_stain, cur)
+    t = _between(zs, p, q, index)
     if replace_whole:
-        fixed = cast_like(interpolate_between(load(p), load(q)), cur.dtype)
+        fixed = cast_like(interpolate_between(prev, nxt, t), cur.dtype)
         flags = list(sec.get("flags") or [])
         rec = RepairedSection(int(zs[index]), flags, "replaced", np.ones(cur.shape[:2], bool))
         return fixed, rec
-    fixed, rec = repair_section(
-        cur, sec.get("mask"), list(sec.get("flags") or []), load(p), load(q)
-    )
+    fixed, rec = repair_section(cur, sec.get("mask"), list(sec.get("flags") or []), prev, nxt, t)
     rec.z = int(zs[index])
     return fixed, rec
 
