@@ -92,6 +92,12 @@ CASES = [
         None,
     ),
     (
+        "qc-one-section",
+        lambda t: {"d": _sections(t / "s", zs=(4,))},
+        ["qc", "{d}"],
+        "only 1 section",
+    ),
+    (
         "corrupt-tiff",  # a TIFF header, then garbage: no image directory to read
         lambda t: {"_": (t / "v.ome.tif").write_bytes(b"II*\x00" + b"garbage" * 40)},
         ["info", "{t}/v.ome.tif"],

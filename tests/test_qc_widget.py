@@ -124,3 +124,16 @@ def _bar_centre(strip, i):
 
     w = strip.width() / len(strip.entries)
     return QPoint(int((i + 0.5) * w), strip.height() // 2)
+
+
+def test_qc_tab_on_one_image_says_it_needs_a_stack(make_napari_viewer, qtbot):
+    from napari_histovol._widgets.panel import HistoVolPanel
+
+    viewer = make_napari_viewer(show=True)
+    panel = HistoVolPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="HistoVol")
+    qc = panel.show_tab("QC")
+    qc.layer.value = viewer.add_image(blob_stack(1)[0], name="one slide")
+    qc.run()
+    qtbot.waitUntil(lambda: "only 1 section" in str(qc.progress.status.value), timeout=30000)
+    assert qc.report is None

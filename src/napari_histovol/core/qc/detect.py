@@ -48,6 +48,8 @@ from ..progress import Progress, ProgressGenerator
 KINDS = ("fold", "tear", "blur", "debris", "contrast", "duplicate", "missing", "misaligned")
 #: Kinds that come with a mask of the damaged pixels.
 LOCAL_KINDS = ("fold", "tear", "blur", "debris")
+#: the largest score reported (1 is the threshold)
+SCORE_CAP = 100.0
 
 
 @dataclass(frozen=True)
@@ -511,6 +513,13 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
     s = settings or QCSettings()
     meta = volume.meta.with_planes(volume.shape[0])
     n = volume.shape[0]
+    if n < 2:
+        from ..errors import InputError
+
+        raise InputError(
+            "Section QC compares each section with its neighbours, and this stack has only "
+            f"{n} section; choose a stack of sections."
+        )
     full = tuple(volume.shape[1:3])
     chans, shape, _ = yield from _work_channels(volume, s)
     side = float(max(shape))
@@ -731,7 +740,9 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
     for i in range(n):
         z, file = meta.z_numbers[i], meta.files[i]
         sec = SectionQC(z=int(z), file=file)
-        sec.scores = {k: cal(i, k) for k in KINDS if k != "missing"}
+        # capped: a copy's score is a ratio to a difference of about 0 (24 942 734 means
+        # nothing more to a user than "far beyond the threshold")
+        sec.scores = {k: min(cal(i, k), SCORE_CAP) for k in KINDS if k != "missing"}
         flags = [k for k, v in sec.scores.items() if v >= 1]
         if "duplicate" in flags:
             flags = ["duplicate"]  # a copy is judged only as a copy
