@@ -126,4 +126,10 @@ class IsotropicWidget(Container):
             f"{result.model.train_seconds:.0f} s, held-back planes {result.model.validation_psnr} dB "
             f"against {result.model.spline_psnr} dB for the cubic spline"
         )
+        learned = result.model.validation_psnr or 0.0
+        if learned <= (result.model.spline_psnr or 0.0):
+            self.summary.value += (
+                "; the model learned nothing in that time, so the planes are the cubic "
+                "spline: give training a longer time budget"
+            )
         self.progress.status.value = "done"
