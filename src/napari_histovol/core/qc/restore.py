@@ -341,7 +341,8 @@ def _levelled(load, p, q, off_stain: set[int], cur: np.ndarray):
 
 
 def restore_array(stack: np.ndarray, meta, report, pos: int) -> np.ndarray:
-    """Repair section ``pos`` of an in-memory stack with a QC report (for tests and benchmarks).
+    """Repair section ``pos`` of an in-memory stack with a QC report (for tests and benchmarks):
+    :func:`repair_at` on the stack, the section as it is where there is nothing to repair from.
 
     Parameters
     ----------
@@ -354,16 +355,11 @@ def restore_array(stack: np.ndarray, meta, report, pos: int) -> np.ndarray:
     pos
         Index of the section to repair.
     """
-    sections = _by_z(report)
-    zs = meta.with_planes(len(stack)).z_numbers
-    sec = sections.get(zs[pos]) or {"flags": [], "mask": None}
-    p, q, off_stain = _neighbours(zs, sections, pos)
-    if p is None and q is None:
-        return np.asarray(stack[pos]).copy()  # nothing to repair from (as iter_restore)
-    cur = np.asarray(stack[pos])
-    a, b = _levelled(lambda j: None if j is None else np.asarray(stack[j]), p, q, off_stain, cur)
-    out, _ = repair_section(cur, sec["mask"], sec["flags"], a, b, _between(zs, p, q, pos))
-    return out
+    from ..io import Volume
+
+    volume = Volume(da.from_array(stack, chunks=(1,) + stack.shape[1:]), meta)
+    fixed, _ = repair_at(volume, report, pos)
+    return np.asarray(stack[pos]).copy() if fixed is None else fixed
 
 
 def _by_z(report) -> dict[int, dict]:

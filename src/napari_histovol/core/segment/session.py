@@ -312,14 +312,7 @@ class SegmentSession:
 
     def probability(self, obj: int, z: int) -> np.ndarray:
         """Object ``obj``'s probability in section ``z``, on its window."""
-        win = self.window(obj)
-        clf = self.classifier(obj)
-        key = (obj, z, win, id(clf))
-        hit = self._prob.get(key)
-        if hit is None:
-            hit = clf.predict(self.features.features(z, win))
-            self._prob[key] = hit
-        return hit
+        return self.probabilities(obj, [z])[z]
 
     def probabilities(self, obj: int, zs: Iterable[int]) -> dict[int, np.ndarray]:
         """Object ``obj``'s probability in each section of ``zs`` (on its window), the
