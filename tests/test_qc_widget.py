@@ -74,9 +74,15 @@ def test_qc_tab_flags_goes_to_masks_repairs_and_replaces(make_napari_viewer, qtb
     qtbot.mouseClick(qc.strip, _left(), pos=_bar_centre(qc.strip, 3))
     assert viewer.dims.point[0] == pytest.approx(world_z(layer, keep.index(3)))
     assert qc.current_index() == keep.index(3) and qc.strip.current == 3
+    assert qc.list.currentItem().text().startswith("section 3:")
     item = qc.list.item(1)
     qc.list.itemClicked.emit(item)
     assert qc.current_index() == keep.index(6)
+    # the list follows the slider: a clean section highlights nothing, not the last one clicked
+    qc.go_to_z(1)
+    assert qc.list.currentRow() == -1 and not qc.list.selectedItems()
+    qc.go_to_z(6)
+    assert qc.list.currentItem().text().startswith("section 6:")
 
     # repair the fold (the slider on z 3): the region becomes the neighbours' interpolation
     qc.go_to_z(3)

@@ -96,6 +96,7 @@ def test_segment_widget_clicks_leak_undo_and_volumes(
     w.points.add([6, 32, 80])
     monkeypatch.setattr(segment_widget, "_flip_held", lambda: False)
     assert not w.points.features["positive"][1]
+    assert w.info.value.startswith("object 1: 1 positive, 1 negative click(s)")
     qtbot.waitUntil(lambda: w.progress.worker is None and not w._dirty, timeout=30000)
     fixed = _labels(w) == 1
     assert (fixed & b).sum() < 0.1 * b.sum()
@@ -125,6 +126,7 @@ def test_segment_widget_clicks_leak_undo_and_volumes(
     w.write_labels()
     qtbot.waitUntil(lambda: w.progress.worker is None, timeout=20000)
     written = read_volume(out)
+    assert w.info.value == "labels written to objects.ome.zarr"  # not the undo's message
     assert np.array_equal(np.asarray(written.data), _labels(w))
     assert tuple(written.meta.scale) == pytest.approx(SCALE)
 
@@ -190,3 +192,25 @@ def test_segment_widget_in_3d_on_a_near_isotropic_stack(make_napari_viewer, qtbo
     row = w.table.data.to_list()[0]
     assert row[:2] == [1, int(got.sum())]
     assert float(row[2]) == pytest.approx(got.sum() * 0.5 * 0.25 * 0.25, rel=1e-3)
+
+
+def test_segment_panel_wraps_its_messages_and_names_its_own_image_box(make_napari_viewer):
+    """A long message wraps inside the dock instead of widening it, and Start with no image
+    says which box to fill (not another tab's words)."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_histovol._widgets.segment_widget import SegmentWidget
+
+    viewer = make_napari_viewer(show=True)
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.info.native.wordWrap()
+    w.info.value = "click an object (Shift- or Alt-click: the other kind of click); " * 4
+    QApplication.processEvents()
+    assert w.native.minimumSizeHint().width() < 600  # unwrapped, this line alone is 1500 px
+    from unittest import mock
+
+    with mock.patch("napari.utils.notifications.show_warning") as warn:
+        w.start()
+    (call,) = warn.call_args_list
+    assert call.args[0] == "Open an image, then choose it in the 'image' box of this tab."

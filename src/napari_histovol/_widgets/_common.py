@@ -42,14 +42,29 @@ def layer_placement(layer, ndim: int = 3) -> dict[str, tuple]:
     }
 
 
+#: what a tab says when its image box is empty (every tab has one, named by its label)
+NO_LAYER_TEXT = "Open an image, then choose it in the '{label}' box of this tab."
+
+
 def chosen_layer(layer_widget):
     """The layer picked in a layer combo box, or None after telling the user to pick one."""
     layer = layer_widget.value
     if layer is None:
         from napari.utils.notifications import show_warning
 
-        show_warning("Choose an image layer with the sections first.")
+        show_warning(NO_LAYER_TEXT.format(label=layer_widget.label or "image"))
     return layer
+
+
+def wrapping_label(value: str = "", **kwargs) -> Label:
+    """A label whose long text wraps instead of widening the panel (magicgui fixes a label's
+    height at one line: the layout is let ask the wrapped label for its height at its width)."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label = Label(value=value, **kwargs)
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+    return label
 
 
 def confirm_overwrite(parent, path) -> bool:
@@ -72,13 +87,7 @@ class ProgressRow(Container):
 
     def __init__(self) -> None:
         self.bar = ProgressBar(value=0, min=0, max=1, visible=False)
-        self.status = Label(value="")
-        # a long status wraps, not widens the panel; magicgui fixes a label's height at one
-        # line, so let the layout ask the wrapped label for its height at its width
-        from qtpy.QtWidgets import QSizePolicy
-
-        self.status.native.setWordWrap(True)
-        self.status.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        self.status = wrapping_label()
         self.cancel = PushButton(text="Cancel", enabled=False)
         super().__init__(widgets=[self.bar, self.status, self.cancel], labels=False)
         self.worker = None

@@ -28,7 +28,12 @@ from ..core.align import (
     iter_align,
 )
 from ..core.align.stack import ENGINES
-from ._common import ProgressRow, chosen_layer, image_layer_picker
+from ._common import (
+    ProgressRow,
+    chosen_layer,
+    image_layer_picker,
+    wrapping_label,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -160,7 +165,7 @@ class AlignWidget(Container):
         )
         self.lm_layers_button = PushButton(text="Landmark layers")
         self.lm_apply_button = PushButton(text="Correct from landmarks")
-        self.lm_status = Label(value="")
+        self.lm_status = wrapping_label()
         self.carry_layer = ComboBox(choices=self._annotation_layers, label="annotations")
         self.carry_button = PushButton(text="Carry into aligned")
         self.carry_back_button = PushButton(text="Carry back to sections")

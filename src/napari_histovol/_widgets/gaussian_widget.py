@@ -15,7 +15,6 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FloatSpinBox,
-    Label,
     PushButton,
     SpinBox,
 )
@@ -30,7 +29,12 @@ from ..core.gaussians import (
     iter_compress,
 )
 from ..core.progress import Progress
-from ._common import ProgressRow, chosen_layer, image_layer_picker
+from ._common import (
+    ProgressRow,
+    chosen_layer,
+    image_layer_picker,
+    wrapping_label,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -75,7 +79,7 @@ class GaussianWidget(Container):
         self.iterations = SpinBox(value=FitConfig.iterations, min=10, max=20000, label="steps")
         self.run_button = PushButton(text="Fit Gaussians")
         self.progress = ProgressRow()
-        self.summary = Label(value="")
+        self.summary = wrapping_label()
         super().__init__(
             widgets=[
                 self.layer,

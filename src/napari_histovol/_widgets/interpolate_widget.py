@@ -31,7 +31,13 @@ from .._layers import layer_volume, result_layer_kwargs
 from ..core.errors import HistovolError
 from ..core.interpolate import METHODS, PairCache, live_interpolate, parse_z_numbers
 from ..core.progress import Progress
-from ._common import ProgressRow, chosen_layer, confirm_overwrite, image_layer_picker
+from ._common import (
+    NO_LAYER_TEXT,
+    ProgressRow,
+    chosen_layer,
+    confirm_overwrite,
+    image_layer_picker,
+)
 from ._worker import error_text
 
 if TYPE_CHECKING:
@@ -132,7 +138,7 @@ class InterpolateWidget(Container):
         """(layer, replace z) for a rebuild, or None after saying what is wrong."""
         layer = self.layer.value
         if layer is None:
-            self._tell("Choose an image layer with the sections first.")
+            self._tell(NO_LAYER_TEXT.format(label=self.layer.label))
             return None
         if layer is self.result_layer:
             self._tell("Choose the sections layer, not the interpolated one.")

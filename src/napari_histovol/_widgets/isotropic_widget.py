@@ -11,13 +11,18 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import Container, FloatSpinBox, Label, PushButton
+from magicgui.widgets import Container, FloatSpinBox, PushButton
 
 from .._layers import add_volume_layer, layer_volume
 from ..core.errors import HistovolError
 from ..core.isotropic import DEFAULT_TIME_BUDGET, MAX_FACTOR
 from ..core.progress import Progress
-from ._common import ProgressRow, chosen_layer, image_layer_picker
+from ._common import (
+    ProgressRow,
+    chosen_layer,
+    image_layer_picker,
+    wrapping_label,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -58,7 +63,7 @@ class IsotropicWidget(Container):
         self.run_button = PushButton(text="Reconstruct")
         self.stop_button = PushButton(text="Stop training (keep model)", enabled=False)
         self.progress = ProgressRow()
-        self.summary = Label(value="")
+        self.summary = wrapping_label()
         self.summary.native.setWordWrap(True)
         super().__init__(
             widgets=[

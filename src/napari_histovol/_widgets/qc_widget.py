@@ -243,11 +243,25 @@ class QCWidget(Container):
         if self.report is None:
             return
         index = self.current_index()
+        z = None
         if index is None:
             self.strip.set_current(-1)
-            return
-        z = self.volume.meta.with_planes(self.volume.shape[0]).z_numbers[index]
-        self.strip.set_current([e[0] for e in self.strip.entries].index(z))
+        else:
+            z = self.volume.meta.with_planes(self.volume.shape[0]).z_numbers[index]
+            self.strip.set_current([e[0] for e in self.strip.entries].index(z))
+        # the list highlights the section under the slider, or nothing (not the last one clicked)
+        row = next(
+            (
+                i
+                for i in range(self.list.count())
+                if self.list.item(i).data(Qt.ItemDataRole.UserRole) == z
+            ),
+            -1,
+        )
+        if row != self.list.currentRow():
+            self.list.setCurrentRow(row)
+        if row < 0:
+            self.list.clearSelection()
 
     # -------------------------------------------------------------------------------- repair
 

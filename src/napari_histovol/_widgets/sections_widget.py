@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QListWidget, QListWidgetItem
 from .._layers import DISPLAY_KEY, physical_placement
 from ..core.io.meta import META_KEY, VolumeMeta
 from ..core.sections import missing_label, plane_label
-from ._common import image_layer_picker, text_overlay
+from ._common import chosen_layer, image_layer_picker, text_overlay
 
 if TYPE_CHECKING:
     import napari
@@ -191,13 +191,10 @@ class SectionsWidget(Container):
     def set_scale(self, *_) -> None:
         """Give the picked stack the pixel size and section spacing typed here (µm): its
         scale, units and placement, and the metadata that travels with it."""
-        layer = self.layer.value
-        meta = histovol_meta(layer) if layer is not None else None
+        layer = chosen_layer(self.layer)
         if layer is None:
-            from napari.utils.notifications import show_warning
-
-            show_warning("Choose an image layer with the sections first.")
             return
+        meta = histovol_meta(layer)
         if meta is None:
             meta = VolumeMeta(z_numbers=tuple(range(layer.data.shape[0])), rgb=layer.rgb)
         step = 1 + int((meta.extra.get("interpolation") or {}).get("frames_between", 0) or 0)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, SpinBox, Table
+from magicgui.widgets import CheckBox, Container, FileEdit, PushButton, SpinBox, Table
 
 from .._layers import DISPLAY_KEY, layer_volume
 from ..core.errors import HistovolError
@@ -29,6 +29,7 @@ from ._common import (
     confirm_overwrite,
     image_layer_picker,
     layer_placement,
+    wrapping_label,
 )
 from ._worker import error_text
 
@@ -71,7 +72,7 @@ class SegmentWidget(Container):
         self.table = Table(value={"object": [], "voxels": [], "volume (µm³)": []})
         self.table_path = FileEdit(mode="w", label="volumes CSV", filter="*.csv", value="")
         self.table_button = PushButton(text="Save volumes table")
-        self.info = Label(value="choose the image, then Start")
+        self.info = wrapping_label("choose the image, then Start")
         self.progress = ProgressRow()
         super().__init__(
             widgets=[
@@ -250,8 +251,19 @@ class SegmentWidget(Container):
             finally:
                 self._guard = False
             self._tell("a click outside the image (or on a missing section) was ignored")
+        elif len(indices):
+            self._tell(self._click_summary(obj))
         self._colour()
         self._pump()
+
+    def _click_summary(self, obj: int) -> str:
+        """What object ``obj`` has been given so far (the info line after a click)."""
+        pos = sum(p.positive for p in self.prompts if p.object == obj)
+        neg = sum(not p.positive for p in self.prompts if p.object == obj)
+        return (
+            f"object {obj}: {pos} positive, {neg} negative click(s); "
+            "Shift- or Alt-click for the other kind"
+        )
 
     def _from_layer(self) -> None:
         """Points moved or deleted in the layer: the clicks are read back from it."""
@@ -491,6 +503,7 @@ class SegmentWidget(Container):
 
         def done(out) -> None:
             self.progress.status.value = f"wrote {Path(out).name}"
+            self._tell(f"labels written to {Path(out).name}")
 
         worker = self.progress.run(gen, done, self.write_button, self.update_button)
         worker.finished.connect(self._finished)

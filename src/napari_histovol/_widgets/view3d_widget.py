@@ -20,13 +20,16 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSlider,
-    Label,
     PushButton,
 )
 
 from ..core.progress import Progress
 from ..core.render3d import AXES, clipping_planes, plane_normal, true_colour_style
-from ._common import ProgressRow, image_layer_picker
+from ._common import (
+    ProgressRow,
+    image_layer_picker,
+    wrapping_label,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -130,7 +133,7 @@ class View3DWidget(Container):
         self.z_exaggeration = FloatSlider(
             value=1.0, min=0.2, max=20.0, step=0.1, label="z exaggeration"
         )
-        self.help = Label(value=DRAG_HELP)
+        self.help = wrapping_label(DRAG_HELP)
         self.shot_path = FileEdit(
             mode="w", value="histovol-3d.png", label="screenshot file", filter="*.png"
         )
