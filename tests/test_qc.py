@@ -196,6 +196,38 @@ def test_qc_on_real_em_sections_finds_a_fold(shared_data):
     assert dice(s.mask > 0, m) > 0.15
 
 
+def test_a_dark_band_on_em_sections_with_no_slide_in_view_is_a_fold_not_a_tear(shared_data):
+    """On EM more material scatters more: a fold (double thickness) is a dark band. A crop
+    with no film at its border (its border median under half the range, as in sections 4-6
+    here) is still read as "more material is darker"."""
+    from napari_histovol.core.image import is_bright_background
+
+    src = read_volume(shared_data / "isbi2012_sstem_train" / "train_image")
+    clean = np.asarray(src.data[0:9, 128:384, 128:384].compute())
+    assert np.median(np.concatenate([clean[5, 0], clean[5, -1]])) < 127  # no slide at its border
+    assert all(is_bright_background(p) for p in clean)
+    a = clean.copy()
+    yy, xx = np.mgrid[:256, :256]
+    band = np.abs(yy - 0.8 * xx - 40) < 7  # a 14 px dark diagonal band, as a user saw it
+    a[4] = np.where(band, a[4] * 0.25, a[4]).astype(a.dtype)
+    s = section_qc(as_volume(a)).section(4)
+    assert s.flags and s.flags[0] == "fold", s.flags
+    got = s.mask == KINDS.index("fold") + 1
+    assert (got & band).sum() > 0.5 * band.sum()
+
+
+def test_a_fluorescence_plane_with_little_signal_is_not_read_as_a_bright_slide(shared_data):
+    import tifffile
+
+    from napari_histovol.core.image import is_bright_background
+
+    nuclei = tifffile.imread(shared_data / "cells3d_nuclei_3d" / "nuclei.tif")
+    # plane 10 of this crop holds little but camera background: its border is over half its
+    # own maximum, yet its long tail is the bright one
+    assert not is_bright_background(nuclei[10, 64:192, 64:192])
+    assert not is_bright_background(nuclei[30])
+
+
 def test_a_stain_trend_through_the_stack_is_not_a_swing_but_one_section_off_it_is():
     # fluorescence fading with depth: every section's distance from the background 6 % below
     # the one before (both ends included); section 6 alone swung to 45 %

@@ -32,9 +32,37 @@ def background_value(img: np.ndarray) -> np.ndarray:
     return np.median(border, axis=0).astype(img.dtype)
 
 
+#: skewness of a gray section's histogram beyond which its long tail says which side the
+#: signal is on (dark tail: brightfield or EM, more material is darker; bright tail:
+#: fluorescence); between -SKEW_CLEAR and SKEW_CLEAR the border decides
+SKEW_CLEAR = 0.1
+
+
+def _skewness(img: np.ndarray, n: int = 65536) -> float:
+    """Sample skewness of (at most ``n`` evenly spaced) finite pixel values."""
+    v = np.asarray(img, dtype=np.float64).ravel()
+    if v.size > n:
+        v = v[:: v.size // n]
+    v = v[np.isfinite(v)]
+    if v.size < 3:
+        return 0.0
+    sd = v.std()
+    return float(((v - v.mean()) ** 3).mean() / sd**3) if sd > 0 else 0.0
+
+
 def is_bright_background(img: np.ndarray) -> bool:
-    """True when the section lies on a bright (brightfield) slide: its border is above half the
-    dtype's range (8 bit) or half its own maximum (16 bit and float)."""
+    """True when the section lies on a bright slide or is read as one (brightfield, EM: more
+    material is darker).
+
+    A gray section is judged by its histogram's long tail first (a dark tail: the signal is
+    dark; a bright tail: fluorescence), since a field of EM or a crop of tissue has no slide at
+    its border; a colour section, or a gray one with no clear tail, by its border: above half
+    the dtype's range (8 bit) or half its own maximum (16 bit and float).
+    """
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[-1] == 1):
+        tail = _skewness(img)
+        if abs(tail) > SKEW_CLEAR:
+            return tail < 0
     bg = np.asarray(background_value(img), dtype=np.float64).mean()
     if img.dtype.kind in "ui":
         top = np.iinfo(img.dtype).max if img.dtype.itemsize == 1 else max(float(img.max()), 1.0)
