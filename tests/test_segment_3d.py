@@ -263,3 +263,28 @@ def test_the_window_reaches_a_few_blob_radii_and_gives_the_object_of_the_whole_m
     for k in (0, 1):
         assert dice(objects[False][k], objects[True][k]) > 0.97
         assert dice(objects[False][k], np.pad(lab, ((0, 0), (0, 90), (0, 90))) == k + 1) > 0.8
+
+
+def test_one_click_follows_a_vessel_through_the_volume_beyond_the_first_window():
+    """A tube along z, twelve radii long (a vessel, a neurite): the window starts three blob
+    radii deep and grows while the object runs on through its top and bottom (the faces hold
+    back only what is improbable there); a ball beside it is kept out."""
+    img, lab = _nuclei(
+        [(40, 24, 24), (40, 24, 44), (12, 8, 10)],
+        [(36, 5, 5), (7, 7, 7), (6, 6, 6)],
+        [0.8, 0.8, 0.7],
+        shape=(80, 56, 60),
+        seed=1,
+    )
+    s = SegmentSession(img, sampling=(0.25, 0.25, 0.25), margin=64)
+    s.add_prompt(Prompt(40, 24, 24, 1, True))
+    from napari_histovol.core.progress import drain
+
+    drain(s.iter_segment_object(1))
+    obj = np.zeros(img.shape, bool)
+    for z in s.masks.get(1, {}):
+        obj[z] = s.object_mask(1, z)
+    zs = np.flatnonzero(obj.any(axis=(1, 2)))
+    assert zs.min() <= 20 and zs.max() >= 60, (zs.min(), zs.max())  # 3 radii: 25 to 55
+    assert dice(obj, lab == 1) >= 0.8
+    assert (obj & (lab == 2)).sum() < 0.05 * (lab == 2).sum()

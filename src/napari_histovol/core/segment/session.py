@@ -28,6 +28,9 @@ _MAX_SCRIBBLE_SAMPLES = 3000
 _POOL_PER_SECTION = 3000
 #: share of a clicked blob's radius taken as object examples around the click
 RADIUS_SHARE = 0.5
+#: how many times a 3D object's window may grow in z (by 3, 6, 12, ... blob radii) while the
+#: object reaches its top or bottom face
+Z_GROWTHS = 5
 #: in 3D, an object's window reaches this many radii of its first clicked blob around its
 #: clicks (the object and a band of background for the classifier and the watershed; the
 #: window in z reaches as far). Windows of 3 radii and of the whole 128 px margin give the same
@@ -524,7 +527,7 @@ class SegmentSession:
         neg = self._points(obj, False)
         gray: dict[int, np.ndarray] = {}
         prob: dict[int, np.ndarray] = {}
-        for attempt in range(4):
+        for attempt in range(Z_GROWTHS + 1):
             todo = [z for z in range(z0, z1) if z not in prob]
             for i, z in enumerate(self.features.iter_compute(todo, win)):
                 gray[z] = self.features.normalised(z, win)
@@ -555,11 +558,12 @@ class SegmentSession:
                 ),
             )
             grow_lo, grow_hi = z0 > 0 and m[0].any(), z1 < nz and m[-1].any()
-            if attempt == 3 or not (grow_lo or grow_hi):
+            if attempt == Z_GROWTHS or not (grow_lo or grow_hi):
                 break
+            step = reach * 2**attempt  # a long vessel is followed in a few steps
             z0, z1 = (
-                (max(0, z0 - reach) if grow_lo else z0),
-                (min(nz, z1 + reach) if grow_hi else z1),
+                (max(0, z0 - step) if grow_lo else z0),
+                (min(nz, z1 + step) if grow_hi else z1),
             )
         out = {}
         for i, z in enumerate(range(z0, z1)):

@@ -5,10 +5,13 @@ When the sections are about as far apart as the pixels (confocal and light-sheet
 an object overlaps itself from one plane to the next and a 3D watershed follows it better than
 section-by-section propagation. In a window around the clicks, the object floods from its positive
 clicks and the background from its negative clicks, from other objects, from the window's inner
-faces, from the voxels that the click-trained classifier finds improbable and that lie at
-least one blob radius from anything probable, and from the centres of look-alike blobs at least
-1.5 blob radii from the clicks (touching nuclei are not improbable: without a seed of their own
-they fall to whichever flood reaches them first); the two meet on the ridge of the image's
+faces (the top and bottom faces only where the object is improbable, so that a vessel or a
+neurite that runs on reaches them and the window grows in z), from the voxels that the
+click-trained classifier finds improbable and that lie at least one blob radius from anything
+probable, and from the centres of look-alike blobs at least 1.5 blob radii from the clicks and
+beyond a dip of the blob response (touching nuclei are not improbable: without a seed of their
+own they fall to whichever flood reaches them first; a peak further along the same tube is no
+other blob); the two meet on the ridge of the image's
 gradient (in physical units, so that a coarser z counts as it should). Every seed floods from
 its own voxels at once, so a corrective click on a rim or a bright speck takes effect where it
 is. The first click seeds a ball half as deep as the click lies inside the probable region, so
@@ -55,6 +58,9 @@ FIRST_SEED_SHARE = 0.5
 #: least NEIGHBOUR_RESPONSE of the clicked blob's response) seed the background
 NEIGHBOUR_GAP = 1.5
 NEIGHBOUR_RESPONSE = 0.5
+#: a look-alike peak on the same ridge of the blob response as the click (never below this
+#: share of the lower end between them) is the same tube or vessel, not another blob
+SADDLE_SHARE = 0.5
 #: a corrective positive click's own catchment is kept within this many times its distance to
 #: the rest of the object
 TRUST_SHARE = 4.0
@@ -175,7 +181,25 @@ def _neighbour_centres(
     if not len(pts):
         return pts
     d = np.sqrt((((pts[:, None, :] - positive[None, :, :]) * rel) ** 2).sum(-1)).min(axis=1)
-    return pts[d >= NEIGHBOUR_GAP * radius_px]
+    pts = pts[d >= NEIGHBOUR_GAP * radius_px]
+    # a peak along the same tube or vessel: the response stays up all the way from the click
+    # (falls no lower than SADDLE_SHARE of the lower end, and has a low point of its own:
+    # a response rising all the way is the click on the flank of a brighter neighbour)
+    keep = [c for c in pts if not _same_ridge(blob, positive[0], c)]
+    return np.array(keep, int).reshape(-1, 3)
+
+
+def _same_ridge(blob: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the straight line from voxel ``a`` to voxel ``b`` stays on one ridge of
+    ``blob``: its lowest value is at least :data:`SADDLE_SHARE` of the lower end, and below
+    both ends (a dip, however shallow)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    n = int(np.ceil(np.abs(b - a).max())) + 1
+    line = a[:, None] + (b - a)[:, None] * np.linspace(0.0, 1.0, n)[None]
+    idx = tuple(np.clip(np.rint(line).astype(int), 0, np.array(blob.shape)[:, None] - 1))
+    along = blob[idx]
+    low, ends = float(along.min()), float(min(along[0], along[-1]))
+    return SADDLE_SHARE * ends <= low < ends * (1 - 1e-3)
 
 
 def segment_object_3d(
@@ -258,7 +282,9 @@ def segment_object_3d(
         if is_open and shape[axis] > 2:
             idx = [slice(None)] * 3
             idx[axis] = sl
-            background[tuple(idx)] = True
+            # a top or bottom face holds back only what is improbable there: an object that
+            # runs on through it (a vessel, a neurite) reaches it, and the window grows in z
+            background[tuple(idx)] = True if axis else ~(p_s[tuple(idx)] >= 0.5)
     if others is not None:
         background |= others
     markers = np.zeros(shape, np.int32)
