@@ -258,12 +258,27 @@ def repair_section(
         out = match_stain(out, refs)
         actions.append("rescaled")
     if hard.any() or blur.any():
+        hard = _with_margin(hard)
         out = inpaint_from_neighbours(out, hard, prev, nxt, blurred=blur, t=t)
         syn = (feather(hard) > 0) | blur if hard.any() else blur
         actions.append("inpainted")
     return out, RepairedSection(
         0, list(flags), "+".join(actions) or "none", syn if syn.any() else None
     )
+
+
+#: damage masks are grown by this share of the section's longest side before they are
+#: rebuilt (a detection's outline falls inside the damage's faint rim)
+REPAIR_MARGIN = 0.015
+
+
+def _with_margin(mask: np.ndarray) -> np.ndarray:
+    """``mask`` grown by :data:`REPAIR_MARGIN` of the longest side."""
+    r = int(round(REPAIR_MARGIN * max(mask.shape[:2])))
+    if r < 1 or not mask.any():
+        return mask
+    ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
+    return cv2.dilate(mask.astype(np.uint8), ker).astype(bool)
 
 
 def whole_section_replacement(stack: np.ndarray, pos: int) -> np.ndarray:
