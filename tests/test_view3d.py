@@ -189,3 +189,44 @@ def test_a_lazy_volume_turns_colour_on_a_worker_and_2d_cancels_it(make_napari_vi
     viewer.dims.ndisplay = 2
     qtbot.waitUntil(lambda: w.progress.worker is None, timeout=60000)
     assert layer.visible and [ly.name for ly in viewer.layers] == ["lazy"]
+
+
+@pytest.mark.parametrize("scale", [(1.0, 1.0, 1.0), (2.0, 0.5, 0.5)])
+def test_clip_at_a_share_of_the_volume_cuts_that_share_at_any_pixel_size(make_napari_viewer, scale):
+    """napari places clipping planes in world coordinates: a volume in µm (0.5 µm pixels,
+    shifted to its first section's z) clipped along y at 0.6 keeps 40 % of its rows, as one in
+    pixels does (found by a user: at 0.5 µm the canvas went empty)."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_histovol._widgets.view3d_widget import TILTED_VIEW, View3DWidget
+
+    vol = np.full((16, 80, 80), 200, np.uint8)
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_image(
+        vol, name="block", scale=scale, translate=(8.0, 3.0, 1.0), contrast_limits=(0, 255)
+    )
+    viewer.window.resize(1000, 800)
+    w = View3DWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    QApplication.processEvents()
+    w.layer.value = layer
+    w.show_3d()
+    w.rendering.value = "mip"
+    assert tuple(viewer.camera.angles) == pytest.approx(TILTED_VIEW)  # not flat from above
+    viewer.reset_view()
+    viewer.camera.angles = (0, 0, 0)  # looking down z: rows on the screen are rows of the volume
+
+    def lit_rows():
+        w.apply()
+        QApplication.processEvents()
+        shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+        background = shot[2, 2]
+        return int(((np.abs(shot - background).sum(-1) > 40).any(axis=1)).sum())
+
+    w.axis.value = "none"
+    whole = lit_rows()
+    w.axis.value = "y"
+    w.position.value = 0.6
+    kept = lit_rows()
+    assert whole > 100
+    assert kept / whole == pytest.approx(0.4, abs=0.06), (kept, whole)

@@ -192,11 +192,15 @@ class View3DWidget(Container):
     # ------------------------------------------------------------------ 2D <-> 3D
     def show_3d(self, *_) -> list:
         """Switch the viewer to 3D (the chosen layer drawn in its colours) and return the layers
-        that are rendered."""
+        that are rendered. A camera still looking straight down the sections is tilted (a
+        volume seen from above looks like one section, whatever its depth)."""
         if self.viewer.dims.ndisplay != 3:
             self.viewer.dims.ndisplay = 3  # -> _enter_3d
         else:
             self._enter_3d()
+        camera = self.viewer.camera
+        if np.allclose(np.asarray(camera.angles)[:2], 0):
+            camera.angles = TILTED_VIEW
         return self.targets()
 
     def _ndisplay_changed(self, event=None) -> None:
@@ -355,14 +359,17 @@ class View3DWidget(Container):
                     t.contrast_limits = (lo + self.threshold.value * (hi - lo), hi)
             base = self._base_scale.setdefault(id(t), tuple(t.scale))
             t.scale = (base[0] * self.z_exaggeration.value, *base[1:])
-            t.experimental_clipping_planes = clipping_planes(
-                _shape3(t),
-                self.axis.value,
-                self.position.value,
-                thickness=self.thickness.value,
-                flip=self.flip.value,
-                azimuth_deg=self.azimuth.value,
-                elevation_deg=self.elevation.value,
+            t.experimental_clipping_planes = _in_world(
+                t,
+                clipping_planes(
+                    _shape3(t),
+                    self.axis.value,
+                    self.position.value,
+                    thickness=self.thickness.value,
+                    flip=self.flip.value,
+                    azimuth_deg=self.azimuth.value,
+                    elevation_deg=self.elevation.value,
+                ),
             )
 
     # ------------------------------------------------------------------ drag in the canvas
@@ -453,6 +460,32 @@ class View3DWidget(Container):
 
         show_info(f"saved {path}")
         return path
+
+
+#: camera angles (napari's, degrees) that "Show in 3D" gives a camera looking down z: the
+#: sections seen from above and the side at once, as in `histovol demo`
+TILTED_VIEW = (-20.0, 30.0, 70.0)
+
+
+def _in_world(layer, planes: list[dict]) -> list[dict]:
+    """Clipping planes given in ``layer``'s data coordinates, in the world coordinates napari
+    places them in (its scale, translation and any affine: with a pixel size of 0.5 µm a plane
+    at data row 60 would otherwise clip at world 60, data row 120)."""
+    to_world = layer._data_to_world
+    linear = np.asarray(to_world.linear_matrix, float)[-3:, -3:]
+    shift = np.asarray(to_world.translate, float)[-3:]
+    normals = np.linalg.inv(linear).T
+    out = []
+    for plane in planes:
+        n = normals @ np.asarray(plane["normal"], float)
+        out.append(
+            {
+                **plane,
+                "position": tuple(linear @ np.asarray(plane["position"], float) + shift),
+                "normal": tuple(n / max(np.linalg.norm(n), 1e-12)),
+            }
+        )
+    return out
 
 
 def _shape3(layer) -> tuple:

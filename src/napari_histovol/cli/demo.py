@@ -104,7 +104,7 @@ def _show(volume_path: Path, screenshot: str | None) -> int:
     import napari
     from qtpy.QtCore import QTimer
 
-    from .._widgets.view3d_widget import View3DWidget
+    from .._widgets.view3d_widget import TILTED_VIEW, View3DWidget
 
     viewer = napari.Viewer(title="napari-histovol demo: lung lesion 3, aligned and interpolated")
     layers = viewer.open(str(volume_path), plugin="napari-histovol")
@@ -119,7 +119,7 @@ def _show(volume_path: Path, screenshot: str | None) -> int:
 
     def frame():  # once the window has its size: fit the clipped volume and tilt the camera
         viewer.reset_view()
-        viewer.scene.camera.angles = (-20, 30, 70)
+        viewer.scene.camera.angles = TILTED_VIEW
 
     QTimer.singleShot(400, frame)
     if screenshot:
