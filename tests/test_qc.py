@@ -17,6 +17,7 @@ from napari_histovol.core.qc import (
     KINDS,
     decode_mask,
     encode_mask,
+    qc_document,
     read_flagged_z,
     read_qc_report,
     restore,
@@ -398,6 +399,8 @@ FORMATS = {"ome-zarr": "r.ome.zarr", "ome-tiff": "r.ome.tif", "npy": "r.npy", "f
 def test_cli_qc_then_restore_into_every_format(tmp_path, folder, fmt, capsys):
     qc, masks = tmp_path / "QC.json", tmp_path / "masks"
     assert histovol("qc", folder, "--json", qc, "--masks", masks, "--quiet") == 0
+    # a folder as read: never aligned, so the fold comes with a word on alignment
+    assert "not aligned by napari-histovol" in capsys.readouterr().err
     doc = json.loads(qc.read_text())
     assert {2, 4, 6} <= set(doc["flagged_z"])
     assert {s["z"]: s for s in doc["sections"]}[8]["flags"] == ["missing"]
@@ -415,6 +418,21 @@ def test_cli_qc_then_restore_into_every_format(tmp_path, folder, fmt, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert histovol("restore", folder, out, "--qc", qc, "--quiet", "--overwrite") == 0
+
+
+def test_readme_chain_align_qc_restore_interpolate(tmp_path, folder, capsys):
+    """The README's QC example as written: align, QC the aligned stack, restore, interpolate."""
+    aligned, qc = tmp_path / "aligned.ome.zarr", tmp_path / "QC.json"
+    assert histovol("align", folder, aligned, "--quiet") == 0
+    capsys.readouterr()
+    assert histovol("qc", aligned, "--json", qc, "--masks", tmp_path / "qc_masks", "--quiet") == 0
+    assert "not aligned" not in capsys.readouterr().err
+    flagged = set(json.loads(qc.read_text())["flagged_z"])
+    assert {2, 6} <= flagged  # the fold and the copy survive alignment
+    assert histovol("restore", aligned, tmp_path / "restored.ome.zarr", "--qc", qc, "--quiet") == 0
+    out = tmp_path / "out.ome.zarr"
+    assert histovol("interpolate", aligned, out, "--replace-flagged", qc, "--quiet") == 0
+    assert set(read_volume(out).meta.synthetic_z) >= {2, 6}
 
 
 def test_cli_qc_report_feeds_interpolate_replace_flagged(tmp_path, folder):
@@ -444,3 +462,77 @@ def test_cli_restore_bad_input_is_one_line_and_leaves_nothing(tmp_path, folder, 
     assert histovol("restore", folder, out) == 2  # --qc is required
     assert histovol("qc", tmp_path / "nowhere") == 2
     assert read_qc_report is not None
+
+
+def _shifted_crops(shared_data, n=7, side=256, seed=4):
+    """``n`` crops of the skin H&E image, each a few pixels and a degree from the last (serial
+    sections of tissue that fills the frame: no slide at any border)."""
+    import cv2
+    import tifffile
+
+    skin = tifffile.imread(shared_data / "skin_he_2d" / "skin.tif")
+    rng = np.random.default_rng(seed)
+    out, (cy, cx), angle = [], (480.0, 640.0), 0.0
+    for _ in range(n):
+        m = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
+        m[:, 2] += (side / 2 - cx, side / 2 - cy)
+        out.append(cv2.warpAffine(skin, m, (side, side), flags=cv2.INTER_LINEAR))
+        cy, cx = cy + rng.uniform(3, 7), cx + rng.uniform(-4, 4)
+        angle += rng.uniform(1, 2)
+    return np.stack(out)
+
+
+def test_the_fill_an_alignment_leaves_at_the_borders_is_not_damage(shared_data):
+    """Aligned onto one canvas, each section's uncovered border holds its fill colour while
+    the reference section still holds tissue there: that is no fold (a user's clean H&E stack
+    had its reference section flagged 'fold 86'). Damage inside is still found."""
+    from napari_histovol.core.align import align
+
+    crops = _shifted_crops(shared_data)
+    aligned = align(as_volume(crops), method="rigid").volume
+    data = np.asarray(aligned.data.compute())
+    fill = np.all(data == data[:, :1, :1], axis=-1)  # the top-left corner is fill in most
+    assert fill[[0, -1]].mean() > 0.01  # there is fill to be fooled by
+    vol = Volume(aligned.data, aligned.meta)
+    rep = section_qc(vol)
+    assert rep.aligned and not rep.flagged_z, [(s.z, s.flags) for s in rep.sections]
+    a = data.copy()
+    a[3], m = simulate.fold(data[3], np.random.default_rng(1), strength=1.0)
+    rep = section_qc(Volume(da.from_array(a, chunks=(1,) + a.shape[1:]), aligned.meta))
+    assert rep.flagged_z == [3] and "fold" in rep.section(3).flags, rep.section(3).flags
+
+
+def test_a_built_volume_is_judged_on_its_measured_sections_only():
+    """Generated planes between sections are neither judged nor anyone's neighbour; the
+    measured sections keep their plane numbers, a gap that the build filled is not missing,
+    and a fold in a measured section is found there."""
+    from dataclasses import replace
+
+    from napari_histovol.core.qc.restore import interpolate_between
+
+    clean = blob_stack(6)
+    planes, syn = [], []
+    for k in range(len(clean)):
+        planes.append(clean[k])
+        syn.append(False)
+        if k + 1 < len(clean):
+            for t in (1 / 3, 2 / 3):  # two frames between sections, as `build` makes them
+                planes.append(np.clip(interpolate_between(clean[k], clean[k + 1], t), 0, 255))
+                syn.append(True)
+    vol = np.stack(planes).astype(np.uint8)
+    zs = tuple(range(1, len(vol) + 1))
+    meta = VolumeMeta(z_numbers=zs, synthetic=tuple(syn), files=tuple(f"p{z}" for z in zs))
+    rep = section_qc(Volume(da.from_array(vol, chunks=(1,) + vol.shape[1:]), meta))
+    assert not rep.flagged_z and not any(s.flags for s in rep.sections)
+    judged = [s.z for s in rep.sections if not s.synthetic]
+    assert judged == [1, 4, 7, 10, 13, 16]
+    assert all(not s.scores for s in rep.sections if s.synthetic)
+    doc = json.loads(json.dumps(qc_document(rep)))
+    assert [e["z"] for e in doc["sections"] if e.get("synthetic")] == [
+        z for z in zs if z not in judged
+    ]
+    damaged = vol.copy()
+    damaged[9], _ = simulate.fold(vol[9], np.random.default_rng(0), strength=1.5)  # plane 10
+    meta = replace(meta)
+    rep = section_qc(Volume(da.from_array(damaged, chunks=(1,) + vol.shape[1:]), meta))
+    assert rep.flagged_z == [10] and "fold" in rep.section(10).flags, rep.section(10).flags

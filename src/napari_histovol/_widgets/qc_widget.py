@@ -177,6 +177,11 @@ class QCWidget(Container):
             + (f" (z {', '.join(map(str, flagged))})" if flagged else "")
             + (f"; missing z {', '.join(map(str, missing))}" if missing else "")
         )
+        if rep.alignment_note:
+            from napari.utils.notifications import show_warning
+
+            note = rep.alignment_note
+            show_warning(note[0].upper() + note[1:] + ".")
         self._set_repair_enabled(True)
         self._follow_slider()
 

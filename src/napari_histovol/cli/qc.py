@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ._options import add_input, add_overwrite, add_quiet, add_skip_bad, progress, read_input
 
@@ -65,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
     rep = progress(iter_section_qc(vol), args, NAME)
     print(f"{'z':>6}  {'flags':<28}  file")
     for s in rep.sections:
-        print(f"{s.z:>6}  {','.join(s.flags) or '-':<28}  {s.file}")
+        flags = "(synthetic: not judged)" if s.synthetic else ",".join(s.flags) or "-"
+        print(f"{s.z:>6}  {flags:<28}  {s.file}")
     print(f"flagged: {', '.join(map(str, rep.flagged_z)) or 'none'}")
+    if rep.alignment_note:
+        print(f"note: {rep.alignment_note}.", file=sys.stderr)
     if args.masks:
         n = _write_masks(rep, args.masks, args.overwrite)
         print(f"wrote {n} masks into {args.masks}")

@@ -34,13 +34,13 @@ fluorescence and brightfield stacks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
 import numpy as np
 
-from ..image import auto_channel, registration_channel, tissue_mask
+from ..image import auto_channel, background_value, registration_channel, tissue_mask
 from ..interpolate.flow import estimate_pair_flow, synthesize, warp_by_flow
 from ..progress import Progress, ProgressGenerator
 
@@ -130,6 +130,8 @@ class SectionQC:
     mask
         uint8 labels at full section size (label k+1 is ``KINDS[k]``), or None when no local
         damage was found.
+    synthetic
+        A plane this product generated (interpolated or restored): not judged, no flags.
     """
 
     z: int
@@ -137,15 +139,19 @@ class SectionQC:
     flags: list[str] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
     mask: np.ndarray | None = None
+    synthetic: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The section's entry of QC.json (the mask is added by the report writer)."""
-        return {
+        entry = {
             "z": int(self.z),
             "file": self.file,
             "flags": list(self.flags),
             "scores": {k: round(float(v), 4) for k, v in self.scores.items()},
         }
+        if self.synthetic:
+            entry["synthetic"] = True  # a generated plane: not judged
+        return entry
 
 
 @dataclass
@@ -161,9 +167,25 @@ class QCReport:
         sections to replace: interpolation fills them)."""
         return sorted(s.z for s in self.sections if s.flags and s.flags != ["missing"])
 
+    #: whether the stack was aligned by this product (QC compares aligned sections)
+    aligned: bool = True
+
     def section(self, z: int) -> SectionQC | None:
         """The entry of z number ``z`` (None when the report has none)."""
         return next((s for s in self.sections if s.z == z), None)
+
+    @property
+    def alignment_note(self) -> str | None:
+        """A sentence for the user when the stack was not aligned and local damage or a
+        misalignment was flagged (a shift or rotation between sections reads as damage)."""
+        kinds = {"fold", "tear", "debris", "misaligned"}
+        if self.aligned or not any(kinds & set(s.flags) for s in self.sections):
+            return None
+        return (
+            "these sections were not aligned by napari-histovol, and a shift or rotation "
+            "between sections reads as a fold, tear or debris: align them first (histovol "
+            "align, or the Align tab) and run QC on the aligned stack"
+        )
 
 
 # ------------------------------------------------------------------------------ per section
@@ -474,9 +496,10 @@ def _work_channels(volume, s: QCSettings) -> ProgressGenerator[tuple[list, tuple
     f = min(1.0, s.work_side / max(h, w))
     shape = (max(8, round(h * f)), max(8, round(w * f)))
     kind = auto_channel(np.asarray(volume.data[n // 2].compute()))
-    chans = []
+    chans, voids = [], []
     for i in range(n):
         img = np.asarray(volume.data[i].compute())
+        voids.append(_resize_mask(_warp_fill(img), shape))
         if kind == "od":
             c = registration_channel(img, "od")
         else:  # one offset for the whole stack (inverted gray is turned at its own maximum)
@@ -487,11 +510,44 @@ def _work_channels(volume, s: QCSettings) -> ProgressGenerator[tuple[list, tuple
     hi = float(np.median([np.percentile(c, 99.5) for c in chans]))
     scale = 1.0 / (hi - lo) if hi > lo else 1.0
     chans = [((c - lo) * scale).astype(np.float32) for c in chans]
-    return chans, shape, f
+    return chans, shape, f, voids
+
+
+#: the smallest share of a section that a warp's fill must cover to be taken for one
+_FILL_MIN_SHARE = 0.002
+
+
+def _warp_fill(img: np.ndarray) -> np.ndarray:
+    """Where an aligned section holds no data: the regions touching its border that hold
+    exactly its fill colour (the alignment warps a section onto the stack's canvas and fills
+    what it does not cover with that section's border median; measured pixels are never
+    exactly one value over hundreds of pixels)."""
+    fill = background_value(img)
+    same = np.all(img == fill, axis=-1) if img.ndim == 3 else img == fill
+    if same.mean() < _FILL_MIN_SHARE:
+        return np.zeros(img.shape[:2], bool)
+    _, lab, stats, _ = cv2.connectedComponentsWithStats(same.astype(np.uint8), connectivity=4)
+    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    # each region large by itself (single pixels at the fill's value are measured pixels)
+    big = stats[:, cv2.CC_STAT_AREA] >= _FILL_MIN_SHARE * same.size
+    edge = edge[(edge > 0) & big[edge]]
+    return np.isin(lab, edge)
+
+
+def _resize_mask(mask: np.ndarray, shape: tuple) -> np.ndarray:
+    """``mask`` at the working size, grown by a pixel (the warp blends the fill into the
+    section's edge)."""
+    small = _resize(mask.astype(np.uint8), shape, nearest=True)
+    return cv2.dilate(small, np.ones((3, 3), np.uint8)).astype(bool)
 
 
 def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGenerator[QCReport]:
     """Find damaged, duplicated, missing and misaligned sections of a stack.
+
+    Planes the metadata marks synthetic (interpolated or restored by this product, as in a
+    built volume) are not judged and do not serve as neighbours: the measured sections are
+    compared with each other, in their order, a filled gap between two of them counting as
+    the distance it spans. A synthetic plane has an entry with ``synthetic`` set and no flags.
 
     Parameters
     ----------
@@ -510,6 +566,43 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
     QCReport
         One entry per section and per missing z number, masks at the sections' full size.
     """
+    meta = volume.meta.with_planes(volume.shape[0])
+    measured = [i for i, syn in enumerate(meta.synthetic) if not syn]
+    if len(measured) == volume.shape[0] or len(measured) < 2:
+        return (yield from _iter_qc(volume, settings))
+    return (yield from _iter_measured_qc(volume, meta, measured, settings))
+
+
+def _iter_measured_qc(volume, meta, measured: list[int], settings) -> ProgressGenerator[QCReport]:
+    """:func:`iter_section_qc` of the measured planes ``measured`` of a volume that holds
+    synthetic ones too."""
+    from ..io import Volume
+    from ..io.meta import planes_of
+
+    zs = [int(meta.z_numbers[i]) for i in measured]
+    steps = np.diff(zs)
+    unit = int(np.median(steps)) if len(steps) else 1  # the build's planes per section
+    # positions in sections: a filled gap counts as the sections it spans
+    pos = [int(round((z - zs[0]) / max(unit, 1))) for z in zs]
+    sub_meta = replace(planes_of(meta, measured), z_numbers=tuple(pos), gaps=())
+    sub = Volume(volume.data[np.asarray(measured)], sub_meta)
+    rep = yield from _iter_qc(sub, settings)
+    plane_z = dict(zip(pos, zs, strict=True))
+    out = []
+    for sec in rep.sections:
+        if sec.z in plane_z:  # not the positions of filled gaps: they are synthetic planes
+            sec.z = plane_z[sec.z]
+            out.append(sec)
+    for i, syn in enumerate(meta.synthetic):
+        if syn:
+            out.append(SectionQC(z=int(meta.z_numbers[i]), file=meta.files[i], synthetic=True))
+    out += [SectionQC(z=int(g), flags=["missing"], scores={"missing": 1.0}) for g in meta.gaps]
+    out.sort(key=lambda x: x.z)
+    return QCReport(sections=out, shape=rep.shape, aligned=rep.aligned)
+
+
+def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
+    """:func:`iter_section_qc` of a stack in which every plane is measured."""
     s = settings or QCSettings()
     meta = volume.meta.with_planes(volume.shape[0])
     n = volume.shape[0]
@@ -521,9 +614,11 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
             f"{n} section; choose a stack of sections."
         )
     full = tuple(volume.shape[1:3])
-    chans, shape, _ = yield from _work_channels(volume, s)
+    chans, shape, _, voids = yield from _work_channels(volume, s)
     side = float(max(shape))
     tissue = [tissue_mask(c) for c in chans]
+    # an aligned section's fill (no data) is not tissue, in it or in a neighbour compared
+    tissue = [t & ~v if v is not None else t for t, v in zip(tissue, voids, strict=True)]
     # consecutive differences and offsets (the stack's own scale of "normal")
     diffs = [float(np.abs(chans[i] - chans[i - 1]).mean()) for i in range(1, n)]
     # consecutive offsets: the median optical flow from each section to the next
@@ -695,9 +790,15 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
         lm_all: dict[str, np.ndarray] = {}
         # fine scale: every kind; coarse scale: only long bands (folds, tears), whose pixels
         # may each be within the natural change (EM) while the band is coherent over its width
+        # no comparison where this section or a neighbour it is predicted from holds no data
+        # (the pair's prediction is wrong wherever either side is fill)
+        void = voids[i].copy()
+        for j in neighbours(i):
+            if j is not None:
+                void |= voids[j]
         for coarse_scale in (False, True):
             zmap = zmap_of(res, coarse_scale)
-            zmap[~grown] = 0
+            zmap[~grown | void] = 0
             if "blur" in cand[i] and cal(i, "blur") >= 1:
                 # a blurred region's residual is its lost detail, not structure
                 zmap = np.where(cand[i]["blur"], zmap * 0.5, zmap)
@@ -763,7 +864,7 @@ def iter_section_qc(volume, *, settings: QCSettings | None = None) -> ProgressGe
     for g in meta.gaps:
         out.append(SectionQC(z=int(g), flags=["missing"], scores={"missing": 1.0}))
     out.sort(key=lambda x: x.z)
-    return QCReport(sections=out, shape=full)
+    return QCReport(sections=out, shape=full, aligned="alignment" in (meta.extra or {}))
 
 
 def section_qc(volume, *, settings: QCSettings | None = None) -> QCReport:
