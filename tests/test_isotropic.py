@@ -311,3 +311,35 @@ def test_checkpoint_is_found_again_when_the_input_is_read_again(tmp_path):
         lambda p: stages.append(p.message),
     )
     assert not any(m.startswith("step") for m in stages), stages
+
+
+def test_plane_zero_stays_at_the_first_section_through_chained_renumbering():
+    """Sections 3-11 at 2 µm lie from z = 6 µm. Interpolated, interpolated again and made
+    isotropic, every result starts there too (a user's second interpolation of a built
+    volume was drawn 2.7 µm away from its source)."""
+    from napari_histovol._layers import physical_placement
+
+    src = _volume(_blobs(), (2.0, 0.5, 0.5), z_numbers=range(3, 12))
+    assert physical_placement(src.meta)["translate"][0] == pytest.approx(6.0)
+    once = interpolate(src, frames_between=2, method="linear").volume
+    twice = interpolate(once, frames_between=1, method="linear").volume
+    iso = drain(iter_isotropic(twice, factor=2, steps=2)).volume
+    for v, spacing in ((once, 2 / 3), (twice, 1 / 3), (iso, 1 / 6)):
+        assert v.meta.scale[0] == pytest.approx(spacing)
+        assert physical_placement(v.meta)["translate"][0] == pytest.approx(6.0)
+        assert v.meta.z_origin == pytest.approx(6.0)
+
+
+def test_a_budget_shorter_than_applying_the_model_is_said(monkeypatch):
+    """When applying the model alone is estimated to take longer than the time budget, the
+    result says so (a user's 20 s budget took 157 s without a word)."""
+    from napari_histovol.core.isotropic import network
+
+    v = _volume(_blobs((8, 64, 64)))
+    monkeypatch.setattr(network, "forward_seconds_per_pixel", lambda device=None: 1e-3)
+    res = drain(iter_isotropic(v, factor=2, time_budget=2))
+    assert res.model.apply_estimate_s > 2
+    assert "more than the 2 s time budget" in res.budget_note
+    monkeypatch.setattr(network, "forward_seconds_per_pixel", lambda device=None: 1e-9)
+    res = drain(iter_isotropic(v, factor=2, time_budget=3 * network.SAFETY_S + 1))
+    assert res.budget_note is None

@@ -97,11 +97,8 @@ def physical_placement(meta: VolumeMeta) -> dict[str, Any]:
         "scale": tuple(float(s) for s in m.scale),
         "axis_labels": AXIS_LABELS,
     }
-    # interpolation with N frames between sections divides the z spacing by N + 1 but keeps
-    # the first section's number: plane 0 stays where that section is
-    step = 1 + int((m.extra.get("interpolation") or {}).get("frames_between", 0) or 0)
-    z0 = m.z_numbers[0] if m.z_numbers else 0
-    out["translate"] = (float(z0) * float(m.scale[0]) * step, 0.0, 0.0)
+    # plane 0 stays where the first section is, however often the planes were renumbered
+    out["translate"] = (m.z_origin, 0.0, 0.0)
     if m.unit == "micrometer":
         out["units"] = ("micrometer",) * 3
     return out

@@ -137,4 +137,6 @@ class IsotropicWidget(Container):
                 "; the model learned nothing in that time, so the planes are the cubic "
                 "spline: give training a longer time budget"
             )
+        if result.budget_note:
+            self.summary.value += f"; {result.budget_note}"
         self.progress.status.value = "done"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 from ._options import (
@@ -132,4 +133,6 @@ def run(args: argparse.Namespace) -> int:
         f"{model.train_seconds:.0f} s, held-back validation {model.validation_psnr} dB "
         f"(cubic alone {model.spline_psnr} dB)"
     )
+    if result.budget_note:
+        print(f"note: {result.budget_note}.", file=sys.stderr)
     return 0

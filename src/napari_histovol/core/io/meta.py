@@ -77,6 +77,18 @@ class VolumeMeta:
         """z numbers of the synthetic planes."""
         return tuple(z for z, s in zip(self.z_numbers, self.synthetic, strict=True) if s)
 
+    @property
+    def z_origin(self) -> float:
+        """Physical z (in ``unit``) of plane 0: recorded by the stage that renumbered the
+        planes (interpolation, isotropic reconstruction), else its z number times the section
+        spacing (plane i of a stack of sections lies at its number times the spacing)."""
+        recorded = self.extra.get("z_origin")
+        if recorded is not None:
+            return float(recorded)
+        frames = (self.extra.get("interpolation") or {}).get("frames_between", 0) or 0
+        z0 = self.z_numbers[0] if self.z_numbers else 0
+        return float(z0) * float(self.scale[0]) * (1 + int(frames))
+
     def with_planes(self, n: int) -> VolumeMeta:
         """Fill in default per-plane fields for an ``n``-plane volume where they are missing."""
         zs = self.z_numbers if len(self.z_numbers) == n else tuple(range(n))

@@ -77,6 +77,9 @@ class AxialModel:
     steps: int = 0
     train_seconds: float = 0.0
     orientations: tuple[str, ...] = ("zy", "zx")
+    #: seconds that applying the model to the whole volume was estimated to take when its
+    #: training time was set (not saved with the weights)
+    apply_estimate_s: float = 0.0
 
     def state(self) -> dict:
         buf = io.BytesIO()

@@ -35,6 +35,21 @@ class IsotropicResult:
     volume: Volume
     model: object
     geometry: AxialGeometry
+    time_budget: float | None = None
+
+    @property
+    def budget_note(self) -> str | None:
+        """A sentence when applying the model alone was estimated to take more than the time
+        budget (the budget is then overrun, and training had only its minimum share)."""
+        apply_s = float(getattr(self.model, "apply_estimate_s", 0.0) or 0.0)
+        budget = self.time_budget
+        if not budget or apply_s <= (1 - MIN_TRAIN_SHARE) * budget:
+            return None
+        return (
+            f"applying the model to this volume takes about {apply_s:.0f} s on this device, "
+            f"more than the {budget:g} s time budget, so the job runs past it; a budget of "
+            f"{2 * apply_s:.0f} s or more leaves as long again for training"
+        )
 
 
 def iter_isotropic(
@@ -109,7 +124,7 @@ def iter_isotropic(
     data = reconstruct_lazy(volume.data, model, geometry, block=block, device=device)
     out_meta = isotropic_meta(meta, geometry, model)
     yield Progress(1, 1, f"{geometry.n_out} planes to write", stage="train")
-    return IsotropicResult(Volume(data, out_meta), model, geometry)
+    return IsotropicResult(Volume(data, out_meta), model, geometry, time_budget)
 
 
 def iter_train_model(
@@ -148,23 +163,27 @@ def iter_train_model(
         apply_s = forward_seconds_per_pixel(device) * n_pix * APPLY_MARGIN + SAFETY_S
         spent = time.perf_counter() - t_start
         seconds = max(MIN_TRAIN_SHARE * time_budget, time_budget - spent - apply_s)
+        if apply_s > (1 - MIN_TRAIN_SHARE) * time_budget:
+            yield Progress(
+                0, 1, f"applying will take about {apply_s:.0f} s: beyond the budget", "train"
+            )
     else:
-        seconds = float("inf")
-    return (
-        yield from iter_train(
-            train_planes,
-            val_planes,
-            geometry,
-            lo=lo,
-            hi=hi,
-            peak=peak,
-            seconds=seconds,
-            steps=steps,
-            seed=seed,
-            device=device,
-            should_stop=should_stop,
-        )
+        apply_s, seconds = 0.0, float("inf")
+    model = yield from iter_train(
+        train_planes,
+        val_planes,
+        geometry,
+        lo=lo,
+        hi=hi,
+        peak=peak,
+        seconds=seconds,
+        steps=steps,
+        seed=seed,
+        device=device,
+        should_stop=should_stop,
     )
+    model.apply_estimate_s = float(apply_s)
+    return model
 
 
 def _training_planes(volume: Volume, seed: int):
@@ -234,6 +253,7 @@ def isotropic_meta(meta: VolumeMeta, geometry: AxialGeometry, model) -> VolumeMe
                 for k, v in meta.extra.items()
                 if k not in ("canvas_offsets", "source_shapes", "planes")
             },
+            "z_origin": meta.z_origin,  # plane 0 is the first section, where it was
             "isotropic": {
                 "factor": geometry.factor,
                 "model_factor": geometry.model_factor,
