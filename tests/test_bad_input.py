@@ -523,3 +523,20 @@ def test_bad_input_corpus(tmp_path, capsys, case):
     assert "usage:" not in captured.err
     assert sorted(p.name for p in out.rglob("*")) == before, "left something in the output folder"
     assert not list(tmp_path.rglob("*.partial")), "left a partial output"
+
+
+def test_an_output_under_a_mistyped_folder_is_refused_not_created(tmp_path, capsys):
+    """A user typed a folder that does not exist: nothing is created (a mistyped path once
+    made a folder at the filesystem root); one missing level, the output's own folder, is."""
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    for z in range(3):
+        write_image(folder / f"s_{z:03d}.png", tissue((64, 64), seed=z))
+    wrong = tmp_path / "no_such_dir" / "deeper" / "out.ome.zarr"
+    assert main(["convert", str(folder), str(wrong), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err and "no_such_dir" in err
+    assert not (tmp_path / "no_such_dir").exists()
+    one_level = tmp_path / "results" / "out.ome.zarr"
+    assert main(["convert", str(folder), str(one_level), "--quiet"]) == 0
+    assert one_level.is_dir()

@@ -89,8 +89,15 @@ def check_output(
                 "choose another output name."
             )
     parent = out.parent
+    if not parent.parent.is_dir():
+        # a mistyped path is refused, not created: one missing folder level is made (an
+        # output folder named with the output), no more
+        raise OutputError(
+            f"The folder '{parent.parent}' does not exist, so '{out}' cannot be written "
+            "there; check the path or create the folder first."
+        )
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        parent.mkdir(exist_ok=True)
     except OSError as e:
         raise OutputError(
             f"Cannot create the folder '{parent}' for '{out.name}': {e.strerror}."
