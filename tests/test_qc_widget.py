@@ -143,3 +143,16 @@ def test_qc_tab_on_one_image_says_it_needs_a_stack(make_napari_viewer, qtbot):
     qc.run()
     qtbot.waitUntil(lambda: "only 1 section" in str(qc.progress.status.value), timeout=30000)
     assert qc.report is None
+
+
+def test_the_list_names_a_built_volumes_planes_by_plane_and_file():
+    """A built volume's planes are renumbered 1..N: its list says 'plane z 16 (s06.png)',
+    not 'section 16' (the canvas calls that section 6)."""
+    from napari_histovol._widgets.qc_widget import _section_name
+    from napari_histovol.core.io import VolumeMeta
+    from napari_histovol.core.qc import SectionQC
+
+    sec = SectionQC(z=16, file="s06.png", flags=["fold"])
+    built = VolumeMeta(extra={"interpolation": {"frames_between": 2}})
+    assert _section_name(sec, built) == "plane z 16 (s06.png)"
+    assert _section_name(sec, VolumeMeta()) == "section 16"

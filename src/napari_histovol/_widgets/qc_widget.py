@@ -93,6 +93,16 @@ class QCStrip(QWidget):
             self.clicked.emit(self.index_at(x))
 
 
+def _section_name(sec, meta) -> str:
+    """How the list names a section: its number, or in a volume whose planes were renumbered
+    (built, interpolated, isotropic) its plane number and source file, since its number there
+    is no section number (the canvas names the sections by theirs)."""
+    extra = meta.extra or {}
+    if ("interpolation" in extra or "isotropic" in extra) and sec.file:
+        return f"plane z {sec.z} ({sec.file})"
+    return f"section {sec.z}"
+
+
 def _strip_entry(sec) -> tuple[int, float, str | None]:
     scores = {k: v for k, v in sec.scores.items() if k != "missing"}
     top = 1.0 if "missing" in sec.flags else max(scores.values(), default=0.0)
@@ -165,7 +175,7 @@ class QCWidget(Container):
             words = ", ".join(
                 f"{k} {s.scores[k]:.1f}" if k in s.scores and k != "missing" else k for k in s.flags
             )
-            item = QListWidgetItem(f"section {s.z}: {words}")
+            item = QListWidgetItem(f"{_section_name(s, volume.meta)}: {words}")
             item.setData(Qt.ItemDataRole.UserRole, int(s.z))
             item.setForeground(QColor(*KIND_COLOURS[s.flags[0]]))
             self.list.addItem(item)
