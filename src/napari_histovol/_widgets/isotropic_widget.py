@@ -64,7 +64,6 @@ class IsotropicWidget(Container):
         self.stop_button = PushButton(text="Stop training (keep model)", enabled=False)
         self.progress = ProgressRow()
         self.summary = wrapping_label()
-        self.summary.native.setWordWrap(True)
         super().__init__(
             widgets=[
                 self.layer,

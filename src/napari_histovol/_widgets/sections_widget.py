@@ -141,10 +141,8 @@ class SectionsWidget(Container):
         meta = histovol_meta(layer) if layer is not None else None
         self.list.clear()
         if meta is not None:
-            z, y, x = meta.scale
-            step = 1 + int((meta.extra.get("interpolation") or {}).get("frames_between", 0) or 0)
-            self.pixel_size.value = float(x)
-            self.spacing.value = float(z) * step
+            self.pixel_size.value = float(meta.scale[2])
+            self.spacing.value = meta.section_spacing
             grid = (layer.metadata.get(DISPLAY_KEY) or {}).get("plane")
             zs = (layer.metadata.get(DISPLAY_KEY) or {}).get("z")
             n = len(grid) if grid else meta.n_planes
@@ -197,10 +195,9 @@ class SectionsWidget(Container):
         meta = histovol_meta(layer)
         if meta is None:
             meta = VolumeMeta(z_numbers=tuple(range(layer.data.shape[0])), rgb=layer.rgb)
-        step = 1 + int((meta.extra.get("interpolation") or {}).get("frames_between", 0) or 0)
         meta = meta.with_scale(
             pixel_size=float(self.pixel_size.value),
-            section_spacing=float(self.spacing.value) / step,
+            section_spacing=float(self.spacing.value) / meta.planes_per_section,
         )
         placed = physical_placement(meta)
         layer.scale = placed["scale"][-layer.ndim :]

@@ -256,7 +256,7 @@ def interpolated_meta(meta: VolumeMeta, plan: Plan, *, method: str) -> VolumeMet
         scale=(meta.scale[0] / step, meta.scale[1], meta.scale[2]),
         extra={
             **{k: v for k, v in meta.extra.items() if k not in ("canvas_offsets", "source_shapes")},
-            "z_origin": meta.z_origin,  # plane 0 is the first section, where it was
+            "planes_per_section": meta.planes_per_section * step,  # chained: multiplied
             "interpolation": {
                 "method": method,
                 "frames_between": plan.frames_between,

@@ -78,16 +78,27 @@ class VolumeMeta:
         return tuple(z for z, s in zip(self.z_numbers, self.synthetic, strict=True) if s)
 
     @property
-    def z_origin(self) -> float:
-        """Physical z (in ``unit``) of plane 0: recorded by the stage that renumbered the
-        planes (interpolation, isotropic reconstruction), else its z number times the section
-        spacing (plane i of a stack of sections lies at its number times the spacing)."""
-        recorded = self.extra.get("z_origin")
+    def planes_per_section(self) -> float:
+        """Planes per section spacing: recorded by the stages that renumber the planes
+        (interpolation, isotropic reconstruction; multiplied when they are chained), else one
+        more than the frames of the last interpolation, else 1."""
+        recorded = self.extra.get("planes_per_section")
         if recorded is not None:
             return float(recorded)
         frames = (self.extra.get("interpolation") or {}).get("frames_between", 0) or 0
+        return float(1 + int(frames))
+
+    @property
+    def section_spacing(self) -> float:
+        """The distance (in ``unit``) between consecutive section numbers."""
+        return float(self.scale[0]) * self.planes_per_section
+
+    @property
+    def z_origin(self) -> float:
+        """Physical z (in ``unit``) of plane 0: its z number times the section spacing (the
+        stages that renumber planes keep the first section's number for plane 0)."""
         z0 = self.z_numbers[0] if self.z_numbers else 0
-        return float(z0) * float(self.scale[0]) * (1 + int(frames))
+        return float(z0) * self.section_spacing
 
     def with_planes(self, n: int) -> VolumeMeta:
         """Fill in default per-plane fields for an ``n``-plane volume where they are missing."""

@@ -253,7 +253,7 @@ def isotropic_meta(meta: VolumeMeta, geometry: AxialGeometry, model) -> VolumeMe
                 for k, v in meta.extra.items()
                 if k not in ("canvas_offsets", "source_shapes", "planes")
             },
-            "z_origin": meta.z_origin,  # plane 0 is the first section, where it was
+            "planes_per_section": meta.planes_per_section * geometry.factor,  # chained
             "isotropic": {
                 "factor": geometry.factor,
                 "model_factor": geometry.model_factor,

@@ -617,8 +617,8 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     chans, shape, _, voids = yield from _work_channels(volume, s)
     side = float(max(shape))
     tissue = [tissue_mask(c) for c in chans]
-    # an aligned section's fill (no data) is not tissue, in it or in a neighbour compared
-    tissue = [t & ~v if v is not None else t for t, v in zip(tissue, voids, strict=True)]
+    # an aligned section's fill (no data) is not tissue
+    tissue = [t & ~v for t, v in zip(tissue, voids, strict=True)]
     # consecutive differences and offsets (the stack's own scale of "normal")
     diffs = [float(np.abs(chans[i] - chans[i - 1]).mean()) for i in range(1, n)]
     # consecutive offsets: the median optical flow from each section to the next
