@@ -44,4 +44,14 @@ $PIP install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # CPU torch first (see the note above), then the project with every extra.
 $PIP install -q "torch==${TORCH_VERSION}" 2>&1 | grep -v "^WARNING: Location" || true
 $PIP install -q -e ".[all]" 2>&1 | grep -v "^WARNING: Location" || true
+# nnInteractive, the optional pretrained segmentation backend (`histovol segment --model`; its
+# tests use a tiny model made on the spot, no weights are downloaded). Its network library asks
+# for timm, which pulls a torchvision that does not load with CPU torch; the point-prompt UNets
+# do not use timm, so these three come without their declared dependencies and the rest of what
+# they import is listed here.
+$PIP install -q --no-deps nninteractive==2.6.0 nnunetv2==2.8.1 dynamic_network_architectures==0.4.4 \
+  2>&1 | grep -v "^WARNING: Location" || true
+$PIP install -q "torch==${TORCH_VERSION}" nninteractive-client==2.6.0 "acvl_utils>=0.2.6,<0.3" \
+  batchgenerators batchgeneratorsv2 blosc2 einops SimpleITK nibabel yacs graphviz seaborn pandas \
+  fastapi "uvicorn[standard]" huggingface_hub 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import napari_histovol, torch; print('setup.sh: napari-histovol', napari_histovol.__version__, '| torch', torch.__version__)"

@@ -19,7 +19,16 @@ from magicgui.widgets import CheckBox, Container, FileEdit, PushButton, SpinBox,
 from .._layers import DISPLAY_KEY, layer_volume
 from ..core.errors import HistovolError
 from ..core.progress import Progress
-from ..core.segment import Prompt, SegmentSession, object_table_csv, object_volumes
+from ..core.segment import (
+    PretrainedModel,
+    Prompt,
+    SegmentSession,
+    check_model_backend,
+    iter_segment_pretrained,
+    load_pretrained,
+    object_table_csv,
+    object_volumes,
+)
 from ..core.segment.classifier import warm_up
 from ..core.segment.prompts import scribbles_from_labels
 from ..core.segment.volume import known_voxel_size, label_meta, voxel_volume_um3
@@ -67,6 +76,14 @@ class SegmentWidget(Container):
         )
         self.undo_button = PushButton(text="Undo last click")
         self.update_button = PushButton(text="Segment all objects (after scribbling)")
+        self.model_path = FileEdit(
+            mode="d",
+            label="pretrained model",
+            value="",
+            tooltip="optional: a local nnInteractive model folder that segments each clicked "
+            "object in 3D instead of the weight-free method (nothing is downloaded; its "
+            "licence is shown)",
+        )
         self.output = FileEdit(mode="w", label="labels to", filter="*.ome.zarr *.tif", value="")
         self.write_button = PushButton(text="Write labels")
         self.table = Table(value={"object": [], "voxels": [], "volume (µm³)": []})
@@ -83,6 +100,7 @@ class SegmentWidget(Container):
                 self.negative,
                 self.undo_button,
                 self.update_button,
+                self.model_path,
                 self.info,
                 self.progress,
                 self.table,
@@ -108,6 +126,7 @@ class SegmentWidget(Container):
         self._scribbles_dirty = False
         self._guard = False
         self._running: int | None = None
+        self._model: PretrainedModel | None = None
         self.start_button.changed.connect(self.start)
         self.new_object.changed.connect(self._new_object)
         self.negative.changed.connect(self._defaults)
@@ -116,6 +135,7 @@ class SegmentWidget(Container):
         self.update_button.changed.connect(self.segment_all)
         self.write_button.changed.connect(self.write_labels)
         self.table_button.changed.connect(self.save_table)
+        self.model_path.changed.connect(self._model_changed)
 
     # ------------------------------------------------------------------------- set up
     def start(self, *_) -> None:
@@ -367,7 +387,32 @@ class SegmentWidget(Container):
             return
         generation = self._generation[obj]
         s = self.session
-        if z is not None:  # the clicked section at once, then the volume
+        model_folder = self._path(self.model_path)
+        if model_folder is not None:  # the pretrained network, in 3D at once
+            rgb = self.volume.meta.rgb
+            prompts, scribbles, data = list(s.prompts), s.scribbles, self.volume.data
+
+            def gen():
+                model = self._load_model(model_folder)
+                masks = yield from iter_segment_pretrained(
+                    data, model, prompts, [obj], rgb=rgb, scribbles=scribbles
+                )
+                return masks.get(obj, {}), model.licence
+
+            def done(result) -> None:
+                per_z, licence = result
+                s.masks[obj] = per_z
+                self._redraw(obj)
+                if self._generation[obj] == generation:
+                    self._dirty.pop(obj, None)
+                self._table()
+                self.progress.status.value = f"object {obj}: {len(per_z)} section(s)"
+                self._tell(
+                    f"object {obj}: nnInteractive, {len(per_z)} section(s); "
+                    f"model licence: {licence}"
+                )
+
+        elif z is not None:  # the clicked section at once, then the volume
 
             def gen():
                 yield Progress(0, 1, f"object {obj}: section {z}", "segment")
@@ -396,6 +441,26 @@ class SegmentWidget(Container):
         worker.errored.connect(lambda *_: self._dirty.pop(obj, None))
         worker.aborted.connect(lambda *_: self._cancelled(obj, generation))
         worker.finished.connect(self._finished)
+
+    def _model_changed(self, *_) -> None:
+        """A new model folder: loaded by the next job (on its worker); say so."""
+        self._model = None
+        folder = self._path(self.model_path)
+        if folder is None:
+            self._tell("clicks are segmented by the weight-free method")
+            return
+        try:
+            check_model_backend(folder)
+        except HistovolError as e:
+            self._tell(error_text(e))
+            return
+        self._tell(f"clicks will be segmented by the nnInteractive model in '{folder.name}'")
+
+    def _load_model(self, folder: Path) -> PretrainedModel:
+        """The model in ``folder``, loaded once (on the job's worker)."""
+        if self._model is None or self._model.folder != folder:
+            self._model = load_pretrained(folder)
+        return self._model
 
     def _cancelled(self, obj: int, generation: int) -> None:
         if self._generation.get(obj) == generation:  # the user's Cancel, not a newer click

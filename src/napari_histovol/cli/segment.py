@@ -45,12 +45,17 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         metavar="CHECKPOINT",
-        help="a local micro-sam or nnInteractive checkpoint (optional; nothing is downloaded)",
+        help="a local nnInteractive model folder that segments instead of the weight-free method "
+        "(optional; nothing is downloaded; its licence is printed)",
     )
     add_scale(p)
     add_overwrite(p, "OUT_LABELS")
     add_quiet(p)
     return p
+
+
+def _cli_words(e: Exception) -> str:
+    return str(e).replace("leave the model out", "leave out --model")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.segment import (
         check_model_backend,
         iter_segment_volume,
+        load_pretrained,
         read_prompts_csv,
         scribbles_from_labels,
     )
@@ -75,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             check_model_backend(args.model)
         except InputError as e:
-            raise InputError(str(e).replace("leave the model out", "leave out --model")) from None
+            raise InputError(_cli_words(e)) from None
     if not args.prompts and not args.scribbles:
         raise InputError(
             "Nothing to segment: give clicks with --prompts PROMPTS.csv or --scribbles."
@@ -87,7 +93,19 @@ def run(args: argparse.Namespace) -> int:
         scribbles = scribbles_from_labels(
             read_input(args, args.scribbles).data, vol.shape, source=f"'{args.scribbles}'"
         )
-    result = progress(iter_segment_volume(vol, prompts, scribbles=scribbles), args, NAME)
+    model = None
+    if args.model:
+        try:
+            model = load_pretrained(args.model)
+        except InputError as e:
+            raise InputError(_cli_words(e)) from None
+        print(
+            f"model: nnInteractive from '{model.folder}' on {model.session.device}; "
+            f"licence: {model.licence}"
+        )
+    result = progress(
+        iter_segment_volume(vol, prompts, scribbles=scribbles, model=model), args, NAME
+    )
     out = progress(
         iter_write_volume(
             result.labels, args.output, overwrite=args.overwrite, **write_options(fmt, n_levels=1)

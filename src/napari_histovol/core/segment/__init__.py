@@ -13,10 +13,17 @@ propagate   seeded watershed in a section; carrying an object to the next sectio
 prompts     clicks (PROMPTS.csv) and scribbles
 session     :class:`SegmentSession`: prompts in, per-section object masks out
 volume      :func:`iter_segment_volume` (the batch entry point), per-object volumes in µm³
-backend     optional pretrained backends (micro-sam, nnInteractive) from a local checkpoint
+backend     the optional pretrained backend (nnInteractive) from a local model folder
+masks       objects as cropped per-section masks; the lazy label volume built from them
 """
 
-from .backend import BACKENDS, check_model_backend
+from .backend import (
+    BACKENDS,
+    PretrainedModel,
+    check_model_backend,
+    iter_segment_pretrained,
+    load_pretrained,
+)
 from .classifier import PixelClassifier, implicit_negatives
 from .features import FeatureStack, section_features
 from .prompts import (
@@ -43,6 +50,7 @@ __all__ = [
     "PROMPT_COLUMNS",
     "FeatureStack",
     "PixelClassifier",
+    "PretrainedModel",
     "Prompt",
     "Scribbles",
     "SegmentResult",
@@ -50,7 +58,9 @@ __all__ = [
     "check_model_backend",
     "check_prompts",
     "implicit_negatives",
+    "iter_segment_pretrained",
     "iter_segment_volume",
+    "load_pretrained",
     "object_table_csv",
     "object_volumes",
     "prompts_to_csv",

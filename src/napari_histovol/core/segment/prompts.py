@@ -167,3 +167,13 @@ def scribbles_from_labels(labels: Any, shape: tuple[int, ...], *, source: str = 
             pts = np.stack([np.full(sel.sum(), z), nz[0][sel], nz[1][sel]], axis=1)
             found.setdefault(int(v), []).append(pts)
     return Scribbles({k: np.concatenate(v) for k, v in found.items()})
+
+
+def object_ids(prompts: list[Prompt], scribbles: Scribbles | None = None) -> list[int]:
+    """Ids of the objects to segment: those with a positive click, and scribbled labels that a
+    click names (every scribbled label when there are no clicks at all)."""
+    ids = {p.object for p in prompts if p.positive}
+    if scribbles is not None:
+        named = {p.object for p in prompts}
+        ids |= {k for k in scribbles.labels if not named or k in named}
+    return sorted(ids)

@@ -18,7 +18,8 @@ import numpy as np
 from ..progress import Progress, ProgressGenerator, drain
 from .classifier import PixelClassifier, disk_offsets, implicit_negatives
 from .features import EDGE_FEATURE, FeatureStack, blob_radius
-from .prompts import Prompt, Scribbles, check_prompts
+from .masks import SectionMask, crop_mask, label_plane, lazy_labels, voxel_counts
+from .prompts import Prompt, Scribbles, check_prompts, object_ids
 from .propagate import SNAP, carry_over, core_of, segment_section
 from .watershed3d import ImageTerms, image_terms, is_volumetric, segment_object_3d
 
@@ -48,32 +49,6 @@ TREES_IN_3D = 16
 #: object probability above which a pixel may belong to the object: low, so that an object
 #: reaches the foot of its edge (where the stain falls to the background), not its middle
 DEFAULT_THRESHOLD = 0.3
-
-
-@dataclass
-class _Mask:
-    """One section of one object: a bool mask cropped to its box, top-left at (y0, x0)."""
-
-    y0: int
-    x0: int
-    mask: np.ndarray
-
-    def paste(self, out: np.ndarray, oy: int = 0, ox: int = 0, value: Any = True) -> None:
-        h, w = self.mask.shape
-        y0, x0 = self.y0 - oy, self.x0 - ox
-        ya, xa = max(0, y0), max(0, x0)
-        yb, xb = min(out.shape[0], y0 + h), min(out.shape[1], x0 + w)
-        if ya < yb and xa < xb:
-            sub = self.mask[ya - y0 : yb - y0, xa - x0 : xb - x0]
-            out[ya:yb, xa:xb][sub] = value
-
-
-def _crop(mask: np.ndarray, oy: int, ox: int) -> _Mask | None:
-    ys, xs = np.nonzero(mask)
-    if not len(ys):
-        return None
-    a, b, c, d = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    return _Mask(oy + int(a), ox + int(c), mask[a:b, c:d].copy())
 
 
 def _look_alike_test(pos: np.ndarray, background: np.ndarray):
@@ -134,11 +109,11 @@ class SegmentSession:
     def __post_init__(self) -> None:
         self.features = FeatureStack(self.data, rgb=self.rgb)
         self.shape = self.features.shape
-        self.masks: dict[int, dict[int, _Mask]] = {}
+        self.masks: dict[int, dict[int, SectionMask]] = {}
         self._clf: dict[int, tuple[tuple, PixelClassifier]] = {}
         self._prob: dict[tuple, np.ndarray] = {}
         self._blob: dict[tuple, float] = {}
-        self._solid: dict[int, tuple[tuple, dict[int, _Mask]]] = {}
+        self._solid: dict[int, tuple[tuple, dict[int, SectionMask]]] = {}
         self._terms: dict[int, tuple[tuple, ImageTerms]] = {}
         check_prompts(self.prompts, self.shape)
 
@@ -152,10 +127,7 @@ class SegmentSession:
     @property
     def objects(self) -> list[int]:
         """Ids of the objects that have a positive click or a scribble."""
-        ids = {p.object for p in self.prompts if p.positive}
-        if self.scribbles is not None:
-            ids |= set(self._scribble_objects())
-        return sorted(ids)
+        return object_ids(self.prompts, self.scribbles)
 
     def _scribble_objects(self) -> list[int]:
         if self.scribbles is None:
@@ -423,7 +395,7 @@ class SegmentSession:
             m = m if m is not None else np.zeros_like(prev)
         out = np.zeros(self.shape[1:], bool)
         out[win[0] : win[1], win[2] : win[3]] = m
-        c = _crop(m, win[0], win[2])
+        c = crop_mask(m, win[0], win[2])
         per_z = self.masks.setdefault(obj, {})
         per_z.pop(z, None)
         if c is not None:
@@ -479,7 +451,7 @@ class SegmentSession:
                 yield Progress(min(done, total), total, f"object {obj}: section {z}", "segment")
         per_z = {}
         for z, m in result.items():
-            c = _crop(m, y0, x0)
+            c = crop_mask(m, y0, x0)
             if c is not None:
                 per_z[z] = c
         self.masks[obj] = per_z
@@ -499,7 +471,7 @@ class SegmentSession:
         out = np.concatenate([np.asarray(pts, int).reshape(-1, 3), np.asarray(sp, int)])
         return out.reshape(-1, 3)
 
-    def _iter_solid(self, obj: int) -> ProgressGenerator[dict[int, _Mask]]:
+    def _iter_solid(self, obj: int) -> ProgressGenerator[dict[int, SectionMask]]:
         """Object ``obj`` segmented in 3D in a window around its clicks (grown in z while the
         object reaches the window's top or bottom). Returns its per-section masks."""
         pos = self._points(obj, True)
@@ -567,7 +539,7 @@ class SegmentSession:
             )
         out = {}
         for i, z in enumerate(range(z0, z1)):
-            c = _crop(m[i], y0, x0)
+            c = crop_mask(m[i], y0, x0)
             if c is not None:
                 out[z] = c
         self._solid[obj] = (key, out)
@@ -602,33 +574,12 @@ class SegmentSession:
 
     def label_plane(self, z: int, dtype: Any = np.uint32) -> np.ndarray:
         """Section ``z`` of the label volume: object k's pixels hold k (earlier ids win)."""
-        out = np.zeros(self.shape[1:], dtype)
-        for k in sorted(self.masks, reverse=True):
-            m = self.masks[k].get(z)
-            if m is not None:
-                m.paste(out, value=k)
-        return out
+        return label_plane(self.masks, z, self.shape[1:3], dtype)
 
     def labels(self):
         """The label volume as a lazy dask array (built one section at a time)."""
-        import dask
-        import dask.array as da
-
-        ids = list(self.masks) or [0]
-        dtype = np.uint16 if max(ids) < 2**16 else np.uint32
-        planes = [
-            da.from_delayed(dask.delayed(self.label_plane)(z, dtype), self.shape[1:], dtype)
-            for z in range(self.shape[0])
-        ]
-        return da.stack(planes)
+        return lazy_labels(self.masks, self.shape[:3])
 
     def voxel_counts(self) -> dict[int, int]:
         """Voxels of every object, as written in the label volume (overlaps go to the lower id)."""
-        counts = dict.fromkeys(sorted(self.masks), 0)
-        zs = sorted({z for per_z in self.masks.values() for z in per_z})
-        for z in zs:
-            plane = self.label_plane(z)
-            ids, n = np.unique(plane[plane > 0], return_counts=True)
-            for k, c in zip(ids.tolist(), n.tolist(), strict=True):
-                counts[k] = counts.get(k, 0) + c
-        return counts
+        return voxel_counts(self.masks, self.shape[1:3])

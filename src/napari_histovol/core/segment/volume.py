@@ -11,7 +11,9 @@ from ..errors import InputError
 from ..io.meta import VolumeMeta
 from ..io.volume import Volume
 from ..progress import ProgressGenerator, drain
-from .prompts import Prompt, Scribbles, check_prompts
+from .backend import PretrainedModel, iter_segment_pretrained
+from .masks import lazy_labels, voxel_counts
+from .prompts import Prompt, Scribbles, check_prompts, object_ids
 from .session import DEFAULT_MARGIN, DEFAULT_THRESHOLD, SegmentSession
 
 
@@ -93,6 +95,7 @@ def iter_segment_volume(
     scribbles: Scribbles | None = None,
     margin: int = DEFAULT_MARGIN,
     threshold: float = DEFAULT_THRESHOLD,
+    model: PretrainedModel | None = None,
 ) -> ProgressGenerator[SegmentResult]:
     """Segment the objects named by clicks and scribbles through a volume.
 
@@ -109,6 +112,9 @@ def iter_segment_volume(
         Pixels around an object's clicks, in the section plane, that it is segmented in.
     threshold
         Object probability above which a pixel may belong to an object.
+    model
+        A pretrained nnInteractive model (:func:`~.backend.load_pretrained`) that segments
+        every object instead of the weight-free method (``margin`` and ``threshold`` unused).
 
     Returns
     -------
@@ -117,6 +123,16 @@ def iter_segment_volume(
     """
     prompts = list(prompts or [])
     check_prompts(prompts, volume.shape)
+    meta = label_meta(volume.meta.with_planes(volume.shape[0]))
+    if model is not None:
+        objects = object_ids(prompts, scribbles)
+        _check_objects(objects)
+        masks = yield from iter_segment_pretrained(
+            volume.data, model, prompts, objects, rgb=volume.meta.rgb, scribbles=scribbles
+        )
+        shape = tuple(volume.shape[:3])
+        labels = Volume(lazy_labels(masks, shape), meta)
+        return SegmentResult(labels, voxel_counts(masks, shape[1:]), voxel_volume_um3(meta))
     session = SegmentSession(
         volume.data,
         rgb=volume.meta.rgb,
@@ -126,15 +142,18 @@ def iter_segment_volume(
         prompts=prompts,
         scribbles=scribbles,
     )
-    if not session.objects:
+    _check_objects(session.objects)
+    yield from session.iter_segment()
+    labels = Volume(session.labels(), meta)
+    return SegmentResult(labels, session.voxel_counts(), voxel_volume_um3(meta))
+
+
+def _check_objects(objects: list[int]) -> None:
+    if not objects:
         raise InputError(
             "There is nothing to segment: no positive click and no scribbled object; give at "
             "least one positive click or a scribble."
         )
-    yield from session.iter_segment()
-    meta = label_meta(volume.meta.with_planes(volume.shape[0]))
-    labels = Volume(session.labels(), meta)
-    return SegmentResult(labels, session.voxel_counts(), voxel_volume_um3(meta))
 
 
 def segment_volume(
