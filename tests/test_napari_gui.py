@@ -119,3 +119,20 @@ def test_tensorflow_never_loads_in_the_napari_process():
     import sys
 
     assert "tensorflow" not in sys.modules
+
+
+def test_a_folder_whose_middle_section_is_missing_opens_on_a_section(
+    make_napari_viewer, qtbot, tmp_path
+):
+    """napari opens a stack at its middle plane; with sections 1, 2, 3, 5, 6, 7 that is the
+    missing section 4, a blank canvas. The reader moves the slider to a measured section."""
+    d = tmp_path / "sections"
+    d.mkdir()
+    for z in (1, 2, 3, 5, 6, 7):
+        tifffile.imwrite(d / f"s_{z:02d}.tif", tissue((96, 128), z, dtype=np.uint16))
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.open(str(d), plugin="napari-histovol")[0]
+    assert layer.metadata["histovol_display"]["plane"] == [0, 1, 2, -1, 3, 4, 5]
+    qtbot.waitUntil(lambda: viewer.dims.current_step[0] != 3, timeout=5000)
+    assert viewer.dims.current_step[0] == 2  # section 3, the nearer measured one below
+    assert _not_blank(viewer.screenshot(canvas_only=True))

@@ -82,6 +82,26 @@ def volume_to_layer_data(volume: Volume, *, name: str) -> list[tuple[Any, dict, 
     return [(levels if multiscale else levels[0], kwargs, "image")]
 
 
+def move_off_gap(viewer: Any, layer: Any) -> bool:
+    """When the viewer's z slider shows an empty gap plane of ``layer`` (a stack shown with
+    its missing sections), move it to the nearest measured section (the lower one on a tie).
+    Returns whether it moved."""
+    grid = (layer.metadata.get(DISPLAY_KEY) or {}).get("plane")
+    if not grid or viewer.dims.ndim < 3:
+        return False
+    axis = viewer.dims.ndim - 3
+    world_z = float(viewer.dims.point[axis])
+    shown = int(round((world_z - layer.translate[0]) / layer.scale[0]))
+    if not 0 <= shown < len(grid) or grid[shown] >= 0:
+        return False
+    measured = [i for i, p in enumerate(grid) if p >= 0]
+    if not measured:
+        return False
+    best = min(measured, key=lambda i: (abs(i - shown), i))
+    viewer.dims.set_point(axis, layer.translate[0] + best * layer.scale[0])
+    return True
+
+
 def _plane_range(level: da.Array, index: int) -> tuple[float, float]:
     """Minimum and maximum of one measured plane (of the coarsest level: cheap)."""
     plane = np.asarray(level[index])

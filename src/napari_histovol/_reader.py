@@ -33,14 +33,49 @@ def get_reader(path: str | list[str]) -> Callable | None:
 
 def read_layers(path: str | list[str]) -> list[tuple]:
     """Read ``path`` into napari layer-data tuples (lazy dask data, physical scale)."""
-    from ._layers import volume_to_layer_data
+    from ._layers import DISPLAY_KEY, volume_to_layer_data
     from .core.io.detect import read_volume
 
     if isinstance(path, list):
         path = path[0]
     volume = read_volume(path)
     name = split_stem(Path(os.fspath(path).rstrip("/")).name)[0]
-    return volume_to_layer_data(volume, name=name)
+    layers = volume_to_layer_data(volume, name=name)
+    if DISPLAY_KEY in layers[0][1]["metadata"]:
+        _open_on_a_section(layers[0][1]["metadata"])
+    return layers
+
+
+def _open_on_a_section(metadata: dict) -> None:
+    """Once napari has added the layer (whose metadata is ``metadata``), move the z slider off
+    an empty gap plane onto the nearest measured section. napari opens a stack at its middle
+    plane, and on a folder with a missing middle section the first thing a user saw was a blank
+    canvas. Nothing happens without a running Qt application and viewer (scripts, tests of the
+    core), or when the user has already moved the slider to a section."""
+    try:
+        from qtpy.QtCore import QTimer
+        from qtpy.QtWidgets import QApplication
+    except Exception:  # no Qt binding: no viewer either
+        return
+    if QApplication.instance() is None:
+        return
+
+    def move() -> None:
+        import napari
+
+        from ._layers import move_off_gap
+
+        viewer = napari.current_viewer()
+        if viewer is None:
+            return
+        layer = next((ly for ly in viewer.layers if ly.metadata is metadata), None)
+        if layer is None:
+            layer = next((ly for ly in viewer.layers if ly.metadata == metadata), None)
+        if layer is None or layer.ndim != 3 or viewer.dims.ndisplay != 2:
+            return
+        move_off_gap(viewer, layer)
+
+    QTimer.singleShot(0, move)
 
 
 def read_hgm_layers(path: str | list[str]) -> list[tuple]:
