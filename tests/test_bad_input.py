@@ -305,7 +305,7 @@ CASES = [
         "output-same-as-input",
         lambda t: {"f": _volume_npy(t / "v.npy", np.zeros((2, 9, 9), np.uint8))},
         ["convert", "{f}", "{f}", "--overwrite"],
-        "same path",
+        "would replace the input",
     ),
     (
         "info-json-is-a-folder",
@@ -540,3 +540,35 @@ def test_an_output_under_a_mistyped_folder_is_refused_not_created(tmp_path, caps
     one_level = tmp_path / "results" / "out.ome.zarr"
     assert main(["convert", str(folder), str(one_level), "--quiet"]) == 0
     assert one_level.is_dir()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["convert", "{v}", "{v}"],
+        ["align", "{v}", "{v}"],
+        ["interpolate", "{v}", "{v}"],
+        ["build", "{v}", "{v}"],
+        ["isotropic", "{v}", "{v}", "--factor", "2"],
+        ["restore", "{v}", "{v}", "--qc", "{t}/QC.json"],
+        ["segment", "{v}", "{v}", "--prompts", "{t}/p.csv"],
+        ["stitch", "{d}", "{d}", "--grid", "1x3"],
+        ["qc", "{d}", "--masks", "{d}"],
+        ["align", "{d}", "{t}"],  # OUT is the folder that holds IN: replacing it deletes IN
+    ],
+)
+def test_no_command_writes_over_its_input(tmp_path, capsys, command):
+    """`histovol segment vol.ome.zarr vol.ome.zarr --overwrite` replaced the image with its
+    labels; every command now refuses an output that is, or holds, its input."""
+    d = _sections(tmp_path / "s")
+    v = tmp_path / "v.ome.zarr"
+    assert main(["convert", str(d), str(v), "--quiet"]) == 0
+    before = sorted((p.relative_to(tmp_path), p.stat().st_size) for p in tmp_path.rglob("*"))
+    args = [a.format(v=v, d=d, t=tmp_path) for a in command] + ["--overwrite"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("histovol: error:") and "\n" not in err
+    assert "would replace the input" in err
+    after = sorted((p.relative_to(tmp_path), p.stat().st_size) for p in tmp_path.rglob("*"))
+    assert after == before

@@ -300,7 +300,8 @@ def test_cli_scribbles(tmp_path, cli_input):
         ("no_prompts", "Nothing to segment"),
         ("png_out", "Cannot write"),
         ("missing_model", "does not exist"),
-        ("model_without_package", "micro_sam"),
+        ("micro_sam_file", "micro-sam checkpoint"),
+        ("model_is_a_file", "give the nnInteractive model folder"),
         ("scribble_shape", "shape"),
     ],
 )
@@ -320,9 +321,13 @@ def test_cli_bad_input_is_one_line_exit_2_nothing_left(tmp_path, cli_input, caps
         out = tmp_path / "out.png"
     elif case == "missing_model":
         extra += ["--model", tmp_path / "sam_vit_b.pt"]
-    elif case == "model_without_package":
+    elif case == "micro_sam_file":
         ckpt = tmp_path / "vit_b_lm.pt"
         ckpt.write_bytes(b"not really")
+        extra += ["--model", ckpt]
+    elif case == "model_is_a_file":
+        ckpt = tmp_path / "nnInteractive_v1.0.zip"
+        ckpt.write_bytes(b"PK not unpacked")
         extra += ["--model", ckpt]
     elif case == "scribble_shape":
         sp = tmp_path / "s.tif"
@@ -335,3 +340,30 @@ def test_cli_bad_input_is_one_line_exit_2_nothing_left(tmp_path, cli_input, caps
     assert err.startswith("histovol: error:") and "\n" not in err and "Traceback" not in err
     assert words in err
     assert set(tmp_path.iterdir()) == before  # nothing written, not even a temporary
+
+
+def test_written_labels_stay_labels_through_convert_and_open_as_labels(tmp_path, cli_input):
+    """Labels are marked as labels (NGFF image-label): their pyramid levels pick pixels instead
+    of averaging ids, they carry no image display range, and they read back as labels."""
+    from napari_histovol._layers import volume_to_layer_data
+    from napari_histovol.core.io.meta import is_label_volume
+
+    src, prompts, _, _ = cli_input
+    tif = tmp_path / "labels.tif"
+    assert histovol("segment", src, tif, "--prompts", prompts, "--quiet") == 0
+    lab = read_volume(tif)
+    assert is_label_volume(lab.meta) and "contrast_limits" not in lab.meta.extra
+    zarr_out = tmp_path / "labels.ome.zarr"
+    assert histovol("convert", tif, zarr_out, "--levels", "3", "--quiet") == 0
+    vol = read_volume(zarr_out)
+    assert is_label_volume(vol.meta)
+    full = np.asarray(vol.levels[0])
+    for k, level in enumerate(vol.levels[1:], start=1):
+        np.testing.assert_array_equal(np.asarray(level), full[:, :: 2**k, :: 2**k])
+    import zarr
+
+    attrs = dict(zarr.open_group(str(zarr_out), mode="r").attrs)
+    ome = attrs.get("ome", attrs)
+    assert "image-label" in ome and ome["multiscales"][0]["type"] == "nearest"
+    (layer,) = volume_to_layer_data(vol, name="labels")
+    assert layer[2] == "labels" and "contrast_limits" not in layer[1]

@@ -191,6 +191,8 @@ def test_segment_widget_in_3d_on_a_near_isotropic_stack(make_napari_viewer, qtbo
     assert (got & (truth == 2)).sum() < 0.05 * (truth == 2).sum()
     row = w.table.data.to_list()[0]
     assert row[:2] == [1, int(got.sum())]
+    shown = w.table.native.itemDelegate().displayText("307501", w.table.native.locale())
+    assert shown == "307501"  # counts as the CSV writes them, not 3.075e+05
     assert float(row[2]) == pytest.approx(got.sum() * 0.5 * 0.25 * 0.25, rel=1e-3)
 
 
@@ -214,3 +216,27 @@ def test_segment_panel_wraps_its_messages_and_names_its_own_image_box(make_napar
         w.start()
     (call,) = warn.call_args_list
     assert call.args[0] == "Open an image, then choose it in the 'image' box of this tab."
+
+
+def test_write_labels_refuses_to_replace_the_open_image(make_napari_viewer, tmp_path):
+    """'Write labels' over the OME-Zarr the image was opened from used to replace it after a
+    Replace? yes, while napari kept showing the old image from memory."""
+    from napari_histovol._widgets.segment_widget import SegmentWidget
+    from napari_histovol.core.io import read_volume, write_volume
+    from napari_histovol.core.segment.volume import as_volume
+
+    src = tmp_path / "vol.ome.zarr"
+    rng = np.random.default_rng(0)
+    write_volume(as_volume(rng.integers(0, 200, (4, 32, 40), dtype=np.uint8)), src)
+    before = np.asarray(read_volume(src).data)
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.open(str(src), plugin="napari-histovol")[0]
+    w = SegmentWidget(viewer)
+    w.layer.value = layer
+    w.start()
+    w._confirm_overwrite = lambda path: pytest.fail("asked to replace the input")
+    w.output.value = str(src)
+    w.write_labels()
+    assert "would replace the input" in w.info.value and layer.name in w.info.value
+    assert w.progress.worker is None
+    np.testing.assert_array_equal(np.asarray(read_volume(src).data), before)

@@ -15,7 +15,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from .core.io.meta import META_KEY, VolumeMeta
+from .core.io.meta import META_KEY, VolumeMeta, is_label_volume
 from .core.io.volume import Volume
 
 #: Layer-metadata key of the display grid: ``{"plane": [index into the volume, or -1 for a
@@ -66,6 +66,8 @@ def volume_to_layer_data(volume: Volume, *, name: str) -> list[tuple[Any, dict, 
         "multiscale": multiscale,
         **physical_placement(meta),
     }
+    if is_label_volume(meta) and volume.dtype.kind in "ui":
+        return [(levels if multiscale else levels[0], kwargs, "labels")]
     limits = meta.extra.get("contrast_limits") if meta.extra else None
     if volume.data.ndim == 4 and not meta.rgb:
         kwargs["channel_axis"] = 3

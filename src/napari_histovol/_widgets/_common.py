@@ -67,6 +67,26 @@ def wrapping_label(value: str = "", **kwargs) -> Label:
     return label
 
 
+def replaces_an_input(viewer, path, *inputs) -> str | None:
+    """The one-sentence refusal when writing ``path`` would replace one of ``inputs`` or the
+    file or folder a layer of ``viewer`` was opened from (napari keeps showing a replaced
+    image from memory, so the user would not see it is gone); None when it would not."""
+    from ..core.errors import OutputError
+    from ..core.io.atomic import check_not_input
+
+    sources = [(str(p), None) for p in inputs if p]
+    for layer in viewer.layers:
+        src = getattr(getattr(layer, "source", None), "path", None)
+        if src:
+            sources.append((str(src), layer.name))
+    for src, name in sources:
+        try:
+            check_not_input(path, [src])
+        except OutputError as e:
+            return f"{e} (it is open as layer '{name}')" if name else str(e)
+    return None
+
+
 def confirm_overwrite(parent, path) -> bool:
     """Ask (Yes / No, No by default) before an existing output at ``path`` is replaced."""
     from qtpy.QtWidgets import QMessageBox

@@ -17,7 +17,7 @@ from magicgui.widgets import (
 )
 
 from ..core.pipeline import ALIGN_CHOICES, iter_build_volume
-from ._common import ProgressRow
+from ._common import ProgressRow, replaces_an_input
 
 if TYPE_CHECKING:
     import napari
@@ -75,6 +75,10 @@ class BuildWidget(Container):
         folder, out = str(self.folder.value), str(self.output.value)
         if folder in ("", ".") or out in ("", "."):
             show_warning("Choose the sections folder and the output first.")
+            return
+        refusal = replaces_an_input(self.viewer, out, folder)
+        if refusal:
+            show_warning(refusal)
             return
         opts = dict(
             frames_between=int(self.frames.value) or None,

@@ -37,6 +37,7 @@ from ._common import (
     chosen_layer,
     confirm_overwrite,
     image_layer_picker,
+    replaces_an_input,
 )
 from ._worker import error_text
 
@@ -326,6 +327,10 @@ class InterpolateWidget(Container):
         layer, replace = settings
         path = self._output()
         overwrite = False
+        refusal = replaces_an_input(self.viewer, path) if path is not None else None
+        if refusal:
+            self._tell(refusal)
+            return
         if path is not None and (path.exists() or path.is_symlink()):
             if not self._confirm_overwrite(path):
                 self.progress.status.value = f"not written: '{path.name}' exists already"

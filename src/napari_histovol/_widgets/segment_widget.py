@@ -38,6 +38,7 @@ from ._common import (
     confirm_overwrite,
     image_layer_picker,
     layer_placement,
+    replaces_an_input,
     wrapping_label,
 )
 from ._worker import error_text
@@ -87,6 +88,11 @@ class SegmentWidget(Container):
         self.output = FileEdit(mode="w", label="labels to", filter="*.ome.zarr *.tif", value="")
         self.write_button = PushButton(text="Write labels")
         self.table = Table(value={"object": [], "voxels": [], "volume (µm³)": []})
+        from qtpy.QtWidgets import QStyledItemDelegate
+
+        # as written: magicgui's delegate shows 307501 voxels as 3.075e+05 and 687.65 µm³ as
+        # 687.6500, unlike the command line and the CSV
+        self.table.native.setItemDelegate(QStyledItemDelegate(self.table.native))
         self.table_path = FileEdit(mode="w", label="volumes CSV", filter="*.csv", value="")
         self.table_button = PushButton(text="Save volumes table")
         self.info = wrapping_label("choose the image, then Start")
@@ -393,6 +399,8 @@ class SegmentWidget(Container):
             prompts, scribbles, data = list(s.prompts), s.scribbles, self.volume.data
 
             def gen():
+                if self._model is None or self._model.folder != model_folder:
+                    yield Progress(0, 1, f"loading the model in '{model_folder.name}'", "segment")
                 model = self._load_model(model_folder)
                 masks = yield from iter_segment_pretrained(
                     data, model, prompts, [obj], rgb=rgb, scribbles=scribbles
@@ -553,6 +561,10 @@ class SegmentWidget(Container):
             return
         if fmt not in LABEL_FORMATS:
             self._tell("labels are written to .ome.zarr or .tif; name the output so")
+            return
+        refusal = replaces_an_input(self.viewer, path)
+        if refusal:
+            self._tell(refusal)
             return
         overwrite = path.exists() or path.is_symlink()
         if overwrite and not self._confirm_overwrite(path):

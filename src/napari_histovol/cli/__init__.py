@@ -81,6 +81,23 @@ def _fail(text: str) -> int:
     return EXIT_BAD_INPUT
 
 
+#: argument names that hold paths a command writes, and paths it reads
+_OUTPUT_ARGS = ("output", "json_out", "masks", "tiles_out")
+_INPUT_ARGS = ("input", "prompts", "scribbles", "qc", "positions")
+
+
+def _check_outputs_are_not_inputs(args) -> None:
+    """No command writes over what it reads (``histovol segment vol.ome.zarr vol.ome.zarr
+    --overwrite`` replaced the image with its labels)."""
+    from ..core.io.atomic import check_not_input
+
+    inputs = [getattr(args, k) for k in _INPUT_ARGS if isinstance(getattr(args, k, None), str)]
+    for k in _OUTPUT_ARGS:
+        out = getattr(args, k, None)
+        if isinstance(out, str) and out:
+            check_not_input(out, inputs)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``histovol`` console script."""
     from ..core.errors import HistovolError
@@ -92,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(e))
     warnings.showwarning = _show_warning
     try:
+        _check_outputs_are_not_inputs(args)
         return int(args.run(args) or 0)
     except HistovolError as e:
         return _fail(error_line(e, args))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..core.errors import InputError
 from ._options import (
@@ -60,9 +59,6 @@ def run(args: argparse.Namespace) -> int:
     from ..core.io.detect import detect_format, iter_write_volume, writer_accepts
 
     fmt = detect_format(args.output, for_output=True)
-    same = Path(args.input).expanduser().resolve() == Path(args.output).expanduser().resolve()
-    if same:
-        raise InputError("The input and the output are the same path; choose another output name.")
     given = {
         "--levels": ("n_levels", args.levels),
         "--ngff-version": ("ngff_version", args.ngff_version),

@@ -53,6 +53,32 @@ def _replaceable_folder(p: Path) -> bool:
         return False
 
 
+def _resolved(p: str | os.PathLike) -> Path:
+    return Path(os.fspath(p)).expanduser().resolve()
+
+
+def check_not_input(out: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
+    """Refuse an output that would replace an input: the same path, or a folder that holds it
+    (replacing it deletes the input). An output inside an input folder is allowed.
+
+    Raises
+    ------
+    OutputError
+        Naming the input the output would replace.
+    """
+    target = _resolved(out)
+    for given in inputs:
+        if given is None or str(given) == "":
+            continue
+        source = _resolved(given)
+        if target == source or target in source.parents:
+            what = "is" if target == source else "holds"
+            raise OutputError(
+                f"The output '{out}' {what} the input '{given}'; writing it would replace the "
+                "input, so choose another output name."
+            )
+
+
 def check_output(
     out: str | os.PathLike, *, overwrite: bool = False, kind: str | None = None
 ) -> Path:

@@ -178,6 +178,16 @@ class VolumeMeta:
         return cls.from_dict(json.loads(text))
 
 
+#: ``VolumeMeta.extra`` key set on label volumes (object k's voxels hold k): their pyramid
+#: levels take the nearest pixel, and napari opens them as a Labels layer
+LABELS_KEY = "labels"
+
+
+def is_label_volume(meta: VolumeMeta) -> bool:
+    """Whether ``meta`` describes a label volume (see :data:`LABELS_KEY`)."""
+    return bool(meta.extra.get(LABELS_KEY)) and not meta.rgb
+
+
 def meta_from_block(block: Any, *, source: str) -> VolumeMeta | None:
     """:meth:`VolumeMeta.from_dict` for a block read from a file: a block that cannot be
     understood is ignored with a warning naming ``source`` (None is returned)."""

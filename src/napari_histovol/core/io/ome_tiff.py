@@ -29,7 +29,7 @@ from ..progress import Progress, ProgressGenerator, drain
 from .atomic import atomic_output
 from .bounds import fits_in_memory, format_bytes
 from .guarded import guarded_dask
-from .meta import META_KEY, VolumeMeta, meta_from_block
+from .meta import META_KEY, VolumeMeta, is_label_volume, meta_from_block
 from .naming import check_z_numbers
 from .pyramid import default_levels, halve, level_shapes
 from .tiff_metadata import parse_ome_map_annotation, tiff_physical_size
@@ -261,6 +261,7 @@ def iter_write_ome_tiff(
         events: queue.Queue = queue.Queue()
         cancel = threading.Event()
         args = (tmp, data, shapes, Path(spill_dir), options, ome_meta, tile, events, cancel)
+        args += (is_label_volume(meta),)
         thread = threading.Thread(target=_write_tiff_thread, args=args, daemon=True)
         thread.start()
         try:
@@ -282,7 +283,7 @@ class _Cancelled(Exception):
 
 
 def _write_tiff_thread(
-    tmp, data, shapes, spill_dir, options, ome_meta, tile, events, cancel
+    tmp, data, shapes, spill_dir, options, ome_meta, tile, events, cancel, labels=False
 ) -> None:
     import tifffile
 
@@ -306,7 +307,7 @@ def _write_tiff_thread(
                         nxt = pre.submit(_compute_plane, data, z + 1)
                     lvl = plane[None]
                     for k in range(1, n_levels):
-                        lvl = halve(lvl)
+                        lvl = halve(lvl, labels=labels)
                         spills[k - 1][z] = lvl[0]
                     yield plane
                     events.put(Progress(z + 1, total, f"plane {z + 1}/{Z}", stage="write"))

@@ -22,7 +22,14 @@ from ..errors import HistovolWarning, InputError
 from ..progress import Progress, ProgressGenerator, drain
 from .atomic import atomic_output, write_json
 from .guarded import guarded_dask
-from .meta import META_KEY, VolumeMeta, meta_from_block, unit_to_micrometer
+from .meta import (
+    LABELS_KEY,
+    META_KEY,
+    VolumeMeta,
+    is_label_volume,
+    meta_from_block,
+    unit_to_micrometer,
+)
 from .naming import check_z_numbers
 from .pyramid import default_levels, iter_write_pyramid, level_shapes
 from .text import read_text
@@ -145,6 +152,8 @@ def read_ome_zarr(path: str | os.PathLike) -> Volume:
     limits = _omero_limits(omero)
     if limits:
         meta = replace(meta, extra={**meta.extra, "contrast_limits": limits})
+    if "image-label" in attrs or "image-label" in ome:  # labels written by any NGFF tool
+        meta = replace(meta, extra={**meta.extra, LABELS_KEY: True})
     return Volume(data=levels[0], meta=meta, levels=tuple(levels))
 
 
@@ -407,6 +416,7 @@ def iter_write_ome_zarr(
                 client=client,
                 skip=lambda b: _block_id(b) in done_blocks,
                 on_block_done=mark,
+                labels=is_label_volume(meta),
                 **kw,
             )
         finally:
@@ -591,7 +601,13 @@ def multiscales_metadata(meta: VolumeMeta, shapes, ndim: int, version: str) -> d
         if k:
             tr.append({"type": "translation", "translation": [float(v) for v in t]})
         datasets.append({"path": str(k), "coordinateTransformations": tr})
-    ms = {"name": "image", "axes": axes, "datasets": datasets, "type": "mean"}
+    labels = is_label_volume(meta)
+    ms = {
+        "name": "labels" if labels else "image",
+        "axes": axes,
+        "datasets": datasets,
+        "type": "nearest" if labels else "mean",
+    }
     if version == "0.4":
         ms["version"] = "0.4"
     return ms
@@ -649,12 +665,13 @@ def _write_attrs(path, arrays, meta: VolumeMeta, version: str, shapes, data: da.
     ms = multiscales_metadata(meta, shapes, data.ndim, version)
     omero = _omero(meta, data, coarse)
     hv = {**meta.to_dict(), COMPLETE_KEY: True}
+    ome: dict[str, Any] = {"multiscales": [ms], "omero": omero}
+    if is_label_volume(meta):  # NGFF's label image (a standalone one: no source image)
+        ome = {"multiscales": [ms], "image-label": {"version": version}}
     if version == "0.5":
-        group.attrs.update(
-            {"ome": {"version": "0.5", "multiscales": [ms], "omero": omero}, META_KEY: hv}
-        )
+        group.attrs.update({"ome": {"version": "0.5", **ome}, META_KEY: hv})
     else:
-        group.attrs.update({"multiscales": [ms], "omero": omero, META_KEY: hv})
+        group.attrs.update({**ome, META_KEY: hv})
 
 
 __all__ = [

@@ -40,14 +40,17 @@ def default_levels(shape: tuple[int, ...], *, smallest: int = 256, max_levels: i
     return n
 
 
-def halve(block: np.ndarray) -> np.ndarray:
-    """2x2 mean over the y and x axes (1, 2) of a (Z, Y, X[, C]) block, rounded for integers.
+def halve(block: np.ndarray, *, labels: bool = False) -> np.ndarray:
+    """2x2 mean over the y and x axes (1, 2) of a (Z, Y, X[, C]) block, rounded for integers;
+    for a label volume (``labels``) every other pixel instead (a mean of ids is no id).
 
     Odd sizes are handled by repeating the last row/column, so that ``ceil(n/2)`` pixels
     come out and block-wise halving equals halving the whole image. uint8, uint16 and
     float32 planes go through OpenCV's area resampling (exactly the rounded 2x2 mean,
     ~50x faster than numpy); other types through numpy.
     """
+    if labels:
+        return np.ascontiguousarray(block[:, ::2, ::2])
     z, y, x = block.shape[:3]
     if y % 2 or x % 2:
         pad = [(0, 0), (0, y % 2), (0, x % 2)] + [(0, 0)] * (block.ndim - 3)
@@ -143,12 +146,14 @@ def iter_write_pyramid(
     skip: Callable[[Block], bool] | None = None,
     on_block_done: Callable[[Block], None] | None = None,
     client=None,
+    labels: bool = False,
 ) -> ProgressGenerator[None]:
     """Compute ``src`` block by block and hand every pyramid level of each block to ``sink``.
 
     ``sink(level, (zslice, yslice, xslice), array)`` must be safe to call from several
     threads for disjoint, chunk-aligned regions. ``skip`` lets a resumed run pass over blocks
-    that are already written. With a ``dask.distributed`` ``client`` the blocks are computed
+    that are already written (``labels``: levels of a label volume, by nearest pixel). With a
+    ``dask.distributed`` ``client`` the blocks are computed
     on the cluster (a bounded window of them at a time) and written here. Yields
     :class:`Progress` per finished block.
     """
@@ -164,14 +169,14 @@ def iter_write_pyramid(
         arr = np.asarray(src[slice(*b.z), slice(*b.y), slice(*b.x)].compute(scheduler="sync"))
         for k in range(n_levels):
             if k:
-                arr = halve(arr)
+                arr = halve(arr, labels=labels)
             sink(k, b.at_level(k, shapes[k]), arr)
         return b
 
     def store(b: Block, arr: np.ndarray) -> None:
         for k in range(n_levels):
             if k:
-                arr = halve(arr)
+                arr = halve(arr, labels=labels)
             sink(k, b.at_level(k, shapes[k]), arr)
 
     yield Progress(done, total, "writing", stage="write")

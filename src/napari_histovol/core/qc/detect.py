@@ -302,6 +302,13 @@ def _components(z: np.ndarray, sign: int, k: float, side: float):
     return comps
 
 
+#: A component with less material than predicted is a crack (a tear) when it is at least this
+#: long (share of the side) and this many times longer than wide: a tear opens 1.5-3 % of the
+#: side and runs at least a tenth of it, so it is 3 or more times longer than wide.
+CRACK_LENGTH = 0.1
+CRACK_ELONGATION = 3.0
+
+
 def _classify_local(z: np.ndarray, nbz: np.ndarray | None, s: QCSettings):
     """Fold, tear and debris masks and scores from a residual map in typical residuals
     (``nbz``: the neighbours' largest absolute residual within a few pixels: damage of a
@@ -319,6 +326,10 @@ def _classify_local(z: np.ndarray, nbz: np.ndarray | None, s: QCSettings):
     for c in comps:
         c["mass"] *= norm
         if c["length"] > 0.25 and c["elong"] > 2.5:
+            linear.append(c)
+        elif c["sign"] < 0 and c["length"] > CRACK_LENGTH and c["elong"] > CRACK_ELONGATION:
+            # a short crack: a thin line where the slide shows. Structure that ends between
+            # sections (a nucleus, an organelle) leaves a compact hole, not a line
             linear.append(c)
         else:
             blobs.append(c)

@@ -38,10 +38,6 @@ NNINTERACTIVE_SESSION_FILES = ("inference_info.json", "inference_session_class.j
 _MISSING_LICENCE = "!!MISSING!!"
 
 
-def _backend_of(p: Path) -> str:
-    return "nnInteractive" if p.is_dir() else "micro-sam"
-
-
 def check_model_backend(checkpoint: str | os.PathLike) -> str:
     """Check that a local checkpoint can be used, before any work, and return its backend.
 
@@ -70,20 +66,26 @@ def check_model_backend(checkpoint: str | os.PathLike) -> str:
             "(nothing is downloaded), or leave the model out to use the weight-free default.",
             option="model",
         )
-    name = _backend_of(p)
-    package, install, kind = BACKENDS[name]
-    if importlib.util.find_spec(package) is None:
+    if p.is_file():
+        if p.suffix.lower() in (".pt", ".pth"):
+            raise InputError(
+                f"'{p.name}' looks like a micro-sam checkpoint; this version drives nnInteractive "
+                "model folders only, so give one of those or leave the model out to use the "
+                "weight-free default.",
+                option="model",
+            )
         raise InputError(
-            f"'{p.name}' looks like a {kind}, which needs the {package} package ({install}); "
-            "it is not installed. Install it, or leave the model out to use the weight-free "
-            "default.",
+            f"'{p.name}' is a file; give the nnInteractive model folder itself (the one that "
+            "holds plans.json and fold_N/checkpoint_final.pth, unpacked), or leave the model "
+            "out to use the weight-free default.",
             option="model",
         )
-    if name == "micro-sam":
+    package, install, kind = BACKENDS["nnInteractive"]
+    if importlib.util.find_spec(package) is None:
         raise InputError(
-            f"'{p.name}' looks like a micro-sam checkpoint; this version drives nnInteractive "
-            "model folders only, so give one of those or leave the model out to use the "
-            "weight-free default.",
+            f"'{p.name}' looks like an {kind}, which needs the {package} package ({install}); "
+            "it is not installed. Install it, or leave the model out to use the weight-free "
+            "default.",
             option="model",
         )
     missing = [f for f in NNINTERACTIVE_FILES if not (p / f).is_file()]
@@ -98,7 +100,7 @@ def check_model_backend(checkpoint: str | os.PathLike) -> str:
             "model out to use the weight-free default.",
             option="model",
         )
-    return name
+    return "nnInteractive"
 
 
 def default_device() -> Any:
@@ -204,6 +206,23 @@ def object_window(
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """numpy's and torch's global random state seeded for the block, then given back:
+    nnInteractive places some of its refinement boxes at random (``np.random``), so the same
+    clicks gave masks that differed by up to a third of their voxels from run to run."""
+    import torch
+
+    state = np.random.get_state()  # noqa: NPY002 (the package draws from the legacy global)
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+
+
 def iter_segment_pretrained(
     data: Any,
     model: PretrainedModel,
@@ -243,44 +262,60 @@ def iter_segment_pretrained(
     """
     shape = tuple(int(s) for s in data.shape[:3])
     background = [k for k in (scribbles.labels if scribbles else []) if k not in objects]
-    masks: ObjectMasks = {}
-    for i, obj in enumerate(objects):
-        yield Progress(i, len(objects), f"object {obj}: nnInteractive", "segment")
+    drawn_labels = scribbles.points if scribbles else {}
+    plans = []
+    for obj in objects:
         clicks = [p for p in prompts if p.object == obj]
-        drawn_labels = scribbles.points if scribbles else {}
         marks = {k: drawn_labels[k] for k in [obj, *background] if k in drawn_labels}
         pts = [np.array([[p.z, p.y, p.x] for p in clicks], int).reshape(-1, 3)]
         pts += [v for k, v in marks.items() if k == obj]
         pts = np.concatenate(pts)
-        if not len(pts):
-            continue
-        win = object_window(pts, shape, model.patch_size)
-        origin = np.array([s.start for s in win])
+        if len(pts):
+            plans.append((obj, clicks, marks, object_window(pts, shape, model.patch_size)))
+    total = sum(1 + len(c) + len(m) for _, c, m, _ in plans)
+    done = 0
+    masks: ObjectMasks = {}
+    s = model.session
+
+    def call(step: int, fn, *args, **kwargs):
+        # the package prints on stdout and draws random boxes: quiet and seeded, per call
+        # (never across a yield, which would hand the caller a redirected stdout)
+        with contextlib.redirect_stdout(io.StringIO()), _seeded(step):
+            return fn(*args, **kwargs)
+
+    for obj, clicks, marks, win in plans:
+        yield Progress(done, total, f"object {obj}: reading its window", "segment")
+        origin = np.array([w.start for w in win])
         image = _model_input(data[win], rgb, model.input_channels)
+        done += 1
         if not np.any(image):
             masks[obj] = {}
+            done += len(clicks) + len(marks)
             continue
         target = np.zeros(image.shape[1:], np.uint8)
-        s = model.session
-        with contextlib.redirect_stdout(io.StringIO()):
-            s.set_image(image)
-            s.set_target_buffer(target)
-            for p in clicks:
-                local = tuple(int(v) for v in np.array([p.z, p.y, p.x]) - origin)
-                s.add_point_interaction(local, include_interaction=bool(p.positive))
-            for k, v in marks.items():
-                local = v - origin
-                inside = np.all((local >= 0) & (local < np.array(target.shape)), axis=1)
-                if not inside.any():
-                    continue
-                drawn = np.zeros(target.shape, np.uint8)
-                drawn[tuple(local[inside].T)] = 1
-                s.add_scribble_interaction(drawn, include_interaction=k == obj)
+        call(obj, s.set_image, image)
+        s.set_target_buffer(target)
+        for n, p in enumerate(clicks):
+            kind = "click" if p.positive else "negative click"
+            yield Progress(done, total, f"object {obj}: {kind} {n + 1} of {len(clicks)}", "segment")
+            local = tuple(int(v) for v in np.array([p.z, p.y, p.x]) - origin)
+            call(obj * 1000 + n, s.add_point_interaction, local, include_interaction=p.positive)
+            done += 1
+        for n, (k, v) in enumerate(marks.items()):
+            yield Progress(done, total, f"object {obj}: scribbles {k}", "segment")
+            done += 1
+            local = v - origin
+            inside = np.all((local >= 0) & (local < np.array(target.shape)), axis=1)
+            if not inside.any():
+                continue
+            drawn = np.zeros(target.shape, np.uint8)
+            drawn[tuple(local[inside].T)] = 1
+            call(obj * 1000 + 500 + n, s.add_scribble_interaction, drawn, k == obj)
         per_z = {}
         for dz in range(target.shape[0]):
             c = crop_mask(target[dz] > 0, int(origin[1]), int(origin[2]))
             if c is not None:
                 per_z[int(origin[0]) + dz] = c
         masks[obj] = per_z
-    yield Progress(len(objects), len(objects), "nnInteractive: done", "segment")
+    yield Progress(total, total, "nnInteractive: done", "segment")
     return masks

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..io.meta import VolumeMeta
+from ..io.meta import LABELS_KEY, VolumeMeta
 from ..io.volume import Volume
 from ..progress import ProgressGenerator, drain
 from .backend import PretrainedModel, iter_segment_pretrained
@@ -84,8 +84,11 @@ def known_voxel_size(meta: VolumeMeta) -> tuple[float, float, float] | None:
 
 
 def label_meta(meta: VolumeMeta) -> VolumeMeta:
-    """The input's metadata for its label volume: same scale and planes, one channel."""
-    return replace(meta, rgb=False, channel_names=())
+    """The input's metadata for its label volume: same scale and planes, one channel, marked
+    as labels (nearest-pixel pyramid levels; napari opens it as a Labels layer), without the
+    image's display range."""
+    extra = {k: v for k, v in meta.extra.items() if k != "contrast_limits"}
+    return replace(meta, rgb=False, channel_names=(), extra={**extra, LABELS_KEY: True})
 
 
 def iter_segment_volume(
