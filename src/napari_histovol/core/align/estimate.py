@@ -219,6 +219,20 @@ def elastic_field(
     return np.clip(u, -lim, lim).astype(np.float32)
 
 
+#: Coarse starts whose rotation, once refined, is within this many degrees of the nearby
+#: start's answer compete with it on score alone; others must win clearly (see
+#: :func:`register_pair`).
+NEAR_ROTATION_DEG = 10.0
+
+
+def _angle_deg(m: np.ndarray) -> float:
+    return math.degrees(math.atan2(m[1, 0], m[0, 0]))
+
+
+def _angle_apart(a: float, b: float) -> float:
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
 def register_pair(
     fixed: np.ndarray,
     moving: np.ndarray,
@@ -257,10 +271,14 @@ def register_pair(
         m = pre @ m
         score = overlap_ncc(fixed, moving, m)
         if k == 0:
-            init_score = score
-        elif score < init_score + max(0.1, 0.5 * abs(init_score)):
-            # a far-away start must win clearly: on self-similar texture (EM) a spurious
-            # rotation can score about as well as the true, nearby answer
+            init_score, init_angle = score, _angle_deg(m)
+        elif _angle_apart(_angle_deg(m), init_angle) > NEAR_ROTATION_DEG and (
+            score < init_score + max(0.1, 0.5 * abs(init_score))
+        ):
+            # a start turned far from the nearby answer must win clearly: on self-similar
+            # texture (EM) a spurious rotation can score about as well as the true one. A start
+            # at about the same rotation (a shift ECC could not reach from the nearby start:
+            # EM sections 20-40 px apart) only has to score better
             continue
         if best is None or score > best.ncc:
             best = PairResult(m, None, score, ok)
