@@ -14,8 +14,10 @@ contrast swing stays visible) at a working size, and compared with its neighbour
   neighbour's damage are explained by one side), in units of the stack's typical residual (the
   median over sections of its 99th percentile on the tissue), at a fine and a coarse scale. It
   is split into components with more tissue than predicted (a fold doubles the tissue) and less
-  (a tear shows the slide). Long thin components are folds (more) or tears (less); small
-  compact ones are debris (fine scale only); small pieces beside a fold or tear belong to it.
+  (a tear shows the slide). Long thin components are folds (more) or tears (less), and so is
+  a short crack (less, thin: at least a tenth of the side and three times longer than wide);
+  small compact ones are debris (fine scale only); small pieces beside a fold or tear belong
+  to it.
 - **sharpness on tissue** (blur): per tile, high-pass over band-pass energy (independent of
   contrast) against the same tile of the neighbours; only tiles with tissue count, so a blurred
   half section is found and stroma is not called blurry.
