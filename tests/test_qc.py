@@ -311,6 +311,25 @@ def test_a_dividing_cell_changing_from_plane_to_plane_is_not_debris_but_dust_is(
     assert not rep.section(9).flags and not rep.section(11).flags
 
 
+def test_the_dividing_cell_in_the_top_plane_is_not_debris_but_dust_beside_it_is(shared_data):
+    """The same stack's top plane (24) and plane 19: the dividing cell's chromosomes, still
+    bright where every nucleus has faded, change shape from plane 23, and the top plane has
+    only that one neighbour to explain them. It was flagged debris 30.8 (plane 19: 3.8); the
+    neighbour holds material as dense within a few pixels, so it is the same structure. Dust
+    added near the top (plane 22) is denser than anything there and is still debris. (Dust on
+    the faint top plane itself reads as a contrast swing, as it did before.)"""
+    import tifffile
+
+    clean = tifffile.imread(shared_data / "cells3d_nuclei_3d" / "nuclei.tif")[5:55:2]
+    rep = section_qc(as_volume(clean))
+    assert not [s.z for s in rep.sections if "debris" in s.flags]
+    a = clean.copy()
+    a[22], m = simulate.debris(clean[22], np.random.default_rng(6))
+    rep = section_qc(as_volume(a))
+    assert rep.section(22).flags[:1] == ["debris"], rep.section(22).scores
+    assert dice(rep.section(22).mask > 0, m) > 0.3
+
+
 def _anhir_sections(shared_data, side=256):
     """The five ANHIR lung sections (H&E, CD31, proSPC, Cc10, Ki67: five stains), aligned
     rigidly, on one canvas of ``side`` px."""

@@ -304,6 +304,13 @@ def _components(z: np.ndarray, sign: int, k: float, side: float):
     return comps
 
 
+#: A blob of added material is not debris when a neighbour holds material at least this
+#: dense (share of the blob's median in the tissue-bright channel) within a few pixels of it:
+#: the same structure, changed in shape (a dividing cell's chromosomes at the top plane of a
+#: monolayer, where one neighbour is all there is to explain it). Injected dust is denser
+#: than any tissue (brightfield, EM) or brighter than any nucleus (fluorescence).
+SAME_MATERIAL_SHARE = 0.9
+
 #: A component with less material than predicted is a crack (a tear) when it is at least this
 #: long (share of the side) and this many times longer than wide: a tear opens 1.5-3 % of the
 #: side and runs at least a tenth of it, so it is 3 or more times longer than wide.
@@ -311,12 +318,19 @@ CRACK_LENGTH = 0.1
 CRACK_ELONGATION = 3.0
 
 
-def _classify_local(z: np.ndarray, nbz: np.ndarray | None, s: QCSettings):
+def _classify_local(
+    z: np.ndarray,
+    nbz: np.ndarray | None,
+    s: QCSettings,
+    material: tuple[np.ndarray, np.ndarray] | None = None,
+):
     """Fold, tear and debris masks and scores from a residual map in typical residuals
     (``nbz``: the neighbours' largest absolute residual within a few pixels: damage of a
     neighbour echoes, at about half strength, in the sections predicted from it, and natural
     change moves a little from section to section; a component that a neighbour matches is
-    left out)."""
+    left out). ``material``: the section's tissue-bright channel and the neighbours' densest
+    material within a few pixels; a blob of added material that a neighbour holds as densely
+    there is the same structure changed (a dividing cell's chromosomes), not debris."""
     h, w = z.shape
     side = float(max(h, w))
     norm = (256.0 / side) ** 2  # masses are counted at a 256-pixel working side
@@ -359,6 +373,11 @@ def _classify_local(z: np.ndarray, nbz: np.ndarray | None, s: QCSettings):
             # predict: debris (dust, bubbles' rims, autofluorescent particles) adds material,
             # while structure that ends between sections takes it away
             continue
+        if material is not None:
+            cur, near = material
+            here = float(np.median(cur[c["pix"]]))
+            if here > 0 and float(np.median(near[c["pix"]])) >= SAME_MATERIAL_SHARE * here:
+                continue
         masks["debris"] |= c["pix"]
         scores["debris"] += c["mass"] / s.min_mass
     return masks, scores
@@ -809,13 +828,15 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         for j in neighbours(i):
             if j is not None:
                 void |= voids[j]
+        near_chans = [chans[j] for j in neighbours(i) if j is not None]
+        nb_material = cv2.dilate(np.maximum.reduce(near_chans), near_kernel)
         for coarse_scale in (False, True):
             zmap = zmap_of(res, coarse_scale)
             zmap[~grown | void] = 0
             if "blur" in cand[i] and cal(i, "blur") >= 1:
                 # a blurred region's residual is its lost detail, not structure
                 zmap = np.where(cand[i]["blur"], zmap * 0.5, zmap)
-            lm, ls = _classify_local(zmap, near_nb[coarse_scale], s)
+            lm, ls = _classify_local(zmap, near_nb[coarse_scale], s, (chans[i], nb_material))
             for k in ("fold", "tear") if coarse_scale else ("fold", "tear", "debris"):
                 if k not in ls_all or ls[k] > ls_all[k]:
                     ls_all[k], lm_all[k] = ls[k], lm[k]
