@@ -81,7 +81,7 @@ def replaces_an_input(viewer, path, *inputs) -> str | None:
             sources.append((str(src), layer.name))
     for src, name in sources:
         try:
-            check_not_input(path, [src])
+            check_not_input(path, [src], not_inside=True)
         except OutputError as e:
             return f"{e} (it is open as layer '{name}')" if name else str(e)
     return None

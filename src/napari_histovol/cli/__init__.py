@@ -95,7 +95,9 @@ def _check_outputs_are_not_inputs(args) -> None:
     for k in _OUTPUT_ARGS:
         out = getattr(args, k, None)
         if isinstance(out, str) and out:
-            check_not_input(out, inputs)
+            # OUT (a volume) may not land among the sections it was read from; side files
+            # (--json, --masks) may, the folder reader passes over them
+            check_not_input(out, inputs, not_inside=k == "output")
 
 
 def main(argv: list[str] | None = None) -> int:

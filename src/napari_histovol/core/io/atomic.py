@@ -57,9 +57,13 @@ def _resolved(p: str | os.PathLike) -> Path:
     return Path(os.fspath(p)).expanduser().resolve()
 
 
-def check_not_input(out: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
+def check_not_input(
+    out: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, not_inside: bool = False
+) -> None:
     """Refuse an output that would replace an input: the same path, or a folder that holds it
-    (replacing it deletes the input). An output inside an input folder is allowed.
+    (replacing it deletes the input); with ``not_inside``, also an output inside an input
+    folder (a volume written among the sections it was read from becomes one of them, and
+    the folder no longer reads).
 
     Raises
     ------
@@ -76,6 +80,11 @@ def check_not_input(out: str | os.PathLike, inputs: Sequence[str | os.PathLike])
             raise OutputError(
                 f"The output '{out}' {what} the input '{given}'; writing it would replace the "
                 "input, so choose another output name."
+            )
+        if not_inside and source.is_dir() and source in target.parents:
+            raise OutputError(
+                f"The output '{out}' is inside the input folder '{given}'; it would become one "
+                "of the files that folder is read from, so write it elsewhere."
             )
 
 
