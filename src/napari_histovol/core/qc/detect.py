@@ -411,9 +411,7 @@ def _stain_dev(i: int, near: list[int], log_gain, zpos: list[int], s: QCSettings
     over their pairs, per z number), kept where at least 80 % of the pairs agree on its
     direction (sections whose stains differ at random have no trend); the deviation is the
     median over the near sections of section i's gain less that trend, so one damaged
-    neighbour does not set it and a section whose own stain swung is off all of them; it is
-    divided by the near sections' own typical difference where that exceeds the ratio (their
-    stains differ: one more difference is no swing)."""
+    neighbour does not set it and a section whose own stain swung is off all of them."""
     if not near:
         return 0.0
     slopes = [
@@ -426,17 +424,7 @@ def _stain_dev(i: int, near: list[int], log_gain, zpos: list[int], s: QCSettings
     if slope and np.mean(np.sign(slopes) == np.sign(slope)) < 0.8:
         slope = 0.0  # the near sections differ without a direction: stain varies, no trend
     devs = [log_gain(j, i) - slope * (zpos[i] - zpos[j]) for j in near]
-    dev = float(abs(np.median(devs)) / np.log(s.contrast_ratio))
-    # judged against how far the near sections are from each other: in a stack of different
-    # stains (an IHC panel) they differ by factors of 2 to 6, and one more such step is not a
-    # swing; sections of one stain differ by far less than the ratio, and this is 1
-    apart = [
-        abs(log_gain(a, b) - slope * (zpos[b] - zpos[a]))
-        for x, a in enumerate(near)
-        for b in near[x + 1 :]
-    ]
-    spread = float(np.median(apart)) / np.log(s.contrast_ratio) if apart else 0.0
-    return dev / max(1.0, spread)
+    return float(abs(np.median(devs)) / np.log(s.contrast_ratio))
 
 
 #: A residual that a shift of this many working pixels explains is not damage.
