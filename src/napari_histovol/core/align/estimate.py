@@ -158,8 +158,10 @@ def ecc_refine(
     levels: int = 3,
     iterations: int = 100,
     eps: float = 1e-6,
+    mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """Coarse-to-fine ECC from ``init``; returns (matrix, converged)."""
+    """Coarse-to-fine ECC from ``init``; returns (matrix, converged). ``mask``: the pixels of
+    ``fixed`` that count (nonzero), e.g. where both images hold data."""
     m = init.copy()
     ok = False  # True once the finest level attempted converged
     for lvl in range(levels - 1, -1, -1):
@@ -168,6 +170,13 @@ def ecc_refine(
             continue
         f = cv2.resize(fixed, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else fixed
         mv = cv2.resize(moving, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else moving
+        level_mask = None
+        if mask is not None:
+            level_mask = (mask > 0).astype(np.uint8)
+            if s < 1:
+                level_mask = cv2.resize(
+                    level_mask, (f.shape[1], f.shape[0]), interpolation=cv2.INTER_NEAREST
+                )
         a = scale_matrix(s)
         small = a @ m @ np.linalg.inv(a)
         warp = small[:2].astype(np.float32)
@@ -180,7 +189,7 @@ def ecc_refine(
                 warp,
                 motion,
                 (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, eps),
-                None,
+                level_mask,
                 5,
             )
         except cv2.error:

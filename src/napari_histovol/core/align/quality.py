@@ -58,6 +58,16 @@ def _displacement(m: np.ndarray, pts: np.ndarray) -> float:
     return float(np.linalg.norm((m @ pts - pts)[:2], axis=0).mean())
 
 
+def _textured(img: np.ndarray, k: int = 5) -> np.ndarray:
+    """Pixels whose k x k neighbourhood varies at all (measured data, not a flat fill), less
+    a rim of k pixels along a fill (the step from data to fill is no structure either)."""
+    f = img.astype(np.float32)
+    mean = cv2.blur(f, (k, k))
+    var = cv2.blur(f * f, (k, k)) - mean * mean
+    flat = (var <= 1e-6).astype(np.uint8)
+    return cv2.dilate(flat, np.ones((2 * k + 1, 2 * k + 1), np.uint8)) == 0
+
+
 def residual_px(a: np.ndarray, b: np.ndarray, *, size: int = QC_SIZE) -> tuple[float, bool]:
     """How far a rigid registration of ``b`` onto ``a`` from the identity moves ``b``.
 
@@ -80,7 +90,10 @@ def residual_px(a: np.ndarray, b: np.ndarray, *, size: int = QC_SIZE) -> tuple[f
         b_s = cv2.resize(b, dsize, interpolation=cv2.INTER_AREA)
     else:
         a_s, b_s = a, b
-    m, ok = ecc_refine(a_s, b_s, np.eye(3), cv2.MOTION_EUCLIDEAN, levels=3)
+    # only where both hold data: a flat fill (the warp's, or a microscope's border) has a
+    # straight edge ECC would chase across the section
+    data = _textured(a_s) & _textured(b_s)
+    m, ok = ecc_refine(a_s, b_s, np.eye(3), cv2.MOTION_EUCLIDEAN, levels=3, mask=data)
     if not ok or not np.isfinite(m).all():
         return float("nan"), False
     mask = (a_s > 0.1) | (b_s > 0.1)
