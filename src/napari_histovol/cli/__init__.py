@@ -118,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         return _fail(str(e))
     except KeyboardInterrupt:
-        print("histovol: interrupted; nothing was left half-written.", file=sys.stderr)
+        print(
+            "histovol: interrupted; the output was not written (what was done is kept beside "
+            "it where the command can resume: run the same command again).",
+            file=sys.stderr,
+        )
         return 130
     except MemoryError:
         return _fail(

@@ -6,11 +6,48 @@ and *returns* its result; :func:`drain` runs such a generator to the end and giv
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import threading
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+class Cancelled(Exception):
+    """Raised inside a worker thread whose job was cancelled (see :func:`check_cancelled`)."""
+
+
+#: worker thread id -> the cancel event of the job it is computing for
+_CANCEL_EVENTS: dict[int, threading.Event] = {}
+_CANCEL_LOCK = threading.Lock()
+
+
+@contextmanager
+def cancellable_by(event: threading.Event) -> Iterator[None]:
+    """Run the block (in a worker thread) for a job that ``event`` cancels: long loops inside
+    it call :func:`check_cancelled` between steps, so an interrupted job's running blocks stop
+    at their next step instead of finishing (a Ctrl-C in ``histovol isotropic`` took 68 s)."""
+    ident = threading.get_ident()
+    with _CANCEL_LOCK:
+        previous = _CANCEL_EVENTS.get(ident)
+        _CANCEL_EVENTS[ident] = event
+    try:
+        yield
+    finally:
+        with _CANCEL_LOCK:
+            if previous is None:
+                _CANCEL_EVENTS.pop(ident, None)
+            else:
+                _CANCEL_EVENTS[ident] = previous
+
+
+def check_cancelled() -> None:
+    """Raise :class:`Cancelled` when this thread's job was cancelled (a no-op elsewhere)."""
+    event = _CANCEL_EVENTS.get(threading.get_ident())
+    if event is not None and event.is_set():
+        raise Cancelled("the job was cancelled")
 
 
 @dataclass(frozen=True)

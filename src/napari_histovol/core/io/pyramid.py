@@ -9,6 +9,7 @@ memory stays bounded by (workers + 1) blocks, whatever the size of the volume.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
-from ..progress import Progress, ProgressGenerator
+from ..progress import Progress, ProgressGenerator, cancellable_by
 
 DEFAULT_BLOCK_BYTES = 96 * 2**20
 
@@ -165,8 +166,11 @@ def iter_write_pyramid(
     total = len(blocks)
     done = total - len(todo)
 
+    cancel = threading.Event()
+
     def work(b: Block) -> Block:
-        arr = np.asarray(src[slice(*b.z), slice(*b.y), slice(*b.x)].compute(scheduler="sync"))
+        with cancellable_by(cancel):
+            arr = np.asarray(src[slice(*b.z), slice(*b.y), slice(*b.x)].compute(scheduler="sync"))
         for k in range(n_levels):
             if k:
                 arr = halve(arr, labels=labels)
@@ -231,6 +235,9 @@ def iter_write_pyramid(
                     if nxt is not None:
                         pending.add(ex.submit(work, nxt))
                 yield Progress(done, total, f"block {done}/{total}", stage="write")
+        except BaseException:
+            cancel.set()  # running blocks stop at their next step (Ctrl-C, Cancel, an error)
+            raise
         finally:
             for f in pending:
                 f.cancel()

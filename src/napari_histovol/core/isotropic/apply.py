@@ -10,6 +10,7 @@ import dask.array as da
 import numpy as np
 import torch
 
+from ..progress import check_cancelled
 from .geometry import AxialGeometry, gap_weight, linear_matrix, spline_matrix
 from .network import AxialModel, pick_device
 
@@ -105,6 +106,7 @@ def _run_slices(net, sp: np.ndarray, gap: np.ndarray, orientation: str, dev) -> 
         for i in range(0, count, per_call):
             s = torch.from_numpy(np.ascontiguousarray(slices[i : i + per_call]))[:, None].to(dev)
             gg = g[None, None].expand(s.shape[0], 1, n, length).to(dev)
+            check_cancelled()  # an interrupted write stops here, not at the block's end
             with _NET_LOCK:
                 res[i : i + per_call] = net(s, gg)[:, 0].cpu().numpy()
     return res.transpose(1, 2, 0) if orientation == "zy" else res.transpose(1, 0, 2)
