@@ -4,6 +4,7 @@ inputs, a full disk, and one atomic writer."""
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -616,3 +617,32 @@ def test_a_failed_ome_tiff_write_closes_its_prefetch_thread_and_leaves_nothing(
         write_ome_tiff(volume, tmp_path / "v.ome.tif")
     assert not [t.name for t in threading.enumerate() if t.name.startswith(PREFETCH_THREAD)]
     assert not list(tmp_path.iterdir())
+
+
+def test_a_second_run_writing_the_same_output_is_refused_and_a_dead_runs_lock_taken_over(
+    tmp_path,
+):
+    """Two `histovol isotropic ... iso2.ome.zarr` runs at once: one failed with a raw zarr
+    message and left its temporary output behind. A run now holds a lock beside its output."""
+    import subprocess
+    import sys
+
+    from napari_histovol.core.errors import OutputError
+    from napari_histovol.core.io.atomic import atomic_output, lock_name
+
+    out = tmp_path / "v.ome.zarr"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_name(out).write_text(f"{other.pid}\n")
+        with pytest.raises(OutputError, match="Another histovol run"):
+            with atomic_output(out, is_dir=True):
+                pass
+        assert not out.exists()
+    finally:
+        other.kill()
+        other.wait()
+    # the other run is gone: its lock is stale and taken over, and released after
+    with atomic_output(out, is_dir=True) as tmp:
+        (tmp / "x").write_text("1")
+        assert lock_name(out).read_text().split()[0] == str(os.getpid())
+    assert (out / "x").exists() and not lock_name(out).exists()

@@ -204,32 +204,92 @@ def atomic_output(
     ``keep_suffix`` the temporary name ends with ``out``'s name (see :func:`temp_name`).
     """
     out = check_output(out, overwrite=overwrite, kind="dir" if is_dir else "file")
-    tmp = temp_name(out, keep_suffix=keep_suffix)
-    if not keep_partial:
-        remove_path(tmp)  # a stale leftover of a killed run
-    try:
-        if is_dir and not tmp.is_dir():
-            tmp.mkdir()
-        yield tmp
-    except BaseException as exc:
-        if not keep_partial or is_disk_full(exc):
+    with _write_lock(out):
+        tmp = temp_name(out, keep_suffix=keep_suffix)
+        if not keep_partial:
+            remove_path(tmp)  # a stale leftover of a killed run
+        try:
+            if is_dir and not tmp.is_dir():
+                tmp.mkdir()
+            yield tmp
+        except BaseException as exc:
+            if not keep_partial or is_disk_full(exc):
+                remove_path(tmp)
+            err = output_error(exc, out) if isinstance(exc, Exception) else None
+            if err is not None:
+                raise err from None
+            raise
+        try:
+            if out.exists() or out.is_symlink():
+                old = out.parent / f".{out.name}.old"
+                remove_path(old)
+                os.replace(out, old)
+                os.replace(tmp, out)
+                remove_path(old)
+            else:
+                os.replace(tmp, out)
+        except OSError as exc:
             remove_path(tmp)
-        err = output_error(exc, out) if isinstance(exc, Exception) else None
-        if err is not None:
-            raise err from None
-        raise
+            raise output_error(exc, out) or exc from None
+
+
+def lock_name(out: Path) -> Path:
+    """The lock file beside ``out`` that a run writing it holds (its process id inside)."""
+    return out.parent / f".{out.name}.histovol-lock"
+
+
+def _alive(pid: int) -> bool:
     try:
-        if out.exists() or out.is_symlink():
-            old = out.parent / f".{out.name}.old"
-            remove_path(old)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            remove_path(old)
-        else:
-            os.replace(tmp, out)
-    except OSError as exc:
-        remove_path(tmp)
-        raise output_error(exc, out) or exc from None
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+@contextmanager
+def _write_lock(out: Path) -> Iterator[None]:
+    """Hold ``out``'s lock while it is written: a second run writing the same output (another
+    terminal, another tab) is refused in one sentence instead of both writing the same
+    temporary output (one failed with a raw zarr message and left it behind). A lock whose
+    process is gone (a killed run) is taken over."""
+    lock = lock_name(out)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text(encoding="utf-8").split()[0])
+            except (OSError, ValueError, IndexError):
+                pid = -1
+            if pid > 0 and _alive(pid):
+                who = "this process" if pid == os.getpid() else f"process {pid}"
+                raise OutputError(
+                    f"Another histovol run ({who}) is writing '{out}' now; wait for it to "
+                    f"finish or stop it (a run that was killed leaves '{lock.name}', which the "
+                    "next run takes over)."
+                ) from None
+            remove_path(lock)  # stale: its run is gone
+            continue
+        except OSError:
+            yield  # an unwritable folder: the write itself reports it
+            return
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(f"{os.getpid()}\n")
+        except OSError:  # a full disk: no lock, and the write itself reports the disk
+            remove_path(lock)
+            yield
+            return
+        break
+    else:
+        yield
+        return
+    try:
+        yield
+    finally:
+        remove_path(lock)
 
 
 @contextmanager
