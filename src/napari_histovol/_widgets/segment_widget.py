@@ -399,7 +399,7 @@ class SegmentWidget(Container):
             prompts, scribbles, data = list(s.prompts), s.scribbles, self.volume.data
 
             def gen():
-                if self._model is None or self._model.folder != model_folder:
+                if not self._model_loaded(model_folder):
                     yield Progress(0, 1, f"loading the model in '{model_folder.name}'", "segment")
                 model = self._load_model(model_folder)
                 masks = yield from iter_segment_pretrained(
@@ -464,9 +464,12 @@ class SegmentWidget(Container):
             return
         self._tell(f"clicks will be segmented by the nnInteractive model in '{folder.name}'")
 
+    def _model_loaded(self, folder: Path) -> bool:
+        return self._model is not None and self._model.folder == folder
+
     def _load_model(self, folder: Path) -> PretrainedModel:
         """The model in ``folder``, loaded once (on the job's worker)."""
-        if self._model is None or self._model.folder != folder:
+        if not self._model_loaded(folder):
             self._model = load_pretrained(folder)
         return self._model
 

@@ -264,7 +264,7 @@ def register_pair(
         start = starts[k]
         # OpenCV's ECC parametrises rotation by asin and fails beyond +-90 degrees: refine
         # large rotations against a copy of the moving image pre-rotated by the start angle.
-        angle = math.degrees(math.atan2(start[1, 0], start[0, 0]))
+        angle = _angle_deg(start)
         # getRotationMatrix2D turns by -angle in the atan2(m10, m00) sense
         pre = _rotation_about_centre(-angle, moving.shape) if abs(angle) > 45 else np.eye(3)
         mov = warp_image(moving, pre, moving.shape) if abs(angle) > 45 else moving

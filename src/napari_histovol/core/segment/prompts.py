@@ -169,11 +169,17 @@ def scribbles_from_labels(labels: Any, shape: tuple[int, ...], *, source: str = 
     return Scribbles({k: np.concatenate(v) for k, v in found.items()})
 
 
+def scribbled_objects(prompts: list[Prompt], scribbles: Scribbles | None) -> list[int]:
+    """Scribbled labels that are objects: those a click names (every scribbled label when
+    there are no clicks at all); the other labels are background for every object."""
+    if scribbles is None:
+        return []
+    named = {p.object for p in prompts}
+    return [k for k in scribbles.labels if not named or k in named]
+
+
 def object_ids(prompts: list[Prompt], scribbles: Scribbles | None = None) -> list[int]:
-    """Ids of the objects to segment: those with a positive click, and scribbled labels that a
-    click names (every scribbled label when there are no clicks at all)."""
+    """Ids of the objects to segment: those with a positive click, and
+    :func:`scribbled_objects`."""
     ids = {p.object for p in prompts if p.positive}
-    if scribbles is not None:
-        named = {p.object for p in prompts}
-        ids |= {k for k in scribbles.labels if not named or k in named}
-    return sorted(ids)
+    return sorted(ids | set(scribbled_objects(prompts, scribbles)))

@@ -19,7 +19,7 @@ from ..progress import Progress, ProgressGenerator, drain
 from .classifier import PixelClassifier, disk_offsets, implicit_negatives
 from .features import EDGE_FEATURE, FeatureStack, blob_radius
 from .masks import SectionMask, crop_mask, label_plane, lazy_labels, voxel_counts
-from .prompts import Prompt, Scribbles, check_prompts, object_ids
+from .prompts import Prompt, Scribbles, check_prompts, object_ids, scribbled_objects
 from .propagate import SNAP, carry_over, core_of, segment_section
 from .watershed3d import ImageTerms, image_terms, is_volumetric, segment_object_3d
 
@@ -129,14 +129,6 @@ class SegmentSession:
         """Ids of the objects that have a positive click or a scribble."""
         return object_ids(self.prompts, self.scribbles)
 
-    def _scribble_objects(self) -> list[int]:
-        if self.scribbles is None:
-            return []
-        prompt_ids = {p.object for p in self.prompts}
-        if not prompt_ids:
-            return self.scribbles.labels
-        return [k for k in self.scribbles.labels if k in prompt_ids]
-
     def add_prompt(self, prompt: Prompt) -> None:
         """Add one click (checked against the volume's shape)."""
         check_prompts([prompt], self.shape, source="the click")
@@ -168,7 +160,7 @@ class SegmentSession:
         if positive:
             pts = self.scribbles.points.get(obj)
             return pts if pts is not None else np.zeros((0, 3), int)
-        objects = set(self._scribble_objects())
+        objects = set(scribbled_objects(self.prompts, self.scribbles))
         others = [v for k, v in self.scribbles.points.items() if k != obj and k not in objects]
         return np.concatenate(others) if others else np.zeros((0, 3), int)
 
