@@ -203,7 +203,7 @@ def psnr(a, b, mask, peak):
 # -------------------------------------------------------------------------------- the run
 
 
-def run_stack(name, clean, trials, rng, repair=True, min_damaged=0):
+def run_stack(name, clean, trials, rng, repair=True, min_damaged=0, list_errors=False):
     from napari_histovol.core.qc.restore import restore_array, whole_section_replacement
 
     n = clean.shape[0]
@@ -253,6 +253,15 @@ def run_stack(name, clean, trials, rng, repair=True, min_damaged=0):
         for pos, i in enumerate(keep):
             sec = rep.section(i)
             flagged = bool(sec.flags)
+            truth_kind = truth[i][0] if i in truth else None
+            if list_errors and (sec.flags[:1] != ([truth_kind] if truth_kind else [])):
+                print(
+                    f"{name} trial {t} z {i}: injected {truth_kind or 'nothing'}, flagged "
+                    f"{sec.flags or 'nothing'}; scores "
+                    f"{ {k: round(v, 2) for k, v in sec.scores.items() if v >= 0.3} }; "
+                    f"neighbours {truth.get(i - 1, ('-',))[0]}, {truth.get(i + 1, ('-',))[0]}",
+                    file=sys.stderr,
+                )
             if i in truth:
                 k, m = truth[i]
                 tp += flagged
@@ -339,6 +348,11 @@ def main(argv=None):
     )
     ap.add_argument("--no-repair", action="store_true")
     ap.add_argument(
+        "--list-errors",
+        action="store_true",
+        help="print every section whose first flag is not the damage injected (to stderr)",
+    )
+    ap.add_argument(
         "--min-damaged",
         type=int,
         default=24,
@@ -364,6 +378,7 @@ def main(argv=None):
             rng,
             repair=not args.no_repair,
             min_damaged=args.min_damaged,
+            list_errors=args.list_errors,
         )
         print(name, json.dumps(res[name]), file=sys.stderr)
     f1 = {k: v["qc"]["f1"] for k, v in res.items() if "qc" in v}
