@@ -413,6 +413,57 @@ def test_a_short_crack_is_a_tear(shared_data, seed):
     assert not [s.z for s in rep.sections if s.z != 4 and {"fold", "tear"} & set(s.flags)]
 
 
+def test_three_usable_sections_of_different_stains_are_not_all_off_but_a_swing_is_found():
+    """Five sections whose stain density differs from section to section (0.55-1.9 times,
+    as serial sections stained for different markers do), one a copy and one missing: three
+    are left to say what is normal, too few for the stack's calibration. The absolute bar
+    flagged one of the three as a stain swing; three sections that are all off each other are
+    not. Among three of one stain, one swung to 20 % is found, and only it (the absolute bar
+    flagged all three: each is off the swung one)."""
+    clean = blob_stack(5, size=160)
+    keep = [0, 1, 2, 4]  # 3 is missing
+
+    def stained(gains):
+        a = clean.astype(np.float32)
+        for i, g in enumerate(gains):
+            a[i] = 240 - (240 - a[i]) * g  # the stain's density scaled per section
+        a = np.clip(a, 0, 255).astype(np.uint8)
+        a[1] = a[0]  # a copy
+        return a
+
+    rep = section_qc(as_volume(stained([1.0, 1.5, 0.7, 1.9, 0.55])[keep], keep))
+    assert [s.z for s in rep.sections if s.flags] == [1, 3], [
+        (s.z, s.flags, s.scores) for s in rep.sections
+    ]
+    a = stained([1.0] * 5)
+    a[2], _ = simulate.contrast(a[2], np.random.default_rng(0), factor=0.2)
+    rep = section_qc(as_volume(a[keep], keep))
+    assert rep.section(2).flags[:1] == ["contrast"], rep.section(2).scores
+    assert not [s.z for s in rep.sections if "contrast" in s.flags and s.z != 2]
+
+
+@pytest.mark.parametrize("missing", [1, 10])
+def test_an_end_section_beside_a_missing_one_is_judged_across_the_gap(shared_data, missing):
+    """The end section of a drifting stack whose neighbour is missing is predicted from the
+    section two apart: tissue that drifted into view over two sections lies along its border,
+    with nothing beyond the neighbour's border to explain it, and read as a fold or tear
+    (4.4 times the bar). Where the prediction draws on what lies beyond a neighbour's border,
+    nothing is compared; and an end section predicted across a gap is judged against inner
+    sections predicted across one."""
+    clean = _skin_stack(shared_data, n=12, size=256)
+    keep = [z for z in range(12) if z != missing]
+    rep = section_qc(as_volume(clean[keep], keep))
+    end = 0 if missing == 1 else 11
+    assert not rep.section(end).flags, rep.section(end).scores
+    assert rep.section(missing).flags == ["missing"]
+    # a tear there is still found
+    a = clean.copy()
+    a[end], m = simulate.tear(clean[end], np.random.default_rng(2))
+    rep = section_qc(as_volume(a[keep], keep))
+    assert rep.section(end).flags[:1] == ["tear"], rep.section(end).scores
+    assert ((rep.section(end).mask > 0) & m).any()
+
+
 # ---------------------------------------------------------------------------------- the CLI
 
 

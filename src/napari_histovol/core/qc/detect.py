@@ -252,16 +252,33 @@ def _offset(a: np.ndarray, b: np.ndarray, margin: float = 0.15) -> np.ndarray:
     return np.array([px - x, py - y], np.float32)
 
 
+def _outside(flow: np.ndarray) -> np.ndarray:
+    """Pixels whose backward warp by ``flow`` samples beyond the image, grown by 2 pixels (the
+    interpolation reaches into the reflected border there)."""
+    h, w = flow.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    x, y = gx + flow[..., 0], gy + flow[..., 1]
+    out = ((x < 0) | (x > w - 1) | (y < 0) | (y > h - 1)).astype(np.uint8)
+    return cv2.dilate(out, np.ones((5, 5), np.uint8)).astype(bool)
+
+
 def _predict(prev: np.ndarray | None, nxt: np.ndarray | None, cur: np.ndarray, smooth: float):
-    """The section predicted from its neighbours and bent onto it by a smooth flow."""
+    """The section predicted from its neighbours and bent onto it by a smooth flow, and where
+    the prediction holds nothing measured (it draws on what lies beyond a neighbour's border:
+    tissue that drifts into view between sections has no counterpart there)."""
     if prev is not None and nxt is not None:
-        pred = synthesize(prev, nxt, estimate_pair_flow(prev, nxt), 0.5)
+        pair = estimate_pair_flow(prev, nxt)
+        pred = synthesize(prev, nxt, pair, 0.5)
+        outside = _outside(-0.25 * pair.f_ab + 0.25 * pair.f_ba) | _outside(
+            0.25 * pair.f_ab - 0.25 * pair.f_ba
+        )
     else:
         pred = (prev if prev is not None else nxt).astype(np.float32)
+        outside = np.zeros(pred.shape[:2], bool)
     f = estimate_pair_flow(cur, pred).f_ab  # cur(x) ~ pred(x + f)
-    shift = np.median(f.reshape(-1, 2), axis=0)
     f = np.dstack([_smooth(f[..., 0], smooth), _smooth(f[..., 1], smooth)])
-    return warp_by_flow(pred, f), shift
+    moved = warp_by_flow(outside.astype(np.float32), f) > 0.5
+    return warp_by_flow(pred, f), moved | _outside(f)
 
 
 def _components(z: np.ndarray, sign: int, k: float, side: float):
@@ -479,10 +496,12 @@ class _Calibration:
     never below the kind's floor); raw scores are in units of the absolute thresholds.
 
     Sections predicted from one side only (the ends of the stack, or beside a run of skipped
-    sections) are judged against the stack's one-sided scores: what predicting each inner
-    section from its previous neighbour alone gives there (structure that appears or vanishes
-    along z is explained by neither side of an end section, so its natural residual is that of
-    a one-sided prediction, not of the two-sided one)."""
+    sections) are judged against the stack's one-sided scores: what predicting inner sections
+    from one neighbour alone gives there (structure that appears or vanishes along z is
+    explained by neither side of an end section, so its natural residual is that of a
+    one-sided prediction, not of the two-sided one), from a neighbour as far away along z (an
+    end section beside a missing or skipped one is predicted across the gap, and sections two
+    apart differ more than neighbours do)."""
 
     def __init__(self, s: QCSettings, skip: list[bool], raw: list[dict[str, float]]):
         self.z = s.calibrate_z
@@ -490,35 +509,58 @@ class _Calibration:
         self.skip = skip
         self.raw = raw
         self.one_sided = [False] * len(raw)
-        self.raw_one: list[dict[str, float]] = [{} for _ in raw]
+        #: for a one-sided section: how far along z its one reference is
+        self.reach = [1] * len(raw)
+        #: one-sided scores of inner sections: (section, reach of its reference, raw scores)
+        self.raw_one: list[tuple[int, int, dict[str, float]]] = []
         self.level: dict[str, float] = {}
-        self.level_one: dict[str, float] = {}
+        self.level_one: dict[tuple[int, str], float] = {}
+
+    @staticmethod
+    def _far(reach: int) -> int:
+        return 2 if reach >= 2 else 1
 
     def _level(self, raw: list[dict[str, float]], k: str, use: list[bool]) -> float:
         if self.z <= 0:
             return 1.0
         v = np.array([r.get(k, 0.0) for r, u in zip(raw, use, strict=True) if u])
-        if v.size < 4:  # too few sections to know what is normal
+        if v.size < 2:
             return 1.0
         med = float(np.median(v))
         mad = 1.4826 * float(np.median(np.abs(v - med)))
+        if v.size < 4:
+            # too few sections to know what is normal: never below the absolute threshold,
+            # but above it where the few all score high (three sections stained for
+            # different markers are all 'off' each other)
+            return max(1.0, med + self.z * mad)
         return max(self.floor.get(k, 1.0), med + self.z * mad)
 
     def fit(self, kinds: tuple[str, ...]) -> None:
         """Set the levels of ``kinds`` from the raw scores gathered so far."""
         usable = [not d for d in self.skip]
         for k in kinds:
-            one = [u and k in r for u, r in zip(usable, self.raw_one, strict=True)]
-            if not any(one):  # no one-sided scores of this kind: one level for every section
-                self.level[k] = self.level_one[k] = self._level(self.raw, k, usable)
+            ones = [(self._far(r), d) for i, r, d in self.raw_one if usable[i] and k in d]
+            if not ones:  # no one-sided scores of this kind: one level for every section
+                self.level[k] = self._level(self.raw, k, usable)
+                self.level_one[(1, k)] = self.level_one[(2, k)] = self.level[k]
                 continue
             two = [u and not o for u, o in zip(usable, self.one_sided, strict=True)]
             self.level[k] = self._level(self.raw, k, two)
-            self.level_one[k] = self._level(self.raw_one, k, one)
+            for far in (1, 2):
+                pool = [d for f, d in ones if f == far]
+                # without samples at this reach, the nearer reach (never a lower bar)
+                self.level_one[(far, k)] = (
+                    self._level(pool, k, [True] * len(pool))
+                    if len(pool) >= 4
+                    else self.level_one.get((1, k), self._level(self.raw, k, usable))
+                )
 
     def __call__(self, i: int, k: str) -> float:
         """Section ``i``'s calibrated score of kind ``k`` (flagged at >= 1)."""
-        level = (self.level_one if self.one_sided[i] else self.level).get(k, 1.0)
+        if self.one_sided[i]:
+            level = self.level_one.get((self._far(self.reach[i]), k), 1.0)
+        else:
+            level = self.level.get(k, 1.0)
         return self.raw[i].get(k, 0.0) / level
 
 
@@ -753,6 +795,17 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     residuals_one: list = [None] * n
     smooth = max(2.0, side / 16)
     coarse = max(3.0, side / 96)
+
+    def scaled(rs, wide, t):
+        # two scales: fine (damage with an edge) and coarse (a band whose every pixel is
+        # within the natural change, as on EM, but which is coherent over its width)
+        r, rc = (_min_residual([_smooth(x, sg) for x in rs]) for sg in (1.5, coarse))
+        # the unit of residual: its 99th percentile over the tissue (a MAD underrates the
+        # heavy tail of natural change, e.g. nuclei edges, and every edge became "damage")
+        q99 = float(np.percentile(np.abs(r[t] if t.any() else r), 99))
+        q99c = float(np.percentile(np.abs(rc[t] if t.any() else rc), 99))
+        return r, q99, wide, rc, q99c
+
     for i in range(n):
         near_pair = neighbours(i)
         if near_pair == (None, None):
@@ -765,33 +818,36 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         rs = []
         edges = _edge_strength(chans[i])
         for pp, qq in refs:
-            pred, _ = _predict(
+            pred, beyond = _predict(
                 chans[pp] if pp is not None else None,
                 chans[qq] if qq is not None else None,
                 chans[i],
                 smooth,
             )
             pred = _match_gain(pred, chans[i], tissue[i])
-            rs.append(_unexplained(chans[i], pred, edges))
+            rs.append(np.where(beyond, 0, _unexplained(chans[i], pred, edges)))
         t = tissue[i]
-
-        def scaled(rs, wide, t=t):
-            # two scales: fine (damage with an edge) and coarse (a band whose every pixel is
-            # within the natural change, as on EM, but which is coherent over its width)
-            r, rc = (_min_residual([_smooth(x, sg) for x in rs]) for sg in (1.5, coarse))
-            # the unit of residual: its 99th percentile over the tissue (a MAD underrates the
-            # heavy tail of natural change, e.g. nuclei edges, and every edge became "damage")
-            q99 = float(np.percentile(np.abs(r[t] if t.any() else r), 99))
-            q99c = float(np.percentile(np.abs(rc[t] if t.any() else rc), 99))
-            return r, q99, wide, rc, q99c
-
         # a prediction across a gap (neighbours skipped) or from one side (the ends of the
         # stack) is judged against its own residual
         cal.one_sided[i] = None in near_pair
-        residuals.append(scaled(rs, cal.one_sided[i] or near_pair[1] - near_pair[0] > 2))
+        if cal.one_sided[i]:
+            cal.reach[i] = abs(zpos[p if p is not None else q] - zpos[i])
+        residuals.append(scaled(rs, cal.one_sided[i] or zpos[q] - zpos[p] > 2, t))
         if not cal.one_sided[i]:  # what a prediction from one side gives on an inner section
-            residuals_one[i] = scaled(rs[1:2], True)
+            residuals_one[i] = [(zpos[i] - zpos[p], scaled(rs[1:2], True, t))]
         yield Progress(n + i + 1, 3 * n, f"comparing section {i + 1} of {n}", "qc")
+    if any(o and r >= 2 for o, r in zip(cal.one_sided, cal.reach, strict=True)):
+        # an end section predicted across a gap: what predictions across a gap give inside
+        for i in range(n):
+            if residuals_one[i] is None:
+                continue
+            p2 = step(neighbours(i)[0], -1)
+            if p2 < 0:
+                continue
+            pred, beyond = _predict(chans[p2], None, chans[i], smooth)
+            pred = _match_gain(pred, chans[i], tissue[i])
+            r = np.where(beyond, 0, _unexplained(chans[i], pred, _edge_strength(chans[i])))
+            residuals_one[i].append((zpos[i] - zpos[p2], scaled([r], True, tissue[i])))
     scale = float(np.median([x[1] for x in residuals if x is not None] or [1.0])) or 1e-6
     scale_c = float(np.median([x[4] for x in residuals if x is not None] or [1.0])) or 1e-6
 
@@ -858,7 +914,8 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         raw[i].update(ls_all)
         cand[i].update(lm_all)
         if residuals_one[i] is not None and any(cal.one_sided):
-            cal.raw_one[i] = local_damage(i, residuals_one[i], near_nb)[0]
+            for reach, res_one in residuals_one[i]:
+                cal.raw_one.append((i, reach, local_damage(i, res_one, near_nb)[0]))
     cal.fit(("fold", "tear", "debris"))
     # pass 3: stain against the near sections, the section's own local damage left out
     usable = [not x for x in skip]
