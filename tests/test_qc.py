@@ -315,9 +315,9 @@ def test_the_dividing_cell_in_the_top_plane_is_not_debris_but_dust_beside_it_is(
     """The same stack's top plane (24): the dividing cell's chromosomes, still bright where
     every nucleus has faded, change shape from plane 23, and the top plane has only that one
     neighbour to explain them. It was flagged debris 30.8; the neighbour holds material as
-    dense within a few pixels, so it is the same structure. (Inside the stack the test is not
-    made: plane 19 keeps a false debris flag, 3.8.) Dust added near the top (plane 22) is still
-    debris. (Dust on the faint top plane itself reads as a contrast swing, as it did before.)"""
+    dense within a few pixels, so it is the same structure. Dust added near the top (plane 22)
+    is still debris. (Dust on the faint top plane itself reads as a contrast swing, as it did
+    before.)"""
     import tifffile
 
     clean = tifffile.imread(shared_data / "cells3d_nuclei_3d" / "nuclei.tif")[5:55:2]
@@ -328,6 +328,25 @@ def test_the_dividing_cell_in_the_top_plane_is_not_debris_but_dust_beside_it_is(
     rep = section_qc(as_volume(a))
     assert rep.section(22).flags[:1] == ["debris"], rep.section(22).scores
     assert dice(rep.section(22).mask > 0, m) > 0.3
+
+
+def test_a_nucleus_at_its_brightest_inside_a_fluorescence_stack_is_not_debris(shared_data):
+    """Plane 19 of the same stack: a nucleus at the right edge is brighter there than in
+    planes 18 and 20 (the plane through its middle), so no prediction from them explains it;
+    it was flagged debris (4.0). In fluorescence, added material that a neighbour holds as
+    brightly within a few pixels is the same structure, inside the stack as at its ends; dust
+    (brighter than any nucleus) on that plane is still debris."""
+    import tifffile
+
+    clean = tifffile.imread(shared_data / "cells3d_nuclei_3d" / "nuclei.tif")[5:55:2]
+    rep = section_qc(as_volume(clean))
+    assert not [(s.z, s.flags) for s in rep.sections if "debris" in s.flags]
+    a = clean.copy()
+    a[19], m = simulate.debris(clean[19], np.random.default_rng(4))
+    rep = section_qc(as_volume(a))
+    assert rep.section(19).flags[:1] == ["debris"], rep.section(19).scores
+    assert dice(rep.section(19).mask == KINDS.index("debris") + 1, m) > 0.3
+    assert not rep.section(18).flags and not rep.section(20).flags
 
 
 def _anhir_sections(shared_data, side=256):

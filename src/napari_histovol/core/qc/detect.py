@@ -564,7 +564,7 @@ class _Calibration:
         return self.raw[i].get(k, 0.0) / level
 
 
-def _work_channels(volume, s: QCSettings) -> ProgressGenerator[tuple[list, tuple, float]]:
+def _work_channels(volume, s: QCSettings) -> ProgressGenerator[tuple[list, tuple, str, list]]:
     n = volume.shape[0]
     h, w = volume.shape[1:3]
     f = min(1.0, s.work_side / max(h, w))
@@ -584,7 +584,7 @@ def _work_channels(volume, s: QCSettings) -> ProgressGenerator[tuple[list, tuple
     hi = float(np.median([np.percentile(c, 99.5) for c in chans]))
     scale = 1.0 / (hi - lo) if hi > lo else 1.0
     chans = [((c - lo) * scale).astype(np.float32) for c in chans]
-    return chans, shape, f, voids
+    return chans, shape, kind, voids
 
 
 #: the smallest share of a section that a warp's fill must cover to be taken for one
@@ -688,7 +688,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
             f"{n} section; choose a stack of sections."
         )
     full = tuple(volume.shape[1:3])
-    chans, shape, _, voids = yield from _work_channels(volume, s)
+    chans, shape, channel_kind, voids = yield from _work_channels(volume, s)
     side = float(max(shape))
     tissue = [tissue_mask(c) for c in chans]
     # an aligned section's fill (no data) is not tissue
@@ -884,12 +884,14 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         for j in neighbours(i):
             if j is not None:
                 void |= voids[j]
-        # only where one neighbour is all there is to explain a change (the ends of the stack,
-        # beside a run of skipped sections): inside the stack the neighbours' residuals say it,
-        # and there the test would let dust over dense tissue pass (the tissue-bright channel
-        # saturates on both: skin's repairs fell from +4.2 to +0.7 dB)
+        # where one neighbour is all there is to explain a change (the ends of the stack,
+        # beside a run of skipped sections), and in fluorescence, where a structure is at its
+        # brightest in the plane through its middle (a nucleus brighter than both neighbours
+        # read as debris at cells3d's plane 19) and a particle is brighter than any of it. Not
+        # inside brightfield or EM stacks: there dust is no denser than dense tissue (the
+        # tissue-bright channel saturates on both: skin's repairs fell from +4.2 to +0.7 dB)
         material = None
-        if cal.one_sided[i]:
+        if cal.one_sided[i] or channel_kind == "intensity":
             near_chans = [chans[j] for j in neighbours(i) if j is not None]
             material = (chans[i], cv2.dilate(np.maximum.reduce(near_chans), near_kernel))
         for coarse_scale in (False, True):
