@@ -14,12 +14,17 @@ whole-section replacement) is judged on the section; inside the region restore f
 interpolation, so the gain there is about 0 by construction. Prints one JSON object.
 
     .venv/bin/python benchmarks/qc_bench.py [--trials N] [--stacks NAMES | heldout] [--no-repair]
+        [--min-damaged N] [--list-errors]
+
+``--list-errors`` prints to stderr every section whose first flag is not the damage injected.
+The shared data folder is ``$HISTOVOL_SHARED_DATA`` (default ``../shared/data``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +35,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-DATA = REPO.parent / "shared" / "data"
+DATA = Path(os.environ.get("HISTOVOL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 from napari_histovol.core.io import Volume, VolumeMeta, read_volume  # noqa: E402
 from napari_histovol.core.qc import simulate  # noqa: E402
