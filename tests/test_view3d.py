@@ -230,3 +230,56 @@ def test_clip_at_a_share_of_the_volume_cuts_that_share_at_any_pixel_size(make_na
     kept = lit_rows()
     assert whole > 100
     assert kept / whole == pytest.approx(0.4, abs=0.06), (kept, whole)
+
+
+def _block_tones(viewer) -> tuple[float, float]:
+    """The drawn block's darkest tenth (10th percentile) and spread (standard deviation) of
+    gray levels on the canvas (pixels brighter than its black background)."""
+    from qtpy.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(float).mean(-1)
+    block = shot[shot > 8]
+    return float(np.percentile(block, 10)), float(block.std())
+
+
+def test_em_in_3d_is_an_opaque_block_not_a_washed_out_projection(make_napari_viewer, shared_data):
+    """A gray EM stack (dark membranes on bright cytoplasm) opened in 3D was drawn as a maximum
+    projection: the bright background along every ray, a near-white block. Dark-on-bright gray
+    is now drawn opaque (its faces show the membranes), fluorescence keeps its maximum
+    projection, and a rendering the user picks is kept."""
+    import tifffile
+    from qtpy.QtWidgets import QApplication
+
+    from napari_histovol._widgets.view3d_widget import View3DWidget
+
+    files = sorted((shared_data / "isbi2012_sstem_train" / "train_image").glob("*.png"))
+    em = np.stack([cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)[:256, :256] for f in files[:16]])
+    nuclei = tifffile.imread(shared_data / "cells3d_nuclei_3d" / "nuclei.tif")[20:36, ::2, ::2]
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1000, 800)
+    block = viewer.add_image(em, name="em", scale=(0.05, 0.004, 0.004))
+    cells = viewer.add_image(nuclei, name="nuclei", scale=(0.29, 0.52, 0.52), visible=False)
+    w = View3DWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    QApplication.processEvents()
+    w.layer.value = block
+    w.show_3d()
+    viewer.reset_view()
+    assert block.rendering == "translucent"
+    dark, spread = _block_tones(viewer)
+    w.rendering.value = "mip"  # the user's choice: what it looked like
+    dark_mip, spread_mip = _block_tones(viewer)
+    # the membranes show: a dark tenth (measured 59 of 255 against 161) and twice the spread
+    # of gray levels (47 against 17)
+    assert dark < 100 < dark_mip and spread > 2 * spread_mip, (dark, dark_mip, spread, spread_mip)
+    viewer.dims.ndisplay = 2
+    w.show_3d()
+    assert block.rendering == "mip"  # kept
+    # fluorescence, in a fresh widget: the maximum projection
+    viewer.dims.ndisplay = 2
+    block.visible, cells.visible = False, True
+    w2 = View3DWidget(viewer)
+    w2.layer.value = cells
+    w2.show_3d()
+    assert cells.rendering == "mip"

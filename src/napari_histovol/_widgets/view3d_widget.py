@@ -68,6 +68,21 @@ def _level_for_3d(layer, max_side: int = MAX_3D_SIDE):
     return pick, scale, translate
 
 
+def gray_rendering(layer) -> str:
+    """The rendering that shows a gray volume's material: ``mip`` where it is bright on a dark
+    background (fluorescence); ``translucent`` where it is dark on a bright one (EM,
+    brightfield gray): a maximum projection there returns the bright background along every
+    ray, a washed-out block (59 % of an ISBI block near white), while the block drawn
+    opaque shows its faces: the top section's membranes, the sections' edges on the sides."""
+    from ..core.image import is_bright_background
+
+    data = layer.data[-1] if layer.multiscale else layer.data
+    n = int(data.shape[0])
+    step = max(1, int(math.ceil(max(data.shape[1:3]) / 256)))
+    plane = np.asarray(data[n // 2, ::step, ::step])
+    return "translucent" if plane.size and is_bright_background(plane) else "mip"
+
+
 def gl_renderer(viewer) -> str:
     """The OpenGL renderer drawing the viewer's canvas ('' if it cannot be asked)."""
     try:
@@ -167,6 +182,10 @@ class View3DWidget(Container):
         self._hidden_rgb: list = []  # other RGB layers hidden while in 3D
         self._background_set = False
         self._applying = False
+        # the gray rendering follows the volume's content until the user picks one
+        self._rendering_chosen = False
+        self._choosing_rendering = False
+        self.rendering.changed.connect(self._rendering_picked)
         for w in (
             self.rendering,
             self.opacity,
@@ -209,10 +228,20 @@ class View3DWidget(Container):
         else:
             self._leave_3d()
 
+    def _rendering_picked(self, *_) -> None:
+        if not self._choosing_rendering:
+            self._rendering_chosen = True
+
     def _enter_3d(self) -> None:
         source = self.layer.value
         if source is None:
             return
+        if not source.rgb and not self._rendering_chosen:
+            self._choosing_rendering = True
+            try:
+                self.rendering.value = gray_rendering(source)
+            finally:
+                self._choosing_rendering = False
         if source.rgb and id(source) not in self._colour and id(source) not in self._restore:
             self._add_colour_copy(source)
         # napari draws other RGB volumes as opaque white blocks: hide them while in 3D
