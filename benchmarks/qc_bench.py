@@ -84,7 +84,20 @@ def stack_skin(n=14, size=320, seed=0):
     slowly, as sections of a block do."""
     import tifffile
 
-    img = tifffile.imread(DATA / "skin_he_2d" / "skin.tif")
+    return _drifting_crops(tifffile.imread(DATA / "skin_he_2d" / "skin.tif"), n, size, seed)
+
+
+def stack_vem_tile(n=14, size=320, seed=3):
+    """The same kind of drifting stack cut from a volume-EM tile (another EM than ISBI:
+    serial-section EM of mussel tissue, from the vEMstitch set), which no setting was chosen
+    on."""
+    img = cv2.imread(str(DATA / "vemstitch_em_tiles" / "sample_1" / "1_2_2.png"), 0)
+    return _drifting_crops(img, n, size, seed)
+
+
+def _drifting_crops(img, n, size, seed):
+    """``n`` crops of ``img`` (2 ``size`` px, halved), each turned 0.4 degrees and moved
+    (3, 2) px from the last and bent by a smooth random field."""
     rng = np.random.default_rng(seed)
     h, w = img.shape[:2]
     out = []
@@ -144,6 +157,7 @@ HELDOUT = {
     "cells3d_odd_planes": lambda: stack_nuclei(first=6),
     "skin_other_seed": lambda: stack_skin(seed=7, size=288),
     "synthetic_other_seed": lambda: stack_synthetic(seed=9),
+    "vem_tile_serial": stack_vem_tile,
 }
 
 
