@@ -806,6 +806,20 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         q99c = float(np.percentile(np.abs(rc[t] if t.any() else rc), 99))
         return r, q99, wide, rc, q99c
 
+    edges = [_edge_strength(c) for c in chans]
+
+    def residual(i, pp, qq):
+        """Section ``i`` less its prediction from sections ``pp`` and ``qq`` (either may be
+        None), less what a small shift explains, 0 where the prediction holds nothing measured."""
+        pred, beyond = _predict(
+            chans[pp] if pp is not None else None,
+            chans[qq] if qq is not None else None,
+            chans[i],
+            smooth,
+        )
+        pred = _match_gain(pred, chans[i], tissue[i])
+        return np.where(beyond, 0, _unexplained(chans[i], pred, edges[i]))
+
     for i in range(n):
         near_pair = neighbours(i)
         if near_pair == (None, None):
@@ -815,17 +829,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         p, q = near_pair
         refs = [(p, q), (p, None), (None, q)]
         refs = [x for x in dict.fromkeys(refs) if x != (None, None)]
-        rs = []
-        edges = _edge_strength(chans[i])
-        for pp, qq in refs:
-            pred, beyond = _predict(
-                chans[pp] if pp is not None else None,
-                chans[qq] if qq is not None else None,
-                chans[i],
-                smooth,
-            )
-            pred = _match_gain(pred, chans[i], tissue[i])
-            rs.append(np.where(beyond, 0, _unexplained(chans[i], pred, edges)))
+        rs = [residual(i, pp, qq) for pp, qq in refs]
         t = tissue[i]
         # a prediction across a gap (neighbours skipped) or from one side (the ends of the
         # stack) is judged against its own residual
@@ -844,9 +848,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
             p2 = step(neighbours(i)[0], -1)
             if p2 < 0:
                 continue
-            pred, beyond = _predict(chans[p2], None, chans[i], smooth)
-            pred = _match_gain(pred, chans[i], tissue[i])
-            r = np.where(beyond, 0, _unexplained(chans[i], pred, _edge_strength(chans[i])))
+            r = residual(i, p2, None)
             residuals_one[i].append((zpos[i] - zpos[p2], scaled([r], True, tissue[i])))
     scale = float(np.median([x[1] for x in residuals if x is not None] or [1.0])) or 1e-6
     scale_c = float(np.median([x[4] for x in residuals if x is not None] or [1.0])) or 1e-6
