@@ -248,13 +248,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@contextmanager
-def _write_lock(out: Path) -> Iterator[None]:
-    """Hold ``out``'s lock while it is written: a second run writing the same output (another
-    terminal, another tab) is refused in one sentence instead of both writing the same
-    temporary output (one failed with a raw zarr message and left it behind). A lock whose
-    process is gone (a killed run) is taken over."""
-    lock = lock_name(out)
+def _take_lock(lock: Path, out: Path) -> bool:
+    """Create ``lock`` with this process's id; False where no lock can be written (an
+    unwritable folder, a full disk: the write itself reports that). A lock whose process is
+    gone (a killed run) is taken over; a live one refuses the run."""
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -273,23 +270,29 @@ def _write_lock(out: Path) -> Iterator[None]:
             remove_path(lock)  # stale: its run is gone
             continue
         except OSError:
-            yield  # an unwritable folder: the write itself reports it
-            return
+            return False
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(f"{os.getpid()}\n")
-        except OSError:  # a full disk: no lock, and the write itself reports the disk
+        except OSError:
             remove_path(lock)
-            yield
-            return
-        break
-    else:
-        yield
-        return
+            return False
+        return True
+    return False
+
+
+@contextmanager
+def _write_lock(out: Path) -> Iterator[None]:
+    """Hold ``out``'s lock while it is written: a second run writing the same output (another
+    terminal, another tab) is refused in one sentence instead of both writing the same
+    temporary output (one failed with a raw zarr message and left it behind)."""
+    lock = lock_name(out)
+    held = _take_lock(lock, out)
     try:
         yield
     finally:
-        remove_path(lock)
+        if held:
+            remove_path(lock)
 
 
 @contextmanager
