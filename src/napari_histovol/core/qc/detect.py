@@ -420,26 +420,49 @@ def _log_gain(ref: np.ndarray, cur: np.ndarray, keep: np.ndarray | None = None) 
     return float(np.median(np.log(cur[both] / ref[both])))
 
 
+def _trend(near: list[int], log_gain, zpos: list[int]) -> float:
+    """The slow stain trend among the ``near`` sections, in log gain per z number: the median
+    of their pairwise slopes, kept where at least 80 % of the pairs agree on its direction
+    (sections whose stains differ at random have no trend), 0 with fewer than three. One of
+    them may be damaged itself (a swung neighbour sets half of the pairs), so the trend must
+    hold with any one of them left out: the one taken is the smallest of those slopes, and
+    there is none where leaving one out turns its direction or leaves none."""
+
+    def slope(sub: list[int]) -> float:
+        slopes = [
+            log_gain(a, b) / (zpos[b] - zpos[a])
+            for x, a in enumerate(sub)
+            for b in sub[x + 1 :]
+            if zpos[b] != zpos[a]
+        ]
+        if not slopes:
+            return 0.0
+        med = float(np.median(slopes))
+        if med and np.mean(np.sign(slopes) == np.sign(med)) < 0.8:
+            return 0.0
+        return med
+
+    if len(near) < 3:
+        return 0.0  # two: no trend
+    full = slope(near)
+    if not full:
+        return 0.0
+    without_one = [slope([k for k in near if k != j]) for j in near]
+    if any(np.sign(x) != np.sign(full) for x in without_one):
+        return 0.0
+    return min(without_one, key=abs)
+
+
 def _stain_dev(i: int, near: list[int], log_gain, zpos: list[int], s: QCSettings) -> float:
     """How far section ``i``'s stain is off its ``near`` sections, in units of
     ``log(contrast_ratio)``. ``log_gain(j, k)`` is section k's log gain against section j.
     A slow trend (fluorescence fading with depth, every nucleus ending at the top of a
-    monolayer) is a robust slope of the near sections' gains against each other (the median
-    over their pairs, per z number), kept where at least 80 % of the pairs agree on its
-    direction (sections whose stains differ at random have no trend); the deviation is the
-    median over the near sections of section i's gain less that trend, so one damaged
-    neighbour does not set it and a section whose own stain swung is off all of them."""
+    monolayer; see `_trend`) is taken out; the deviation is the median over the near sections
+    of section i's gain less that trend, so one damaged neighbour does not set it and a
+    section whose own stain swung is off all of them."""
     if not near:
         return 0.0
-    slopes = [
-        log_gain(a, b) / (zpos[b] - zpos[a])
-        for x, a in enumerate(near)
-        for b in near[x + 1 :]
-        if zpos[b] != zpos[a]
-    ]
-    slope = float(np.median(slopes)) if len(near) >= 3 and slopes else 0.0  # two: no trend
-    if slope and np.mean(np.sign(slopes) == np.sign(slope)) < 0.8:
-        slope = 0.0  # the near sections differ without a direction: stain varies, no trend
+    slope = _trend(near, log_gain, zpos)
     devs = [log_gain(j, i) - slope * (zpos[i] - zpos[j]) for j in near]
     return float(abs(np.median(devs)) / np.log(s.contrast_ratio))
 
