@@ -14,9 +14,12 @@ whole-section replacement) is judged on the section; inside the region restore f
 interpolation, so the gain there is about 0 by construction. Prints one JSON object.
 
     .venv/bin/python benchmarks/qc_bench.py [--trials N] [--stacks NAMES | heldout] [--no-repair]
-        [--min-damaged N] [--list-errors]
+        [--min-damaged N] [--list-errors] [--save-trials DIR]
 
 ``--list-errors`` prints to stderr every section whose first flag is not the damage injected.
+``--save-trials DIR`` writes each trial's damaged stack as ``DIR/<stack>_<trial>.npz`` (the
+sections, their z numbers and the kinds injected), so that a listed error can be replayed with
+``section_qc`` alone (the draws of a stack depend on the stacks run before it).
 The shared data folder is ``$HISTOVOL_SHARED_DATA`` (default ``../shared/data``).
 """
 
@@ -222,7 +225,9 @@ def psnr(a, b, mask, peak):
 # -------------------------------------------------------------------------------- the run
 
 
-def run_stack(name, clean, trials, rng, repair=True, min_damaged=0, list_errors=False):
+def run_stack(
+    name, clean, trials, rng, repair=True, min_damaged=0, list_errors=False, save_trials=None
+):
     from napari_histovol.core.qc.restore import restore_array, whole_section_replacement
 
     n = clean.shape[0]
@@ -265,6 +270,13 @@ def run_stack(name, clean, trials, rng, repair=True, min_damaged=0, list_errors=
             keep.remove(drop)
             zs.remove(drop)
         vol = as_volume(a[keep], zs)
+        if save_trials:
+            np.savez_compressed(
+                Path(save_trials) / f"{name}_{t}.npz",
+                sections=a[keep],
+                z=np.array(zs),
+                injected=np.array([f"{i}:{k}" for i, (k, _) in sorted(truth.items())]),
+            )
         rep = section_qc(vol)
         if free and t % 2 == 0:
             missing_n += 1
@@ -372,6 +384,11 @@ def main(argv=None):
         help="print every section whose first flag is not the damage injected (to stderr)",
     )
     ap.add_argument(
+        "--save-trials",
+        metavar="DIR",
+        help="write each trial's damaged stack to DIR/<stack>_<trial>.npz, to replay it",
+    )
+    ap.add_argument(
         "--min-damaged",
         type=int,
         default=24,
@@ -398,6 +415,7 @@ def main(argv=None):
             repair=not args.no_repair,
             min_damaged=args.min_damaged,
             list_errors=args.list_errors,
+            save_trials=args.save_trials,
         )
         print(name, json.dumps(res[name]), file=sys.stderr)
     f1 = {k: v["qc"]["f1"] for k, v in res.items() if "qc" in v}

@@ -483,6 +483,23 @@ def test_an_end_section_beside_a_missing_one_is_judged_across_the_gap(shared_dat
     assert ((rep.section(end).mask > 0) & m).any()
 
 
+def test_an_end_section_beside_a_swung_one_is_not_off_in_stain_but_the_swung_one_is(shared_data):
+    """The end section's stain is judged against its four nearest sections less their trend.
+    A swung neighbour sets half of their pairwise slopes, so that "trend", extrapolated to the
+    end, made the end section off (1.16 times the bar on the second crop) while the swung one
+    passed (0.52 on the first). The trend must now hold with any one near section left out.
+    Real EM sections, section 1 at 45 % of its distance from the background."""
+    src = read_volume(shared_data / "isbi2012_sstem_train" / "train_image")
+    for corner, n in ((128, 6), (256, 8)):
+        clean = np.asarray(src.data[:n, corner : corner + 256, corner : corner + 256].compute())
+        a = clean.copy()
+        a[1], _ = simulate.contrast(clean[1], np.random.default_rng(0), factor=0.45)
+        rep = section_qc(as_volume(a))
+        assert "contrast" not in rep.section(0).flags, (corner, rep.section(0).scores)
+        if corner == 128:
+            assert rep.section(1).flags[:1] == ["contrast"], rep.section(1).scores
+
+
 # ---------------------------------------------------------------------------------- the CLI
 
 
