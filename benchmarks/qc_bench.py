@@ -15,6 +15,7 @@ interpolation, so the gain there is about 0 by construction. Prints one JSON obj
 
     .venv/bin/python benchmarks/qc_bench.py [--trials N] [--stacks NAMES | heldout] [--no-repair]
         [--min-damaged N] [--list-errors] [--save-trials DIR]
+        [--seed N]
 
 ``--list-errors`` prints to stderr every section whose first flag is not the damage injected.
 ``--save-trials DIR`` writes each trial's damaged stack as ``DIR/<stack>_<trial>.npz`` (the
@@ -378,6 +379,7 @@ def main(argv=None):
         help="comma-separated stack names, or 'heldout' for the held-out variants",
     )
     ap.add_argument("--no-repair", action="store_true")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the damage draws (default 0)")
     ap.add_argument(
         "--list-errors",
         action="store_true",
@@ -397,7 +399,7 @@ def main(argv=None):
         "judged on six samples",
     )
     args = ap.parse_args(argv)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(args.seed)
     res = {}
     t0 = time.perf_counter()
     names = list(HELDOUT) if args.stacks == "heldout" else args.stacks.split(",")

@@ -887,11 +887,17 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     def neighbour_residual(i, coarse_scale):
         """The neighbours' largest absolute residual within a few pixels of each pixel (natural
         change, a dividing cell's chromosomes, moves that far from section to section); None
-        without a usable neighbour."""
+        without a usable neighbour. A neighbour predicted from section ``i`` alone (the end of
+        the stack beside it) does not count: its residual is section i's own damage, echoed
+        at full strength, and would explain it away (a crack across ISBI section 1)."""
+
+        def from_i_alone(j):
+            return cal.one_sided[j] and i in neighbours(j)
+
         nbz = [
             np.abs(zmap_of(residuals[j], coarse_scale))
             for j in (i - 1, i + 1)
-            if 0 <= j < n and residuals[j] is not None and not dup[j]
+            if 0 <= j < n and residuals[j] is not None and not dup[j] and not from_i_alone(j)
         ]
         return cv2.dilate(np.maximum.reduce(nbz), near_kernel) if nbz else None
 
