@@ -500,6 +500,18 @@ def test_an_end_section_beside_a_swung_one_is_not_off_in_stain_but_the_swung_one
             assert rep.section(1).flags[:1] == ["contrast"], rep.section(1).scores
 
 
+def test_a_tear_beside_the_end_section_is_not_explained_away_by_its_echo(shared_data):
+    """The end section is predicted from its one neighbour alone, so its residual holds that
+    neighbour's damage at full strength; counted as the neighbour's "natural change", it
+    cancelled a tear next to the end (the old code scored 0 here; a seed the injector draws)."""
+    clean = _skin_stack(shared_data)
+    a = clean.copy()
+    a[6], m = simulate.tear(clean[6], np.random.default_rng(2))
+    s = section_qc(as_volume(a)).section(6)
+    assert s.flags[:1] == ["tear"], s.scores
+    assert dice(s.mask > 0, m) > 0.2
+
+
 # ---------------------------------------------------------------------------------- the CLI
 
 
