@@ -420,13 +420,14 @@ def _log_gain(ref: np.ndarray, cur: np.ndarray, keep: np.ndarray | None = None) 
     return float(np.median(np.log(cur[both] / ref[both])))
 
 
-def _trend(near: list[int], log_gain, zpos: list[int]) -> float:
+def _trend(near: list[int], log_gain, zpos: list[int], *, leave_one_out: bool = False) -> float:
     """The slow stain trend among the ``near`` sections, in log gain per z number: the median
     of their pairwise slopes, kept where at least 80 % of the pairs agree on its direction
-    (sections whose stains differ at random have no trend), 0 with fewer than three. One of
-    them may be damaged itself (a swung neighbour sets half of the pairs), so the trend must
-    hold with any one of them left out: the one taken is the smallest of those slopes, and
-    there is none where leaving one out turns its direction or leaves none."""
+    (sections whose stains differ at random have no trend), 0 with fewer than three.
+
+    ``leave_one_out``: one of them may be damaged itself (a swung neighbour sets half of the
+    pairs), so the trend must hold with any one of them left out: the one taken is the
+    smallest of those slopes, and there is none where leaving one out turns its direction."""
 
     def slope(sub: list[int]) -> float:
         slopes = [
@@ -445,8 +446,8 @@ def _trend(near: list[int], log_gain, zpos: list[int]) -> float:
     if len(near) < 3:
         return 0.0  # two: no trend
     full = slope(near)
-    if not full:
-        return 0.0
+    if not full or not leave_one_out:
+        return full
     without_one = [slope([k for k in near if k != j]) for j in near]
     if any(np.sign(x) != np.sign(full) for x in without_one):
         return 0.0
@@ -459,10 +460,15 @@ def _stain_dev(i: int, near: list[int], log_gain, zpos: list[int], s: QCSettings
     A slow trend (fluorescence fading with depth, every nucleus ending at the top of a
     monolayer; see `_trend`) is taken out; the deviation is the median over the near sections
     of section i's gain less that trend, so one damaged neighbour does not set it and a
-    section whose own stain swung is off all of them."""
+    section whose own stain swung is off all of them. Where the near sections all lie on one
+    side (the ends of the stack), the trend is extrapolated, and an error in it grows with
+    the distance: there it must hold with any one near section left out (a swung neighbour
+    made a trend that the end section then sat off). Between near sections on both sides
+    its errors cancel, and leaving one out would only weaken a real trend."""
     if not near:
         return 0.0
-    slope = _trend(near, log_gain, zpos)
+    one_side = all(zpos[j] > zpos[i] for j in near) or all(zpos[j] < zpos[i] for j in near)
+    slope = _trend(near, log_gain, zpos, leave_one_out=one_side)
     devs = [log_gain(j, i) - slope * (zpos[i] - zpos[j]) for j in near]
     return float(abs(np.median(devs)) / np.log(s.contrast_ratio))
 
