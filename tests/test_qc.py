@@ -487,8 +487,9 @@ def test_an_end_section_beside_a_swung_one_is_not_off_in_stain_but_the_swung_one
     """The end section's stain is judged against its four nearest sections less their trend.
     A swung neighbour sets half of their pairwise slopes, so that "trend", extrapolated to the
     end, made the end section off (1.16 times the bar on the second crop) while the swung one
-    passed (0.52 on the first). The trend must now hold with any one near section left out.
-    Real EM sections, section 1 at 45 % of its distance from the background."""
+    passed (0.52 on the first). Where the near sections all lie on one side, the trend must
+    now hold with any one of them left out. Real EM sections, section 1 at 45 % of its
+    distance from the background."""
     src = read_volume(shared_data / "isbi2012_sstem_train" / "train_image")
     for corner, n in ((128, 6), (256, 8)):
         clean = np.asarray(src.data[:n, corner : corner + 256, corner : corner + 256].compute())
