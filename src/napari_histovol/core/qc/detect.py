@@ -18,6 +18,9 @@ contrast swing stays visible) at a working size, and compared with its neighbour
   a short crack (less, thin: at least a tenth of the side and three times longer than wide);
   small compact ones are debris (fine scale only); small pieces beside a fold or tear belong
   to it.
+- **lost material** (tear): a thin line where both neighbours hold material and the section
+  holds none, each section's material cut at its own level (Otsu), so a crack is found between
+  sections of different stains, where its residual is no larger than the stains' difference.
 - **sharpness on tissue** (blur): per tile, high-pass over band-pass energy (independent of
   contrast) against the same tile of the neighbours; only tiles with tissue count, so a blurred
   half section is found and stroma is not called blurry.
@@ -333,6 +336,51 @@ SAME_MATERIAL_SHARE = 0.9
 #: side and runs at least a tenth of it, so it is 3 or more times longer than wide.
 CRACK_LENGTH = 0.1
 CRACK_ELONGATION = 3.0
+
+
+def _material(chan: np.ndarray) -> np.ndarray:
+    """Where a section holds material: above Otsu's threshold of its own lightly smoothed
+    working channel (more material is higher in every channel kind). Each section is cut at
+    its own level, so a neighbour stained for another marker, or swung, counts alike."""
+    sm = cv2.GaussianBlur(chan, (0, 0), 1.0)
+    lo, hi = np.percentile(sm, (0.5, 99.5))
+    if hi - lo < 1e-6:
+        return np.zeros(chan.shape, bool)
+    u8 = np.clip((sm - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return u8 > t
+
+
+def _lost_line(
+    cur: np.ndarray, before: np.ndarray, after: np.ndarray, exclude: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The longest thin line where both neighbours hold material (within a pixel: what the
+    alignment leaves) and the section holds none: a crack that opened in it. Whether the
+    pixels hold material is asked of each section alone (`_material`), not how much, so it
+    holds between sections of different stains, where the prediction residual of a crack is
+    no larger than the stains' own difference. Structure that ends between sections leaves
+    a compact hole, not a line.
+
+    Returns
+    -------
+    length, pixels
+        The line's length as a share of the side (0 without one: at least
+        ``CRACK_ELONGATION`` times longer than wide) and its pixels."""
+    both = cv2.erode((before & after).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    lost = (both & ~cur & ~exclude).astype(np.uint8)
+    lost = cv2.morphologyEx(lost, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(lost, connectivity=8)
+    side = float(max(cur.shape))
+    best, pix = 0.0, np.zeros(cur.shape, bool)
+    for c in range(1, n):
+        if stats[c, cv2.CC_STAT_AREA] < 8:
+            continue
+        ys, xs = np.nonzero(lab == c)
+        ev = np.sort(np.linalg.eigvalsh(np.cov(np.vstack([xs, ys]))))[::-1]
+        length = 4 * np.sqrt(max(ev[0], 1e-6)) / side
+        if np.sqrt(max(ev[0], 1e-6) / max(ev[1], 0.25)) >= CRACK_ELONGATION and length > best:
+            best, pix = length, lab == c
+    return best, pix
 
 
 def _classify_local(
@@ -722,6 +770,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     tissue = [tissue_mask(c) for c in chans]
     # an aligned section's fill (no data) is not tissue
     tissue = [t & ~v for t, v in zip(tissue, voids, strict=True)]
+    materials = [_material(c) for c in chans]
     # consecutive differences and offsets (the stack's own scale of "normal")
     diffs = [float(np.abs(chans[i] - chans[i - 1]).mean()) for i in range(1, n)]
     # consecutive offsets: the median optical flow from each section to the next
@@ -952,10 +1001,21 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         ls_all, lm_all = local_damage(i, res, near_nb)
         raw[i].update(ls_all)
         cand[i].update(lm_all)
+        p, q = neighbours(i)
+        if p is not None and q is not None:
+            # a crack, whether material is there or not (a tear between sections of other
+            # stains): not where a section holds no data, nor along the border
+            out_of_view = voids[i] | voids[p] | voids[q]
+            out_of_view = cv2.dilate(out_of_view.astype(np.uint8), near_kernel).astype(bool)
+            out_of_view[:near_r], out_of_view[-near_r:] = True, True
+            out_of_view[:, :near_r], out_of_view[:, -near_r:] = True, True
+            length, line = _lost_line(materials[i], materials[p], materials[q], out_of_view)
+            raw[i]["crack"] = float(length / CRACK_LENGTH)
+            cand[i]["crack"] = cv2.dilate(line.astype(np.uint8), near_kernel).astype(bool)
         if residuals_one[i] is not None and any(cal.one_sided):
             for reach, res_one in residuals_one[i]:
                 cal.raw_one.append((i, reach, local_damage(i, res_one, near_nb)[0]))
-    cal.fit(("fold", "tear", "debris"))
+    cal.fit(("fold", "tear", "debris", "crack"))
     # pass 3: stain against the near sections, the section's own local damage left out
     usable = [not x for x in skip]
     for i in range(n):
@@ -963,7 +1023,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         if not near or dup[i]:
             continue
         hurt = np.zeros(shape, bool)
-        for k in ("fold", "tear", "debris"):
+        for k in ("fold", "tear", "debris", "crack"):
             if k in cand[i] and cal(i, k) >= 1:
                 hurt |= cv2.dilate(cand[i][k].astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
 
@@ -980,6 +1040,11 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         # capped: a copy's score is a ratio to a difference of about 0 (24 942 734 means
         # nothing more to a user than "far beyond the threshold")
         sec.scores = {k: min(cal(i, k), SCORE_CAP) for k in KINDS if k != "missing"}
+        crack = min(cal(i, "crack"), SCORE_CAP)
+        if crack > sec.scores["tear"]:  # a tear seen as a line of lost material
+            sec.scores["tear"] = crack
+            if crack >= 1:
+                cand[i]["tear"] = cand[i].get("tear", np.zeros(shape, bool)) | cand[i]["crack"]
         flags = [k for k, v in sec.scores.items() if v >= 1]
         if "duplicate" in flags:
             flags = ["duplicate"]  # a copy is judged only as a copy
