@@ -1001,21 +1001,29 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         ls_all, lm_all = local_damage(i, res, near_nb)
         raw[i].update(ls_all)
         cand[i].update(lm_all)
-        p, q = neighbours(i)
-        if p is not None and q is not None:
-            # a crack, whether material is there or not (a tear between sections of other
-            # stains): not where a section holds no data, nor along the border
-            out_of_view = voids[i] | voids[p] | voids[q]
-            out_of_view = cv2.dilate(out_of_view.astype(np.uint8), near_kernel).astype(bool)
-            out_of_view[:near_r], out_of_view[-near_r:] = True, True
-            out_of_view[:, :near_r], out_of_view[:, -near_r:] = True, True
-            length, line = _lost_line(materials[i], materials[p], materials[q], out_of_view)
-            raw[i]["crack"] = float(length / CRACK_LENGTH)
-            cand[i]["crack"] = cv2.dilate(line.astype(np.uint8), near_kernel).astype(bool)
         if residuals_one[i] is not None and any(cal.one_sided):
             for reach, res_one in residuals_one[i]:
                 cal.raw_one.append((i, reach, local_damage(i, res_one, near_nb)[0]))
-    cal.fit(("fold", "tear", "debris", "crack"))
+    cal.fit(("fold", "tear", "debris"))
+    # a crack as a line of lost material (a tear between sections of other stains): not where
+    # a section holds no data, nor along the border, nor where a neighbour is itself damaged
+    # (its fold or blurred material is no reference)
+    for i in range(n):
+        p, q = neighbours(i)
+        if residuals[i] is None or dup[i] or cal(i, "misaligned") >= 1 or None in (p, q):
+            continue
+        out_of_view = voids[i] | voids[p] | voids[q]
+        for j in (p, q):
+            for k in ("fold", "tear", "debris", "blur"):
+                if k in cand[j] and cal(j, k) >= 1:
+                    out_of_view |= cand[j][k]
+        out_of_view = cv2.dilate(out_of_view.astype(np.uint8), near_kernel).astype(bool)
+        out_of_view[:near_r], out_of_view[-near_r:] = True, True
+        out_of_view[:, :near_r], out_of_view[:, -near_r:] = True, True
+        length, line = _lost_line(materials[i], materials[p], materials[q], out_of_view)
+        raw[i]["crack"] = float(length / CRACK_LENGTH)
+        cand[i]["crack"] = cv2.dilate(line.astype(np.uint8), near_kernel).astype(bool)
+    cal.fit(("crack",))
     # pass 3: stain against the near sections, the section's own local damage left out
     usable = [not x for x in skip]
     for i in range(n):
