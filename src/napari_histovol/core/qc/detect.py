@@ -18,7 +18,7 @@ contrast swing stays visible) at a working size, and compared with its neighbour
   a short crack (less, thin: at least a tenth of the side and three times longer than wide);
   small compact ones are debris (fine scale only); small pieces beside a fold or tear belong
   to it.
-- **lost material** (tear; brightfield and EM): a thin line where both neighbours hold material
+- **lost material** (tear; stained brightfield): a thin line where both neighbours hold material
   and the section holds none, each section's material cut at its own level, so a crack
   is found between sections of different stains, where its residual is no larger than the
   stains' difference.
@@ -1007,11 +1007,13 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     cal.fit(("fold", "tear", "debris"))
     # a crack as a line of lost material (a tear between sections of other stains): not where
     # a section holds no data, nor along the border, nor where a neighbour is itself damaged
-    # (its fold or blurred material is no reference). Brightfield and EM only: there no
-    # material is the slide, so the section is open; in fluorescence unlabelled tissue is as
-    # dark as the background, and a thin dark line inside a labelled structure is natural (the
-    # gap between a dividing cell's chromosomes: 6 false tears on cells3d's plane 21)
-    for i in range(n if channel_kind != "intensity" else 0):
+    # (its fold or blurred material is no reference). Stained brightfield only: there no
+    # material is the bare slide, so the section is open. Not in fluorescence, where unlabelled
+    # tissue is as dark as the background and a thin dark line inside a labelled structure is
+    # natural (the gap between a dividing cell's chromosomes: 6 false tears on cells3d's
+    # plane 21); nor on gray EM, whose pale cytoplasm is as empty as a crack and whose
+    # membranes move from section to section (ISBI: 1-4 false tears per run)
+    for i in range(n if channel_kind == "od" else 0):
         p, q = neighbours(i)
         if residuals[i] is None or dup[i] or cal(i, "misaligned") >= 1 or None in (p, q):
             continue
