@@ -285,6 +285,14 @@ def _predict(prev: np.ndarray | None, nxt: np.ndarray | None, cur: np.ndarray, s
     return warp_by_flow(pred, f), moved | _outside(f)
 
 
+def _shape(pix: np.ndarray) -> tuple[float, float]:
+    """Length (four standard deviations along the main axis, in pixels) and elongation (the
+    square root of the ratio of the two axes' variances) of a group of at least two pixels."""
+    ys, xs = np.nonzero(pix)
+    ev = np.sort(np.linalg.eigvalsh(np.cov(np.vstack([xs, ys]))))[::-1]
+    return 4 * np.sqrt(max(ev[0], 1e-6)), np.sqrt(max(ev[0], 1e-6) / max(ev[1], 0.25))
+
+
 def _components(z: np.ndarray, sign: int, k: float, side: float):
     """Groups of pixels with ``sign * z > k``: pieces closer than 3 % of the side are one group
     (a fold's band breaks up where the tissue under it is pale). Returns a list of dicts with
@@ -305,11 +313,7 @@ def _components(z: np.ndarray, sign: int, k: float, side: float):
         area = int(pix.sum())
         if area < 4:
             continue
-        ys, xs = np.nonzero(pix)
-        cov = np.cov(np.vstack([xs, ys])) if area > 2 else np.eye(2)
-        ev = np.sort(np.linalg.eigvalsh(cov))[::-1]
-        length = 4 * np.sqrt(max(ev[0], 1e-6))
-        elong = np.sqrt(max(ev[0], 1e-6) / max(ev[1], 0.25))
+        length, elong = _shape(pix)
         mass = float(np.clip(sign * z[pix] - k, 0, 20).sum())
         rim = np.isin(wlab, np.unique(wlab[pix])) & group
         comps.append(
@@ -384,11 +388,10 @@ def _lost_line(
     for c in range(1, n):
         if stats[c, cv2.CC_STAT_AREA] < 8 * u * u:
             continue
-        ys, xs = np.nonzero(lab == c)
-        ev = np.sort(np.linalg.eigvalsh(np.cov(np.vstack([xs, ys]))))[::-1]
-        length = 4 * np.sqrt(max(ev[0], 1e-6)) / side
-        if np.sqrt(max(ev[0], 1e-6) / max(ev[1], 0.25)) >= CRACK_ELONGATION and length > best:
-            best, pix = length, lab == c
+        piece = lab == c
+        length, elong = _shape(piece)
+        if elong >= CRACK_ELONGATION and length / side > best:
+            best, pix = length / side, piece
     return best, pix
 
 
