@@ -782,7 +782,6 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     tissue = [tissue_mask(c) for c in chans]
     # an aligned section's fill (no data) is not tissue
     tissue = [t & ~v for t, v in zip(tissue, voids, strict=True)]
-    materials = [_material(c) for c in chans]
     # consecutive differences and offsets (the stack's own scale of "normal")
     diffs = [float(np.abs(chans[i] - chans[i - 1]).mean()) for i in range(1, n)]
     # consecutive offsets: the median optical flow from each section to the next
@@ -1025,6 +1024,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     # natural (the gap between a dividing cell's chromosomes: 6 false tears on cells3d's
     # plane 21); nor on gray EM, whose pale cytoplasm is as empty as a crack and whose
     # membranes move from section to section (ISBI: 1-4 false tears per run)
+    materials = [_material(c) for c in chans] if channel_kind == "od" else []
     for i in range(n if channel_kind == "od" else 0):
         p, q = neighbours(i)
         if residuals[i] is None or dup[i] or cal(i, "misaligned") >= 1 or None in (p, q):
