@@ -364,8 +364,14 @@ def _anhir_sections(shared_data, side=256):
     h, w = min(i.shape[0] for i in imgs), min(i.shape[1] for i in imgs)
     a = np.stack([i[:h, :w] for i in imgs])
     a = np.asarray(align(as_volume(a), method="rigid").volume.data.compute())
-    if side is None:
-        return a
+    return a if side is None else _resized(a, side)
+
+
+def _resized(a, side):
+    """The sections of ``a`` with their longer side ``side`` px."""
+    import cv2
+
+    h, w = a.shape[1:3]
     f = side / max(h, w)
     return np.stack([cv2.resize(s, (round(w * f), round(h * f))) for s in a])
 
@@ -522,7 +528,8 @@ def test_tears_between_sections_of_other_stains_are_found_as_lost_material(share
     Whether a pixel holds material is asked of each section at its own level, so a thin line
     of lost material between neighbours that both hold it is a tear: at least half are found
     (7 of 12 when written), each with its mask, and no other section is flagged."""
-    clean = _anhir_sections(shared_data)
+    full = _anhir_sections(shared_data, side=None)
+    clean = _resized(full, 256)
     found = 0
     for seed in range(4):
         for where in (1, 2, 3):
@@ -538,7 +545,6 @@ def test_tears_between_sections_of_other_stains_are_found_as_lost_material(share
     assert found >= 6, found
     # at the images' own size (QC works at a 512 px side) the same: the line's smoothing and
     # slack scale with the side (finer alveolar walls broke this crack into short pieces: 0.71)
-    full = _anhir_sections(shared_data, side=None)
     a = full.copy()
     a[2], m = simulate.tear(full[2], np.random.default_rng(4))
     rep = section_qc(as_volume(a))
