@@ -47,6 +47,8 @@ def load_stardist():
     import tifffile
 
     d = BENCHDATA / "stardist_nuclei_3d"
+    if not (d / "img3d.tif").exists():
+        raise FileNotFoundError(f"{d} is absent: run benchmarks/fetch_benchdata.py to fetch it")
     img = tifffile.imread(d / "img3d.tif")
     lab = tifffile.imread(d / "mask3d.tif").astype(np.int32)
     return img, lab, (1.0, 1.0, 1.0)
