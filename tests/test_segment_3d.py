@@ -288,3 +288,26 @@ def test_one_click_follows_a_vessel_through_the_volume_beyond_the_first_window()
     assert zs.min() <= 20 and zs.max() >= 60, (zs.min(), zs.max())  # 3 radii: 25 to 55
     assert dice(obj, lab == 1) >= 0.8
     assert (obj & (lab == 2)).sum() < 0.05 * (lab == 2).sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_small_blurred_nuclei_are_not_cut_short(seed):
+    # The watershed's line lies where the gradient of the smoothed image peaks, which on a
+    # curved edge is inside the object by about sigma^2 times the curvature: on nuclei 4-6 px
+    # in radius the old outline held 0.47-0.73 of each nucleus (Dice 0.64-0.85). The outline
+    # is now moved to the PLUS operator's zero crossing near that line.
+    rng = np.random.default_rng(seed)
+    centres = [(8, 12, 12), (9, 12, 32), (8, 32, 14), (10, 31, 33)]
+    radii = [tuple(rng.uniform(4, 6) * np.array([1, rng.uniform(0.8, 1.2), 1])) for _ in centres]
+    img, lab = _nuclei(centres, radii, [0.9, 0.6, 0.75, 0.5], shape=(18, 46, 46), seed=seed)
+    s = SegmentSession(img, sampling=(1.0, 1.0, 1.0))
+    for k, c in enumerate(centres, start=1):
+        s.add_prompt(Prompt(*c, k, True))
+    from napari_histovol.core.progress import drain
+
+    for k in range(1, len(centres) + 1):
+        drain(s.iter_segment_object(k))
+        obj = np.stack([s.object_mask(k, z) for z in range(img.shape[0])])
+        truth = lab == k
+        assert dice(obj, truth) >= 0.88, k
+        assert 0.85 <= obj.sum() / truth.sum() <= 1.2, k

@@ -19,6 +19,15 @@ that its flood starts in the blob's basin rather than on a slope; a corrective p
 keeps its own catchment only near itself (four times its distance to the rest of the object),
 so that a click on the rim beyond the ridge adds the rim and not the neighbour behind it.
 
+The watershed's line lies where the gradient of the smoothed image peaks, which on a curved
+edge is inside the object by about sigma^2 times the sum of its curvatures (a voxel or more on
+a nucleus 5 px in radius). The outline is then moved, within :data:`EDGE_BAND` pixels of that
+line, to the zero crossing of the PLUS operator at the same scale, which a curved edge displaces
+only to third order. Mean Dice after five clicks (benchmarks/segment_bench.py): stardist's
+synthetic nuclei 0.800 -> 0.827, the benchmark's synthetic nuclei 0.857 -> 0.922, its held-out
+small dim nuclei 0.730 -> 0.810, cells3d 0.912 -> 0.916; a band of 1 or 2 px gave less on the
+first two, the operator at a fixed 1 px scale less on cells3d (0.898).
+
 Measured alternatives, kept out (benchmarks/segment_bench.py, cells3d, stardist's synthetic
 nuclei and the benchmark's own synthetic nuclei): competing seeds at the other distance peaks of
 the probable region, a shape term (the inscribed radius) and the probability's gradient in the
@@ -143,6 +152,9 @@ class ImageTerms:
     relief: np.ndarray
     #: the negative Laplacian of Gaussian at the blob scale (bright blobs positive)
     blob: np.ndarray
+    #: the PLUS operator (second derivative along the gradient plus the Laplacian) at the
+    #: edge scale, whose zero crossing is where the outline is placed
+    plus: np.ndarray
 
 
 def image_terms(
@@ -160,7 +172,40 @@ def image_terms(
     sig = max(1.0, radius_px / np.sqrt(2))
     sigma = tuple(np.where(np.array(img.shape) > 1, sig / rel, 0))
     blob = -ndi.gaussian_laplace(img.astype(np.float32), sigma)
-    return ImageTerms(relief.astype(np.float32), blob)
+    return ImageTerms(relief.astype(np.float32), blob, plus_operator(img, rel, edge_sigma))
+
+
+def plus_operator(img: np.ndarray, rel: np.ndarray, sigma_px: float) -> np.ndarray:
+    """The PLUS operator of a (Z, Y, X) image at Gaussian scale ``sigma_px`` (in-plane pixels,
+    the same physical width along z): the second derivative along the gradient plus the
+    Laplacian, in physical units.
+
+    The zero crossing of either term alone is displaced by a curved edge: the second
+    derivative along the gradient (where the gradient magnitude peaks) inward by about
+    sigma^2 times the curvature, the Laplacian outward by about as much; their sum's zero
+    crossing is displaced only to third order (Verbeek and van Vliet, IEEE PAMI 16(7), 1994).
+    On a small, blurred nucleus the first is a voxel or more.
+    """
+    img = img.astype(np.float32)
+    axes = [i for i in range(3) if img.shape[i] > 1]
+    sigma = [sigma_px / rel[i] if img.shape[i] > 1 else 0.0 for i in range(3)]
+    first: dict[int, np.ndarray] = {}
+    second: dict[tuple[int, int], np.ndarray] = {}
+    for i in axes:
+        order = [0, 0, 0]
+        order[i] = 1
+        first[i] = ndi.gaussian_filter(img, sigma, order=order) / rel[i]
+        for j in axes:
+            if j < i:
+                continue
+            order = [0, 0, 0]
+            order[i] += 1
+            order[j] += 1
+            second[i, j] = ndi.gaussian_filter(img, sigma, order=order) / (rel[i] * rel[j])
+    grad2 = sum(first[i] ** 2 for i in axes) + np.float32(1e-12)
+    along = sum(first[i] * first[j] * second[min(i, j), max(i, j)] for i in axes for j in axes)
+    laplacian = sum(second[i, i] for i in axes)
+    return (along / grad2 + laplacian).astype(np.float32)
 
 
 def _neighbour_centres(
@@ -200,6 +245,29 @@ def _same_ridge(blob: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
     along = blob[idx]
     low, ends = float(along.min()), float(min(along[0], along[-1]))
     return SADDLE_SHARE * ends <= low < ends * (1 - 1e-3)
+
+
+#: how far (in-plane pixels) from the watershed's line the outline may move to the PLUS
+#: operator's zero crossing
+EDGE_BAND = 1.5
+
+
+def _edge_refined(
+    obj: np.ndarray, terms: ImageTerms, click: np.ndarray, rel: np.ndarray, markers: np.ndarray
+) -> np.ndarray:
+    """``obj`` with its outline moved, within :data:`EDGE_BAND` of the watershed's line, to
+    the zero crossing of the PLUS operator (the object's side: where the image curves down
+    for a bright object, up for a dark one; polarity from the blob response at the click)."""
+    polarity = float(np.sign(terms.blob[tuple(click)]))
+    if polarity == 0 or not obj.any():
+        return obj
+    inside = ndi.distance_transform_edt(obj, sampling=rel)
+    outside = ndi.distance_transform_edt(~obj, sampling=rel)
+    # seeded voxels (clicks, background) keep the label the user or the window gave them
+    band = np.where(obj, inside <= EDGE_BAND, outside <= EDGE_BAND) & (markers == 0)
+    out = obj.copy()
+    out[band] = polarity * terms.plus[band] < 0
+    return out
 
 
 def segment_object_3d(
@@ -317,6 +385,7 @@ def segment_object_3d(
             trust = np.zeros(shape, bool)
             trust[_ball(shape, positive[i], TRUST_SHARE * d / rel)] = True
             obj |= own & trust
+    obj = _edge_refined(obj, terms, positive[0], rel, markers)
     if others is not None:
         obj &= ~others
     # keep what is connected to the clicks, holes filled section by section
