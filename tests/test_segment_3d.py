@@ -311,3 +311,37 @@ def test_small_blurred_nuclei_are_not_cut_short(seed):
         truth = lab == k
         assert dice(obj, truth) >= 0.88, k
         assert 0.85 <= obj.sum() / truth.sum() <= 1.2, k
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_dim_nucleus_does_not_take_the_rim_of_a_bright_one_it_touches(seed):
+    # At a face shared with a brighter neighbour the PLUS operator's object side is that
+    # neighbour's rim: before the outline moved only where the image falls away from the
+    # object, the dim nucleus took 124-166 voxels of the bright one (12-16 %).
+    img, lab = _nuclei(
+        [(10, 24, 20), (10, 24, 33)], [(5, 7, 7), (5, 7, 7)], [0.4, 1.0], shape=(20, 48, 54),
+        seed=seed,
+    )  # fmt: skip
+    s = SegmentSession(img, sampling=(1.0, 1.0, 1.0))
+    s.add_prompt(Prompt(10, 24, 20, 1, True))
+    s.add_prompt(Prompt(10, 24, 33, 1, False))
+    from napari_histovol.core.progress import drain
+
+    drain(s.iter_segment_object(1))
+    obj = np.stack([s.object_mask(1, z) for z in range(img.shape[0])])
+    assert (obj & (lab == 2)).sum() < 0.08 * (lab == 2).sum()
+    assert dice(obj, lab == 1) >= 0.9
+
+
+def test_a_shallow_dip_before_a_much_stronger_peak_is_two_blobs_not_one_ridge():
+    from napari_histovol.core.segment.watershed3d import _same_ridge
+
+    def line(values):
+        return np.asarray(values, np.float32).reshape(1, 1, -1)
+
+    a, b = np.array([0, 0, 0]), np.array([0, 0, 5])
+    assert _same_ridge(line([1.0, 0.8, 0.9, 0.85, 0.95, 1.0]), a, b)  # a tube
+    # a dim blob, a dip to 0.6 of it, then a neighbour 2.5 times as strong
+    assert not _same_ridge(line([1.0, 0.8, 0.6, 1.5, 2.2, 2.5]), a, b)
+    assert not _same_ridge(line([1.0, 0.3, 0.2, 0.3, 0.8, 1.0]), a, b)  # a deep dip
+    assert not _same_ridge(line([1.0, 1.2, 1.5, 1.8, 2.2, 2.5]), a, b)  # no dip: a flank

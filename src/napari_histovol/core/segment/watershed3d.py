@@ -68,7 +68,7 @@ FIRST_SEED_SHARE = 0.5
 NEIGHBOUR_GAP = 1.5
 NEIGHBOUR_RESPONSE = 0.5
 #: a look-alike peak on the same ridge of the blob response as the click (never below this
-#: share of the lower end between them) is the same tube or vessel, not another blob
+#: share of the higher end between them) is the same tube or vessel, not another blob
 SADDLE_SHARE = 0.5
 #: a corrective positive click's own catchment is kept within this many times its distance to
 #: the rest of the object
@@ -155,6 +155,8 @@ class ImageTerms:
     #: the PLUS operator (second derivative along the gradient plus the Laplacian) at the
     #: edge scale, whose zero crossing is where the outline is placed
     plus: np.ndarray
+    #: the image's gradient (z, y, x components, physical units) at the edge scale
+    gradient: tuple[np.ndarray, ...]
 
 
 def image_terms(
@@ -172,10 +174,13 @@ def image_terms(
     sig = max(1.0, radius_px / np.sqrt(2))
     sigma = tuple(np.where(np.array(img.shape) > 1, sig / rel, 0))
     blob = -ndi.gaussian_laplace(img.astype(np.float32), sigma)
-    return ImageTerms(relief.astype(np.float32), blob, plus_operator(img, rel, edge_sigma))
+    plus, gradient = plus_operator(img, rel, edge_sigma, with_gradient=True)
+    return ImageTerms(relief.astype(np.float32), blob, plus, gradient)
 
 
-def plus_operator(img: np.ndarray, rel: np.ndarray, sigma_px: float) -> np.ndarray:
+def plus_operator(
+    img: np.ndarray, rel: np.ndarray, sigma_px: float, *, with_gradient: bool = False
+):
     """The PLUS operator of a (Z, Y, X) image at Gaussian scale ``sigma_px`` (in-plane pixels,
     the same physical width along z): the second derivative along the gradient plus the
     Laplacian, in physical units.
@@ -205,7 +210,11 @@ def plus_operator(img: np.ndarray, rel: np.ndarray, sigma_px: float) -> np.ndarr
     grad2 = sum(first[i] ** 2 for i in axes) + np.float32(1e-12)
     along = sum(first[i] * first[j] * second[min(i, j), max(i, j)] for i in axes for j in axes)
     laplacian = sum(second[i, i] for i in axes)
-    return (along / grad2 + laplacian).astype(np.float32)
+    plus = (along / grad2 + laplacian).astype(np.float32)
+    if not with_gradient:
+        return plus
+    zero = np.zeros(img.shape, np.float32)
+    return plus, tuple(first.get(i, zero).astype(np.float32) for i in range(3))
 
 
 def _neighbour_centres(
@@ -228,7 +237,7 @@ def _neighbour_centres(
     d = np.sqrt((((pts[:, None, :] - positive[None, :, :]) * rel) ** 2).sum(-1)).min(axis=1)
     pts = pts[d >= NEIGHBOUR_GAP * radius_px]
     # a peak along the same tube or vessel: the response stays up all the way from the click
-    # (falls no lower than SADDLE_SHARE of the lower end, and has a low point of its own:
+    # (falls no lower than SADDLE_SHARE of the higher end, and has a low point of its own:
     # a response rising all the way is the click on the flank of a brighter neighbour)
     keep = [c for c in pts if not _same_ridge(blob, positive[0], c)]
     return np.array(keep, int).reshape(-1, 3)
@@ -236,15 +245,18 @@ def _neighbour_centres(
 
 def _same_ridge(blob: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
     """Whether the straight line from voxel ``a`` to voxel ``b`` stays on one ridge of
-    ``blob``: its lowest value is at least :data:`SADDLE_SHARE` of the lower end, and below
-    both ends (a dip, however shallow)."""
+    ``blob``: its lowest value is at least :data:`SADDLE_SHARE` of the higher end, and below
+    both ends (a dip, however shallow). Measured against the higher end, a dim nucleus's
+    shallow dip before a bright neighbour twice as strong is a saddle between two blobs
+    (small synthetic nuclei: mean Dice after the first click 0.790 -> 0.823 and 0.671 ->
+    0.724 on two draws; no change on cells3d, stardist's or the larger synthetic nuclei)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     n = int(np.ceil(np.abs(b - a).max())) + 1
     line = a[:, None] + (b - a)[:, None] * np.linspace(0.0, 1.0, n)[None]
     idx = tuple(np.clip(np.rint(line).astype(int), 0, np.array(blob.shape)[:, None] - 1))
     along = blob[idx]
     low, ends = float(along.min()), float(min(along[0], along[-1]))
-    return SADDLE_SHARE * ends <= low < ends * (1 - 1e-3)
+    return SADDLE_SHARE * float(max(along[0], along[-1])) <= low < ends * (1 - 1e-3)
 
 
 #: how far (in-plane pixels) from the watershed's line the outline may move to the PLUS
@@ -257,7 +269,8 @@ def _edge_refined(
 ) -> np.ndarray:
     """``obj`` with its outline moved, within :data:`EDGE_BAND` of the watershed's line, to
     the zero crossing of the PLUS operator (the object's side: where the image curves down
-    for a bright object, up for a dark one; polarity from the blob response at the click)."""
+    for a bright object, up for a dark one; polarity from the blob response at the click),
+    where the image falls away from the object."""
     polarity = float(np.sign(terms.blob[tuple(click)]))
     if polarity == 0 or not obj.any():
         return obj
@@ -265,6 +278,15 @@ def _edge_refined(
     outside = ndi.distance_transform_edt(~obj, sampling=rel)
     # seeded voxels (clicks, background) keep the label the user or the window gave them
     band = np.where(obj, inside <= EDGE_BAND, outside <= EDGE_BAND) & (markers == 0)
+    # only where the image falls away from the object (rises, for a dark object): at a face it
+    # shares with a brighter neighbour the PLUS operator's object side is that neighbour's
+    # rim, and the watershed's line between the two stands
+    signed = outside - inside
+    along = np.zeros(obj.shape, np.float32)
+    for axis in range(3):
+        if obj.shape[axis] > 1:
+            along += terms.gradient[axis] * np.gradient(signed, rel[axis], axis=axis)
+    band &= polarity * along < 0
     out = obj.copy()
     out[band] = polarity * terms.plus[band] < 0
     return out
