@@ -23,10 +23,12 @@ The watershed's line lies where the gradient of the smoothed image peaks, which 
 edge is inside the object by about sigma^2 times the sum of its curvatures (a voxel or more on
 a nucleus 5 px in radius). The outline is then moved, within :data:`EDGE_BAND` pixels of that
 line, to the zero crossing of the PLUS operator at the same scale, which a curved edge displaces
-only to third order. Mean Dice after five clicks (benchmarks/segment_bench.py): stardist's
-synthetic nuclei 0.800 -> 0.827, the benchmark's synthetic nuclei 0.857 -> 0.922, its held-out
-small dim nuclei 0.730 -> 0.810, cells3d 0.912 -> 0.916; a band of 1 or 2 px gave less on the
-first two, the operator at a fixed 1 px scale less on cells3d (0.898).
+only to third order, where the image falls away from the object (at a face shared with a
+brighter neighbour the operator's object side is the neighbour's rim). Mean Dice after five
+clicks (benchmarks/segment_bench.py), before -> after: stardist's synthetic nuclei 0.800 ->
+0.842, the benchmark's synthetic nuclei 0.857 -> 0.926, its held-out small dim nuclei 0.730 ->
+0.811, cells3d 0.912 -> 0.921; a band of 1 or 2 px gave less on the first two, the operator at
+a fixed 1 px scale less on cells3d (0.898).
 
 Measured alternatives, kept out (benchmarks/segment_bench.py, cells3d, stardist's synthetic
 nuclei and the benchmark's own synthetic nuclei): competing seeds at the other distance peaks of
