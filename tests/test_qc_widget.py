@@ -145,6 +145,21 @@ def test_qc_tab_on_one_image_says_it_needs_a_stack(make_napari_viewer, qtbot):
     assert qc.report is None
 
 
+def test_qc_of_a_clean_stack_adds_no_empty_masks_layer(make_napari_viewer, qtbot):
+    from napari_histovol._widgets.panel import HistoVolPanel
+
+    viewer = make_napari_viewer(show=True)
+    panel = HistoVolPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="HistoVol")
+    qc = panel.show_tab("QC")
+    qc.layer.value = viewer.add_image(blob_stack(8), name="clean")
+    qc.run()
+    qtbot.waitUntil(lambda: qc.run_button.enabled and qc.report is not None, timeout=60000)
+    assert not qc.report.flagged_z
+    assert qc.progress.status.value.startswith("0 of 8 sections flagged")
+    assert qc.mask_layer is None and "clean QC masks" not in viewer.layers
+
+
 def test_the_list_names_a_built_volumes_planes_by_plane_and_file():
     """A built volume's planes are renumbered 1..N: its list says 'plane z 16 (s06.png)',
     not 'section 16' (the canvas calls that section 6)."""

@@ -197,7 +197,13 @@ class QCWidget(Container):
 
     def _show_masks(self, layer, volume, rep) -> None:
         """The masks as a Labels layer on the layer's display grid (lazy: zeros where a
-        section has none)."""
+        section has none); no layer when no section has one (a previous run's is removed)."""
+        name = f"{layer.name} QC masks"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.mask_layer = None
+        if not any(s.mask is not None and s.mask.any() for s in rep.sections):
+            return
         h, w = volume.shape[1:3]
         zs = list(volume.meta.with_planes(volume.shape[0]).z_numbers)
         planes = []
@@ -218,9 +224,6 @@ class QCWidget(Container):
                     for i in grid
                 ]
             )
-        name = f"{layer.name} QC masks"
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
         self.mask_layer = self.viewer.add_labels(
             stack,
             name=name,
