@@ -52,6 +52,14 @@ def test_qc_tab_flags_goes_to_masks_repairs_and_replaces(make_napari_viewer, qtb
     strip = {z: (score, flag) for z, score, flag in qc.strip.entries}
     assert sorted(strip) == list(range(10))
     assert strip[3][1] == "fold" and strip[3][0] >= 1 and strip[1][1] is None
+    # under the pointer, a bar says what it stands for; numbers are written where they fit
+    assert qc.strip.tooltip_at(_bar_centre(qc.strip, 3).x()).startswith("section 3: fold")
+    assert qc.strip.tooltip_at(_bar_centre(qc.strip, 8).x()).startswith("section 8: missing")
+    assert "not flagged" in qc.strip.tooltip_at(_bar_centre(qc.strip, 1).x())
+    shown = qc.strip.labelled()
+    assert shown[0] == 0 and shown[-1] == 9
+    gaps = np.diff(shown) * qc.strip.width() / 10
+    assert gaps.min() >= 32 * 0.5 and len(shown) >= 2
     assert [qc.list.item(i).text().split(":")[0] for i in range(qc.list.count())] == [
         "section 3",
         "section 6",

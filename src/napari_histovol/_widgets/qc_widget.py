@@ -41,7 +41,9 @@ STRIP_TOP = 3.0
 
 class QCStrip(QWidget):
     """One bar per section (missing numbers included): height the largest score, colour its
-    worst flag (clean sections blue), a line at the flag level 1; a click selects a section."""
+    worst flag (clean sections blue), a line at the flag level 1, section numbers along the
+    top where they fit, the section, its flag and score under the pointer as a tooltip; a
+    click selects a section."""
 
     clicked = Signal(int)
 
@@ -51,6 +53,7 @@ class QCStrip(QWidget):
         self.current = -1
         self.setMinimumHeight(90)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setMouseTracking(True)  # the tooltip follows the pointer
 
     def set_data(self, entries) -> None:
         self.entries = list(entries)
@@ -81,6 +84,39 @@ class QCStrip(QWidget):
         y1 = self.height() - 3 - h / STRIP_TOP
         p.setPen(QPen(QColor(220, 220, 220), 1, Qt.PenStyle.DashLine))
         p.drawLine(QPointF(0, y1), QPointF(self.width(), y1))
+        # section numbers: the first, the last and every step-th in between, as many as fit
+        p.setPen(QPen(QColor(200, 200, 200)))
+        for i in self.labelled():
+            p.drawText(QRectF(i * w - 20 + w / 2, 1, 40, 14), Qt.AlignmentFlag.AlignCenter,
+                       str(self.entries[i][0]))  # fmt: skip
+
+    def labelled(self, min_gap_px: float = 32.0) -> list[int]:
+        """Indices of the bars whose section number is written over them."""
+        n = len(self.entries)
+        if not n:
+            return []
+        step = max(1, int(np.ceil(min_gap_px / max(self.width() / n, 1e-6))))
+        shown = list(range(0, n, step))
+        if shown[-1] != n - 1:
+            if (n - 1 - shown[-1]) < step and len(shown) > 1:
+                shown[-1] = n - 1  # the last number rather than one crowding it
+            else:
+                shown.append(n - 1)
+        return shown
+
+    def tooltip_at(self, x: float) -> str:
+        """What the bar under x (pixels from the left) stands for."""
+        if not self.entries:
+            return ""
+        z, score, flag = self.entries[self.index_at(x)]
+        if flag == "missing":
+            return f"section {z}: missing (no section with this number)"
+        return f"section {z}: {flag or 'not flagged'}, largest score {score:.2f} (flagged at 1)"
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802 - Qt API
+        x = event.position().x() if hasattr(event, "position") else event.x()
+        self.setToolTip(self.tooltip_at(x))
+        super().mouseMoveEvent(event)
 
     def index_at(self, x: float) -> int:
         """The entry under x (pixels from the left)."""
