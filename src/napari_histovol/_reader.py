@@ -33,8 +33,11 @@ def get_reader(path: str | list[str]) -> Callable | None:
 
 def read_layers(path: str | list[str]) -> list[tuple]:
     """Read ``path`` into napari layer-data tuples (lazy dask data, physical scale)."""
+    from ._dask_cache import guard_napari_dask_cache
     from ._layers import DISPLAY_KEY, volume_to_layer_data
     from .core.io.detect import read_volume
+
+    guard_napari_dask_cache()  # the plugin's widgets compute these layers on threads
 
     if isinstance(path, list):
         path = path[0]

@@ -14,6 +14,7 @@ from typing import Any
 
 from superqt.utils import GeneratorWorker
 
+from .._dask_cache import guard_napari_dask_cache
 from ..core.errors import HistovolError, HistovolWarning, with_hint
 from ..core.progress import Progress
 
@@ -62,6 +63,8 @@ def run_progress_generator(
     notification); ``worker.quit()`` cancels between two yields and calls ``on_cancelled``.
     """
     from napari.utils.notifications import show_error, show_warning
+
+    guard_napari_dask_cache()  # the job computes sections while napari slices layers
 
     def job():  # a generator function, as the worker needs, around the factory's generator
         return (yield from make_generator())

@@ -34,7 +34,10 @@ class HistoVolPanel(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         import importlib
 
+        from .._dask_cache import guard_napari_dask_cache
+
         super().__init__()
+        guard_napari_dask_cache()  # every tab computes sections on threads while napari slices
         self.viewer = viewer
         self.tabs = QTabWidget()
         self.tools: dict[str, object] = {}
