@@ -6,6 +6,8 @@ image's scale and the volumes table holds µm³."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -240,3 +242,43 @@ def test_write_labels_refuses_to_replace_the_open_image(make_napari_viewer, tmp_
     assert "would replace the input" in w.info.value and layer.name in w.info.value
     assert w.progress.worker is None
     np.testing.assert_array_equal(np.asarray(read_volume(src).data), before)
+
+
+def test_quick_clicks_on_three_nuclei_segment_all_three(make_napari_viewer, qtbot):
+    """Clicks on three nuclei in quick succession (a new object each): every one is segmented
+    and the queue ends idle. A job's 'finished' signal used to be connected after its worker
+    had started; a job that ended first (the volume step of a 3D object takes milliseconds)
+    left the queue waiting for it, and a clicked nucleus stayed empty without a word."""
+    from napari_histovol._widgets.segment_widget import SegmentWidget
+
+    from .test_segment_3d import SAMPLING, _nuclei
+
+    centres = [(12, 20, 20), (12, 20, 52), (12, 48, 36)]
+    img, truth = _nuclei(centres, [(5, 8, 8)] * 3, [0.9, 0.7, 0.8], shape=(24, 68, 72))
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image(img, scale=SAMPLING, units="micrometer", name="nuclei")
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.layer.value = image
+    w.start()
+    # the GUI thread busy for a moment after each job starts (napari redrawing a layer): a
+    # quick job ends before the widget's next line runs
+    plain_start = w.progress.start
+
+    def busy_start(worker):
+        plain_start(worker)
+        time.sleep(0.5)
+
+    w.progress.start = busy_start
+    for k, c in enumerate(centres):
+        if k:
+            w._new_object()
+        w.points.add(list(c))
+        qtbot.wait(50)  # the user's next click comes while the last one is being segmented
+    qtbot.waitUntil(
+        lambda: w.progress.worker is None and not w._dirty and w._running is None, timeout=60000
+    )
+    got = _labels(w)
+    for k in (1, 2, 3):
+        assert dice(got == k, truth == k) >= 0.8, k
+    assert [row[0] for row in w.table.data.to_list()] == [1, 2, 3]

@@ -119,9 +119,12 @@ class ProgressRow(Container):
         make_generator: Callable[[], Generator[Progress, None, Any]],
         on_done: Callable[[Any], None],
         *buttons: PushButton,
+        before_start: Callable | None = None,
     ):
         """Run a core progress generator on a thread worker shown in this row; ``buttons``
-        are disabled until it finishes (done, failed or cancelled)."""
+        are disabled until it finishes (done, failed or cancelled). ``before_start(worker)``
+        connects further signals before the worker starts (see
+        :func:`._worker.run_progress_generator`)."""
         for b in buttons:
             b.enabled = False
         self._ended = False
@@ -151,6 +154,7 @@ class ProgressRow(Container):
             on_error=failed,
             on_cancelled=cancelled,
             on_finished=finished,
+            before_start=before_start,
         )
         self.start(worker)
         return worker

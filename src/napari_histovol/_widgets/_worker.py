@@ -55,12 +55,16 @@ def run_progress_generator(
     on_error: Callable[[str], None] | None = None,
     on_cancelled: Callable[[], None] | None = None,
     on_finished: Callable[[], None] | None = None,
+    before_start: Callable[[GeneratorWorker], None] | None = None,
 ) -> GeneratorWorker:
     """Start ``make_generator()`` in a worker thread.
 
     Every yielded :class:`Progress` goes to ``on_progress`` in the GUI thread; the generator's
     return value to ``on_done``; a failure to ``on_error`` with its sentence (and one error
     notification); ``worker.quit()`` cancels between two yields and calls ``on_cancelled``.
+    ``before_start(worker)`` connects any further signals: a signal connected after the
+    worker started is missed when the job ends first (a quick job's ``finished`` before the
+    caller's next line ran).
     """
     from napari.utils.notifications import show_error, show_warning
 
@@ -94,5 +98,7 @@ def run_progress_generator(
         worker.aborted.connect(on_cancelled)
     if on_finished is not None:
         worker.finished.connect(on_finished)
+    if before_start is not None:
+        before_start(worker)
     worker.start()
     return worker

@@ -136,9 +136,9 @@ class GaussianWidget(Container):
             lambda: _fit_and_measure(volume, cfg, cancel),
             lambda out: self._show(layer, out),
             self.run_button,
+            # a progress message on its way when Cancel was pressed must not replace it
+            before_start=lambda worker: worker.yielded.connect(self._keep_cancelled),
         )
-        # a progress message that was on its way when Cancel was pressed must not replace it
-        self.worker.yielded.connect(self._keep_cancelled)
 
     def _request_cancel(self) -> None:
         """Cancel pressed: stop the fit's threads (the progress row stops the worker)."""

@@ -293,12 +293,12 @@ class InterpolateWidget(Container):
             self._learned = (key, model)
             self.update_live()
 
-        worker = self.progress.run(
+        self.progress.run(
             lambda: iter_train_model(kept, geometry, time_budget=budget),
             trained,
             self.run_button,
+            before_start=lambda w: w.finished.connect(lambda: setattr(self, "_training", None)),
         )
-        worker.finished.connect(lambda: setattr(self, "_training", None))
         self.progress.status.value = f"training the learned model on these sections ({budget:g} s)"
         return False
 

@@ -107,9 +107,12 @@ class IsotropicWidget(Container):
             lambda: _reconstruct(volume, factor, budget, stop),
             lambda result: self._show(layer, result),
             self.run_button,
+            before_start=self._connect_training,
         )
-        self.worker.yielded.connect(self._training_state)
-        self.worker.finished.connect(lambda: setattr(self.stop_button, "enabled", False))
+
+    def _connect_training(self, worker) -> None:
+        worker.yielded.connect(self._training_state)
+        worker.finished.connect(lambda: setattr(self.stop_button, "enabled", False))
 
     def _training_state(self, p: Progress) -> None:
         if p.stage != "train" and self.stop_button.enabled:

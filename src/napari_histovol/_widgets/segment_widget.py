@@ -444,11 +444,13 @@ class SegmentWidget(Container):
                 self._table()
                 self.progress.status.value = f"object {obj}: {n} section(s)"
 
+        def hooks(worker) -> None:  # before it starts: a quick job ends at once
+            worker.errored.connect(lambda *_: self._dirty.pop(obj, None))
+            worker.aborted.connect(lambda *_: self._cancelled(obj, generation))
+            worker.finished.connect(self._finished)
+
         self._running = obj
-        worker = self.progress.run(gen, done, self.write_button, self.update_button)
-        worker.errored.connect(lambda *_: self._dirty.pop(obj, None))
-        worker.aborted.connect(lambda *_: self._cancelled(obj, generation))
-        worker.finished.connect(self._finished)
+        self.progress.run(gen, done, self.write_button, self.update_button, before_start=hooks)
 
     def _model_changed(self, *_) -> None:
         """A new model folder: loaded by the next job (on its worker); say so."""
@@ -585,5 +587,10 @@ class SegmentWidget(Container):
             self.progress.status.value = f"wrote {Path(out).name}"
             self._tell(f"labels written to {Path(out).name}")
 
-        worker = self.progress.run(gen, done, self.write_button, self.update_button)
-        worker.finished.connect(self._finished)
+        self.progress.run(
+            gen,
+            done,
+            self.write_button,
+            self.update_button,
+            before_start=lambda worker: worker.finished.connect(self._finished),
+        )
