@@ -136,3 +136,26 @@ def test_a_folder_whose_middle_section_is_missing_opens_on_a_section(
     qtbot.waitUntil(lambda: viewer.dims.current_step[0] != 3, timeout=5000)
     assert viewer.dims.current_step[0] == 2  # section 3, the nearer measured one below
     assert _not_blank(viewer.screenshot(canvas_only=True))
+
+
+def test_a_stack_without_a_pixel_size_opens_in_pixels_and_says_so(
+    make_napari_viewer, tmp_path, monkeypatch
+):
+    """A plain TIFF stack (no resolution tags, no OME metadata) opens at scale 1 in pixels,
+    and the user is told once how to give it micrometres; a scaled one says nothing."""
+    from napari.utils import notifications
+
+    told: list[str] = []
+    monkeypatch.setattr(notifications, "show_info", lambda text: told.append(text))
+    plain = tmp_path / "nuclei.tif"
+    tifffile.imwrite(plain, np.stack([tissue((64, 80), z, dtype=np.uint16) for z in range(4)]))
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.open(str(plain), plugin="napari-histovol")[0]
+    assert tuple(layer.scale) == (1.0, 1.0, 1.0)
+    assert len(told) == 1 and "'nuclei.tif' holds no pixel size" in told[0]
+    assert "Sections tab" in told[0]
+    told.clear()
+    scaled = tmp_path / "scaled.ome.tif"
+    write_volume(read_volume(plain, pixel_size=0.26, section_spacing=0.29), scaled)
+    viewer.open(str(scaled), plugin="napari-histovol")
+    assert not told

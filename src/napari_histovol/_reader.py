@@ -46,7 +46,22 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     layers = volume_to_layer_data(volume, name=name)
     if DISPLAY_KEY in layers[0][1]["metadata"]:
         _open_on_a_section(layers[0][1]["metadata"])
+    if not volume.meta.scale_known:
+        _say_unscaled(Path(os.fspath(path).rstrip("/")).name)
     return layers
+
+
+def _say_unscaled(name: str) -> None:
+    """One notification that the file holds no pixel size (its layer is in pixels: a
+    segmented object's volume, a scale bar, a distance would be in pixels too)."""
+    try:
+        from napari.utils.notifications import show_info
+    except ImportError:  # read outside napari
+        return
+    show_info(
+        f"'{name}' holds no pixel size, so it opens in pixels (volumes and distances too): "
+        "set the pixel size and section spacing in the Sections tab."
+    )
 
 
 def _open_on_a_section(metadata: dict) -> None:

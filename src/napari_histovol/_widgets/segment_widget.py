@@ -192,7 +192,7 @@ class SegmentWidget(Container):
                 "object": np.zeros(0, np.int64),
                 "positive": np.zeros(0, bool),
             },
-            size=max(4.0, 0.015 * max(volume.shape[1:3])),
+            size=max(6.0, 0.025 * max(volume.shape[1:3])),  # visible at the whole view
             border_color="white",
             **place,
         )
