@@ -709,3 +709,27 @@ def test_a_built_volume_is_judged_on_its_measured_sections_only():
     meta = replace(meta)
     rep = section_qc(Volume(da.from_array(damaged, chunks=(1,) + vol.shape[1:]), meta))
     assert rep.flagged_z == [10] and "fold" in rep.section(10).flags, rep.section(10).flags
+
+
+def test_holes_in_an_em_section_are_debris_but_ends_of_structures_are_not(shared_data):
+    """White round spots on a real EM section (holes in the section or its film: emptier than
+    anything either neighbour holds) were left out as "structure that ends between sections"
+    and scored 0 on this crop, read as "more material is darker". They are debris now; no
+    other section is flagged. (On crops read the other way round the spots are added
+    material and were found before.)"""
+    corner = 0
+    import cv2
+
+    src = read_volume(shared_data / "isbi2012_sstem_train" / "train_image")
+    clean = np.asarray(src.data[8:16, corner : corner + 256, corner : corner + 256].compute())
+    a = clean.copy()
+    spots = np.zeros((256, 256), np.uint8)
+    for cy, cx, r in ((60, 70, 7), (170, 50, 6), (120, 190, 8), (210, 160, 6)):
+        cv2.circle(spots, (cx, cy), r, 1, -1)
+    soft = cv2.GaussianBlur(spots.astype(np.float32), (0, 0), 1.0)
+    a[4] = (clean[4] * (1 - soft) + 252 * soft).astype(np.uint8)
+    rep = section_qc(as_volume(a))
+    s = rep.section(4)
+    assert s.flags[:1] == ["debris"], s.scores
+    assert dice(s.mask == KINDS.index("debris") + 1, spots > 0) > 0.3
+    assert rep.flagged_z == [4], {x.z: x.flags for x in rep.sections if x.flags}

@@ -395,11 +395,18 @@ def _lost_line(
     return best, pix
 
 
+#: How far (in the stack's contrast range, its 1st to 99.5th percentile) below the emptiest
+#: pixels (0.1th percentile) of both neighbours a compact loss of material must lie to be a
+#: hole or a bubble rather than structure that ends between sections.
+HOLE_MARGIN = 0.1
+
+
 def _classify_local(
     z: np.ndarray,
     nbz: np.ndarray | None,
     s: QCSettings,
     material: tuple[np.ndarray, np.ndarray] | None = None,
+    hole: tuple[np.ndarray, float] | None = None,
 ):
     """Fold, tear and debris masks and scores from a residual map in typical residuals
     (``nbz``: the neighbours' largest absolute residual within a few pixels: damage of a
@@ -407,7 +414,10 @@ def _classify_local(
     change moves a little from section to section; a component that a neighbour matches is
     left out). ``material``: the section's tissue-bright channel and the neighbours' densest
     material within a few pixels; a blob of added material that a neighbour holds as densely
-    there is the same structure changed (a dividing cell's chromosomes), not debris."""
+    there is the same structure changed (a dividing cell's chromosomes), not debris.
+    ``hole``: the section's channel and the level below which a pixel is emptier than either
+    neighbour holds anywhere; a compact loss of material below it is debris (a hole, a
+    bubble), where structure that ends between sections leaves what surrounds it."""
     h, w = z.shape
     side = float(max(h, w))
     norm = (256.0 / side) ** 2  # masses are counted at a 256-pixel working side
@@ -445,10 +455,15 @@ def _classify_local(
             masks[kind] |= c["pix"]
             scores[kind] += c["mass"] / s.min_mass
             continue
-        if c["mass"] / s.min_mass < 0.25 or c["sign"] < 0:
-            # a small natural change between sections; or less material than the neighbours
-            # predict: debris (dust, bubbles' rims, autofluorescent particles) adds material,
-            # while structure that ends between sections takes it away
+        if c["mass"] / s.min_mass < 0.25:
+            continue  # a small natural change between sections
+        if c["sign"] < 0:
+            # less material than the neighbours predict: structure that ends between sections
+            # takes it away; but not below what the emptiest pixels of both neighbours hold
+            # (a hole, a bubble: on EM, white where no tissue is as pale)
+            if hole is not None and float(np.median(hole[0][c["pix"]])) < hole[1]:
+                masks["debris"] |= c["pix"]
+                scores["debris"] += c["mass"] / s.min_mass
             continue
         if material is not None:
             cur, near = material
@@ -991,13 +1006,20 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         if cal.one_sided[i] or channel_kind == "intensity":
             near_chans = [chans[j] for j in neighbours(i) if j is not None]
             material = (chans[i], cv2.dilate(np.maximum.reduce(near_chans), near_kernel))
+        # a hole or bubble: emptier than the emptiest pixels either neighbour holds
+        floors = [
+            float(np.percentile(chans[j][~voids[j]], 0.1))
+            for j in neighbours(i)
+            if j is not None and (~voids[j]).any()
+        ]
+        hole = (chans[i], min(floors) - HOLE_MARGIN) if floors else None
         for coarse_scale in (False, True):
             zmap = zmap_of(res, coarse_scale)
             zmap[~grown | void] = 0
             if "blur" in cand[i] and cal(i, "blur") >= 1:
                 # a blurred region's residual is its lost detail, not structure
                 zmap = np.where(cand[i]["blur"], zmap * 0.5, zmap)
-            lm, ls = _classify_local(zmap, near_nb[coarse_scale], s, material)
+            lm, ls = _classify_local(zmap, near_nb[coarse_scale], s, material, hole)
             for k in ("fold", "tear") if coarse_scale else ("fold", "tear", "debris"):
                 if k not in ls_all or ls[k] > ls_all[k]:
                     ls_all[k], lm_all[k] = ls[k], lm[k]
