@@ -55,6 +55,19 @@ def _labels(w) -> np.ndarray:
     return np.asarray(w.objects.data)
 
 
+def _started_on(make_napari_viewer, img, scale):
+    """A Segment tab docked in a shown viewer, started on ``img`` (µm at ``scale``)."""
+    from napari_histovol._widgets.segment_widget import SegmentWidget
+
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image(img, scale=scale, units="micrometer", name="nuclei")
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.layer.value = image
+    w.start()
+    return w
+
+
 def test_segment_widget_clicks_leak_undo_and_volumes(
     make_napari_viewer, qtbot, bridged_objects, tmp_path, monkeypatch
 ):
@@ -171,19 +184,13 @@ def test_scribbles_alone_segment_an_object(make_napari_viewer, qtbot):
 def test_segment_widget_in_3d_on_a_near_isotropic_stack(make_napari_viewer, qtbot):
     """A confocal-like stack scaled in µm with z twice the pixel size: one click segments the
     nucleus in 3D and keeps the nucleus it touches out; the table holds its µm³."""
-    from napari_histovol._widgets.segment_widget import SegmentWidget
 
     from .test_segment_3d import SAMPLING, _nuclei
 
     img, truth = _nuclei(
         [(12, 30, 26), (12, 30, 46)], [(6, 11, 11), (6, 11, 10)], [0.9, 0.55], shape=(24, 60, 72)
     )
-    viewer = make_napari_viewer(show=True)
-    image = viewer.add_image(img, scale=SAMPLING, units="micrometer", name="nuclei")
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    w.layer.value = image
-    w.start()
+    w = _started_on(make_napari_viewer, img, SAMPLING)
     assert w.session.volumetric
     w.points.add([12, 30, 26])
     qtbot.waitUntil(lambda: (_labels(w) == 1).any(), timeout=20000)
@@ -249,18 +256,12 @@ def test_quick_clicks_on_three_nuclei_segment_all_three(make_napari_viewer, qtbo
     and the queue ends idle. A job's 'finished' signal used to be connected after its worker
     had started; a job that ended first (the volume step of a 3D object takes milliseconds)
     left the queue waiting for it, and a clicked nucleus stayed empty without a word."""
-    from napari_histovol._widgets.segment_widget import SegmentWidget
 
     from .test_segment_3d import SAMPLING, _nuclei
 
     centres = [(12, 20, 20), (12, 20, 52), (12, 48, 36)]
     img, truth = _nuclei(centres, [(5, 8, 8)] * 3, [0.9, 0.7, 0.8], shape=(24, 68, 72))
-    viewer = make_napari_viewer(show=True)
-    image = viewer.add_image(img, scale=SAMPLING, units="micrometer", name="nuclei")
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    w.layer.value = image
-    w.start()
+    w = _started_on(make_napari_viewer, img, SAMPLING)
     # the GUI thread busy for a moment after each job starts (napari redrawing a layer): a
     # quick job ends before the widget's next line runs
     plain_start = w.progress.start
