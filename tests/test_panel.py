@@ -113,6 +113,44 @@ def test_scale_set_on_an_open_stack(make_napari_viewer, stained_folder):
     assert vol.meta.scale == pytest.approx((4.0, 0.5, 0.5)) and vol.meta.scale_known
 
 
+def test_an_em_scale_is_kept_and_the_section_under_the_slider_stays_in_view(
+    make_napari_viewer, stained_folder, monkeypatch
+):
+    """EM: 4 nm pixels and 50 nm sections. The boxes showed two decimals, so 0.004 became 0
+    and 'Set the scale' raised; and after a scale change the slider pointed between planes,
+    so the canvas went black until it was moved."""
+    from napari.utils import notifications
+
+    viewer = make_napari_viewer(show=True)
+    panel = _panel(viewer)
+    sections = panel.show_tab("Sections")
+    layer = viewer.open(str(stained_folder), plugin="napari-histovol")[0]
+    sections.layer.value = layer
+    viewer.dims.set_point(0, world_z(layer, 1))  # section 2 (CD31)
+    sections.pixel_size.native.setValue(0.004)  # as typed
+    sections.spacing.native.setValue(0.05)
+    assert sections.pixel_size.value == pytest.approx(0.004)
+    sections.set_scale()
+    assert tuple(layer.scale) == pytest.approx((0.05, 0.004, 0.004))
+    assert viewer.dims.point[0] == pytest.approx(world_z(layer, 1))
+    assert sections.current.value.startswith("section 2 · CD31")
+    shot = viewer.screenshot(canvas_only=True)[..., :3].astype(float)
+    assert shot.std() > 10  # the section is drawn, not a black canvas
+    # a scale the core refuses: one notification, no exception, the layer unchanged
+    told: list[str] = []
+    monkeypatch.setattr(notifications, "show_error", lambda text: told.append(text))
+    monkeypatch.setattr(type(layer_volume(layer).meta), "with_scale", _refuse)
+    sections.set_scale()
+    assert len(told) == 1 and "positive" in told[0]
+    assert tuple(layer.scale) == pytest.approx((0.05, 0.004, 0.004))
+
+
+def _refuse(self, **_):
+    from napari_histovol.core.errors import InputError
+
+    raise InputError("The pixel size must be a positive number of micrometres, not 0.0.")
+
+
 def test_a_failed_job_is_reported_once_with_its_reason(make_napari_viewer, qtbot):
     from napari.utils.notifications import notification_manager
 

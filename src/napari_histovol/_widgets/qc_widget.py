@@ -213,7 +213,9 @@ class QCWidget(Container):
             )
             item = QListWidgetItem(f"{_section_name(s, volume.meta)}: {words}")
             item.setData(Qt.ItemDataRole.UserRole, int(s.z))
-            item.setForeground(QColor(*KIND_COLOURS[s.flags[0]]))
+            # the missing bar's dark grey is unreadable as text on the dark list
+            colour = (175, 175, 175) if s.flags[0] == "missing" else KIND_COLOURS[s.flags[0]]
+            item.setForeground(QColor(*colour))
             self.list.addItem(item)
         self._show_masks(layer, volume, rep)
         flagged = rep.flagged_z

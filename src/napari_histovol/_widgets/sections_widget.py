@@ -14,9 +14,11 @@ from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButto
 from qtpy.QtWidgets import QListWidget, QListWidgetItem
 
 from .._layers import DISPLAY_KEY, physical_placement
+from ..core.errors import HistovolError
 from ..core.io.meta import META_KEY, VolumeMeta
 from ..core.sections import missing_label, plane_label
 from ._common import chosen_layer, image_layer_picker, text_overlay
+from ._worker import error_text
 
 if TYPE_CHECKING:
     import napari
@@ -70,6 +72,9 @@ class SectionsWidget(Container):
         self.spacing = FloatSpinBox(
             value=1.0, min=1e-5, max=100000.0, step=1.0, label="section spacing (µm)"
         )
+        for box in (self.pixel_size, self.spacing):
+            # EM: 4 nm pixels (0.004 µm), 50 nm or 5 nm sections; two decimals made them 0
+            box.native.setDecimals(5)
         self.apply_scale = PushButton(text="Set the scale of this stack")
         super().__init__(
             widgets=[
@@ -195,14 +200,27 @@ class SectionsWidget(Container):
         meta = histovol_meta(layer)
         if meta is None:
             meta = VolumeMeta(z_numbers=tuple(range(layer.data.shape[0])), rgb=layer.rgb)
-        meta = meta.with_scale(
-            pixel_size=float(self.pixel_size.value),
-            section_spacing=float(self.spacing.value) / meta.planes_per_section,
-        )
+        try:
+            meta = meta.with_scale(
+                pixel_size=float(self.pixel_size.value),
+                section_spacing=float(self.spacing.value) / meta.planes_per_section,
+            )
+        except HistovolError as exc:
+            from napari.utils.notifications import show_error
+
+            show_error(error_text(exc))
+            return
+        # the plane under the slider stays under it (its world z changes with the scale)
+        shown = None
+        if layer.ndim >= 3 and self.viewer.dims.ndim >= 3:
+            at = (self.viewer.dims.point[0] - float(layer.translate[0])) / float(layer.scale[0])
+            shown = int(min(max(round(at), 0), layer.data.shape[0] - 1))
         placed = physical_placement(meta)
         layer.scale = placed["scale"][-layer.ndim :]
         layer.translate = placed["translate"][-layer.ndim :]
         layer.units = placed.get("units", ("micrometer",) * 3)[-layer.ndim :]
         layer.metadata = {**layer.metadata, META_KEY: meta.to_dict()}
         self.viewer.reset_view()
+        if shown is not None:
+            self.viewer.dims.set_point(0, float(layer.translate[0]) + shown * float(layer.scale[0]))
         self.refresh()
