@@ -731,5 +731,6 @@ def test_holes_in_an_em_section_are_debris_but_ends_of_structures_are_not(shared
     rep = section_qc(as_volume(a))
     s = rep.section(4)
     assert s.flags[:1] == ["debris"], s.scores
-    assert dice(s.mask == KINDS.index("debris") + 1, spots > 0) > 0.3
+    # every hole masked: with the floor of other debris, the smaller ones fell out (0.49)
+    assert dice(s.mask == KINDS.index("debris") + 1, spots > 0) > 0.6
     assert rep.flagged_z == [4], {x.z: x.flags for x in rep.sections if x.flags}

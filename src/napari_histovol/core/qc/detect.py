@@ -399,6 +399,8 @@ def _lost_line(
 #: pixels (0.1th percentile) of both neighbours a compact loss of material must lie to be a
 #: hole or a bubble rather than structure that ends between sections.
 HOLE_MARGIN = 0.1
+#: The smallest hole, in units of the smallest debris mass (other debris needs 0.25 of it).
+HOLE_MIN_MASS = 0.05
 
 
 def _classify_local(
@@ -455,16 +457,18 @@ def _classify_local(
             masks[kind] |= c["pix"]
             scores[kind] += c["mass"] / s.min_mass
             continue
-        if c["mass"] / s.min_mass < 0.25:
-            continue  # a small natural change between sections
         if c["sign"] < 0:
             # less material than the neighbours predict: structure that ends between sections
             # takes it away; but not below what the emptiest pixels of both neighbours hold
-            # (a hole, a bubble: on EM, white where no tissue is as pale)
-            if hole is not None and float(np.median(hole[0][c["pix"]])) < hole[1]:
+            # (a hole, a bubble: on EM, white where no tissue is as pale). That level is
+            # evidence enough for a smaller blob than other debris needs
+            emptier = hole is not None and float(np.median(hole[0][c["pix"]])) < hole[1]
+            if emptier and c["mass"] / s.min_mass >= HOLE_MIN_MASS:
                 masks["debris"] |= c["pix"]
                 scores["debris"] += c["mass"] / s.min_mass
             continue
+        if c["mass"] / s.min_mass < 0.25:
+            continue  # a small natural change between sections
         if material is not None:
             cur, near = material
             here = float(np.median(cur[c["pix"]]))
