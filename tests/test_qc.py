@@ -573,8 +573,17 @@ def test_cli_qc_then_restore_into_every_format(tmp_path, folder, fmt, capsys):
     qc, masks = tmp_path / "QC.json", tmp_path / "masks"
     assert histovol("qc", folder, "--json", qc, "--masks", masks, "--quiet") == 0
     # a folder as read: never aligned, so the fold comes with a word on alignment
-    assert "not aligned by napari-histovol" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "not aligned by napari-histovol" in printed.err
     doc = json.loads(qc.read_text())
+    # the table gives each section's largest score, as QC.json does
+    rows = {
+        int(r.split()[0]): r.split() for r in printed.out.splitlines() if r.split()[0].isdigit()
+    }
+    fold = {s["z"]: s for s in doc["sections"]}[2]["scores"]["fold"]
+    assert rows[2][1].startswith("fold") and rows[2][2] == "fold"
+    assert float(rows[2][3]) == pytest.approx(fold, abs=0.006)
+    assert rows[8][1:3] == ["missing", "-"]
     assert {2, 4, 6} <= set(doc["flagged_z"])
     assert {s["z"]: s for s in doc["sections"]}[8]["flags"] == ["missing"]
     assert (masks / "s_002_qc.png").is_file()

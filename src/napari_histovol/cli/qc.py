@@ -54,6 +54,16 @@ def _write_masks(report, folder: str, overwrite: bool) -> int:
     return n
 
 
+def _largest_score(sec) -> str:
+    """A section's largest score and its kind ('fold 2.41'; flagged at 1), so a near miss
+    shows in the table as well as in QC.json; '-' for a missing or generated plane."""
+    scores = {k: v for k, v in sec.scores.items() if k != "missing"}
+    if sec.synthetic or not scores or "missing" in sec.flags:
+        return "-"
+    kind = max(scores, key=scores.get)
+    return f"{kind} {scores[kind]:.2f}"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..core.io.atomic import check_output, write_json
     from ..core.qc import iter_section_qc, qc_document
@@ -64,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.masks, overwrite=args.overwrite, kind="dir")
     vol = read_input(args)
     rep = progress(iter_section_qc(vol), args, NAME)
-    print(f"{'z':>6}  {'flags':<28}  file")
+    print(f"{'z':>6}  {'flags':<28}  {'largest score':<18}  file")
     for s in rep.sections:
         flags = "(synthetic: not judged)" if s.synthetic else ",".join(s.flags) or "-"
-        print(f"{s.z:>6}  {flags:<28}  {s.file}")
+        print(f"{s.z:>6}  {flags:<28}  {_largest_score(s):<18}  {s.file}")
     print(f"flagged: {', '.join(map(str, rep.flagged_z)) or 'none'}")
     if rep.alignment_note:
         print(f"note: {rep.alignment_note}.", file=sys.stderr)
