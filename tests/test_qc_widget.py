@@ -98,6 +98,8 @@ def test_qc_tab_flags_goes_to_masks_repairs_and_replaces(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: qc.restored_layer is not None and qc.run_button.enabled, timeout=60000)
     restored = qc.restored_layer
     assert restored.name == "stack restored"
+    names = [ly.name for ly in viewer.layers]
+    assert names.index("stack QC masks") > names.index("stack restored")  # outlines on top
     fixed = np.asarray(restored.data[3])
     assert psnr(fixed, clean[3], fold_m) > psnr(a[3], clean[3], fold_m) + 3
     assert np.array_equal(np.asarray(restored.data[2]), a[2])  # others untouched

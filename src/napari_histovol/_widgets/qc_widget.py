@@ -376,6 +376,11 @@ class QCWidget(Container):
         layer = self.source
         made = add_volume_layer(self.viewer, restored, name=f"{layer.name} restored", like=layer)
         self.restored_layer = made[0] if made else None
+        masks = self.mask_layer
+        if masks is not None and masks in self.viewer.layers:
+            # the damage outlines stay over the repaired sections, not under them
+            layers = self.viewer.layers
+            layers.move(layers.index(masks), len(layers))
         self.progress.status.value = (
             f"section {rec.z}: {rec.action} ({len(self.repairs)} repaired in "
             f"'{layer.name} restored')"
