@@ -986,6 +986,13 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         ]
         return cv2.dilate(np.maximum.reduce(nbz), near_kernel) if nbz else None
 
+    # each section's emptiest pixels (0.1th percentile of what it shows), the level below which
+    # a neighbour's loss of material is a hole: once per section, not once per neighbour
+    emptiest = [
+        float(np.percentile(c[~v], 0.1)) if (~v).any() else None
+        for c, v in zip(chans, voids, strict=True)
+    ]
+
     def local_damage(i, res, near_nb):
         """Fold, tear and debris scores and masks of section ``i`` from its residual
         (``near_nb``: :func:`neighbour_residual` of the section at each scale)."""
@@ -1011,11 +1018,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
             near_chans = [chans[j] for j in neighbours(i) if j is not None]
             material = (chans[i], cv2.dilate(np.maximum.reduce(near_chans), near_kernel))
         # a hole or bubble: emptier than the emptiest pixels either neighbour holds
-        floors = [
-            float(np.percentile(chans[j][~voids[j]], 0.1))
-            for j in neighbours(i)
-            if j is not None and (~voids[j]).any()
-        ]
+        floors = [emptiest[j] for j in neighbours(i) if j is not None and emptiest[j] is not None]
         hole = (chans[i], min(floors) - HOLE_MARGIN) if floors else None
         for coarse_scale in (False, True):
             zmap = zmap_of(res, coarse_scale)

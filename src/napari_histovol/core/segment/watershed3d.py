@@ -176,16 +176,16 @@ def image_terms(
     sig = max(1.0, radius_px / np.sqrt(2))
     sigma = tuple(np.where(np.array(img.shape) > 1, sig / rel, 0))
     blob = -ndi.gaussian_laplace(img.astype(np.float32), sigma)
-    plus, gradient = plus_operator(img, rel, edge_sigma, with_gradient=True)
+    plus, gradient = plus_operator(img, rel, edge_sigma)
     return ImageTerms(relief.astype(np.float32), blob, plus, gradient)
 
 
 def plus_operator(
-    img: np.ndarray, rel: np.ndarray, sigma_px: float, *, with_gradient: bool = False
-):
+    img: np.ndarray, rel: np.ndarray, sigma_px: float
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """The PLUS operator of a (Z, Y, X) image at Gaussian scale ``sigma_px`` (in-plane pixels,
     the same physical width along z): the second derivative along the gradient plus the
-    Laplacian, in physical units.
+    Laplacian, in physical units; and the gradient (z, y, x components) it was made from.
 
     The zero crossing of either term alone is displaced by a curved edge: the second
     derivative along the gradient (where the gradient magnitude peaks) inward by about
@@ -213,8 +213,6 @@ def plus_operator(
     along = sum(first[i] * first[j] * second[min(i, j), max(i, j)] for i in axes for j in axes)
     laplacian = sum(second[i, i] for i in axes)
     plus = (along / grad2 + laplacian).astype(np.float32)
-    if not with_gradient:
-        return plus
     zero = np.zeros(img.shape, np.float32)
     return plus, tuple(first.get(i, zero).astype(np.float32) for i in range(3))
 
