@@ -140,8 +140,7 @@ def _section_name(sec, meta) -> str:
 
 
 def _strip_entry(sec) -> tuple[int, float, str | None]:
-    scores = {k: v for k, v in sec.scores.items() if k != "missing"}
-    top = 1.0 if "missing" in sec.flags else max(scores.values(), default=0.0)
+    top = 1.0 if "missing" in sec.flags else sec.largest_score()[1]
     return int(sec.z), float(top), (sec.flags[0] if sec.flags else None)
 
 

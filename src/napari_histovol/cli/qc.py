@@ -57,11 +57,10 @@ def _write_masks(report, folder: str, overwrite: bool) -> int:
 def _largest_score(sec) -> str:
     """A section's largest score and its kind ('fold 2.41'; flagged at 1), so a near miss
     shows in the table as well as in QC.json; '-' for a missing or generated plane."""
-    scores = {k: v for k, v in sec.scores.items() if k != "missing"}
-    if sec.synthetic or not scores or "missing" in sec.flags:
+    kind, score = sec.largest_score()
+    if sec.synthetic or kind is None or "missing" in sec.flags:
         return "-"
-    kind = max(scores, key=scores.get)
-    return f"{kind} {scores[kind]:.2f}"
+    return f"{kind} {score:.2f}"
 
 
 def run(args: argparse.Namespace) -> int:

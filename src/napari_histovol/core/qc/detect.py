@@ -147,6 +147,15 @@ class SectionQC:
     mask: np.ndarray | None = None
     synthetic: bool = False
 
+    def largest_score(self) -> tuple[str | None, float]:
+        """The kind with the largest score (``missing``, a flag rather than a score, left out)
+        and that score; (None, 0.0) for a section without scores."""
+        scores = {k: v for k, v in self.scores.items() if k != "missing"}
+        if not scores:
+            return None, 0.0
+        kind = max(scores, key=scores.get)
+        return kind, float(scores[kind])
+
     def to_dict(self) -> dict[str, Any]:
         """The section's entry of QC.json (the mask is added by the report writer)."""
         entry = {
