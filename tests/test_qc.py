@@ -394,6 +394,27 @@ def test_four_sections_of_four_stains_are_not_swings_but_one_stain_swung_is(shar
     assert not [z for z in (0, 1, 3) if "contrast" in rep.section(z).flags]
 
 
+@pytest.mark.parametrize("where", [1, 2])
+def test_debris_is_found_where_only_two_inner_sections_set_the_bar(shared_data, where):
+    """Four of ANHIR's five sections (one number missing) leave two inner sections to
+    calibrate the debris score. Their median was half the damaged one's own score, so it set
+    its own bar (raw 26 against a level of 91 in the benchmark) and plain black blobs went
+    unflagged: 0 of these 8 draws were found. With fewer than four sections each is judged
+    against the others only."""
+    clean = _anhir_sections(shared_data)
+    keep = [0, 1, 2, 4] if where == 1 else [0, 1, 2, 3]
+    rep = section_qc(as_volume(clean[keep], keep))
+    assert not [(x.z, x.flags) for x in rep.sections if x.flags and x.flags != ["missing"]]
+    for seed in range(4):
+        a = clean.copy()
+        a[where], m = simulate.debris(clean[where], np.random.default_rng(seed))
+        rep = section_qc(as_volume(a[keep], keep))
+        s = rep.section(where)
+        assert s.flags[:1] == ["debris"], (seed, s.scores)
+        assert (s.mask > 0)[m].mean() > 0.8, seed
+        assert not [x.z for x in rep.sections if x.flags and x.z != where and x.flags != ["missing"]]
+
+
 def _skin_stack(shared_data, n=8, size=192):
     """Serial sections cut from the skin H&E slide: each a crop turned 0.4 degrees and moved
     (3, 2) px from the last, so its strong edges (the keratin layer) drift by fractions of a
@@ -526,8 +547,11 @@ def test_tears_between_sections_of_other_stains_are_found_as_lost_material(share
     prediction residual of a crack is no larger than the stains' own difference, and the old
     code found none of these twelve tears (four draws of the injector on each inner section).
     Whether a pixel holds material is asked of each section at its own level, so a thin line
-    of lost material between neighbours that both hold it is a tear: at least half are found
-    (7 of 12 when written), each with its mask, and no other section is flagged."""
+    of lost material between neighbours that both hold it is a tear. Through airy lung a
+    neighbour holds none on much of the line, so the crack shows as a row of short pieces;
+    collinear pieces are one crack. At least three quarters are found (7 of 12 on the longest
+    piece alone, 11 of 12 with the pieces chained), each with its mask, and no other section
+    is flagged."""
     full = _anhir_sections(shared_data, side=None)
     clean = _resized(full, 256)
     found = 0
@@ -542,7 +566,7 @@ def test_tears_between_sections_of_other_stains_are_found_as_lost_material(share
             if s.flags:
                 found += 1
                 assert dice(s.mask > 0, m) > 0.2, (seed, where)
-    assert found >= 6, found
+    assert found >= 9, found
     # at the images' own size (QC works at a 512 px side) the same: the line's smoothing and
     # slack scale with the side (finer alveolar walls broke this crack into short pieces: 0.71)
     a = full.copy()

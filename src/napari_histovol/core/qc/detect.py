@@ -394,14 +394,109 @@ def _lost_line(
     lost = cv2.morphologyEx(lost, cv2.MORPH_OPEN, np.ones((round(2 * u),) * 2, np.uint8))
     n, lab, stats, _ = cv2.connectedComponentsWithStats(lost, connectivity=8)
     best, pix = 0.0, np.zeros(cur.shape, bool)
-    for c in range(1, n):
-        if stats[c, cv2.CC_STAT_AREA] < 8 * u * u:
-            continue
-        piece = lab == c
+    for members in _collinear_groups(lab, stats, u, side):
+        piece = np.isin(lab, members)
         length, elong = _shape(piece)
         if elong >= CRACK_ELONGATION and length / side > best:
-            best, pix = length / side, piece
+            best, pix = length / side, _bridged(piece, lab, members, cur, u)
     return best, pix
+
+
+def _bridged(piece: np.ndarray, lab: np.ndarray, members, cur: np.ndarray, u: float):
+    """The pixels of a chain of pieces (``members`` of ``lab``) and, between consecutive
+    pieces, those of a band along the segment joining them where the section holds no
+    material (``cur`` False): the crack runs on where the neighbours hold no material either,
+    and the mask should cover it there too."""
+    if len(members) < 2:
+        return piece
+    centres = np.array([np.argwhere(lab == c).mean(axis=0)[::-1] for c in members])
+    d = centres - centres.mean(axis=0)
+    axis = np.linalg.eigh(d.T @ d)[1][:, 1]
+    ordered = centres[np.argsort(d @ axis)]
+    band = np.zeros(piece.shape, np.uint8)
+    for a, b in zip(ordered[:-1], ordered[1:], strict=True):
+        cv2.line(band, tuple(map(round, a)), tuple(map(round, b)), 1, max(1, round(3 * u)))
+    return piece | (band.astype(bool) & ~cur)
+
+
+#: Pieces of lost material are one crack when the segment between their centres runs along
+#: the axis of each piece that has one (within ``_CHAIN_ANGLE`` degrees; a compact piece has
+#: none, but one of the two must) and no more than ``_CHAIN_GAP`` of the side lies between
+#: them: through airy tissue (lung's alveoli) a neighbour holds no material on much of a
+#: crack's line, so the crack is seen as a row of short pieces (a tear across ANHIR's lung
+#: scored 0.6 on its longest piece, 6 % of the side, while it crossed two thirds of it).
+_CHAIN_ANGLE = 15.0
+_CHAIN_GAP = 0.15
+#: Pieces within this share of the side from the border are not chained: there the sections
+#: of a block drift in and out of view along lines parallel to the edge (specks along skin's
+#: surface at the top of the crops chained into false cracks).
+_CHAIN_MARGIN = 0.06
+
+
+def _collinear_groups(lab: np.ndarray, stats: np.ndarray, u: float, side: float):
+    """Labels of ``lab`` (components, with ``stats`` from OpenCV) grouped into chains of
+    pieces that lie along one line (see ``_CHAIN_ANGLE``); a gently curved crack chains
+    through its locally straight pieces. Pieces under ``8 u^2`` pixels (``u``: working pixels
+    per pixel at the line's own side) are left out, as a crack of one piece would be, and so
+    are pieces near the border (``_CHAIN_MARGIN``); a piece left out is its own group when
+    it is large enough. Yields arrays of labels."""
+    h, w = lab.shape
+    margin = _CHAIN_MARGIN * side
+    big = [c for c in range(1, stats.shape[0]) if stats[c, cv2.CC_STAT_AREA] >= 8 * u * u]
+    ids = [
+        c
+        for c in big
+        if min(
+            stats[c, cv2.CC_STAT_LEFT],
+            stats[c, cv2.CC_STAT_TOP],
+            w - stats[c, cv2.CC_STAT_LEFT] - stats[c, cv2.CC_STAT_WIDTH],
+            h - stats[c, cv2.CC_STAT_TOP] - stats[c, cv2.CC_STAT_HEIGHT],
+        )
+        >= margin
+    ]
+    pts, centre, axis = {}, {}, {}
+    for c in ids:
+        ys, xs = np.nonzero(lab == c)
+        pts[c] = np.column_stack([xs, ys]).astype(np.float32)
+        centre[c] = pts[c].mean(axis=0)
+        ev, vec = np.linalg.eigh(np.cov((pts[c] - centre[c]).T))
+        # an axis only for a piece that has one (half again as long as wide)
+        axis[c] = vec[:, 1] if ev[1] > 2.25 * max(ev[0], 0.25) else None
+    parent = {c: c for c in ids}
+
+    def root(c):
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    cos_max = np.cos(np.deg2rad(_CHAIN_ANGLE))
+    for x, a in enumerate(ids):
+        for b in ids[x + 1 :]:
+            if axis[a] is None and axis[b] is None:
+                continue
+            seg = centre[b] - centre[a]
+            dist = float(np.hypot(*seg))
+            if dist == 0 or any(
+                abs(float(axis[c] @ seg)) / dist < cos_max for c in (a, b) if axis[c] is not None
+            ):
+                continue
+            if _nearest(pts[a], pts[b]) <= _CHAIN_GAP * side:
+                parent[root(a)] = root(b)
+    groups: dict[int, list[int]] = {}
+    for c in ids:
+        groups.setdefault(root(c), []).append(c)
+    for members in groups.values():
+        yield np.array(members)
+    for c in set(big) - set(ids):
+        yield np.array([c])
+
+
+def _nearest(a: np.ndarray, b: np.ndarray) -> float:
+    """The smallest distance between two sets of points."""
+    from scipy.spatial import cKDTree
+
+    return float(cKDTree(b).query(a, k=1)[0].min())
 
 
 #: How far (in the stack's contrast range, its 1st to 99.5th percentile) below the emptiest
@@ -632,6 +727,8 @@ class _Calibration:
         self.raw_one: list[tuple[int, int, dict[str, float]]] = []
         self.level: dict[str, float] = {}
         self.level_one: dict[tuple[int, str], float] = {}
+        #: kinds whose level was set by fewer than 4 sections: which sections set it
+        self.few: dict[str, list[bool]] = {}
 
     @staticmethod
     def _far(reach: int) -> int:
@@ -659,10 +756,12 @@ class _Calibration:
             ones = [(self._far(r), d) for i, r, d in self.raw_one if usable[i] and k in d]
             if not ones:  # no one-sided scores of this kind: one level for every section
                 self.level[k] = self._level(self.raw, k, usable)
+                self._note_few(k, usable)
                 self.level_one[(1, k)] = self.level_one[(2, k)] = self.level[k]
                 continue
             two = [u and not o for u, o in zip(usable, self.one_sided, strict=True)]
             self.level[k] = self._level(self.raw, k, two)
+            self._note_few(k, two)
             for far in (1, 2):
                 pool = [d for f, d in ones if f == far]
                 # without samples at this reach, the nearer reach (never a lower bar)
@@ -672,10 +771,22 @@ class _Calibration:
                     else self.level_one.get((1, k), self._level(self.raw, k, usable))
                 )
 
+    def _note_few(self, k: str, use: list[bool]) -> None:
+        self.few.pop(k, None)
+        if 2 <= sum(use) < 4:
+            self.few[k] = list(use)
+
     def __call__(self, i: int, k: str) -> float:
         """Section ``i``'s calibrated score of kind ``k`` (flagged at >= 1)."""
         if self.one_sided[i]:
             level = self.level_one.get((self._far(self.reach[i]), k), 1.0)
+        elif k in self.few and self.few[k][i]:
+            # two or three sections cannot outvote one: a damaged section among them moved
+            # the median to half its own score and set its own bar (ANHIR with one section
+            # missing: two inner sections, debris scored 26 against a level of 91). Each is
+            # judged against the others only
+            others = [u and j != i for j, u in enumerate(self.few[k])]
+            level = self._level(self.raw, k, others)
         else:
             level = self.level.get(k, 1.0)
         return self.raw[i].get(k, 0.0) / level
