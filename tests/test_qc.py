@@ -412,7 +412,9 @@ def test_debris_is_found_where_only_two_inner_sections_set_the_bar(shared_data, 
         s = rep.section(where)
         assert s.flags[:1] == ["debris"], (seed, s.scores)
         assert (s.mask > 0)[m].mean() > 0.8, seed
-        assert not [x.z for x in rep.sections if x.flags and x.z != where and x.flags != ["missing"]]
+        assert not [
+            x.z for x in rep.sections if x.flags and x.z != where and x.flags != ["missing"]
+        ]
 
 
 def _skin_stack(shared_data, n=8, size=192):

@@ -12,7 +12,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..image import CHANNELS, auto_channel, content_fraction, normalise, registration_channel
+from ..image import (
+    CHANNELS,
+    OPAQUE_OD,
+    auto_channel,
+    content_fraction,
+    normalise,
+    registration_channel,
+)
 
 
 def downsize(img: np.ndarray, scale: float) -> np.ndarray:
@@ -31,8 +38,9 @@ def registration_scale(shape: tuple[int, ...], reg_size: int) -> float:
 
 def prepare(img: np.ndarray, scale: float, kind: str = "auto") -> np.ndarray:
     """The registration image of one section: channel, downsized, normalised to [0, 1]."""
+    kind = auto_channel(img) if kind == "auto" else kind
     chan = registration_channel(img, kind)
-    return normalise(downsize(chan, scale))
+    return normalise(downsize(chan, scale), ceiling=OPAQUE_OD if kind == "od" else None)
 
 
 def tissue_fraction(reg: np.ndarray) -> float:
