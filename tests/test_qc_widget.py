@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from napari_histovol._layers import add_volume_layer, world_z
+from napari_histovol._widgets.qc_widget import KIND_COLOURS
 from napari_histovol.core.qc import KINDS, decode_mask, simulate
 
 from .test_qc import as_volume, blob_stack, psnr
@@ -77,6 +78,11 @@ def test_qc_tab_flags_goes_to_masks_repairs_and_replaces(make_napari_viewer, qtb
     got = fold_plane == KINDS.index("fold") + 1
     assert (got & fold_m).sum() > 0.5 * got.sum() > 0
     assert not np.asarray(masks.data[8]).any()
+    # each kind's label in the colour the strip and the list give it (a helper saw a tear
+    # cyan in the layer and orange in the list)
+    for kind in ("fold", "tear", "debris"):
+        rgba = masks.colormap.map(np.array([KINDS.index(kind) + 1]))[0]
+        assert np.allclose(rgba[:3] * 255, KIND_COLOURS[kind], atol=1)
 
     # a click on the strip's bar of z 3 goes there; the list's item of z 6 goes there
     qtbot.mouseClick(qc.strip, _left(), pos=_bar_centre(qc.strip, 3))
@@ -92,14 +98,19 @@ def test_qc_tab_flags_goes_to_masks_repairs_and_replaces(make_napari_viewer, qtb
     qc.go_to_z(6)
     assert qc.list.currentItem().text().startswith("section 6:")
 
+    # a clean section: nothing to repair, and the status says so (not the last run's line)
+    qc.go_to_z(1)
+    qc.repair_button.changed.emit(True)
+    assert "section 1" in qc.progress.status.value and "nothing" in qc.progress.status.value
     # repair the fold (the slider on z 3): the region becomes the neighbours' interpolation
     qc.go_to_z(3)
     qc.repair_button.changed.emit(True)
     qtbot.waitUntil(lambda: qc.restored_layer is not None and qc.run_button.enabled, timeout=60000)
     restored = qc.restored_layer
     assert restored.name == "stack restored"
-    names = [ly.name for ly in viewer.layers]
-    assert names.index("stack QC masks") > names.index("stack restored")  # outlines on top
+    # the repaired section's mask is gone, as its damage is (a helper saw the stale mask of
+    # a realigned section hide the repair); it was the only one, so the layer goes
+    assert qc.mask_layer is None and "stack QC masks" not in viewer.layers
     fixed = np.asarray(restored.data[3])
     assert psnr(fixed, clean[3], fold_m) > psnr(a[3], clean[3], fold_m) + 3
     assert np.array_equal(np.asarray(restored.data[2]), a[2])  # others untouched

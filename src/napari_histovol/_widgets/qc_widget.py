@@ -35,6 +35,19 @@ KIND_COLOURS = {
     "missing": (90, 90, 90),
     "misaligned": (240, 230, 90),
 }
+
+
+def mask_colormap():
+    """The Labels colours of the QC masks: each kind's label (its place in KINDS + 1) in the
+    colour the strip and the list give it."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colours = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
+    for k, rgb in KIND_COLOURS.items():
+        colours[KINDS.index(k) + 1] = (*(c / 255 for c in rgb), 1.0)
+    return DirectLabelColormap(color_dict=colours)
+
+
 #: Scores are drawn up to this value (a kind is flagged at 1).
 STRIP_TOP = 3.0
 
@@ -85,10 +98,14 @@ class QCStrip(QWidget):
         p.setPen(QPen(QColor(220, 220, 220), 1, Qt.PenStyle.DashLine))
         p.drawLine(QPointF(0, y1), QPointF(self.width(), y1))
         # section numbers: the first, the last and every step-th in between, as many as fit
-        p.setPen(QPen(QColor(200, 200, 200)))
+        # on a dark plate, so that a number stays readable over a full-height yellow bar
         for i in self.labelled():
-            p.drawText(QRectF(i * w - 20 + w / 2, 1, 40, 14), Qt.AlignmentFlag.AlignCenter,
-                       str(self.entries[i][0]))  # fmt: skip
+            text = str(self.entries[i][0])
+            box = QRectF(i * w - 20 + w / 2, 1, 40, 14)
+            plate = p.boundingRect(box, Qt.AlignmentFlag.AlignCenter, text).adjusted(-2, 0, 2, 0)
+            p.fillRect(plate, QColor(38, 41, 48, 200))
+            p.setPen(QPen(QColor(220, 220, 220)))
+            p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
 
     def labelled(self, min_gap_px: float = 32.0) -> list[int]:
         """Indices of the bars whose section number is written over them."""
@@ -232,14 +249,17 @@ class QCWidget(Container):
         self._set_repair_enabled(True)
         self._follow_slider()
 
-    def _show_masks(self, layer, volume, rep) -> None:
+    def _show_masks(self, layer, volume, rep, cleared=()) -> None:
         """The masks as a Labels layer on the layer's display grid (lazy: zeros where a
-        section has none); no layer when no section has one (a previous run's is removed)."""
+        section has none, or is among the ``cleared`` z numbers: repaired); no layer when no
+        section has one (a previous run's is removed)."""
         name = f"{layer.name} QC masks"
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
         self.mask_layer = None
-        if not any(s.mask is not None and s.mask.any() for s in rep.sections):
+        if not any(
+            s.mask is not None and s.mask.any() and s.z not in cleared for s in rep.sections
+        ):
             return
         h, w = volume.shape[1:3]
         zs = list(volume.meta.with_planes(volume.shape[0]).z_numbers)
@@ -247,6 +267,7 @@ class QCWidget(Container):
         for z in zs:
             sec = rep.section(z)
             m = sec.mask if sec is not None and sec.mask is not None else None
+            m = None if z in cleared else m
             planes.append(
                 da.from_array(m, chunks=m.shape)
                 if m is not None
@@ -266,6 +287,7 @@ class QCWidget(Container):
             name=name,
             **layer_placement(layer),
             opacity=0.5,
+            colormap=mask_colormap(),
             metadata={"qc_kinds": list(KINDS)},
         )
         self.viewer.layers.selection.active = layer
@@ -335,12 +357,14 @@ class QCWidget(Container):
         index = self.current_index()
         if index is None:
             show_warning("Move the slider to a section (not a missing number) first.")
+            self.progress.status.value = "no section under the slider"
             return
         volume, report = self.volume, self.report
         z = volume.meta.with_planes(volume.shape[0]).z_numbers[index]
         sec = report.section(z)
         if not replace_whole and (sec is None or not sec.flags):
             show_warning(f"Section {z} has no QC flag; nothing to repair.")
+            self.progress.status.value = f"section {z}: no QC flag, nothing repaired"
             return
 
         def job():
@@ -375,11 +399,11 @@ class QCWidget(Container):
         layer = self.source
         made = add_volume_layer(self.viewer, restored, name=f"{layer.name} restored", like=layer)
         self.restored_layer = made[0] if made else None
-        masks = self.mask_layer
-        if masks is not None and masks in self.viewer.layers:
-            # the damage outlines stay over the repaired sections, not under them
-            layers = self.viewer.layers
-            layers.move(layers.index(masks), len(layers))
+        # the masks of the repaired sections go (the damage is gone, and a section that was
+        # realigned moved away from its mask; a helper saw stale masks hide the repair); the
+        # others stay on top of the restored layer
+        zs = self.volume.meta.with_planes(self.volume.shape[0]).z_numbers
+        self._show_masks(layer, self.volume, self.report, cleared={zs[i] for i in self.repairs})
         self.progress.status.value = (
             f"section {rec.z}: {rec.action} ({len(self.repairs)} repaired in "
             f"'{layer.name} restored')"

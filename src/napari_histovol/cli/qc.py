@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {rep.alignment_note}.", file=sys.stderr)
     if args.masks:
         n = _write_masks(rep, args.masks, args.overwrite)
-        print(f"wrote {n} masks into {args.masks}")
+        print(f"wrote {n} mask{'' if n == 1 else 's'} into {args.masks}")
     if args.json_out:
         write_json(args.json_out, qc_document(rep, masks_dir=args.masks), overwrite=args.overwrite)
         print(f"wrote {args.json_out}")

@@ -142,4 +142,6 @@ def apply_transforms(volume: Volume, transforms_path: str | os.PathLike) -> Volu
         transforms.append(SectionTransform(off @ m_file, fld, t.field_scale / k))
     data = warp_volume(volume.data, transforms, out_shape)
     extra = {kk: v for kk, v in meta.extra.items() if kk not in ("canvas_offsets", "source_shapes")}
+    # the sections are aligned as the transforms say (QC and the widgets read this key)
+    extra["alignment"] = {"applied": os.fspath(transforms_path)}
     return Volume(data, replace(meta, extra=extra))
