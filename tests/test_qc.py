@@ -27,6 +27,7 @@ from napari_histovol.core.qc import (
 from napari_histovol.core.qc.restore import (
     REPAIR_MARGIN,
     inpaint_from_neighbours,
+    restore_array,
     whole_section_replacement,
 )
 
@@ -415,6 +416,49 @@ def test_debris_is_found_where_only_two_inner_sections_set_the_bar(shared_data, 
         assert not [
             x.z for x in rep.sections if x.flags and x.z != where and x.flags != ["missing"]
         ]
+
+
+def test_a_tear_is_filled_in_the_stain_of_its_own_section(shared_data):
+    """ANHIR's Cc10 section is two to five times paler than its proSPC and Ki67 neighbours:
+    their interpolation, put into a tear as it was, was a dark patch of the wrong stain
+    (a helper saw H&E pink fill a CD31 section). The fill's absorbance is now scaled per
+    channel to the section's own: region PSNR 20.5 -> 25.4 dB on this tear. Sections of one
+    stain are left as they were."""
+    from napari_histovol.core.qc.restore import interpolate_between, stain_matched
+
+    clean = _anhir_sections(shared_data, side=384)
+    a = clean.copy()
+    a[3], m = simulate.tear(clean[3], np.random.default_rng(0))
+    report = [{"z": 3, "flags": ["tear"], "mask": m.astype(np.uint8) * 2}]
+    fixed = restore_array(a, as_volume(a).meta, report, 3)
+    assert psnr(fixed, clean[3], m) > 24
+
+    def od(x):
+        return -np.log((x.astype(float) + 1) / 256)
+
+    assert np.abs(od(fixed[m]).mean(0) - od(clean[3][m]).mean(0)).max() < 0.02
+    skin = _skin_stack(shared_data, n=3)
+    pred = interpolate_between(skin[0], skin[2])
+    same = stain_matched(pred, skin[1], np.zeros(skin.shape[1:3], bool))
+    assert same is pred
+
+
+def test_dust_under_blurred_tiles_is_masked_as_dust_and_removed(shared_data):
+    """A section with dust and half of it blurred: the blur tiles used to claim the mask's
+    pixels first, so 31-41 % of the dust was labelled debris and the rest blur, whose repair
+    keeps the section's low frequencies: the dust was smoothed into smudges, not removed (a
+    helper's journey). Damage to rebuild now comes before blur."""
+    clean = _skin_stack(shared_data)
+    for seed in range(2):
+        a = clean.copy()
+        a[4], dust = simulate.debris(clean[4], np.random.default_rng(seed))
+        a[4], _ = simulate.blur_half(a[4], np.random.default_rng(seed))
+        rep = section_qc(as_volume(a))
+        s = rep.section(4)
+        assert {"debris", "blur"} <= set(s.flags), s.flags
+        assert (s.mask[dust] == KINDS.index("debris") + 1).mean() > 0.9
+        fixed = restore_array(a, as_volume(a).meta, rep, 4)
+        assert psnr(fixed, clean[4], dust) > psnr(a[4], clean[4], dust) + 10
 
 
 def _skin_stack(shared_data, n=8, size=192):

@@ -394,11 +394,21 @@ def _lost_line(
     lost = cv2.morphologyEx(lost, cv2.MORPH_OPEN, np.ones((round(2 * u),) * 2, np.uint8))
     n, lab, stats, _ = cv2.connectedComponentsWithStats(lost, connectivity=8)
     best, pix = 0.0, np.zeros(cur.shape, bool)
+    lines = []  # (length as a share of the side, members, pixels) of every thin line
     for members in _collinear_groups(lab, stats, u, side):
         piece = np.isin(lab, members)
         length, elong = _shape(piece)
-        if elong >= CRACK_ELONGATION and length / side > best:
-            best, pix = length / side, _bridged(piece, lab, members, cur, u)
+        if elong >= CRACK_ELONGATION:
+            lines.append((length / side, members, piece))
+    if not lines:
+        return best, pix
+    best = max(x[0] for x in lines)
+    # every line as long as a crack goes into the mask (a crack that bends is seen as several:
+    # on ANHIR its straight part through the lesion was left out beside the longer chain of
+    # pieces where it bent), or the longest line when none is
+    for length, members, piece in lines:
+        if length >= CRACK_LENGTH or length == best:
+            pix |= _bridged(piece, lab, members, cur, u)
     return best, pix
 
 
@@ -1229,7 +1239,9 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
             flags, key=lambda k: (k not in ("contrast", "misaligned"), -sec.scores[k])
         )
         lab = np.zeros(shape, np.uint8)
-        for k in LOCAL_KINDS:
+        # damage to rebuild before blur (whose repair keeps the section's low frequencies):
+        # where blur tiles covered dust, the dust was smoothed into smudges, not removed
+        for k in ("fold", "tear", "debris", "blur"):
             if k in cand[i] and k in sec.flags:
                 lab[cand[i][k] & (lab == 0)] = KINDS.index(k) + 1
         if lab.any():

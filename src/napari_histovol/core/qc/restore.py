@@ -23,7 +23,7 @@ import cv2
 import dask.array as da
 import numpy as np
 
-from ..image import tissue_mask
+from ..image import OPAQUE_OD, tissue_mask
 from ..interpolate.flow import cast_like, estimate_pair_flow, luminance, synthesize
 from ..progress import Progress, ProgressGenerator
 from .detect import KINDS
@@ -154,6 +154,7 @@ def inpaint_from_neighbours(
     pred = interpolate_between(prev, nxt, t)
     h, w = c.shape[:2]
     bad = damaged.astype(bool)
+    pred = stain_matched(pred, c, bad)
     out = c.copy()
     if bad.any():
         alpha = feather(bad)
@@ -167,6 +168,53 @@ def inpaint_from_neighbours(
         b = b[..., None] if c.ndim == 3 else b
         out = out * (1 - b) + (low + detail) * b
     return cast_like(out, cur.dtype)
+
+
+#: Fewest sound tissue pixels (share of the section) on which a fill's stain is matched.
+STAIN_MATCH_MIN_SHARE = 0.02
+#: A fill's stain is matched only where a channel's absorbance differs from the section's by
+#: this factor or more. Between sections of one stain the interpolation's own blur lowers it
+#: by 11-21 % (skin H&E); matching them anyway cost that stack's repairs 2.4 dB (+4.1 -> +1.7
+#: over whole-section replacement). ANHIR's stains differ by factors of 2 to 5.
+STAIN_MATCH_MIN_GAIN = 1.25
+
+
+def stain_matched(pred: np.ndarray, cur: np.ndarray, damaged: np.ndarray) -> np.ndarray:
+    """The neighbours' interpolation ``pred`` in the stain of a stained brightfield section
+    ``cur`` (RGB on a bright slide): each channel's optical density scaled so that its mean
+    over the section's sound area (outside ``damaged``, opaque pixels left out) is the
+    section's, where they differ by :data:`STAIN_MATCH_MIN_GAIN` or more. Serial sections
+    are often stained for different markers (ANHIR's lung: H&E beside CD31): without this a
+    tear in a CD31 section was filled with H&E pink (a helper's journey). Gray and
+    fluorescence sections, and sections with too little sound tissue, are returned as they
+    are.
+    """
+    from ..image import background_value, is_bright_background
+
+    if cur.ndim != 3 or not is_bright_background(cur):
+        return pred
+    sound = ~cv2.dilate(damaged.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    if sound.mean() < 0.5 or tissue_mask(luminance(cur)).mean() < STAIN_MATCH_MIN_SHARE:
+        return pred
+    bg = np.maximum(np.asarray(background_value(cur), np.float32), 1.0) + 1.0
+
+    def od(img):
+        return -np.log(np.clip((img + 1.0) / bg, 1e-3, 1.0))
+
+    # the stain's absorbance summed over the same sound area of both (neighbouring sections
+    # hold about as much tissue there, in slightly different places: lung's alveolar walls
+    # move, so one image's tissue pixels are the other's air, and medians over each one's own
+    # tissue were set by where Otsu split two different stains)
+    od_cur, od_pred = od(cur), od(pred)
+    # opaque pixels (dust, the dark rim of a fold) are no stain and would dominate the sums
+    stain = sound & (od_cur.sum(axis=-1) < OPAQUE_OD) & (od_pred.sum(axis=-1) < OPAQUE_OD)
+    if stain.mean() < 0.5:
+        return pred
+    gain = od_cur[stain].mean(axis=0) / np.maximum(od_pred[stain].mean(axis=0), 1e-3)
+    if np.all(np.abs(np.log(gain)) < np.log(STAIN_MATCH_MIN_GAIN)):
+        return pred  # the same stain: the interpolation is left as it is
+    gain = np.clip(gain, 0.25, 4.0).astype(np.float32)
+    return (bg * np.exp(-od_pred * gain) - 1.0).astype(np.float32)
 
 
 def match_stain(cur: np.ndarray, refs: list[np.ndarray]) -> np.ndarray:
