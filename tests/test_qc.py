@@ -596,7 +596,7 @@ def test_tears_between_sections_of_other_stains_are_found_as_lost_material(share
     of lost material between neighbours that both hold it is a tear. Through airy lung a
     neighbour holds none on much of the line, so the crack shows as a row of short pieces;
     collinear pieces are one crack. At least three quarters are found (7 of 12 on the longest
-    piece alone, 11 of 12 with the pieces chained), each with its mask, and no other section
+    piece alone, 10 of 12 with the pieces chained), each with its mask, and no other section
     is flagged."""
     full = _anhir_sections(shared_data, side=None)
     clean = _resized(full, 256)
