@@ -461,6 +461,29 @@ def test_dust_under_blurred_tiles_is_masked_as_dust_and_removed(shared_data):
         assert psnr(fixed, clean[4], dust) > psnr(a[4], clean[4], dust) + 10
 
 
+@pytest.mark.parametrize("side", [None, 512])
+def test_dust_on_two_sections_beside_a_missing_one_is_dust_not_misalignment(shared_data, side):
+    """ANHIR with section 2 missing and dust on sections 1 and 3 (a helper's journey): the
+    dust drew the pale Cc10 section's best match 62-77 px off its neighbours, so it was called
+    misaligned, its dust went unjudged, and `restore` shifted the aligned section by 62 px.
+    Dust on section 1, predicted across the gap, set its own residual's 99th percentile and
+    fell under it. A section is now misaligned only when it is so both as it is and with
+    opaque pixels as its median, and
+    a section predicted from far whose residual's tail is far heavier than the stack's is
+    judged against its tail as estimated from its 95th percentile: both are dust, nothing is
+    misaligned."""
+    clean = _anhir_sections(shared_data, side=side)
+    a = clean.copy()
+    a[1], _ = simulate.debris(clean[1], np.random.default_rng(1))
+    a[3], _ = simulate.debris(clean[3], np.random.default_rng(3))
+    keep = [0, 1, 3, 4]
+    rep = section_qc(as_volume(a[keep], keep))
+    assert rep.section(1).flags[:1] == ["debris"], rep.section(1).scores
+    assert rep.section(3).flags[:1] == ["debris"], rep.section(3).scores
+    assert not [s.z for s in rep.sections if "misaligned" in s.flags]
+    assert not rep.section(0).flags and not rep.section(4).flags
+
+
 def _skin_stack(shared_data, n=8, size=192):
     """Serial sections cut from the skin H&E slide: each a crop turned 0.4 degrees and moved
     (3, 2) px from the last, so its strong edges (the keratin layer) drift by fractions of a
