@@ -111,6 +111,10 @@ def test_qc_tab_flags_goes_to_masks_repairs_and_replaces(make_napari_viewer, qtb
     # the repaired section's mask is gone, as its damage is (a helper saw the stale mask of
     # a realigned section hide the repair); it was the only one, so the layer goes
     assert qc.mask_layer is None and "stack QC masks" not in viewer.layers
+    # and the list says it was repaired (a helper could not tell after a repair)
+    assert qc.list.item(0).text().startswith("section 3:")
+    assert qc.list.item(0).text().endswith("[repaired: inpainted]")
+    assert "repaired" not in qc.list.item(1).text()
     fixed = np.asarray(restored.data[3])
     assert psnr(fixed, clean[3], fold_m) > psnr(a[3], clean[3], fold_m) + 3
     assert np.array_equal(np.asarray(restored.data[2]), a[2])  # others untouched
@@ -134,6 +138,7 @@ def test_qc_tab_flags_goes_to_masks_repairs_and_replaces(make_napari_viewer, qtb
     }
     synthetic_z = [z for z, syn in zip(meta["z_numbers"], meta["synthetic"], strict=True) if syn]
     assert synthetic_z == [6]
+    assert qc.list.item(1).text().endswith("[repaired: replaced]")
     # the copy's replacement is between its neighbours, not the copy of z 5
     err_new = np.abs(np.asarray(restored.data[6], float) - clean[6]).mean()
     err_copy = np.abs(a[keep.index(6)].astype(float) - clean[6]).mean()

@@ -404,7 +404,17 @@ class QCWidget(Container):
         # others stay on top of the restored layer
         zs = self.volume.meta.with_planes(self.volume.shape[0]).z_numbers
         self._show_masks(layer, self.volume, self.report, cleared={zs[i] for i in self.repairs})
+        self._mark_repaired(rec.z, rec.action)
         self.progress.status.value = (
             f"section {rec.z}: {rec.action} ({len(self.repairs)} repaired in "
             f"'{layer.name} restored')"
         )
+
+    def _mark_repaired(self, z: int, action: str) -> None:
+        """Say in the list that section ``z`` was repaired, and how (its flags stay: they are
+        what the QC found in the section as measured)."""
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            if item.data(Qt.ItemDataRole.UserRole) == z:
+                text = item.text().split("  [", 1)[0]
+                item.setText(f"{text}  [repaired: {action}]")
