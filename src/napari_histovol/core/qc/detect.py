@@ -300,12 +300,37 @@ def _predict(prev: np.ndarray | None, nxt: np.ndarray | None, cur: np.ndarray, s
     return warp_by_flow(pred, f), moved | _outside(f)
 
 
-def _shape(pix: np.ndarray) -> tuple[float, float]:
-    """Length (four standard deviations along the main axis, in pixels) and elongation (the
-    square root of the ratio of the two axes' variances) of a group of at least two pixels."""
+@dataclass(frozen=True)
+class _Piece:
+    """The geometry of a group of at least two pixels."""
+
+    #: (x, y) mean of its pixels
+    centre: np.ndarray
+    #: unit (x, y) vector along its main axis
+    axis: np.ndarray
+    #: four standard deviations along the main axis, in pixels
+    length: float
+    #: the square root of the ratio of the two axes' variances
+    elong: float
+
+
+def _piece(pix: np.ndarray) -> _Piece:
+    """:class:`_Piece` of the True pixels of ``pix``."""
     ys, xs = np.nonzero(pix)
-    ev = np.sort(np.linalg.eigvalsh(np.cov(np.vstack([xs, ys]))))[::-1]
-    return 4 * np.sqrt(max(ev[0], 1e-6)), np.sqrt(max(ev[0], 1e-6) / max(ev[1], 0.25))
+    ev, vec = np.linalg.eigh(np.cov(np.vstack([xs, ys])))  # ascending
+    major = max(float(ev[1]), 1e-6)
+    return _Piece(
+        np.array([xs.mean(), ys.mean()]),
+        vec[:, 1],
+        4 * np.sqrt(major),
+        np.sqrt(major / max(float(ev[0]), 0.25)),
+    )
+
+
+def _shape(pix: np.ndarray) -> tuple[float, float]:
+    """Length and elongation (see :class:`_Piece`) of a group of at least two pixels."""
+    p = _piece(pix)
+    return p.length, p.elong
 
 
 def _components(z: np.ndarray, sign: int, k: float, side: float):
@@ -400,44 +425,43 @@ def _lost_line(
     lost = cv2.morphologyEx(lost, cv2.MORPH_OPEN, np.ones((round(2 * u),) * 2, np.uint8))
     n, lab, stats, _ = cv2.connectedComponentsWithStats(lost, connectivity=8)
     best, pix = 0.0, np.zeros(cur.shape, bool)
-    lines = []  # (length as a share of the side, members, pixels) of every thin line
-    for members in _collinear_groups(lab, stats, u, side):
-        if len(members) > 1 and not any(_is_line(lab == c, side, 0.5) for c in members):
+    lines = []  # (length as a share of the side, members' centres, pixels) of every thin line
+    groups, pieces = _collinear_groups(lab, stats, u, side)
+    for members in groups:
+        centres = [pieces[c].centre for c in members] if len(members) > 1 else []
+        if centres and not any(_is_line(pieces[c], side, 0.5) for c in members):
             continue  # a chain grows from a piece that is itself half a crack
         piece = np.isin(lab, members)
         length, elong = _shape(piece)
         if elong >= CRACK_ELONGATION:
-            lines.append((length / side, members, piece))
+            lines.append((length / side, centres, piece))
     if not lines:
         return best, pix
     best = max(x[0] for x in lines)
     # every line as long as a crack goes into the mask (a crack that bends is seen as several:
     # on ANHIR its straight part through the lesion was left out beside the longer chain of
     # pieces where it bent), or the longest line when none is
-    for length, members, piece in lines:
+    for length, centres, piece in lines:
         if length >= CRACK_LENGTH or length == best:
-            pix |= _bridged(piece, lab, members, cur, u)
+            pix |= _bridged(piece, centres, cur, u)
     return best, pix
 
 
-def _is_line(pix: np.ndarray, side: float, share: float = 1.0) -> bool:
-    """Whether a group of pixels is a thin line ``share`` of a crack long or longer (see
+def _is_line(piece: _Piece, side: float, share: float) -> bool:
+    """Whether a piece is a thin line ``share`` of a crack long or longer (see
     ``CRACK_LENGTH`` and ``CRACK_ELONGATION``): specks along skin's surface, each too short
     to be a line, chained into a false crack (1.4) on a held-out stack."""
-    if pix.sum() < 2:
-        return False
-    length, elong = _shape(pix)
-    return elong >= CRACK_ELONGATION and length / side >= share * CRACK_LENGTH
+    return piece.elong >= CRACK_ELONGATION and piece.length / side >= share * CRACK_LENGTH
 
 
-def _bridged(piece: np.ndarray, lab: np.ndarray, members, cur: np.ndarray, u: float):
-    """The pixels of a chain of pieces (``members`` of ``lab``) and, between consecutive
-    pieces, those of a band along the segment joining them where the section holds no
-    material (``cur`` False): the crack runs on where the neighbours hold no material either,
-    and the mask should cover it there too."""
-    if len(members) < 2:
+def _bridged(piece: np.ndarray, centres: list[np.ndarray], cur: np.ndarray, u: float):
+    """The pixels of a chain of pieces (``piece``; ``centres``: the (x, y) centre of each, none
+    for a line of one piece) and, between consecutive pieces, those of a band along the
+    segment joining them where the section holds no material (``cur`` False): the crack runs
+    on where the neighbours hold no material either, and the mask should cover it there too."""
+    if len(centres) < 2:
         return piece
-    centres = np.array([np.argwhere(lab == c).mean(axis=0)[::-1] for c in members])
+    centres = np.array(centres)
     d = centres - centres.mean(axis=0)
     axis = np.linalg.eigh(d.T @ d)[1][:, 1]
     ordered = centres[np.argsort(d @ axis)]
@@ -467,7 +491,13 @@ def _collinear_groups(lab: np.ndarray, stats: np.ndarray, u: float, side: float)
     through its locally straight pieces. Pieces under ``8 u^2`` pixels (``u``: working pixels
     per pixel at the line's own side) are left out, as a crack of one piece would be, and so
     are pieces near the border (``_CHAIN_MARGIN``); a piece left out is its own group when
-    it is large enough. Yields arrays of labels."""
+    it is large enough.
+
+    Returns
+    -------
+    groups, pieces
+        The groups (arrays of labels) and the :class:`_Piece` of every label that may be
+        chained (every member of a group of two or more)."""
     h, w = lab.shape
     margin = _CHAIN_MARGIN * side
     big = [c for c in range(1, stats.shape[0]) if stats[c, cv2.CC_STAT_AREA] >= 8 * u * u]
@@ -482,14 +512,14 @@ def _collinear_groups(lab: np.ndarray, stats: np.ndarray, u: float, side: float)
         )
         >= margin
     ]
-    pts, centre, axis = {}, {}, {}
+    pts, pieces, axis = {}, {}, {}
     for c in ids:
-        ys, xs = np.nonzero(lab == c)
+        here = lab == c
+        ys, xs = np.nonzero(here)
         pts[c] = np.column_stack([xs, ys]).astype(np.float32)
-        centre[c] = pts[c].mean(axis=0)
-        ev, vec = np.linalg.eigh(np.cov((pts[c] - centre[c]).T))
+        pieces[c] = _piece(here)
         # an axis only for a piece that has one (half again as long as wide)
-        axis[c] = vec[:, 1] if ev[1] > 2.25 * max(ev[0], 0.25) else None
+        axis[c] = pieces[c].axis if pieces[c].elong > 1.5 else None
     parent = {c: c for c in ids}
 
     def root(c):
@@ -503,7 +533,7 @@ def _collinear_groups(lab: np.ndarray, stats: np.ndarray, u: float, side: float)
         for b in ids[x + 1 :]:
             if axis[a] is None and axis[b] is None:
                 continue
-            seg = centre[b] - centre[a]
+            seg = pieces[b].centre - pieces[a].centre
             dist = float(np.hypot(*seg))
             if dist == 0 or any(
                 abs(float(axis[c] @ seg)) / dist < cos_max for c in (a, b) if axis[c] is not None
@@ -511,13 +541,12 @@ def _collinear_groups(lab: np.ndarray, stats: np.ndarray, u: float, side: float)
                 continue
             if _nearest(pts[a], pts[b]) <= _CHAIN_GAP * side:
                 parent[root(a)] = root(b)
-    groups: dict[int, list[int]] = {}
+    chains: dict[int, list[int]] = {}
     for c in ids:
-        groups.setdefault(root(c), []).append(c)
-    for members in groups.values():
-        yield np.array(members)
-    for c in set(big) - set(ids):
-        yield np.array([c])
+        chains.setdefault(root(c), []).append(c)
+    groups = [np.array(members) for members in chains.values()]
+    groups += [np.array([c]) for c in set(big) - set(ids)]
+    return groups, pieces
 
 
 def _nearest(a: np.ndarray, b: np.ndarray) -> float:
