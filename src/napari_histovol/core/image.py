@@ -78,6 +78,29 @@ def auto_channel(img: np.ndarray) -> str:
     return ("od" if img.ndim == 3 else "inverted") if bright else "intensity"
 
 
+def optical_density(img: np.ndarray, background=None) -> np.ndarray:
+    """Per-channel optical density -log(I / I_background) of a brightfield section (both
+    counted from -1, so black stays finite: at most ln 1000), float32. ``background``: the
+    bare slide's level per channel (default: :func:`background_value` of ``img``; give
+    another section's to compare two sections on one scale). :func:`from_optical_density`
+    inverts it."""
+    f = img.astype(np.float32, copy=False)
+    bg = _od_background(background_value(img) if background is None else background)
+    return -np.log(np.clip((f + 1.0) / bg, 1e-3, 1.0))
+
+
+def from_optical_density(od: np.ndarray, background) -> np.ndarray:
+    """The intensities (float32) whose :func:`optical_density` against ``background`` is
+    ``od``."""
+    return (_od_background(background) * np.exp(-od) - 1.0).astype(np.float32)
+
+
+def _od_background(level) -> np.ndarray:
+    """The slide's ``level`` per channel plus one (at least 2): intensities are counted from
+    -1 in optical density."""
+    return np.maximum(np.asarray(level, np.float32), 1.0) + 1.0
+
+
 def registration_channel(img: np.ndarray, kind: str = "auto") -> np.ndarray:
     """One float32 channel in which tissue is bright and the slide dark (not normalised).
 
@@ -91,8 +114,7 @@ def registration_channel(img: np.ndarray, kind: str = "auto") -> np.ndarray:
     if kind == "auto":
         kind = auto_channel(img)
     if kind == "od":
-        bg = np.maximum(np.asarray(background_value(img), np.float32), 1.0)
-        od = -np.log(np.clip((f + 1.0) / (bg + 1.0), 1e-3, 1.0))
+        od = optical_density(img)
         return od.sum(axis=-1) if od.ndim == 3 else od
     g = f.mean(axis=-1) if f.ndim == 3 else f
     if kind == "inverted":

@@ -23,7 +23,7 @@ import cv2
 import dask.array as da
 import numpy as np
 
-from ..image import OPAQUE_OD, tissue_mask
+from ..image import OPAQUE_OD, optical_density, tissue_mask
 from ..interpolate.flow import cast_like, estimate_pair_flow, luminance, synthesize
 from ..progress import Progress, ProgressGenerator
 from .detect import KINDS
@@ -189,23 +189,19 @@ def stain_matched(pred: np.ndarray, cur: np.ndarray, damaged: np.ndarray) -> np.
     fluorescence sections, and sections with too little sound tissue, are returned as they
     are.
     """
-    from ..image import background_value, is_bright_background
+    from ..image import background_value, from_optical_density, is_bright_background
 
     if cur.ndim != 3 or not is_bright_background(cur):
         return pred
     sound = ~cv2.dilate(damaged.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
     if sound.mean() < 0.5 or tissue_mask(luminance(cur)).mean() < STAIN_MATCH_MIN_SHARE:
         return pred
-    bg = np.maximum(np.asarray(background_value(cur), np.float32), 1.0) + 1.0
-
-    def od(img):
-        return -np.log(np.clip((img + 1.0) / bg, 1e-3, 1.0))
-
+    bg = background_value(cur)
     # the stain's absorbance summed over the same sound area of both (neighbouring sections
     # hold about as much tissue there, in slightly different places: lung's alveolar walls
     # move, so one image's tissue pixels are the other's air, and medians over each one's own
     # tissue were set by where Otsu split two different stains)
-    od_cur, od_pred = od(cur), od(pred)
+    od_cur, od_pred = optical_density(cur, bg), optical_density(pred, bg)
     # opaque pixels (dust, the dark rim of a fold) are no stain and would dominate the sums
     stain = sound & (od_cur.sum(axis=-1) < OPAQUE_OD) & (od_pred.sum(axis=-1) < OPAQUE_OD)
     if stain.mean() < 0.5:
@@ -214,7 +210,7 @@ def stain_matched(pred: np.ndarray, cur: np.ndarray, damaged: np.ndarray) -> np.
     if np.all(np.abs(np.log(gain)) < np.log(STAIN_MATCH_MIN_GAIN)):
         return pred  # the same stain: the interpolation is left as it is
     gain = np.clip(gain, 0.25, 4.0).astype(np.float32)
-    return (bg * np.exp(-od_pred * gain) - 1.0).astype(np.float32)
+    return from_optical_density(od_pred * gain, bg)
 
 
 def match_stain(cur: np.ndarray, refs: list[np.ndarray]) -> np.ndarray:
