@@ -18,6 +18,12 @@ contrast swing stays visible) at a working size, and compared with its neighbour
   a short crack (less, thin: at least a tenth of the side and three times longer than wide);
   small compact ones are debris (fine scale only); small pieces beside a fold or tear belong
   to it.
+- **crack line** (tear; brightfield and EM): the residual averaged along straight segments 15 %
+  of the side long, across a crack's width less its surround, in twelve directions. A thin
+  crack across sparse or busy tissue is, pixel by pixel, often no stronger than structure that
+  ends between sections, but it runs on; compact change (round holes, rings) does not. A
+  neighbour's crack echoes in the sections predicted from it, at half strength: a line that
+  a neighbour holds nearby at 0.8 times the strength or more is the neighbour's.
 - **lost material** (tear; stained brightfield): a thin line where both neighbours hold material
   and the section holds none, each section's material cut at its own level, so a crack
   is found between sections of different stains, where its residual is no larger than the
