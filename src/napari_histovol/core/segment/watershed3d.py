@@ -10,8 +10,8 @@ neurite that runs on reaches them and the window grows in z), from the voxels th
 click-trained classifier finds improbable and that lie at least one blob radius from anything
 probable, and from the centres of look-alike blobs at least 1.5 blob radii from the clicks and
 beyond a dip of the blob response (touching nuclei are not improbable: without a seed of their
-own they fall to whichever flood reaches them first; a peak further along the same tube is no
-other blob); the two meet on the ridge of the image's
+own they fall to whichever flood reaches them first; when the clicked structure is a tube, a
+peak further along it is no other blob); the two meet on the ridge of the image's
 gradient (in physical units, so that a coarser z counts as it should). Every seed floods from
 its own voxels at once, so a corrective click on a rim or a bright speck takes effect where it
 is. The first click seeds a ball half as deep as the click lies inside the probable region, so
@@ -239,8 +239,53 @@ def _neighbour_centres(
     # a peak along the same tube or vessel: the response stays up all the way from the click
     # (falls no lower than SADDLE_SHARE of the higher end, and has a low point of its own:
     # a response rising all the way is the click on the flank of a brighter neighbour)
+    if not _is_tube(blob, positive[0], rel, sig):
+        return pts  # a blob: every look-alike peak beyond the gap is another blob
     keep = [c for c in pts if not _same_ridge(blob, positive[0], c)]
     return np.array(keep, int).reshape(-1, 3)
+
+
+#: the clicked structure is a tube when the blob response curves down along its flattest
+#: direction by less than this share of its steepest
+TUBE_SHARE = 0.3
+
+
+def _is_tube(blob: np.ndarray, at: np.ndarray, rel: np.ndarray, sig: float) -> bool:
+    """Whether the structure clicked at ``at`` runs on in one direction (a vessel, a neurite)
+    rather than being round (a nucleus): at the peak of the blob response nearest the click
+    (climbed to within the blob's scale), the Hessian of that response has one eigenvalue
+    near 0. Touching nuclei of like brightness dip only a little between them, and the
+    same-ridge rule alone took them for one tube."""
+    p = np.asarray(at, int).copy()
+    hi = np.array(blob.shape) - 1
+    steps = np.maximum(1, np.round(sig / rel)).astype(int)
+    for _ in range(int(4 * steps.max())):  # climb to the nearest peak
+        lo_, hi_ = np.maximum(p - 1, 0), np.minimum(p + 1, hi)
+        win = blob[lo_[0] : hi_[0] + 1, lo_[1] : hi_[1] + 1, lo_[2] : hi_[2] + 1]
+        q = lo_ + np.array(np.unravel_index(int(np.argmax(win)), win.shape))
+        if np.array_equal(q, p):
+            break
+        p = q
+
+    def at_(d):
+        return float(blob[tuple(np.clip(p + d, 0, hi))])
+
+    hess = np.zeros((3, 3))
+    for a in range(3):
+        da = np.zeros(3, int)
+        da[a] = steps[a]
+        ha = steps[a] * rel[a]
+        hess[a, a] = (at_(da) - 2 * at_(np.zeros(3, int)) + at_(-da)) / ha**2
+        for b in range(a + 1, 3):
+            db = np.zeros(3, int)
+            db[b] = steps[b]
+            hb = steps[b] * rel[b]
+            hess[a, b] = hess[b, a] = (
+                at_(da + db) - at_(da - db) - at_(db - da) + at_(-da - db)
+            ) / (4 * ha * hb)
+    ev = np.linalg.eigvalsh(hess)
+    steepest = float(-ev.min())
+    return steepest > 0 and float(-ev.max()) < TUBE_SHARE * steepest
 
 
 def _same_ridge(blob: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
