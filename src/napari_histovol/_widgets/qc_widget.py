@@ -128,7 +128,12 @@ class QCStrip(QWidget):
         z, score, flag = self.entries[self.index_at(x)]
         if flag == "missing":
             return f"section {z}: missing (no section with this number)"
-        return f"section {z}: {flag or 'not flagged'}, largest score {score:.2f} (flagged at 1)"
+        from ..core.qc import score_text
+
+        return (
+            f"section {z}: {flag or 'not flagged'}, largest score {score_text(score)} "
+            "(flagged at 1)"
+        )
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802 - Qt API
         x = event.position().x() if hasattr(event, "position") else event.x()

@@ -60,7 +60,9 @@ def _largest_score(sec) -> str:
     kind, score = sec.largest_score()
     if sec.synthetic or kind is None or "missing" in sec.flags:
         return "-"
-    return f"{kind} {score:.2f}"
+    from ..core.qc import score_text
+
+    return f"{kind} {score_text(score)}"
 
 
 def run(args: argparse.Namespace) -> int:

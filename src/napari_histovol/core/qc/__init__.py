@@ -13,7 +13,7 @@ from .detect import (
     section_qc,
 )
 from .masks import decode_mask, encode_mask
-from .report import qc_document, read_flagged_z, read_qc_report
+from .report import qc_document, read_flagged_z, read_qc_report, score_text
 from .restore import RestoreResult, iter_restore, restore
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "iter_section_qc",
     "qc_document",
     "read_flagged_z",
+    "score_text",
     "read_qc_report",
     "restore",
     "section_qc",

@@ -10,7 +10,15 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
+
 from ..errors import InputError
+
+
+def score_text(score: float) -> str:
+    """A QC score to two decimals, cut rather than rounded, so a near miss (0.996, not flagged)
+    never reads as the flag level '1.00'."""
+    return f"{np.floor(round(float(score) * 100, 6)) / 100:.2f}"
 
 
 def read_flagged_z(path: str | os.PathLike) -> list[int]:
