@@ -55,7 +55,7 @@ def warp_section(
             work,
             t.matrix[:2],
             (W, H),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=border[:4],
         ).reshape(out.shape)
@@ -83,13 +83,13 @@ def warp_section(
 def _remap(img: np.ndarray, mx: np.ndarray, my: np.ndarray, border: tuple, big: bool) -> np.ndarray:
     if not big:
         return cv2.remap(
-            img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=border[:4]
+            img, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=border[:4]
         )
     from scipy import ndimage as ndi
 
     chans = [img] if img.ndim == 2 else [img[..., c] for c in range(img.shape[2])]
     outs = [
-        ndi.map_coordinates(c, [my, mx], order=1, mode="constant", cval=border[i])
+        ndi.map_coordinates(c, [my, mx], order=3, mode="constant", cval=border[i])
         for i, c in enumerate(chans)
     ]
     return outs[0] if img.ndim == 2 else np.stack(outs, axis=-1)

@@ -498,6 +498,45 @@ def _crack_line(lost: np.ndarray, kernels: list[np.ndarray]) -> tuple[np.ndarray
     return np.take_along_axis(resp, best[None], axis=0)[0], best
 
 
+def _straight_only(strength: np.ndarray, low: float) -> np.ndarray:
+    """``strength`` where it is at least ``low`` in a group of pixels as long as a crack
+    (``CRACK_LENGTH`` of the side) and ``CRACK_ELONGATION`` times longer than wide (see
+    :class:`_Piece`), 0 elsewhere: a ring of change round a vessel whose wall moved between
+    sections answers the straight kernels along its tangents, and a short gap between
+    collagen fibres answers them at its middle, but neither is a crack's line."""
+    n, lab = cv2.connectedComponents((strength >= low).astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros_like(strength)
+    ys, xs = np.nonzero(lab)
+    labels = lab[ys, xs]
+    count = np.maximum(np.bincount(labels, minlength=n), 1)
+    mx, my = np.bincount(labels, xs, n) / count, np.bincount(labels, ys, n) / count
+    dx, dy = xs - mx[labels], ys - my[labels]
+    sxx = np.bincount(labels, dx * dx, n) / np.maximum(count - 1, 1)
+    syy = np.bincount(labels, dy * dy, n) / np.maximum(count - 1, 1)
+    sxy = np.bincount(labels, dx * dy, n) / np.maximum(count - 1, 1)
+    half, root = (sxx + syy) / 2, np.sqrt(((sxx - syy) / 2) ** 2 + sxy**2)
+    elong = np.sqrt(np.maximum(half + root, 1e-6) / np.maximum(half - root, 0.25))
+    length = 4 * np.sqrt(np.maximum(half + root, 1e-6))
+    keep = (elong >= CRACK_ELONGATION) & (length >= CRACK_LENGTH * max(strength.shape))
+    keep[0] = False
+    return np.where(keep[lab], strength, 0).astype(strength.dtype)
+
+
+def _straight_peak(strength: np.ndarray) -> np.ndarray:
+    """``strength`` without its strongest stretches that are no crack's line (see
+    `_straight_only`), each taken down to half its peak: what is left peaks on a line."""
+    for _ in range(8):
+        peak = float(strength.max())
+        if peak <= 0:
+            break
+        kept = _straight_only(strength, 0.5 * peak)
+        if float(kept.max()) >= peak:
+            break
+        strength = np.where((strength >= 0.5 * peak) & (kept == 0), 0, strength)
+    return strength
+
+
 def _crack_line_mask(
     strength: np.ndarray, direction: np.ndarray, level: float, kernels: list[np.ndarray]
 ) -> np.ndarray:
@@ -505,8 +544,9 @@ def _crack_line_mask(
     of it (the crack's weaker stretches): each such pixel's segment, along its direction (the
     support of its kernel's core)."""
     out = np.zeros(strength.shape, bool)
-    _, lab = cv2.connectedComponents((strength >= 0.5 * level).astype(np.uint8), connectivity=8)
-    hit = np.isin(lab, np.unique(lab[strength >= level])) & (lab > 0)
+    line = _straight_only(strength, 0.5 * level)
+    _, lab = cv2.connectedComponents((line > 0).astype(np.uint8), connectivity=8)
+    hit = np.isin(lab, np.unique(lab[line >= level])) & (lab > 0)
     for k, ker in enumerate(kernels):
         here = (hit & (direction == k)).astype(np.uint8)
         if here.any():
@@ -1367,16 +1407,23 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
             if k in cand[i] and cal(i, k) >= 1:
                 beside |= cand[i][k].astype(np.uint8)
         beside = cv2.dilate(beside, fold_kernel)
+        # nor beside where this section or a neighbour holds no data: the edge of an
+        # alignment's fill is a straight line, and the warp's interpolation blends it
+        nodata = voids[i].copy()
         for j in neighbours(i):  # a damaged neighbour is no reference there
+            if j is not None:
+                nodata |= voids[j]
             for k in ("fold", "tear", "debris", "blur") if j is not None else ():
                 if k in cand[j] and cal(j, k) >= 1:
                     beside |= cv2.dilate(cand[j][k].astype(np.uint8), near_kernel)
+        beside |= cv2.dilate(nodata.astype(np.uint8), near_kernel)
         beside[:near_r], beside[-near_r:], beside[:, :near_r], beside[:, -near_r:] = 1, 1, 1, 1
         # a neighbour's crack echoes in the sections predicted from it (at half strength):
         # a line that a neighbour holds at least 0.8 times as strongly nearby is its
         nb = [cv2.dilate(found[j][0], near_kernel) for j in neighbours(i) if j in found]
         own = strength.copy()
         own[(beside > 0) | (np.maximum.reduce(nb) >= 0.8 * strength if nb else False)] = 0
+        own = _straight_peak(own)
         raw[i]["line"] = float(own.max()) / LINE_LEVEL
         lines[i] = (own, direction)
     cal.fit(("line",))
