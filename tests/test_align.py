@@ -191,6 +191,27 @@ def test_warp_keeps_dtype_fills_background_and_never_wraps():
     assert o.dtype == np.uint8 and (o[1, 0, 0] > 240).all()
 
 
+def test_a_half_pixel_shift_keeps_most_of_a_section_s_detail(shared_data):
+    """The reference section is never resampled: with bilinear resampling its neighbours, moved
+    by fractions of a pixel, kept 59 % of its fine detail at a half-pixel shift and QC read
+    the sharper reference as folds and debris on a user's clean skin stack. Bicubic keeps 86 %."""
+    import tifffile
+
+    from napari_histovol.core.align.transforms import SectionTransform
+    from napari_histovol.core.align.warp import warp_section
+
+    img = tifffile.imread(shared_data / "skin_he_2d" / "skin.tif")[200:456, 300:556]
+    m = np.eye(3)
+    m[:2, 2] = 0.5
+    out = warp_section(img, SectionTransform(m), img.shape[:2])
+
+    def detail(a):
+        g = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        return float(np.abs(cv2.Laplacian(g, cv2.CV_32F))[8:-8, 8:-8].mean())
+
+    assert detail(out) > 0.8 * detail(img)
+
+
 def test_points_map_onto_the_warped_image_elastic_included(tmp_path):
     img = he_section(384)
     rng = np.random.default_rng(6)
