@@ -48,6 +48,17 @@ def _nuclei(centres, radii, brightness, *, shape=(24, 72, 72), bridge=None, seed
     return (img * 30 + 100).astype(np.uint16), lab
 
 
+def _object_from(img, prompts, **session):
+    """Object 1 through the whole volume after ``prompts`` (all of object 1)."""
+    from napari_histovol.core.progress import drain
+
+    s = SegmentSession(img, **session)
+    for p in prompts:
+        s.add_prompt(p)
+    drain(s.iter_segment_object(1))
+    return np.stack([s.object_mask(1, z) for z in range(img.shape[0])])
+
+
 @pytest.fixture
 def touching():
     """Two nuclei touching along a flat face (no dark gap), a third apart."""
@@ -322,13 +333,9 @@ def test_a_dim_nucleus_does_not_take_the_rim_of_a_bright_one_it_touches(seed):
         [(10, 24, 20), (10, 24, 33)], [(5, 7, 7), (5, 7, 7)], [0.4, 1.0], shape=(20, 48, 54),
         seed=seed,
     )  # fmt: skip
-    s = SegmentSession(img, sampling=(1.0, 1.0, 1.0))
-    s.add_prompt(Prompt(10, 24, 20, 1, True))
-    s.add_prompt(Prompt(10, 24, 33, 1, False))
-    from napari_histovol.core.progress import drain
-
-    drain(s.iter_segment_object(1))
-    obj = np.stack([s.object_mask(1, z) for z in range(img.shape[0])])
+    obj = _object_from(
+        img, [Prompt(10, 24, 20, 1, True), Prompt(10, 24, 33, 1, False)], sampling=(1.0,) * 3
+    )
     assert (obj & (lab == 2)).sum() < 0.08 * (lab == 2).sum()
     assert dice(obj, lab == 1) >= 0.9
 
@@ -357,12 +364,7 @@ def test_a_look_alike_nucleus_touching_the_clicked_one_is_not_taken_for_a_tube(s
         [(10, 20, 16), (10, 20, 16 + gap)], [(5, 5, 5), (5, 5, 5)], [0.6, 0.6],
         shape=(20, 40, 44), seed=seed,
     )  # fmt: skip
-    s = SegmentSession(img, sampling=(0.25, 0.25, 0.25), margin=30)
-    s.add_prompt(Prompt(10, 20, 16, 1, True))
-    from napari_histovol.core.progress import drain
-
-    drain(s.iter_segment_object(1))
-    obj = np.stack([s.object_mask(1, z) for z in range(img.shape[0])])
+    obj = _object_from(img, [Prompt(10, 20, 16, 1, True)], sampling=(0.25,) * 3, margin=30)
     assert (obj & (lab == 2)).sum() < 0.1 * (lab == 2).sum()
     assert dice(obj, lab == 1) >= 0.85
 
