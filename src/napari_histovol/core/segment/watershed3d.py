@@ -11,7 +11,8 @@ click-trained classifier finds improbable and that lie at least one blob radius 
 probable, and from the centres of look-alike blobs at least 1.5 blob radii from the clicks and
 beyond a dip of the blob response (touching nuclei are not improbable: without a seed of their
 own they fall to whichever flood reaches them first; when the clicked structure is a tube, a
-peak further along it is no other blob); the two meet on the ridge of the image's
+peak further along it is no other blob; each neighbour is seeded with a ball as large as the
+first click's); the two meet on the ridge of the image's
 gradient (in physical units, so that a coarser z counts as it should). Every seed floods from
 its own voxels at once, so a corrective click on a rim or a bright speck takes effect where it
 is. The first click seeds a ball half as deep as the click lies inside the probable region, so
@@ -72,6 +73,12 @@ NEIGHBOUR_RESPONSE = 0.5
 #: a look-alike peak on the same ridge of the blob response as the click (never below this
 #: share of the higher end between them) is the same tube or vessel, not another blob
 SADDLE_SHARE = 0.5
+#: a look-alike neighbour's seed: a ball of this share of its centre's depth inside the
+#: probable region (at most this share of the blob radius), as the first click's. With a
+#: 1.4 px ball the click's flood crossed a dim, noisy face into it (mean Dice after 5 clicks
+#: on four dev draws of small nuclei 0.829 -> 0.835, stardist 0.842 -> 0.844, the larger
+#: synthetic nuclei 0.926 -> 0.927, the held-out small nuclei 0.817 -> 0.816; 0.8 gave 0.833)
+NEIGHBOUR_SEED_SHARE = 0.5
 #: a corrective positive click's own catchment is kept within this many times its distance to
 #: the rest of the object
 TRUST_SHARE = 4.0
@@ -428,7 +435,9 @@ def segment_object_3d(
     # dense look-alike neighbours (touching nuclei) are not improbable: their own centres
     # hold them back
     for c in _neighbour_centres(terms.blob, rel, positive, radius_px):
-        markers[_ball(shape, c, small)] = 2
+        depth_c = _distance_to(p_s < 0.5, c, rel, reach=radius_px)
+        ball = np.maximum(small, NEIGHBOUR_SEED_SHARE * min(depth_c, radius_px) / rel)
+        markers[_ball(shape, c, ball)] = 2
     for c in negative:
         markers[_ball(shape, c, small)] = 2
     for i, c in enumerate(positive):
