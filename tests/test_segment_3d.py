@@ -354,17 +354,23 @@ def test_a_shallow_dip_before_a_much_stronger_peak_is_two_blobs_not_one_ridge():
     assert not _same_ridge(line([1.0, 1.2, 1.5, 1.8, 2.2, 2.5]), a, b)  # no dip: a flank
 
 
+def _click_one_of_a_touching_pair(seed, gap):
+    """Two small nuclei of one brightness, centres ``gap`` px apart (touching at 9-10), the
+    first clicked at its centre: the labels and the object after the click."""
+    img, lab = _nuclei(
+        [(10, 20, 16), (10, 20, 16 + gap)], [(5, 5, 5), (5, 5, 5)], [0.6, 0.6],
+        shape=(20, 40, 44), seed=seed,
+    )  # fmt: skip
+    return lab, _object_from(img, [Prompt(10, 20, 16, 1, True)], sampling=(0.25,) * 3, margin=30)
+
+
 @pytest.mark.parametrize(("seed", "gap"), [(2, 9), (2, 10), (3, 10)])
 def test_a_look_alike_nucleus_touching_the_clicked_one_is_not_taken_for_a_tube(seed, gap):
     """Two small nuclei of one brightness touching face to face: the blob response dips only a
     little between them, and the same-ridge rule alone took them for one tube and flooded the
     neighbour from one click (leak 86-96 % of it in these draws). The clicked structure is
     round, so the neighbour's centre holds it back."""
-    img, lab = _nuclei(
-        [(10, 20, 16), (10, 20, 16 + gap)], [(5, 5, 5), (5, 5, 5)], [0.6, 0.6],
-        shape=(20, 40, 44), seed=seed,
-    )  # fmt: skip
-    obj = _object_from(img, [Prompt(10, 20, 16, 1, True)], sampling=(0.25,) * 3, margin=30)
+    lab, obj = _click_one_of_a_touching_pair(seed, gap)
     assert (obj & (lab == 2)).sum() < 0.1 * (lab == 2).sum()
     assert dice(obj, lab == 1) >= 0.85
 
@@ -375,11 +381,7 @@ def test_a_touching_look_alike_is_held_back_by_a_seed_as_large_as_the_click_s(se
     look-alike neighbour from a 1.4 px ball: through a dim, noisy face the click's flood took
     16 % of the neighbour (seed 0) or stopped short (seed 3: Dice 0.87). Seeded alike, the two
     meet on the face."""
-    img, lab = _nuclei(
-        [(10, 20, 16), (10, 20, 16 + gap)], [(5, 5, 5), (5, 5, 5)], [0.6, 0.6],
-        shape=(20, 40, 44), seed=seed,
-    )  # fmt: skip
-    obj = _object_from(img, [Prompt(10, 20, 16, 1, True)], sampling=(0.25,) * 3, margin=30)
+    lab, obj = _click_one_of_a_touching_pair(seed, gap)
     assert (obj & (lab == 2)).sum() < 0.08 * (lab == 2).sum()
     assert dice(obj, lab == 1) >= 0.88
 
