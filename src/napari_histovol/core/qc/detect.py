@@ -320,17 +320,19 @@ class _Piece:
     elong: float
 
 
+def _length_elong(major, minor):
+    """:class:`_Piece`'s length and elongation from the variances along its two axes (floats
+    or arrays)."""
+    major = np.maximum(major, 1e-6)
+    return 4 * np.sqrt(major), np.sqrt(major / np.maximum(minor, 0.25))
+
+
 def _piece(pix: np.ndarray) -> _Piece:
     """:class:`_Piece` of the True pixels of ``pix``."""
     ys, xs = np.nonzero(pix)
     ev, vec = np.linalg.eigh(np.cov(np.vstack([xs, ys])))  # ascending
-    major = max(float(ev[1]), 1e-6)
-    return _Piece(
-        np.array([xs.mean(), ys.mean()]),
-        vec[:, 1],
-        4 * np.sqrt(major),
-        np.sqrt(major / max(float(ev[0]), 0.25)),
-    )
+    length, elong = _length_elong(float(ev[1]), float(ev[0]))
+    return _Piece(np.array([xs.mean(), ys.mean()]), vec[:, 1], float(length), float(elong))
 
 
 def _shape(pix: np.ndarray) -> tuple[float, float]:
@@ -516,8 +518,7 @@ def _straight_only(strength: np.ndarray, low: float) -> np.ndarray:
     syy = np.bincount(labels, dy * dy, n) / np.maximum(count - 1, 1)
     sxy = np.bincount(labels, dx * dy, n) / np.maximum(count - 1, 1)
     half, root = (sxx + syy) / 2, np.sqrt(((sxx - syy) / 2) ** 2 + sxy**2)
-    elong = np.sqrt(np.maximum(half + root, 1e-6) / np.maximum(half - root, 0.25))
-    length = 4 * np.sqrt(np.maximum(half + root, 1e-6))
+    length, elong = _length_elong(half + root, half - root)  # the covariance's eigenvalues
     keep = (elong >= CRACK_ELONGATION) & (length >= CRACK_LENGTH * max(strength.shape))
     keep[0] = False
     return np.where(keep[lab], strength, 0).astype(strength.dtype)
@@ -671,6 +672,11 @@ HOLE_MARGIN = 0.1
 HOLE_MIN_MASS = 0.05
 
 
+def _displaced_reach(side: float) -> int:
+    """How far (pixels) from a fold or tear the tissue it pushed aside lies: 4 % of the side."""
+    return max(3, int(0.04 * side))
+
+
 def _classify_local(
     z: np.ndarray,
     nbz: np.ndarray | None,
@@ -716,7 +722,7 @@ def _classify_local(
         scores[kind] += c["mass"] / s.min_mass
         near |= c["pix"].astype(np.uint8)
     if linear:
-        r = max(3, int(0.04 * side))
+        r = _displaced_reach(side)
         near = cv2.dilate(near, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
     for c in blobs:
         if linear and (near[c["pix"]] > 0).mean() > 0.5:
@@ -947,6 +953,10 @@ class _Calibration:
 
     def __call__(self, i: int, k: str) -> float:
         """Section ``i``'s calibrated score of kind ``k`` (flagged at >= 1)."""
+        return self.raw[i].get(k, 0.0) / self.bar(i, k)
+
+    def bar(self, i: int, k: str) -> float:
+        """The raw score of kind ``k`` at which section ``i`` is flagged."""
         if self.one_sided[i]:
             level = self.level_one.get((self._far(self.reach[i]), k), 1.0)
         elif k in self.few and self.few[k][i]:
@@ -958,7 +968,7 @@ class _Calibration:
             level = self._level(self.raw, k, others)
         else:
             level = self.level.get(k, 1.0)
-        return self.raw[i].get(k, 0.0) / level
+        return level
 
 
 def _work_channels(
@@ -1322,6 +1332,18 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         for c, v in zip(chans, voids, strict=True)
     ]
 
+    def calibrated(i, k):
+        """Section ``i``'s calibrated score of kind ``k``, the crack line's included."""
+        return line_score.get(i, 0.0) if k == "line" else cal(i, k)
+
+    def flagged_mask(j, kinds):
+        """The union of section ``j``'s candidate masks of ``kinds`` that are flagged."""
+        out = np.zeros(shape, bool)
+        for k in kinds:
+            if k in cand[j] and calibrated(j, k) >= 1:
+                out |= cand[j][k]
+        return out
+
     #: each section's fine-scale residual as local damage judges it (for the crack line)
     fine_z: dict[int, np.ndarray] = {}
     #: each section's crack-line strength and direction maps, its strongest line (in units of
@@ -1400,26 +1422,20 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         for i, zmap in fine_z.items()
         if channel_kind != "intensity"
     }
-    fold_r = max(3, int(0.04 * side))
+    fold_r = _displaced_reach(side)
     fold_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * fold_r + 1,) * 2)
     for i, (strength, direction) in found.items():
         if cal.one_sided[i]:
             continue
-        beside = np.zeros(shape, np.uint8)
-        for k in ("fold", "debris"):
-            if k in cand[i] and cal(i, k) >= 1:
-                beside |= cand[i][k].astype(np.uint8)
-        beside = cv2.dilate(beside, fold_kernel)
-        # nor beside where this section or a neighbour holds no data: the edge of an
-        # alignment's fill is a straight line, and the warp's interpolation blends it
-        nodata = voids[i].copy()
-        for j in neighbours(i):  # a damaged neighbour is no reference there
+        beside = cv2.dilate(flagged_mask(i, ("fold", "debris")).astype(np.uint8), fold_kernel)
+        # nor beside where this section or a neighbour holds no data (the edge of an
+        # alignment's fill is a straight line, and the warp's interpolation blends it), nor
+        # where a neighbour is damaged: it is no reference there
+        unreferenced = voids[i].copy()
+        for j in neighbours(i):
             if j is not None:
-                nodata |= voids[j]
-            for k in ("fold", "tear", "debris", "blur") if j is not None else ():
-                if k in cand[j] and cal(j, k) >= 1:
-                    beside |= cv2.dilate(cand[j][k].astype(np.uint8), near_kernel)
-        beside |= cv2.dilate(nodata.astype(np.uint8), near_kernel)
+                unreferenced |= voids[j] | flagged_mask(j, ("fold", "tear", "debris", "blur"))
+        beside |= cv2.dilate(unreferenced.astype(np.uint8), near_kernel)
         beside[:near_r], beside[-near_r:], beside[:, :near_r], beside[:, -near_r:] = 1, 1, 1, 1
         # a neighbour's crack echoes in the sections predicted from it (at half strength):
         # a line that a neighbour holds at least 0.8 times as strongly nearby is its
@@ -1435,8 +1451,8 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         lines[i] = (own, direction)
     cal.fit(("line",))
     for i, (strength, direction) in lines.items():
-        level = LINE_LEVEL * raw[i]["line"] / cal(i, "line") if raw[i]["line"] > 0 else np.inf
-        line_score[i] = LINE_LEVEL * line_peak[i] / level
+        level = LINE_LEVEL * cal.bar(i, "line")
+        line_score[i] = line_peak[i] / cal.bar(i, "line")
         if line_score[i] >= 1:
             cand[i]["line"] = _crack_line_mask(strength, direction, level, kernels) & (
                 cv2.dilate((fine_z[i] < 0).astype(np.uint8), near_kernel) > 0
@@ -1456,9 +1472,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
             continue
         out_of_view = voids[i] | voids[p] | voids[q]
         for j in (p, q):
-            for k in ("fold", "tear", "debris", "blur"):
-                if k in cand[j] and cal(j, k) >= 1:
-                    out_of_view |= cand[j][k]
+            out_of_view |= flagged_mask(j, ("fold", "tear", "debris", "blur"))
         out_of_view = cv2.dilate(out_of_view.astype(np.uint8), near_kernel).astype(bool)
         out_of_view[:near_r], out_of_view[-near_r:] = True, True
         out_of_view[:, :near_r], out_of_view[:, -near_r:] = True, True
@@ -1470,11 +1484,14 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     # pair left out (a fold is not a stain swing; nor is a neighbour's tear one of this
     # section: a clean ISBI section beside a torn one went from 0.99 to 1.03)
     usable = [not x for x in skip]
-    hurt = [np.zeros(shape, bool) for _ in range(n)]
-    for i in range(n):
-        for k in ("fold", "tear", "debris", "crack", "line"):
-            if k in cand[i] and (line_score.get(i, 0.0) if k == "line" else cal(i, k)) >= 1:
-                hurt[i] |= cv2.dilate(cand[i][k].astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    hurt = [
+        cv2.dilate(
+            flagged_mask(i, ("fold", "tear", "debris", "crack", "line")).astype(np.uint8),
+            np.ones((9, 9), np.uint8),
+        )
+        > 0
+        for i in range(n)
+    ]
     hurt_any = [h.any() for h in hurt]
 
     def gain_unhurt(a, b):
@@ -1497,7 +1514,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         # nothing more to a user than "far beyond the threshold")
         sec.scores = {k: min(cal(i, k), SCORE_CAP) for k in KINDS if k != "missing"}
         for cue in ("crack", "line"):  # a tear seen as a line of lost material
-            crack = min(line_score.get(i, 0.0) if cue == "line" else cal(i, cue), SCORE_CAP)
+            crack = min(calibrated(i, cue), SCORE_CAP)
             if crack > sec.scores["tear"]:
                 sec.scores["tear"] = crack
                 if crack >= 1 and cue in cand[i]:
