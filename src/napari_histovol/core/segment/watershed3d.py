@@ -432,20 +432,24 @@ def segment_object_3d(
     markers = np.zeros(shape, np.int32)
     markers[background] = 2
     small = np.minimum(1.5, 0.25 * radius_px) / rel
+    outside = p_s < 0.5
+
+    def deep_ball(c, share):
+        """A seed ball ``share`` of ``c``'s depth inside the probable region (at most that
+        share of the blob radius), never smaller than ``small``."""
+        depth = _distance_to(outside, c, rel, reach=radius_px)
+        return np.maximum(small, share * min(depth, radius_px) / rel)
+
     # dense look-alike neighbours (touching nuclei) are not improbable: their own centres
     # hold them back
     for c in _neighbour_centres(terms.blob, rel, positive, radius_px):
-        depth_c = _distance_to(p_s < 0.5, c, rel, reach=radius_px)
-        ball = np.maximum(small, NEIGHBOUR_SEED_SHARE * min(depth_c, radius_px) / rel)
-        markers[_ball(shape, c, ball)] = 2
+        markers[_ball(shape, c, deep_ball(c, NEIGHBOUR_SEED_SHARE))] = 2
     for c in negative:
         markers[_ball(shape, c, small)] = 2
     for i, c in enumerate(positive):
         ball, label = small, 1
         if i == 0 and n_clicks:
-            depth_in = _distance_to(p_s < 0.5, c, rel, reach=radius_px)
-            r = FIRST_SEED_SHARE * min(depth_in, radius_px)
-            ball = np.maximum(small, r / rel)
+            ball = deep_ball(c, FIRST_SEED_SHARE)
         elif i < n_clicks:
             label = 2 + i  # a corrective click floods under its own label (kept below)
         markers[_ball(shape, c, ball)] = label
