@@ -213,7 +213,9 @@ def stain_matched(pred: np.ndarray, cur: np.ndarray, damaged: np.ndarray) -> np.
     return from_optical_density(od_pred * gain, bg)
 
 
-def match_stain(cur: np.ndarray, refs: list[np.ndarray]) -> np.ndarray:
+def match_stain(
+    cur: np.ndarray, refs: list[np.ndarray], damaged: np.ndarray | None = None
+) -> np.ndarray:
     """Rescale a section's stain (per channel, on its tissue) to the mean and spread of its
     neighbours'.
 
@@ -223,16 +225,26 @@ def match_stain(cur: np.ndarray, refs: list[np.ndarray]) -> np.ndarray:
         The section with a contrast swing.
     refs
         Its neighbours.
+    damaged
+        Boolean mask of local damage (fold, tear, dust) left out of the statistics of the
+        section and of its neighbours: a saturated fold across a dim fluorescence plane set
+        the section's mean and spread, and the rescale darkened every nucleus (region PSNR
+        13 dB against 34 dB for replacing the section).
     """
     c = _f32(cur)
-    t = tissue_mask(luminance(c))
+    sound = np.ones(c.shape[:2], bool) if damaged is None else ~damaged.astype(bool)
+    if sound.mean() < 0.25:
+        sound[:] = True  # too little left to measure on
+    t = tissue_mask(luminance(c)) & sound
 
     def stats(x, m):
         v = x[m] if m.any() else x.reshape(-1, *x.shape[2:])
         return v.mean(axis=0), v.std(axis=0) + 1e-6
 
     mc, sc = stats(c, t)
-    ms, ss = zip(*[stats(_f32(r), tissue_mask(luminance(_f32(r)))) for r in refs], strict=True)
+    ms, ss = zip(
+        *[stats(_f32(r), tissue_mask(luminance(_f32(r))) & sound) for r in refs], strict=True
+    )
     mr, sr = np.mean(ms, axis=0), np.mean(ss, axis=0)
     return cast_like(mr + (c - mc) * (sr / sc), cur.dtype)
 
@@ -299,7 +311,7 @@ def repair_section(
         out = realign(out, refs)
         actions.append("realigned")
     if "contrast" in flags:
-        out = match_stain(out, refs)
+        out = match_stain(out, refs, _with_margin(hard))
         actions.append("rescaled")
     if hard.any() or blur.any():
         hard = _with_margin(hard)
