@@ -2,10 +2,14 @@
 
 For a section with local damage (fold, tear, debris: a mask from the QC), the neighbours are
 interpolated to its place (motion-compensated, :mod:`core.interpolate.flow`: the same synthesis
-whole-section replacement uses) and that interpolation fills the masked region, feathered over a
-few pixels outside it; every pixel outside the mask and its seam keeps its measured value. So
-inside the damage the repair equals whole-section replacement and over the section it is better
-(the undamaged pixels stay measured). (An earlier version bent the interpolation onto the section
+whole-section replacement uses) and that interpolation fills the masked region, grown by a
+margin and into what the damage left around it (:func:`grown_damage`) and feathered over a few
+pixels outside it; every other pixel keeps its measured value. So inside the damage the repair
+equals whole-section replacement and over the section it is better (the undamaged pixels stay
+measured). (Filling the tissue a fold or tear pushed aside from the section's own pixels,
+moved back by a flow against the interpolation, was tried this round: the flow's error
+(0.9-3.3 px) exceeded the displacement (1.6-2.4 px), and even a per-pixel oracle choosing the
+better of the two gained only 0.7-1.5 dB over the interpolation on skin. An earlier version bent the interpolation onto the section
 by a flow filled into the mask and added a brightness correction carried in from around the
 damage; both extrapolate across the mask and measured 4-7 dB worse inside it.) Blurred regions
 keep their own low frequencies and take only the detail from the
@@ -125,6 +129,7 @@ def inpaint_from_neighbours(
     *,
     blurred: np.ndarray | None = None,
     t: float = 0.5,
+    rebuilt: list | None = None,
 ) -> np.ndarray:
     """Repair the damaged pixels of one section from its neighbours.
 
@@ -141,6 +146,9 @@ def inpaint_from_neighbours(
         of the neighbours.
     t
         Where the section lies between its neighbours (0.5: halfway).
+    rebuilt
+        When a list is given, the mask of the pixels rebuilt (``damaged`` grown by
+        :func:`grown_damage`) is appended to it.
 
     Returns
     -------
@@ -155,6 +163,9 @@ def inpaint_from_neighbours(
     h, w = c.shape[:2]
     bad = damaged.astype(bool)
     pred = stain_matched(pred, c, bad)
+    bad = grown_damage(c, pred, bad)
+    if rebuilt is not None:
+        rebuilt.append(bad)
     out = c.copy()
     if bad.any():
         alpha = feather(bad)
@@ -168,6 +179,61 @@ def inpaint_from_neighbours(
         b = b[..., None] if c.ndim == 3 else b
         out = out * (1 - b) + (low + detail) * b
     return cast_like(out, cur.dtype)
+
+
+#: How far (share of the longest side) a damage mask may grow into what differs from the
+#: neighbours' interpolation, and by how many times the section's typical difference from it.
+GROW_REACH = 0.05
+GROW_LEVEL = 2.0
+GROW_SMOOTH = 2.5
+
+
+def grown_damage(cur: np.ndarray, pred: np.ndarray, damaged: np.ndarray) -> np.ndarray:
+    """``damaged`` grown into the pixels around it that differ from the neighbours'
+    interpolation ``pred`` by more than :data:`GROW_LEVEL` times the section's typical
+    difference (its median outside the reach), smoothed over 1.5 px and connected to the
+    damage, within :data:`GROW_REACH` of the longest side.
+
+    A QC mask outlines what stood out at its scales; a fold's or a tear's faint rim, the
+    last pixels of a crack and the soft edge of a dust grain are left outside it, and a repair
+    that stops at the mask leaves them: a piece of a skin tear showed after repair (a
+    helper's journey). Only what differs in the damage's own sign is taken (darker for a fold
+    or dust on a slide, brighter where a tear shows the slide), so tissue a fold pushed a few
+    pixels aside, which differs both ways, keeps its measured pixels. On the QC benchmark
+    (``--trials 6``, seed 0, ten stacks) the repaired region's PSNR rose by 0.0-1.5 dB on
+    every stack, the section's moved by -1.9 to +0.6 dB (grown without regard to sign: region
+    +0.0-1.6 dB, section down to -3.0 dB).
+
+    Parameters
+    ----------
+    cur
+        The damaged section (float, 2D or RGB).
+    pred
+        The interpolation of its neighbours at its place (same shape).
+    damaged
+        Boolean mask of the detected damage.
+
+    Returns
+    -------
+    numpy.ndarray
+        The grown boolean mask (``damaged`` itself when it is empty).
+    """
+    if not damaged.any():
+        return damaged
+    r = max(2, int(round(GROW_REACH * max(damaged.shape[:2]))))
+    ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
+    reach = cv2.dilate(damaged.astype(np.uint8), ker).astype(bool)
+    # signed and smoothed: what the damage left (a darker or brighter remnant) keeps its sign
+    # over a few pixels, the edges of tissue pushed aside by a few pixels do not
+    signed = cv2.GaussianBlur(luminance(cur) - luminance(pred), (0, 0), GROW_SMOOTH)
+    typical = float(np.median(np.abs(signed[~reach] if (~reach).any() else signed))) + 1e-6
+    # the same sign as the damage itself (darker for a fold or dust on a slide, brighter where
+    # a tear shows the slide): its remnant, not tissue pushed a few pixels aside
+    sign = np.sign(np.median(signed[damaged]))
+    off = (signed * sign > GROW_LEVEL * typical) & reach
+    _, lab = cv2.connectedComponents((off | damaged).astype(np.uint8), connectivity=8)
+    touching = np.unique(lab[damaged])
+    return damaged | (off & np.isin(lab, touching[touching > 0]))
 
 
 #: Fewest sound tissue pixels (share of the section) on which a fill's stain is matched.
@@ -314,9 +380,11 @@ def repair_section(
         out = match_stain(out, refs, _with_margin(hard))
         actions.append("rescaled")
     if hard.any() or blur.any():
-        hard = _with_margin(hard)
-        out = inpaint_from_neighbours(out, hard, prev, nxt, blurred=blur, t=t)
-        syn = (feather(hard) > 0) | blur if hard.any() else blur
+        rebuilt: list[np.ndarray] = []
+        out = inpaint_from_neighbours(
+            out, _with_margin(hard), prev, nxt, blurred=blur, t=t, rebuilt=rebuilt
+        )
+        syn = (feather(rebuilt[0]) > 0) | blur if hard.any() else blur
         actions.append("inpainted")
     return out, RepairedSection(
         0, list(flags), "+".join(actions) or "none", syn if syn.any() else None
@@ -580,6 +648,7 @@ __all__ = [
     "RepairedSection",
     "RestoreResult",
     "feather",
+    "grown_damage",
     "inpaint_from_neighbours",
     "interpolate_between",
     "iter_restore",
