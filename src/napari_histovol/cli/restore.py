@@ -27,7 +27,9 @@ def register(sub) -> argparse.ArgumentParser:
         description="Fill the damaged regions of flagged sections (folds, tears, debris, blur) "
         "from their neighbours by flow-guided inpainting, rescale contrast swings, shift "
         "misaligned sections back, and replace a section as a whole only when most of it is "
-        "damaged or it is a copy. Repaired pixels are recorded as synthetic in the metadata.",
+        "damaged or it is a copy. Replaced sections are flagged synthetic like interpolated "
+        "planes; inpainted pixels are recorded per section under extra.restored (action, "
+        "synthetic fraction and the run-length mask of the synthetic pixels).",
     )
     add_input(p, "folder of sections or volume (the one the QC was run on)")
     p.add_argument(
