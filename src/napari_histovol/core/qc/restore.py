@@ -334,7 +334,14 @@ def match_stain(
 
 
 def realign(cur: np.ndarray, refs: list[np.ndarray]) -> np.ndarray:
-    """Shift a section back onto its neighbours (phase correlation against their mean).
+    """Shift a section back onto its neighbours (phase correlation against their mean), only
+    where the shift brings it closer to them.
+
+    A fold's dark band can pull the QC's offset and the phase correlation alike: a folded
+    skin section flagged misaligned was shifted whole, its sound tissue fell from 60 to 19 dB
+    PSNR and the fold stayed (a helper's journey). The section is shifted only when its mean
+    absolute difference from the neighbours' mean, over the pixels both cover, drops by
+    :data:`REALIGN_MIN_GAIN` or more; otherwise it is returned as it is (the same object).
 
     Parameters
     ----------
@@ -345,13 +352,30 @@ def realign(cur: np.ndarray, refs: list[np.ndarray]) -> np.ndarray:
     """
     from ..image import background_value
 
-    ref = np.mean([luminance(_f32(r)) for r in refs], axis=0)
+    ref = np.mean([luminance(_f32(r)) for r in refs], axis=0).astype(np.float32)
+    lum = np.ascontiguousarray(luminance(_f32(cur)), dtype=np.float32)
     win = cv2.createHanningWindow(ref.shape[::-1], cv2.CV_32F)
-    (dx, dy), _ = cv2.phaseCorrelate(ref.astype(np.float32), luminance(_f32(cur)), win)
+    # phaseCorrelate windows its inputs in place: it gets copies
+    (dx, dy), _ = cv2.phaseCorrelate(ref.copy(), lum.copy(), win)
     h, w = cur.shape[:2]
     m = np.float32([[1, 0, -dx], [0, 1, -dy]])
+    moved = cv2.warpAffine(lum, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=np.nan)
+    both = np.isfinite(moved)
+    if not both.any():
+        return cur
+    after = float(np.mean(np.abs(moved[both] - ref[both])))
+    before = float(np.mean(np.abs(lum[both] - ref[both])))
+    if after > (1 - REALIGN_MIN_GAIN) * before:
+        return cur
     bg = tuple(float(v) for v in np.atleast_1d(background_value(cur))) + (0.0,) * 3
     return cv2.warpAffine(cur, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=bg[:4])
+
+
+#: A section is shifted back only when that lowers its mean absolute difference from its
+#: neighbours by this share or more: sections shifted by 2-8 % of their side lowered it by
+#: 33-51 %, folded ones (whose band pulled the phase correlation 1-2 px) by 7-18 %, on
+#: drifting, bending crops of the skin slide.
+REALIGN_MIN_GAIN = 0.25
 
 
 def repair_section(
@@ -392,8 +416,10 @@ def repair_section(
         out = cast_like(interpolate_between(prev, nxt, t), cur.dtype)
         return out, RepairedSection(0, list(flags), "replaced", np.ones(cur.shape[:2], bool))
     if "misaligned" in flags:
-        out = realign(out, refs)
-        actions.append("realigned")
+        moved = realign(out, refs)
+        if moved is not out:
+            actions.append("realigned")
+        out = moved
     if "contrast" in flags:
         out = match_stain(out, refs, _with_margin(hard))
         actions.append("rescaled")
