@@ -114,6 +114,8 @@ def test_qc_tab_flags_goes_to_masks_repairs_and_replaces(make_napari_viewer, qtb
     # and the list says it was repaired (a helper could not tell after a repair)
     assert qc.list.item(0).text().startswith("section 3:")
     assert qc.list.item(0).text().endswith("[repaired: inpainted]")
+    # a line longer than the dock wraps, and shows whole as its tooltip
+    assert qc.list.wordWrap() and qc.list.item(0).toolTip() == qc.list.item(0).text()
     assert "repaired" not in qc.list.item(1).text()
     fixed = np.asarray(restored.data[3])
     assert psnr(fixed, clean[3], fold_m) > psnr(a[3], clean[3], fold_m) + 3

@@ -188,6 +188,10 @@ class QCWidget(Container):
         self.strip = QCStrip()
         self.list = QListWidget()
         self.list.setMaximumHeight(160)
+        # long lines wrap (a helper could not see the "[repaired: ...]" tag at the end of a
+        # line cut at the dock's width) and show whole as a tooltip
+        self.list.setWordWrap(True)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideNone)
         self.native.layout().addWidget(self.strip)
         self.native.layout().addWidget(self.list)
         self.strip.clicked.connect(lambda i: self.go_to_z(self.strip.entries[i][0]))
@@ -233,6 +237,7 @@ class QCWidget(Container):
                 f"{k} {s.scores[k]:.1f}" if k in s.scores and k != "missing" else k for k in s.flags
             )
             item = QListWidgetItem(f"{_section_name(s, volume.meta)}: {words}")
+            item.setToolTip(item.text())
             item.setData(Qt.ItemDataRole.UserRole, int(s.z))
             # the missing bar's dark grey is unreadable as text on the dark list
             colour = (175, 175, 175) if s.flags[0] == "missing" else KIND_COLOURS[s.flags[0]]
@@ -423,3 +428,4 @@ class QCWidget(Container):
             if item.data(Qt.ItemDataRole.UserRole) == z:
                 text = item.text().split("  [", 1)[0]
                 item.setText(f"{text}  [repaired: {action}]")
+                item.setToolTip(item.text())
