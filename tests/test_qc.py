@@ -6,6 +6,7 @@ original for the repair. Small crops keep the whole file fast.
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import dask.array as da
@@ -34,6 +35,9 @@ from napari_histovol.core.qc.restore import (
 )
 
 from .conftest import histovol, write_image
+
+# the package's `restore` is the function; the module is its namesake
+restore_module = importlib.import_module("napari_histovol.core.qc.restore")
 
 
 def blob_stack(n=9, size=160, seed=1):
@@ -154,10 +158,6 @@ def test_the_faint_rim_a_detection_leaves_out_is_rebuilt_with_its_core(monkeypat
     differs from the neighbours in the damage's own sign, so the rim is rebuilt too, and the
     section ends closer to the undamaged one than a repair of the core alone (ground truth:
     the rim we darkened)."""
-    import sys
-
-    # the package's `restore` is the function; the module is its namesake
-    restore_module = sys.modules["napari_histovol.core.qc.restore"]
 
     clean = blob_stack(3, size=256)
     yy, xx = np.mgrid[0:256, 0:256]
@@ -249,20 +249,24 @@ def test_the_tip_of_a_crack_its_mask_misses_is_rebuilt_with_the_rest(seed):
     clean = blob_stack(3, 192, seed=seed)
     bad, _ = simulate.tear(clean[1], np.random.default_rng(seed), strength=1.5)
     crack = (bad.astype(float) - clean[1]) > 40
-    pts = np.argwhere(crack).astype(float)
-    axis = np.linalg.svd(pts - pts.mean(0), full_matrices=False)[2][0]
-    along = np.zeros(crack.shape)
-    along[crack] = (pts - pts.mean(0)) @ axis
+    along = _along_crack(crack)
     end = along[crack].max() if along[crack].max() > -along[crack].min() else along[crack].min()
     tip = crack & (np.abs(along - end) < 8)
     labels = np.where(crack & ~tip, KINDS.index("tear") + 1, 0).astype(np.uint8)
-    import sys
-
-    restore_module = sys.modules["napari_histovol.core.qc.restore"]
     out, rec = restore_module.repair_section(bad, labels, ["tear"], clean[0], clean[2])
     left = tip & ((out.astype(float) - clean[1]) > 40)
     assert left.sum() < 0.3 * tip.sum(), (left.sum(), tip.sum())
     assert rec.synthetic[tip].mean() > 0.7  # and the rebuilt tip is recorded as synthetic
+
+
+def _along_crack(crack):
+    """Each crack pixel's position along the crack's main axis (px from its centre; 0 off
+    the crack)."""
+    pts = np.argwhere(crack).astype(float)
+    axis = np.linalg.svd(pts - pts.mean(0), full_matrices=False)[2][0]
+    along = np.zeros(crack.shape)
+    along[crack] = (pts - pts.mean(0)) @ axis
+    return along
 
 
 def _grow(m, r):
@@ -531,21 +535,29 @@ def test_dust_on_two_sections_beside_a_missing_one_is_dust_not_misalignment(shar
     assert not rep.section(0).flags and not rep.section(4).flags
 
 
-def _skin_stack(shared_data, n=8, size=192):
+def _skin_stack(shared_data, n=8, size=192, bend_seed=None):
     """Serial sections cut from the skin H&E slide: each a crop turned 0.4 degrees and moved
     (3, 2) px from the last, so its strong edges (the keratin layer) drift by fractions of a
-    pixel at the working scale."""
+    pixel at the working scale. With ``bend_seed`` each is also bent a little by a smooth
+    random field: the mean of a section's two neighbours is then off it by about a pixel."""
     import cv2
     import tifffile
 
     img = tifffile.imread(shared_data / "skin_he_2d" / "skin.tif")
     h, w = img.shape[:2]
     y0, x0 = h / 2 - size, w / 2 - size
+    rng = np.random.default_rng(bend_seed) if bend_seed is not None else None
+    gy, gx = np.mgrid[0 : 2 * size, 0 : 2 * size].astype(np.float32)
     out = []
     for k in range(n):
         m = cv2.getRotationMatrix2D((x0 + size, y0 + size), 0.4 * k, 1.0)
         m[:, 2] -= [x0 + 3 * k, y0 + 2 * k]
         sec = cv2.warpAffine(img, m, (2 * size, 2 * size), borderMode=cv2.BORDER_REFLECT)
+        if rng is not None:
+            bend = cv2.GaussianBlur(rng.normal(0, 40, gy.shape).astype(np.float32), (0, 0), 40)
+            sec = cv2.remap(
+                sec, gx + bend, gy - bend, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+            )
         out.append(cv2.resize(sec, (size, size), interpolation=cv2.INTER_AREA))
     return np.stack(out)
 
@@ -666,12 +678,9 @@ def test_a_stain_rescale_beside_a_fold_leaves_the_fold_out_of_its_statistics(sha
     then the fold rebuilt. The saturated band set the dim plane's mean and spread, so the
     rescale changed every sound pixel (PSNR there 29.6-30.5 dB against the undamaged plane
     with the old code); measured without the fold, the sound area keeps its levels."""
-    import sys
-
     import cv2
     import tifffile
 
-    restore_module = sys.modules["napari_histovol.core.qc.restore"]
     clean = tifffile.imread(shared_data / "cells3d_nuclei_3d" / "nuclei.tif")[6:56:2]
     bad, m = simulate.fold(clean[22], np.random.default_rng(seed))
     labels = np.where(m, KINDS.index("fold") + 1, 0).astype(np.uint8)
@@ -689,47 +698,18 @@ def test_a_stretch_of_crack_between_two_pieces_of_its_mask_is_rebuilt(shared_dat
     """A helper's skin tear was masked in two pieces, and 15 px of crack 15-20 px from either
     piece stayed white after repair. What stands out four times the section's 90th
     percentile difference from its neighbours, in the damage's sign and joined to the mask,
-    is rebuilt
-    within 15 % of the side (the old code left 28-48 % of such 50 px stretches). Ground
-    truth: the crack we opened in drifting real H&E sections, its middle left out of the
-    mask."""
-    import sys
-
-    restore_module = sys.modules["napari_histovol.core.qc.restore"]
+    is rebuilt within 15 % of the side (the old code left 28-48 % of such 50 px stretches).
+    Ground truth: the crack we opened in drifting real H&E sections, its middle left out of
+    the mask."""
     clean = _skin_stack(shared_data, n=5, size=256)
     bad, _ = simulate.tear(clean[2], np.random.default_rng(seed))
     crack = (bad.astype(float).mean(-1) - clean[2].astype(float).mean(-1)) > 40
-    pts = np.argwhere(crack).astype(float)
-    axis = np.linalg.svd(pts - pts.mean(0), full_matrices=False)[2][0]
-    along = np.zeros(crack.shape)
-    along[crack] = (pts - pts.mean(0)) @ axis
+    along = _along_crack(crack)
     gap = crack & (np.abs(along - np.median(along[crack])) < 26)
     labels = np.where(crack & ~gap, KINDS.index("tear") + 1, 0).astype(np.uint8)
     out, _ = restore_module.repair_section(bad, labels, ["tear"], clean[1], clean[3])
     left = gap & ((out.astype(float).mean(-1) - clean[2].astype(float).mean(-1)) > 40)
     assert left.sum() < 0.1 * gap.sum(), (left.sum(), gap.sum())
-
-
-def _bent_skin_crops(shared_data, n=5, size=160, seed=7):
-    """Serial sections cut from the skin slide that drift, turn and bend a little (a smooth
-    random field): the mean of a section's two neighbours is off it by about a pixel."""
-    import cv2
-    import tifffile
-
-    img = tifffile.imread(shared_data / "skin_he_2d" / "skin.tif")
-    rng = np.random.default_rng(seed)
-    h, w = img.shape[:2]
-    y0, x0 = h / 2 - size, w / 2 - size
-    gy, gx = np.mgrid[0 : 2 * size, 0 : 2 * size].astype(np.float32)
-    out = []
-    for k in range(n):
-        m = cv2.getRotationMatrix2D((x0 + size, y0 + size), 0.4 * k, 1.0)
-        m[:, 2] -= [x0 + 3 * k, y0 + 2 * k]
-        sec = cv2.warpAffine(img, m, (2 * size, 2 * size), borderMode=cv2.BORDER_REFLECT)
-        bend = cv2.GaussianBlur(rng.normal(0, 40, gy.shape).astype(np.float32), (0, 0), 40)
-        sec = cv2.remap(sec, gx + bend, gy - bend, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        out.append(cv2.resize(sec, (size, size), interpolation=cv2.INTER_AREA))
-    return np.stack(out)
 
 
 def test_a_folded_section_called_misaligned_is_not_shifted_but_a_shifted_one_is(shared_data):
@@ -738,10 +718,7 @@ def test_a_folded_section_called_misaligned_is_not_shifted_but_a_shifted_one_is(
     only when that brings it much closer to its neighbours. Ground truth: folds on sections
     that were never moved (the old code shifted them 1-2 px: sound tissue 20-22 dB) and
     shifts we applied."""
-    import sys
-
-    restore_module = sys.modules["napari_histovol.core.qc.restore"]
-    stack = _bent_skin_crops(shared_data)
+    stack = _skin_stack(shared_data, n=5, size=160, bend_seed=7)
     for seed in (0, 7):
         bad, m = simulate.fold(stack[2], np.random.default_rng(seed), strength=1.5)
         out, rec = restore_module.repair_section(bad, None, ["misaligned"], stack[1], stack[3])
