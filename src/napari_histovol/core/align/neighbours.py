@@ -63,7 +63,8 @@ def iter_register_neighbours(
     First every good section to the next one; a section that matches neither neighbour (both
     its pairs far below the typical NCC, or failed) is an outlier: its neighbours are then
     registered to each other across it, and the longer pairs (distance 2..k) are taken in the
-    list without the outliers, each started from the composition of the short ones between.
+    list without the outliers, each started from the composition of the short ones between and refined from
+    there only (no search).
     """
     records: dict[tuple[int, int], PairRecord] = {}
     done_m: dict[tuple[int, int], np.ndarray] = {}
@@ -72,27 +73,21 @@ def iter_register_neighbours(
     estimate = len(first) * k
     count = 0
 
-    typical = [1.0]  # the typical NCC of distance-1 pairs, once known
-
     def run(i: int, j: int, d: int, init: np.ndarray | None) -> PairRecord:
         fixed, moving = regs[i], regs[j]
         start = np.eye(3) if init is None else init
         ncc_start = overlap_ncc(fixed, moving, start)
-        # a chained start that matches poorly (it went through a bad pair) may be far off:
-        # search every rotation then, as for a first pair
-        poor_start = init is not None and ncc_start < OUTLIER_RATIO * typical[0]
+        # a longer pair is refined from the chain of short ones only, never searched afresh:
+        # two sections apart, serial EM matches a look-alike (the mirror image of the
+        # partner) as well as the partner, and the search's look-alikes, turned 15-120
+        # degrees or shifted 70-110 px, moved whole runs of sections
         res = register_pair(
-            fixed,
-            moving,
-            method=motion,
-            init=start,
-            coarse=coarse and (init is None or poor_start),
-            engine=engine,
+            fixed, moving, method=motion, init=start, coarse=coarse and init is None, engine=engine
         )
         if res is None:
             return PairRecord(i, j, d, start, ncc_start, ncc_start, False)
         ok = bool(res.ok) and res.ncc >= ncc_start - 0.02 and np.isfinite(res.matrix).all()
-        if ok and init is not None and not poor_start:
+        if ok and init is not None:
             # a longer pair starts from the chain of short ones, which already holds the large
             # motion; a result far from it jumped to a look-alike (self-similar texture),
             # unless it matches clearly better than the chain
@@ -119,8 +114,6 @@ def iter_register_neighbours(
                 )
 
     yield from batch([(i, j, 1, None) for i, j, _ in first])
-    first_ncc = [r.ncc for r in records.values() if r.ok]
-    typical[0] = float(np.median(first_ncc)) if first_ncc else 1.0
     bad = _outliers(good, records)
     kept = [i for i in good if i not in bad]
     # across each outlier: its neighbours to each other (a fresh start: the pairs through the
@@ -181,7 +174,9 @@ def _composed(i, j, good, done) -> np.ndarray | None:
 
 
 def pair_constraints(records: list[PairRecord]) -> list[PairConstraint]:
-    """Confidence-weighted constraints: NCC relative to the typical NCC at the same distance."""
+    """Confidence-weighted constraints: NCC relative to the typical NCC at the same distance,
+    over the distance, times the squared ratio of the typical NCC at that distance to the
+    typical adjacent pair's."""
     out = []
     by_d: dict[int, list[float]] = {}
     for r in records:
@@ -197,5 +192,8 @@ def pair_constraints(records: list[PairRecord]) -> list[PairConstraint]:
             rel = r.ncc / t
             w = 0.02 if rel < LOW_PAIR_RATIO else float(min(1.0, rel) ** 2)
             w /= r.distance  # longer pairs: more change between the sections, less weight
+            # and less again where similarity falls with distance: a stack whose sections two
+            # apart share half as much (serial EM: NCC 0.15 against 0.3) says less about them
+            w *= min(1.0, t / max(typical.get(1, t), 1e-3)) ** 2
         out.append(PairConstraint(r.i, r.j, r.matrix, w, r.ncc))
     return out
