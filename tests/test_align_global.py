@@ -317,3 +317,15 @@ def test_a_nearby_start_that_ecc_turned_away_loses_to_an_unturned_better_match()
     angle = np.degrees(np.arctan2(res.matrix[1, 0], res.matrix[0, 0]))
     assert abs(angle) < 5, angle
     assert res.ncc > 0.15, res.ncc
+
+
+def test_em_sections_far_from_a_direct_reference_are_not_turned_to_a_look_alike():
+    """ISBI sections 0-11 through the window [0:256, 256:512], each registered straight to the
+    middle one (`--reference middle`): sections up to 6 apart share little, the rotation
+    search's best look-alikes beat the nearby answer by the margin, and the last two sections
+    were turned 95 and 172 degrees. A turned match must now also beat the best match to the
+    mirror image of the section (same texture, nothing in common) by that margin."""
+    stack = np.ascontiguousarray(_isbi(0, 12)[:, :256, 256:])
+    res = quiet_align(volume_of(stack), method="rigid", reference="middle")
+    angles = [np.degrees(np.arctan2(t.matrix[1, 0], t.matrix[0, 0])) for t in res.transforms]
+    assert max(abs(a) for a in angles) < 20, [round(float(a), 1) for a in angles]

@@ -247,6 +247,40 @@ def _angle_apart(a: float, b: float) -> float:
     return abs((a - b + 180.0) % 360.0 - 180.0)
 
 
+#: A turned match must beat the best match to the moving section's mirror image by this NCC.
+LOOKALIKE_MARGIN = 0.1
+
+
+def _refine_start(
+    fixed: np.ndarray, moving: np.ndarray, start: np.ndarray, motion: int
+) -> tuple[np.ndarray, bool, float]:
+    """ECC from ``start``; (matrix, converged, NCC of the overlap)."""
+    # OpenCV's ECC parametrises rotation by asin and fails beyond +-90 degrees: refine
+    # large rotations against a copy of the moving image pre-rotated by the start angle.
+    angle = _angle_deg(start)
+    # getRotationMatrix2D turns by -angle in the atan2(m10, m00) sense
+    pre = _rotation_about_centre(-angle, moving.shape) if abs(angle) > 45 else np.eye(3)
+    mov = warp_image(moving, pre, moving.shape) if abs(angle) > 45 else moving
+    init_local = np.linalg.inv(pre) @ start
+    first_motion = cv2.MOTION_EUCLIDEAN if motion == cv2.MOTION_AFFINE else motion
+    if motion == cv2.MOTION_TRANSLATION and abs(angle) > 1:
+        first_motion = cv2.MOTION_EUCLIDEAN  # a rotated start needs its rotation kept
+    m, ok = ecc_refine(fixed, mov, init_local, first_motion)
+    if motion == cv2.MOTION_AFFINE:
+        m2, ok2 = ecc_refine(fixed, mov, m, motion, levels=2)
+        if ok2:
+            m = m2
+    m = pre @ m
+    return m, ok, overlap_ncc(fixed, moving, m)
+
+
+def lookalike_score(fixed: np.ndarray, moving: np.ndarray, motion: int) -> float:
+    """NCC of the best match of ``fixed`` to the mirror image of ``moving``, at any rotation:
+    how well texture alone matches where nothing truly corresponds."""
+    mirror = np.ascontiguousarray(moving[::-1])
+    return max(_refine_start(fixed, mirror, m, motion)[2] for m in coarse_search(fixed, mirror))
+
+
 def register_pair(
     fixed: np.ndarray,
     moving: np.ndarray,
@@ -263,39 +297,33 @@ def register_pair(
     starts = [np.eye(3) if init is None else np.asarray(init, float)]
     best = None
     init_score = None
+    lookalike = None
     k = -1
     while k + 1 < len(starts):
         k += 1
-        start = starts[k]
-        # OpenCV's ECC parametrises rotation by asin and fails beyond +-90 degrees: refine
-        # large rotations against a copy of the moving image pre-rotated by the start angle.
-        angle = _angle_deg(start)
-        # getRotationMatrix2D turns by -angle in the atan2(m10, m00) sense
-        pre = _rotation_about_centre(-angle, moving.shape) if abs(angle) > 45 else np.eye(3)
-        mov = warp_image(moving, pre, moving.shape) if abs(angle) > 45 else moving
-        init_local = np.linalg.inv(pre) @ start
-        first_motion = cv2.MOTION_EUCLIDEAN if motion == cv2.MOTION_AFFINE else motion
-        if motion == cv2.MOTION_TRANSLATION and abs(angle) > 1:
-            first_motion = cv2.MOTION_EUCLIDEAN  # a rotated start needs its rotation kept
-        m, ok = ecc_refine(fixed, mov, init_local, first_motion)
-        if motion == cv2.MOTION_AFFINE:
-            m2, ok2 = ecc_refine(fixed, mov, m, motion, levels=2)
-            if ok2:
-                m = m2
-        m = pre @ m
-        score = overlap_ncc(fixed, moving, m)
+        m, ok, score = _refine_start(fixed, moving, starts[k], motion)
         if k == 0:
-            init_score, init_angle, start_angle = score, _angle_deg(m), angle
+            init_score, init_angle, start_angle = score, _angle_deg(m), _angle_deg(starts[0])
         elif (
             _angle_apart(_angle_deg(m), init_angle) > NEAR_ROTATION_DEG
             and _angle_apart(_angle_deg(m), start_angle) > NEAR_ROTATION_DEG
-            and score < init_score + max(0.1, 0.5 * abs(init_score))
         ):
             # a start turned far from the nearby answer must win clearly: on self-similar
             # texture (EM) a spurious rotation can score about as well as the true one. A start
             # at about the same rotation (a shift ECC could not reach from the nearby start:
-            # EM sections 20-40 px apart) only has to score better
-            continue
+            # EM sections 20-40 px apart) only has to score better, and so does one at about
+            # the nearby start's own rotation when ECC wandered from that start (13 degrees on
+            # a 256 px EM window, to NCC 0.13 against 0.19 unturned)
+            if score < init_score + max(0.1, 0.5 * abs(init_score)):
+                continue
+            # ... and beat the best match to the mirror image of the moving section, which
+            # shares its texture and nothing else, by as much: on EM sections far apart that
+            # look-alike scores as well as the partner, and `--reference middle` turned an EM
+            # window's end sections 95 and 172 degrees
+            if lookalike is None:
+                lookalike = lookalike_score(fixed, moving, motion)
+            if score < lookalike + LOOKALIKE_MARGIN:
+                continue
         if best is None or score > best.ncc:
             best = PairResult(m, None, score, ok)
         if (
