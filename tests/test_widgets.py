@@ -41,6 +41,29 @@ def test_align_widget_aligns_a_layer_and_lists_qc(make_napari_viewer, qtbot):
     assert shot[..., :3].std() > 10
 
 
+def test_a_tab_s_image_box_follows_the_layer_the_user_selects(make_napari_viewer):
+    """A user opened an aligned volume, then the raw sections, and found the Align tab set to
+    the aligned volume (the first image layer): pressing Align would have aligned the aligned
+    volume again. The box starts on the selected layer and follows the user's selection; a
+    layer a tab adds (napari selects it) does not take it."""
+    from napari_histovol._widgets.align_widget import AlignWidget
+
+    viewer = make_napari_viewer(show=True)
+    aligned = viewer.add_image(np.zeros((3, 32, 32), np.uint8), name="stack aligned")
+    raw = viewer.add_image(np.ones((3, 32, 32), np.uint8), name="raw sections")
+    widget = AlignWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.layer.value is raw  # the selected layer, not the first
+    viewer.layers.selection.active = aligned
+    assert widget.layer.value is aligned
+    viewer.layers.selection.active = raw
+    assert widget.layer.value is raw
+    made = viewer.add_image(np.ones((5, 32, 32), np.uint8), name="raw sections interpolated")
+    assert viewer.layers.selection.active is made and widget.layer.value is raw
+    viewer.add_points(np.zeros((1, 3)), name="clicks")  # not an image: the box stays
+    assert widget.layer.value is raw
+
+
 def test_interpolate_widget_computes_gray_16_bit(make_napari_viewer, qtbot):
     from napari_histovol._widgets.interpolate_widget import InterpolateWidget
 

@@ -12,13 +12,38 @@ from ._worker import run_progress_generator
 
 
 def image_layer_picker(viewer, label: str):
-    """A combo box of the viewer's image layers that follows layers being added or removed."""
+    """A combo box of the viewer's image layers that follows layers being added or removed,
+    starts on the selected image layer, and follows the image layer the user selects in the
+    layer list (a user who opened an aligned volume and then the raw sections found the Align
+    tab set to the aligned volume, the first layer). A layer being added does not take the
+    box, though napari selects it: the Interpolate tab's live layer would have become its own
+    input."""
     import napari
     from magicgui.widgets import create_widget
 
     picker = create_widget(annotation=napari.layers.Image, label=label)
-    viewer.layers.events.inserted.connect(picker.reset_choices)
+    just_added: list = []
+
+    def added(event=None) -> None:
+        picker.reset_choices()
+        just_added[:] = [getattr(event, "value", None)]
+
+    def follow_selection(_event=None) -> None:
+        active = viewer.layers.selection.active
+        if active is None or (just_added and active is just_added[0]):
+            # selected because it was just added, not by the user (napari announces that
+            # selection more than once, with an empty one between)
+            return
+        just_added.clear()
+        if isinstance(active, napari.layers.Image):
+            picker.reset_choices()
+            if active in picker.choices:
+                picker.value = active
+
+    viewer.layers.events.inserted.connect(added)
     viewer.layers.events.removed.connect(picker.reset_choices)
+    viewer.layers.selection.events.active.connect(follow_selection)
+    follow_selection()
     return picker
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtGui import QColor
-from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
 
 from .._layers import (
     DISPLAY_KEY,
@@ -75,6 +75,14 @@ class AlignWidget(Container):
         )
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(["z a", "z b", "NCC before", "NCC after", "flags"])
+        # the numbers as narrow as they are, the flags in the rest: in a 1600 px window the
+        # flags column sat past the dock's edge
+        header = self.table.horizontalHeader()
+        for c in range(4):
+            header.setSectionResizeMode(c, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(4, QHeaderView.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumHeight(8 * self.table.verticalHeader().defaultSectionSize())
         self.table.cellClicked.connect(self._go_to_row)
         self.native.layout().addWidget(self.table)
         self.run_button.changed.connect(self.run)
@@ -137,6 +145,9 @@ class AlignWidget(Container):
                 if p["flags"]:
                     item.setBackground(QColor(150, 40, 40))
                 self.table.setItem(r, c, item)
+        first_flagged = next((r for r, p in enumerate(pairs) if p["flags"]), None)
+        if first_flagged is not None:  # the first flagged pair in view, not below the fold
+            self.table.scrollToItem(self.table.item(first_flagged, 0))
         flagged = result.flagged_z
         self.progress.status.value = (
             f"mean NCC {_fmt(result.qc['mean_ncc_before'])} -> "
