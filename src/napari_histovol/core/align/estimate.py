@@ -336,8 +336,7 @@ def register_pair(
             # is not clearly good, as where the rotation search runs): on serial EM, ECC's
             # rigid answer turned 5 degrees where the unturned shift scored higher (NCC 0.184
             # against 0.176), and such turns, every pair a little, added up along the stack
-            mt, okt = ecc_refine(fixed, moving, starts[0], cv2.MOTION_TRANSLATION)
-            score_t = overlap_ncc(fixed, moving, mt)
+            mt, okt, score_t = _refine_start(fixed, moving, starts[0], cv2.MOTION_TRANSLATION)
             if score_t > best.ncc:
                 best = PairResult(mt, None, score_t, okt)
                 init_score = score_t

@@ -63,8 +63,8 @@ def iter_register_neighbours(
     First every good section to the next one; a section that matches neither neighbour (both
     its pairs far below the typical NCC, or failed) is an outlier: its neighbours are then
     registered to each other across it, and the longer pairs (distance 2..k) are taken in the
-    list without the outliers, each started from the composition of the short ones between and refined from
-    there only (no search).
+    list without the outliers, each started from the composition of the short ones between and
+    refined from there only (no search).
     """
     records: dict[tuple[int, int], PairRecord] = {}
     done_m: dict[tuple[int, int], np.ndarray] = {}
@@ -80,7 +80,7 @@ def iter_register_neighbours(
         # a longer pair is refined from the chain of short ones only, never searched afresh:
         # two sections apart, serial EM matches a look-alike (the mirror image of the
         # partner) as well as the partner, and the search's look-alikes, turned 15-120
-        # degrees or shifted 70-110 px, moved whole runs of sections
+        # degrees or shifted 70-180 px, moved whole runs of sections
         res = register_pair(
             fixed, moving, method=motion, init=start, coarse=coarse and init is None, engine=engine
         )
