@@ -11,6 +11,18 @@ from ..core.progress import Progress
 from ._worker import run_progress_generator
 
 
+def plain_viewer(viewer):
+    """The viewer itself when napari hands a dock widget its ``PublicOnlyProxy``.
+
+    A widget docked from the Plugins menu gets the viewer through that proxy, and every layer
+    read through it comes wrapped in a new proxy, so ``is`` never matches a layer napari's own
+    events carry: the Interpolate tab took its live layer for its input and re-interpolated it
+    at every slider move (19 -> 37 -> 145 planes), and the 3D tab removed and re-made its colour
+    layers in a loop. The tabs compare layers by identity, so they keep the plain viewer.
+    """
+    return getattr(viewer, "__wrapped__", viewer)
+
+
 def image_layer_picker(viewer, label: str):
     """A combo box of the viewer's image layers that follows layers being added or removed,
     starts on the selected image layer, and follows the image layer the user selects in the

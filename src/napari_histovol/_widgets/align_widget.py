@@ -32,6 +32,7 @@ from ._common import (
     ProgressRow,
     chosen_layer,
     image_layer_picker,
+    plain_viewer,
     wrapping_label,
 )
 
@@ -46,7 +47,7 @@ class AlignWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
 
-        self.viewer = viewer
+        self.viewer = viewer = plain_viewer(viewer)
         self.layer = image_layer_picker(viewer, "sections")
         self.method = ComboBox(choices=METHODS, value="rigid", label="method")
         self.reference = ComboBox(choices=REFERENCES, value=DEFAULT_REFERENCE, label="reference")

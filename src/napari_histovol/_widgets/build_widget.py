@@ -17,7 +17,7 @@ from magicgui.widgets import (
 )
 
 from ..core.pipeline import ALIGN_CHOICES, iter_build_volume
-from ._common import ProgressRow, replaces_an_input
+from ._common import ProgressRow, plain_viewer, replaces_an_input
 
 if TYPE_CHECKING:
     import napari
@@ -27,7 +27,7 @@ class BuildWidget(Container):
     """Folder chooser, frames-between slider, alignment, canvas size, pixel size, spacing."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self.viewer = viewer
+        self.viewer = viewer = plain_viewer(viewer)
         self.folder = FileEdit(mode="d", label="sections folder", value="")
         self.output = FileEdit(mode="w", label="output .ome.zarr", value="", filter="*.ome.zarr")
         self.frames = Slider(value=0, min=0, max=50, label="frames between")

@@ -13,7 +13,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from .._layers import layer_volume, on_display_grid, world_z
 from ..core.focus import DEFAULT_METRIC, METRICS, iter_focus_stack
-from ._common import ProgressRow, chosen_layer, image_layer_picker
+from ._common import ProgressRow, chosen_layer, image_layer_picker, plain_viewer
 
 if TYPE_CHECKING:
     import napari
@@ -77,7 +77,7 @@ class FocusWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
 
-        self.viewer = viewer
+        self.viewer = viewer = plain_viewer(viewer)
         self.layer = image_layer_picker(viewer, "sections")
         self.metric = ComboBox(choices=METRICS, value=DEFAULT_METRIC, label="metric")
         self.tile = SpinBox(value=256, min=0, max=8192, step=32, label="tile (px, 0 = none)")

@@ -33,6 +33,7 @@ from ._common import (
     ProgressRow,
     chosen_layer,
     image_layer_picker,
+    plain_viewer,
     wrapping_label,
 )
 
@@ -68,7 +69,7 @@ class GaussianWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
 
-        self.viewer = viewer
+        self.viewer = viewer = plain_viewer(viewer)
         self.layer = image_layer_picker(viewer, "volume")
         self.budget = ComboBox(choices=("ratio", "count"), value="ratio", label="budget")
         self.ratio = FloatSpinBox(value=100.0, min=2.0, max=5000.0, step=10.0, label="ratio")

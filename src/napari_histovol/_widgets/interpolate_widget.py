@@ -37,6 +37,7 @@ from ._common import (
     chosen_layer,
     confirm_overwrite,
     image_layer_picker,
+    plain_viewer,
     replaces_an_input,
 )
 from ._worker import error_text
@@ -56,7 +57,7 @@ class InterpolateWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from qtpy.QtCore import QTimer
 
-        self.viewer = viewer
+        self.viewer = viewer = plain_viewer(viewer)
         self.layer = image_layer_picker(viewer, "sections")
         self.frames = Slider(value=1, min=0, max=50, label="frames between")
         self.method = ComboBox(choices=METHODS, value="flow", label="method")

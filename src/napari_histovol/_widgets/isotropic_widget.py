@@ -21,6 +21,7 @@ from ._common import (
     ProgressRow,
     chosen_layer,
     image_layer_picker,
+    plain_viewer,
     wrapping_label,
 )
 
@@ -52,7 +53,7 @@ class IsotropicWidget(Container):
     """Axial reconstruction of a volume layer at a factor, within a time budget."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self.viewer = viewer
+        self.viewer = viewer = plain_viewer(viewer)
         self.layer = image_layer_picker(viewer, "volume")
         self.factor = FloatSpinBox(
             value=4.0, min=1.0, max=float(MAX_FACTOR), step=0.5, label="planes per section"

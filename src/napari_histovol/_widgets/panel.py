@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from qtpy.QtWidgets import QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
+from ._common import plain_viewer
+
 if TYPE_CHECKING:
     import napari
 
@@ -38,7 +40,7 @@ class HistoVolPanel(QWidget):
 
         super().__init__()
         guard_napari_dask_cache()  # every tab computes sections on threads while napari slices
-        self.viewer = viewer
+        self.viewer = viewer = plain_viewer(viewer)
         self.tabs = QTabWidget()
         self.tools: dict[str, object] = {}
         for title, module, name in TABS:

@@ -18,7 +18,7 @@ from .._layers import DISPLAY_KEY, add_volume_layer, layer_volume, world_z
 from ..core.progress import Progress
 from ..core.qc import KINDS, iter_section_qc
 from ..core.qc.restore import apply_repairs, repair_at
-from ._common import ProgressRow, chosen_layer, image_layer_picker, layer_placement
+from ._common import ProgressRow, chosen_layer, image_layer_picker, layer_placement, plain_viewer
 from .sections_widget import plane_under_slider
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ class QCWidget(Container):
     """Run the section QC on a layer, show it, and repair or replace the current section."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self.viewer = viewer
+        self.viewer = viewer = plain_viewer(viewer)
         self.layer = image_layer_picker(viewer, "sections")
         self.run_button = PushButton(text="Run QC")
         self.repair_button = PushButton(text="Repair damaged region (current section)")

@@ -17,7 +17,7 @@ from .._layers import DISPLAY_KEY, physical_placement
 from ..core.errors import HistovolError
 from ..core.io.meta import META_KEY, VolumeMeta
 from ..core.sections import missing_label, plane_label
-from ._common import chosen_layer, image_layer_picker, text_overlay
+from ._common import chosen_layer, image_layer_picker, plain_viewer, text_overlay
 from ._worker import error_text
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class SectionsWidget(Container):
     """Name the plane under the slider, list the sections, set the physical scale."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self.viewer = viewer
+        self.viewer = viewer = plain_viewer(viewer)
         self.layer = image_layer_picker(viewer, "sections")
         self.current = Label(value="", label="under the slider")
         self.on_canvas = CheckBox(value=True, text="name the section on the canvas")

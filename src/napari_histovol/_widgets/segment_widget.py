@@ -38,6 +38,7 @@ from ._common import (
     confirm_overwrite,
     image_layer_picker,
     layer_placement,
+    plain_viewer,
     replaces_an_input,
     wrapping_label,
 )
@@ -67,7 +68,7 @@ class SegmentWidget(Container):
     (Labels: the result, at the image's scale and place)."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self.viewer = viewer
+        self.viewer = viewer = plain_viewer(viewer)
         self.layer = image_layer_picker(viewer, "image")
         self.start_button = PushButton(text="Start: add prompt layers")
         self.object_id = SpinBox(value=1, min=1, max=65535, label="object")

@@ -18,7 +18,7 @@ from magicgui.widgets import (
 )
 
 from ..core.stitch import BLENDS, MODELS, iter_stitch
-from ._common import ProgressRow
+from ._common import ProgressRow, plain_viewer
 
 if TYPE_CHECKING:
     import napari
@@ -34,7 +34,7 @@ class StitchWidget(Container):
     and shows the mosaic with '<name> tiles' (outlines by QC) and '<name> seams'."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self.viewer = viewer
+        self.viewer = viewer = plain_viewer(viewer)
         self.folder = FileEdit(mode="d", label="tiles folder", value="")
         self.layout_choice = ComboBox(choices=LAYOUTS, value="grid", label="layout")
         self.rows = SpinBox(value=2, min=1, max=1000, label="rows")

@@ -28,6 +28,7 @@ from ..core.render3d import AXES, clipping_planes, plane_normal, true_colour_sty
 from ._common import (
     ProgressRow,
     image_layer_picker,
+    plain_viewer,
     wrapping_label,
 )
 
@@ -127,7 +128,7 @@ class View3DWidget(Container):
     """Show, clip and render a volume layer in 3D."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self.viewer = viewer
+        self.viewer = viewer = plain_viewer(viewer)
         self.layer = image_layer_picker(viewer, "volume")
         self.show3d = PushButton(text="Show in 3D")
         self.rendering = ComboBox(choices=RENDERINGS, value="mip", label="rendering (gray)")
@@ -217,7 +218,7 @@ class View3DWidget(Container):
             self.viewer.dims.ndisplay = 3  # -> _enter_3d
         else:
             self._enter_3d()
-        camera = self.viewer.camera
+        camera = self.viewer.scene.camera
         if np.allclose(np.asarray(camera.angles)[:2], 0):
             camera.angles = TILTED_VIEW
         return self.targets()

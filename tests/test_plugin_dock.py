@@ -1,0 +1,65 @@
+"""The tabs as a user docks them: from the Plugins menu, where napari hands each widget a
+``PublicOnlyProxy`` of the viewer (the tests that build a widget on the viewer itself did not
+see what that broke)."""
+
+import numpy as np
+import pytest
+
+from .conftest import tissue
+
+pytestmark = pytest.mark.gui
+
+
+def _docked(viewer, name):
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-histovol", name)
+    return widget
+
+
+def test_the_interpolate_slider_docked_from_the_menu_always_starts_from_the_sections(
+    make_napari_viewer, qtbot
+):
+    """Docked from the menu, every slider move re-interpolated the previous result: 19, 37,
+    145 planes for 2, 1, 3 frames (a helper's journey), and selecting the result in the layer
+    list made it the input."""
+    viewer = make_napari_viewer(show=True)
+    stack = np.stack([tissue((48, 56), i, dtype=np.uint8) for i in range(3)])
+    sections = viewer.add_image(stack, name="sections", scale=(6.0, 0.5, 0.5))
+    w = _docked(viewer, "Interpolate sections")
+    assert w.layer.value is sections
+    for frames in (2, 1, 3, 0, 2):
+        w.frames.value = frames
+        want = 2 * (frames + 1) + 1
+        qtbot.waitUntil(
+            lambda want=want: (
+                w.result_layer is not None and w.result_layer.data.shape[0] == want
+            ),
+            timeout=30000,
+        )
+        qtbot.wait(400)  # a second rebuild (from the result) would land here
+        assert w.result_layer.data.shape[0] == want
+        assert w.layer.value is sections
+        assert [lay.name for lay in viewer.layers] == ["sections", "sections interpolated"]
+    result = w.result_layer
+    viewer.layers.selection.active = result  # the user looks at the result
+    qtbot.wait(800)
+    assert w.result_layer is result and result.data.shape[0] == 7
+    assert w.layer.value is not result
+
+
+def test_the_3d_tab_docked_from_the_menu_shows_the_stack_once(make_napari_viewer, qtbot):
+    """Docked from the menu, "Show in 3D" removed and re-made its colour layers 841 times in a
+    minute and the canvas stayed black."""
+    viewer = make_napari_viewer(show=True)
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((6, 48, 48, 3)) * 255).astype(np.uint8)
+    layer = viewer.add_image(rgb, rgb=True, name="sections", scale=(4.0, 1.0, 1.0))
+    w = _docked(viewer, "3D view")
+    assert w.layer.value is layer
+    shown = w.show_3d()
+    added = list(viewer.layers)
+    qtbot.wait(1500)
+    assert list(viewer.layers) == added  # nothing removed and re-made since
+    assert viewer.dims.ndisplay == 3 and all(lay.visible for lay in shown)
+    assert w.layer.value is layer
+    shot = viewer.screenshot(canvas_only=True)
+    assert shot[..., :3].std() > 5  # not a black canvas
