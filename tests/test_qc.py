@@ -982,3 +982,31 @@ def test_holes_in_an_em_section_are_debris_but_ends_of_structures_are_not(shared
     # every hole masked: with the floor of other debris, the smaller ones fell out (0.49)
     assert dice(s.mask == KINDS.index("debris") + 1, spots > 0) > 0.6
     assert rep.flagged_z == [4], {x.z: x.flags for x in rep.sections if x.flags}
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_built_volume_with_filled_gaps_keeps_every_section_s_own_plane(recorded):
+    """Sections 1, 3, 4, 5, 7 built with 2 frames between lie on planes 1, 7, 10, 13, 19: the
+    median step (4) put sections 4 and 5 on one position, and QC reported the CD31 section
+    (plane 7) as plane 10 (helper's journey). With and without the planes per section the
+    build records."""
+    clean = blob_stack(7)
+    section_z = [1, 3, 4, 5, 7]
+    planes, syn = [], []
+    for a, b in zip(section_z, section_z[1:] + [None], strict=True):
+        planes.append(clean[a - 1])
+        syn.append(False)
+        if b is not None:
+            for k in range(1, 3 * (b - a)):
+                t = k / (3 * (b - a))
+                planes.append(((1 - t) * clean[a - 1] + t * clean[b - 1]).astype(np.uint8))
+                syn.append(True)
+    vol = np.stack(planes)
+    zs = tuple(range(1, len(vol) + 1))
+    extra = {"planes_per_section": 3.0} if recorded else {}
+    meta = VolumeMeta(
+        z_numbers=zs, synthetic=tuple(syn), files=tuple(f"p{z}" for z in zs), extra=extra
+    )
+    rep = section_qc(Volume(da.from_array(vol, chunks=(1,) + vol.shape[1:]), meta))
+    assert [s.z for s in rep.sections if not s.synthetic] == [1, 7, 10, 13, 19]
+    assert len(rep.sections) == len(vol) and not rep.flagged_z

@@ -335,7 +335,8 @@ class QCWidget(Container):
             self.strip.set_current(-1)
         else:
             z = self.volume.meta.with_planes(self.volume.shape[0]).z_numbers[index]
-            self.strip.set_current([e[0] for e in self.strip.entries].index(z))
+            strip_z = [e[0] for e in self.strip.entries]
+            self.strip.set_current(strip_z.index(z) if z in strip_z else -1)
         # the list highlights the section under the slider, or nothing (not the last one clicked)
         row = next(
             (
