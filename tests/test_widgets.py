@@ -114,6 +114,17 @@ def test_build_widget_builds_and_shows_in_3d(make_napari_viewer, qtbot, tmp_path
     assert layer.rgb and shape[0] == 13
     assert layer.scale[0] == pytest.approx(2.0)
     assert (tmp_path / "lung.transforms.json").is_file()
+    # again into the same output: asked first (the error used to name a box the tab lacks)
+    asked = []
+    w._confirm_overwrite = lambda path: asked.append(path) or False  # No
+    w.run()
+    assert asked == [tmp_path / "lung.ome.zarr"] and "exists already" in w.progress.status.value
+    w.layers = []
+    w.frames.value = 0
+    w._confirm_overwrite = lambda path: True  # Yes
+    w.run()
+    qtbot.waitUntil(lambda: bool(w.layers) and w.run_button.enabled, timeout=120000)
+    assert (w.layers[0].data[0] if w.layers[0].multiscale else w.layers[0].data).shape[0] == 7
 
 
 def test_3d_view_clips_a_gray_volume_and_2d_comes_back(make_napari_viewer, tmp_path):

@@ -17,7 +17,7 @@ from magicgui.widgets import (
 )
 
 from ..core.pipeline import ALIGN_CHOICES, iter_build_volume
-from ._common import ProgressRow, plain_viewer, replaces_an_input
+from ._common import ProgressRow, confirm_overwrite, plain_viewer, replaces_an_input
 
 if TYPE_CHECKING:
     import napari
@@ -69,6 +69,10 @@ class BuildWidget(Container):
         if str(self.folder.value) not in ("", ".") and str(self.output.value) in ("", "."):
             self.output.value = str(folder.parent / f"{folder.name}.ome.zarr")
 
+    def _confirm_overwrite(self, path: Path) -> bool:
+        """Ask before an existing output is replaced (the build starts anew)."""
+        return confirm_overwrite(self.native, path)
+
     def run(self) -> None:
         from napari.utils.notifications import show_warning
 
@@ -80,13 +84,22 @@ class BuildWidget(Container):
         if refusal:
             show_warning(refusal)
             return
+        resume = self.resume.value == "resume"
+        target = Path(out)
+        overwrite = False
+        if not resume and (target.exists() or target.is_symlink()):
+            if not self._confirm_overwrite(target):
+                self.progress.status.value = f"not built: '{target.name}' exists already"
+                return
+            overwrite = True
         opts = dict(
             frames_between=int(self.frames.value) or None,
             align=self.align.value,
             size=int(self.size.value) or None,
             pixel_size=float(self.pixel_size.value) or None,
             section_spacing=float(self.spacing.value) or None,
-            resume=self.resume.value == "resume",
+            resume=resume,
+            overwrite=overwrite,
         )
         self.progress.run(
             lambda: iter_build_volume(folder, out, **opts), self._show, self.run_button

@@ -246,8 +246,10 @@ class QCWidget(Container):
         self._show_masks(layer, volume, rep)
         flagged = rep.flagged_z
         missing = [s.z for s in rep.sections if s.flags == ["missing"]]
+        generated = sum(bool(s.synthetic) for s in rep.sections)
         self.progress.status.value = (
-            f"{len(flagged)} of {volume.shape[0]} sections flagged"
+            f"{len(flagged)} of {volume.shape[0] - generated} sections flagged"
+            + (f", {generated} generated planes not judged" if generated else "")
             + (f" (z {', '.join(map(str, flagged))})" if flagged else "")
             + (f"; missing z {', '.join(map(str, missing))}" if missing else "")
         )
