@@ -125,5 +125,7 @@ def test_demo_no_gui_builds_the_sample(tmp_path):
     png = (tmp_path / "demo" / "lung_lesion3_3d.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     # a second run reuses the finished volume
-    code, out, err = run_cli("demo", "--no-gui", "--out", tmp_path / "demo")
+    shot = tmp_path / "views.png"
+    code, out, err = run_cli("demo", "--no-gui", "--out", tmp_path / "demo", "--screenshot", shot)
     assert code == 0 and "built before" in out
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # --screenshot names the PNG

@@ -129,7 +129,7 @@ def test_garbage_file_is_named_and_can_be_skipped(make_sections):
         read_slice_folder(folder)
     assert err.value.option == "on_corrupt"  # the front ends name their control for it
     assert "--" not in str(err.value)  # core speaks no command-line vocabulary
-    with pytest.warns(HistovolWarning, match="Skipping"):
+    with pytest.warns(HistovolWarning, match="Skipped an unreadable section"):
         vol = read_slice_folder(folder, on_corrupt="skip")
     assert vol.meta.z_numbers == (1, 3) and vol.meta.gaps == (2,)
     np.testing.assert_array_equal(vol.data[1].compute(), truth["sec_003.png"])

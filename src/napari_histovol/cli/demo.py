@@ -27,7 +27,10 @@ def register(sub) -> argparse.ArgumentParser:
         help="folder for the files (default ./histovol-demo)",
     )
     p.add_argument(
-        "--screenshot", metavar="PNG", help="save a screenshot of the napari window and close it"
+        "--screenshot",
+        metavar="PNG",
+        help="save a screenshot of the napari window and close it (without a display: the "
+        "rendered views are written there instead of DIR/lung_lesion3_3d.png)",
     )
     return p
 
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
                 "histovol: no display found; writing the demo files instead (as with --no-gui).",
                 file=sys.stderr,
             )
-        png = _orthoviews_png(volume_path, out_dir / "lung_lesion3_3d.png")
+        target = Path(args.screenshot) if args.screenshot else out_dir / "lung_lesion3_3d.png"
+        png = _orthoviews_png(volume_path, target.expanduser())
         print(f"wrote {png}")
         return 0
     return _show(volume_path, args.screenshot)

@@ -101,7 +101,7 @@ def _probe_all(paths: Sequence[str], on_corrupt: str) -> tuple[list[ImageInfo], 
         if isinstance(r, Exception):
             if on_corrupt == "error":
                 raise InputError(str(r), option="on_corrupt") from None
-            warnings.warn(f"Skipping {r}", HistovolWarning, stacklevel=3)
+            warnings.warn(f"Skipped an unreadable section: {r}", HistovolWarning, stacklevel=3)
             skipped.append(p)
         else:
             infos.append(r)
