@@ -30,9 +30,7 @@ def test_the_interpolate_slider_docked_from_the_menu_always_starts_from_the_sect
         w.frames.value = frames
         want = 2 * (frames + 1) + 1
         qtbot.waitUntil(
-            lambda want=want: (
-                w.result_layer is not None and w.result_layer.data.shape[0] == want
-            ),
+            lambda want=want: w.result_layer is not None and w.result_layer.data.shape[0] == want,
             timeout=30000,
         )
         qtbot.wait(400)  # a second rebuild (from the result) would land here

@@ -198,7 +198,7 @@ def test_clip_at_a_share_of_the_volume_cuts_that_share_at_any_pixel_size(make_na
     pixels does (found by a user: at 0.5 µm the canvas went empty)."""
     from qtpy.QtWidgets import QApplication
 
-    from napari_histovol._widgets.view3d_widget import TILTED_VIEW, View3DWidget
+    from napari_histovol._widgets.view3d_widget import TILTED_DIRECTION, View3DWidget
 
     vol = np.full((16, 80, 80), 200, np.uint8)
     viewer = make_napari_viewer(show=True)
@@ -212,7 +212,8 @@ def test_clip_at_a_share_of_the_volume_cuts_that_share_at_any_pixel_size(make_na
     w.layer.value = layer
     w.show_3d()
     w.rendering.value = "mip"
-    assert tuple(viewer.camera.angles) == pytest.approx(TILTED_VIEW)  # not flat from above
+    direction = tuple(viewer.scene.camera.view_direction)
+    assert direction == pytest.approx(TILTED_DIRECTION, abs=1e-6)  # not flat from above
     viewer.reset_view()
     viewer.camera.angles = (0, 0, 0)  # looking down z: rows on the screen are rows of the volume
 
@@ -283,3 +284,29 @@ def test_em_in_3d_is_an_opaque_block_not_a_washed_out_projection(make_napari_vie
     w2.layer.value = cells
     w2.show_3d()
     assert cells.rendering == "mip"
+
+
+def test_show_in_3d_looks_at_the_sections_from_above_at_a_tilt(make_napari_viewer):
+    """napari 0.9 changed what camera angles mean, and the angles the tab set looked along the
+    sections, 73 degrees off their normal: the lung sample was a thin diagonal sliver in the
+    demo and the README (helper's journey). The camera now looks down on the top section,
+    tilted enough to see the stack's depth, and the whole block is in the canvas."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_histovol._widgets.view3d_widget import View3DWidget
+
+    vol = np.full((8, 200, 240), 200, np.uint8)
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_image(vol, name="stack", scale=(2.0, 1.0, 1.0), contrast_limits=(0, 255))
+    w = View3DWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    QApplication.processEvents()
+    w.layer.value = layer
+    w.show_3d()
+    QApplication.processEvents()
+    direction = np.asarray(viewer.scene.camera.view_direction, dtype=float)
+    off_normal = np.degrees(np.arccos(abs(direction[0]) / np.linalg.norm(direction)))
+    assert 25 <= off_normal <= 55, off_normal
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    lit = np.abs(shot - shot[2, 2]).sum(-1) > 40
+    assert lit.any() and not lit[[0, -1]].any() and not lit[:, [0, -1]].any()  # all in view

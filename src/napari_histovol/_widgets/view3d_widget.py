@@ -218,9 +218,8 @@ class View3DWidget(Container):
             self.viewer.dims.ndisplay = 3  # -> _enter_3d
         else:
             self._enter_3d()
-        camera = self.viewer.scene.camera
-        if np.allclose(np.asarray(camera.angles)[:2], 0):
-            camera.angles = TILTED_VIEW
+        if abs(float(self.viewer.scene.camera.view_direction[0])) > 0.99:
+            tilt_camera(self.viewer)
         return self.targets()
 
     def _ndisplay_changed(self, event=None) -> None:
@@ -492,9 +491,29 @@ class View3DWidget(Container):
         return path
 
 
-#: camera angles (napari's, degrees) that "Show in 3D" gives a camera looking down z: the
-#: sections seen from above and the side at once, as in `histovol demo`
-TILTED_VIEW = (-20.0, 30.0, 70.0)
+#: where "Show in 3D" points a camera that looks straight down z (scene z, y, x): 40 degrees
+#: off the sections' normal, 30 degrees round from y, so the top section is seen in its stain
+#: with the stack's depth beside it, as in `histovol demo`. A direction, not napari's Euler
+#: angles, whose meaning changed in napari 0.9 (the angles written for the older convention
+#: showed the stack edge-on, a thin diagonal sliver nobody could recognise as a slide)
+TILTED_DIRECTION = (
+    -np.cos(np.radians(40)),
+    np.sin(np.radians(40)) * np.cos(np.radians(30)),
+    np.sin(np.radians(40)) * np.sin(np.radians(30)),
+)
+
+
+def tilt_camera(viewer) -> None:
+    """Point the 3D camera along :data:`TILTED_DIRECTION` (the canvas's up toward -y, as in
+    2D) and fit the layers into the canvas."""
+    viewer.scene.camera.set_view_direction(TILTED_DIRECTION, up_direction=(0, -1, 0))
+    fit = getattr(viewer, "fit_to_view", None)
+    if fit is not None:
+        fit()
+    else:  # napari before 0.9
+        viewer.reset_view(reset_camera_angle=False)
+    # the fit is for the block seen from above; tilted, its far corners reach further out
+    viewer.scene.camera.zoom *= 0.8
 
 
 def _in_world(layer, planes: list[dict]) -> list[dict]:

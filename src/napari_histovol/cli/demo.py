@@ -108,7 +108,7 @@ def _show(volume_path: Path, screenshot: str | None) -> int:
     import napari
     from qtpy.QtCore import QTimer
 
-    from .._widgets.view3d_widget import TILTED_VIEW, View3DWidget
+    from .._widgets.view3d_widget import View3DWidget, tilt_camera
 
     viewer = napari.Viewer(title="napari-histovol demo: lung lesion 3, aligned and interpolated")
     layers = viewer.open(str(volume_path), plugin="napari-histovol")
@@ -122,8 +122,7 @@ def _show(volume_path: Path, screenshot: str | None) -> int:
     viewer.window.resize(1500, 950)
 
     def frame():  # once the window has its size: fit the clipped volume and tilt the camera
-        viewer.reset_view()
-        viewer.scene.camera.angles = TILTED_VIEW
+        tilt_camera(viewer)
 
     QTimer.singleShot(400, frame)
     if screenshot:
