@@ -226,3 +226,19 @@ def test_focus_on_a_single_slide(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: focus.report is not None and focus.run_button.enabled, timeout=60000)
     assert focus.map_layer.data.shape == (4, 5)  # one map over the slide
     assert not focus.progress.status.value.startswith("failed")
+
+
+def test_every_tab_fits_a_dock_400_px_wide(make_napari_viewer):
+    """The Align tab's landmark hint set its page 476 px wide: in a normal dock the flags
+    column and the right ends of its controls were cut off behind a scroll bar (helper's
+    journey). Long labels wrap; every tab's page fits 400 px."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer(show=True)
+    _dock, panel = viewer.window.add_plugin_dock_widget("napari-histovol", "HistoVol")
+    QApplication.processEvents()
+    widths = {
+        panel.tabs.tabText(i): panel.tabs.widget(i).widget().minimumSizeHint().width()
+        for i in range(panel.tabs.count())
+    }
+    assert max(widths.values()) <= 400, widths

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qtpy.QtWidgets import QScrollArea, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from ._common import plain_viewer
 
@@ -30,6 +30,10 @@ TABS = (
 MAX_HEIGHT = 900
 
 
+#: labels longer than this many characters wrap instead of widening their tab
+WRAP_AT = 40
+
+
 class HistoVolPanel(QWidget):
     """All of napari-histovol's tools as tabs of one dock widget."""
 
@@ -51,6 +55,11 @@ class HistoVolPanel(QWidget):
             column = QVBoxLayout(page)
             column.addWidget(tool.native if hasattr(tool, "native") else tool)
             column.addStretch(1)  # controls packed at the top, not spread over the height
+            for label in page.findChildren(QLabel):
+                # a long line of text (the Align tab's landmark hint) set the page's width,
+                # wider than the dock: the flags column and the controls' right ends were cut
+                if len(label.text()) > WRAP_AT:
+                    label.setWordWrap(True)
             scroll = QScrollArea()
             scroll.setWidgetResizable(True)
             scroll.setWidget(page)
