@@ -33,10 +33,8 @@ def _shifted_folder(tmp_path, shape=(160, 208), n=4):
 
 
 def _panel(viewer):
-    from napari_histovol._widgets.panel import HistoVolPanel
-
-    panel = HistoVolPanel(viewer)
-    viewer.window.add_dock_widget(panel, name="HistoVol")
+    # docked as a user docks it, from the Plugins menu: napari hands it a PublicOnlyProxy
+    _dock, panel = viewer.window.add_plugin_dock_widget("napari-histovol", "HistoVol")
     return panel
 
 

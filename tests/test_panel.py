@@ -29,10 +29,8 @@ def stained_folder(tmp_path):
 
 
 def _panel(viewer):
-    from napari_histovol._widgets.panel import HistoVolPanel
-
-    panel = HistoVolPanel(viewer)
-    viewer.window.add_dock_widget(panel, name="HistoVol")
+    # docked as a user docks it, from the Plugins menu: napari hands it a PublicOnlyProxy
+    _dock, panel = viewer.window.add_plugin_dock_widget("napari-histovol", "HistoVol")
     return panel
 
 

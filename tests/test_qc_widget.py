@@ -29,12 +29,10 @@ def damaged():
 
 
 def test_qc_tab_flags_goes_to_masks_repairs_and_replaces(make_napari_viewer, qtbot, damaged):
-    from napari_histovol._widgets.panel import HistoVolPanel
 
     clean, a, keep, fold_m = damaged
     viewer = make_napari_viewer(show=True)
-    panel = HistoVolPanel(viewer)
-    viewer.window.add_dock_widget(panel, name="HistoVol")
+    _dock, panel = viewer.window.add_plugin_dock_widget("napari-histovol", "HistoVol")
     qc = panel.show_tab("QC")
     from dataclasses import replace
 
@@ -161,11 +159,9 @@ def _bar_centre(strip, i):
 
 
 def test_qc_tab_on_one_image_says_it_needs_a_stack(make_napari_viewer, qtbot):
-    from napari_histovol._widgets.panel import HistoVolPanel
 
     viewer = make_napari_viewer(show=True)
-    panel = HistoVolPanel(viewer)
-    viewer.window.add_dock_widget(panel, name="HistoVol")
+    _dock, panel = viewer.window.add_plugin_dock_widget("napari-histovol", "HistoVol")
     qc = panel.show_tab("QC")
     qc.layer.value = viewer.add_image(blob_stack(1)[0], name="one slide")
     qc.run()
@@ -174,11 +170,9 @@ def test_qc_tab_on_one_image_says_it_needs_a_stack(make_napari_viewer, qtbot):
 
 
 def test_qc_of_a_clean_stack_adds_no_empty_masks_layer(make_napari_viewer, qtbot):
-    from napari_histovol._widgets.panel import HistoVolPanel
 
     viewer = make_napari_viewer(show=True)
-    panel = HistoVolPanel(viewer)
-    viewer.window.add_dock_widget(panel, name="HistoVol")
+    _dock, panel = viewer.window.add_plugin_dock_widget("napari-histovol", "HistoVol")
     qc = panel.show_tab("QC")
     qc.layer.value = viewer.add_image(blob_stack(8), name="clean")
     qc.run()
