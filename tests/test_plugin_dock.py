@@ -61,3 +61,33 @@ def test_the_3d_tab_docked_from_the_menu_shows_the_stack_once(make_napari_viewer
     assert w.layer.value is layer
     shot = viewer.screenshot(canvas_only=True)
     assert shot[..., :3].std() > 5  # not a black canvas
+
+
+def test_after_align_the_other_tabs_take_the_aligned_stack_and_align_keeps_its_input(
+    make_napari_viewer, qtbot
+):
+    """napari selects the aligned stack Align adds; clicking an already selected layer fires
+    nothing, so QC, Isotropic and 3D waited on the raw stack and a user ran QC on it unaligned
+    (helper's journey). Align's own box keeps the raw stack, so Align again is not Align of the
+    aligned; a focus map is no tab's input."""
+    viewer = make_napari_viewer(show=True)
+    stack = np.stack([tissue((64, 64), i, dtype=np.uint8) for i in range(4)])
+    raw = viewer.add_image(stack, name="em", scale=(0.05, 0.004, 0.004))
+    panel = _docked(viewer, "HistoVol")
+    align = panel.show_tab("Align")
+    assert align.layer.value is raw
+    align.reg_size.value = 64
+    align.run()
+    qtbot.waitUntil(lambda: align.result is not None and align.run_button.enabled, timeout=60000)
+    aligned = viewer.layers["em aligned"]
+    assert viewer.layers.selection.active is aligned
+    assert align.layer.value is raw
+    for title in ("QC", "Isotropic", "3D", "Segment", "Interpolate", "Focus"):
+        assert panel.tools[title].layer.value is aligned, title
+    focus = panel.show_tab("Focus")
+    focus.tile.value = 32
+    focus.run()
+    qtbot.waitUntil(lambda: focus.report is not None and focus.run_button.enabled, timeout=60000)
+    assert focus.map_layer is not None
+    for title in ("QC", "Isotropic", "3D", "Segment", "Interpolate", "Focus", "Align"):
+        assert panel.tools[title].layer.value is not focus.map_layer, title

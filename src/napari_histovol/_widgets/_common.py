@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from contextlib import contextmanager
 from typing import Any
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
@@ -23,36 +24,47 @@ def plain_viewer(viewer):
     return getattr(viewer, "__wrapped__", viewer)
 
 
+#: the tabs adding layers right now, innermost last: the adding tab's image box (or None for a
+#: layer that is no tab's input: a focus map, a colour copy for 3D)
+_ADDING: list = []
+
+
+@contextmanager
+def adding_layers(own_picker=None):
+    """Add a tab's layers inside this. napari selects a layer it adds, and the user sees it
+    selected: the other tabs' image boxes take it (the next step's input: after Align, QC and
+    Isotropic work on the aligned stack; clicking the already selected layer fires nothing, so
+    a box that waited for a click never took it). The adding tab's own box, ``own_picker``,
+    keeps its input (Align would align the aligned stack again, the Interpolate tab would
+    interpolate its own live layer). With no picker, no box takes the layers."""
+    _ADDING.append(own_picker)
+    try:
+        yield
+    finally:
+        _ADDING.pop()
+
+
 def image_layer_picker(viewer, label: str):
     """A combo box of the viewer's image layers that follows layers being added or removed,
     starts on the selected image layer, and follows the image layer the user selects in the
     layer list (a user who opened an aligned volume and then the raw sections found the Align
-    tab set to the aligned volume, the first layer). A layer being added does not take the
-    box, though napari selects it: the Interpolate tab's live layer would have become its own
-    input."""
+    tab set to the aligned volume, the first layer), or that napari selects on adding it,
+    unless its own tab added it (see :func:`adding_layers`)."""
     import napari
     from magicgui.widgets import create_widget
 
     picker = create_widget(annotation=napari.layers.Image, label=label)
-    just_added: list = []
-
-    def added(event=None) -> None:
-        picker.reset_choices()
-        just_added[:] = [getattr(event, "value", None)]
 
     def follow_selection(_event=None) -> None:
         active = viewer.layers.selection.active
-        if active is None or (just_added and active is just_added[0]):
-            # selected because it was just added, not by the user (napari announces that
-            # selection more than once, with an empty one between)
+        if active is None or (_ADDING and _ADDING[-1] in (None, picker)):
             return
-        just_added.clear()
         if isinstance(active, napari.layers.Image):
             picker.reset_choices()
             if active in picker.choices:
                 picker.value = active
 
-    viewer.layers.events.inserted.connect(added)
+    viewer.layers.events.inserted.connect(picker.reset_choices)
     viewer.layers.events.removed.connect(picker.reset_choices)
     viewer.layers.selection.events.active.connect(follow_selection)
     follow_selection()

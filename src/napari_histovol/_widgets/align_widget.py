@@ -30,6 +30,7 @@ from ..core.align import (
 from ..core.align.stack import ENGINES
 from ._common import (
     ProgressRow,
+    adding_layers,
     chosen_layer,
     image_layer_picker,
     plain_viewer,
@@ -114,9 +115,10 @@ class AlignWidget(Container):
     def _show(self, layer, result) -> None:
         self.result = result
         self.source = layer
-        (self.aligned,) = add_volume_layer(
-            self.viewer, result.volume, name=f"{layer.name} aligned", like=layer
-        )
+        with adding_layers(self.layer):
+            (self.aligned,) = add_volume_layer(
+                self.viewer, result.volume, name=f"{layer.name} aligned", like=layer
+            )
         self.aligned.metadata = {
             **self.aligned.metadata,
             "transforms": [t.matrix.tolist() for t in result.transforms],

@@ -13,7 +13,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from .._layers import layer_volume, on_display_grid, world_z
 from ..core.focus import DEFAULT_METRIC, METRICS, iter_focus_stack
-from ._common import ProgressRow, chosen_layer, image_layer_picker, plain_viewer
+from ._common import ProgressRow, adding_layers, chosen_layer, image_layer_picker, plain_viewer
 
 if TYPE_CHECKING:
     import napari
@@ -161,7 +161,8 @@ class FocusWidget(Container):
             )
             if self.map_layer is not None and self.map_layer in self.viewer.layers:
                 self.viewer.layers.remove(self.map_layer)
-            self.map_layer = self.viewer.add_image(maps, **kwargs)
+            with adding_layers():  # a map, no tab's input
+                self.map_layer = self.viewer.add_image(maps, **kwargs)
         flagged = rep["flagged_z"]
         self.progress.status.value = (
             f"sharpest z {rep['best_plane']} (sub-step {rep['best_plane_subframe']:.2f})"

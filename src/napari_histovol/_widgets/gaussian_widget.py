@@ -31,6 +31,7 @@ from ..core.gaussians import (
 from ..core.progress import Progress
 from ._common import (
     ProgressRow,
+    adding_layers,
     chosen_layer,
     image_layer_picker,
     plain_viewer,
@@ -166,7 +167,8 @@ class GaussianWidget(Container):
         for data, kwargs, kind in tuples:
             kwargs["translate"] = tuple(layer.translate)[-3:]
             kwargs["metadata"] = {**kwargs.get("metadata", {}), "fit_report": report}
-            getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+            with adding_layers(self.layer):
+                getattr(self.viewer, f"add_{kind}")(data, **kwargs)
         self.summary.value = (
             f"{report['gaussians']} Gaussians, {report['file_bytes']} bytes, "
             f"ratio {report['ratio']:.1f}, PSNR {report['psnr_db']:.2f} dB, "

@@ -34,6 +34,7 @@ from ..core.progress import Progress
 from ._common import (
     NO_LAYER_TEXT,
     ProgressRow,
+    adding_layers,
     chosen_layer,
     confirm_overwrite,
     image_layer_picker,
@@ -228,7 +229,8 @@ class InterpolateWidget(Container):
         else:
             if kwargs["name"] in self.viewer.layers:
                 self.viewer.layers.remove(kwargs["name"])
-            out = self.viewer.add_image(data, **kwargs)
+            with adding_layers(self.layer):
+                out = self.viewer.add_image(data, **kwargs)
             if z is not None:
                 dims.set_point(0, z)
         self.result_layer, self.result = out, result

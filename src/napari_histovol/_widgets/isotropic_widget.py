@@ -19,6 +19,7 @@ from ..core.isotropic import DEFAULT_TIME_BUDGET, MAX_FACTOR
 from ..core.progress import Progress
 from ._common import (
     ProgressRow,
+    adding_layers,
     chosen_layer,
     image_layer_picker,
     plain_viewer,
@@ -127,7 +128,8 @@ class IsotropicWidget(Container):
     def _show(self, layer, result) -> None:
         self.result = result
         vol = result.volume
-        add_volume_layer(self.viewer, vol, name=f"{layer.name} isotropic", like=layer)
+        with adding_layers(self.layer):
+            add_volume_layer(self.viewer, vol, name=f"{layer.name} isotropic", like=layer)
         self.summary.value = (
             f"{vol.shape[0]} planes ({sum(vol.meta.synthetic)} reconstructed), z spacing "
             f"{vol.meta.scale[0]:g} {vol.meta.unit}; model: {result.model.steps} steps in "

@@ -18,7 +18,14 @@ from .._layers import DISPLAY_KEY, add_volume_layer, layer_volume, world_z
 from ..core.progress import Progress
 from ..core.qc import KINDS, iter_section_qc
 from ..core.qc.restore import apply_repairs, repair_at
-from ._common import ProgressRow, chosen_layer, image_layer_picker, layer_placement, plain_viewer
+from ._common import (
+    ProgressRow,
+    adding_layers,
+    chosen_layer,
+    image_layer_picker,
+    layer_placement,
+    plain_viewer,
+)
 from .sections_widget import plane_under_slider
 
 if TYPE_CHECKING:
@@ -410,7 +417,10 @@ class QCWidget(Container):
             self.volume, [(i, f, r) for i, (f, r) in sorted(self.repairs.items())]
         )
         layer = self.source
-        made = add_volume_layer(self.viewer, restored, name=f"{layer.name} restored", like=layer)
+        with adding_layers(self.layer):
+            made = add_volume_layer(
+                self.viewer, restored, name=f"{layer.name} restored", like=layer
+            )
         self.restored_layer = made[0] if made else None
         # the masks of the repaired sections go (the damage is gone, and a section that was
         # realigned moved away from its mask; a helper saw stale masks hide the repair); the

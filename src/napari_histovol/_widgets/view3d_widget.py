@@ -27,6 +27,7 @@ from ..core.progress import Progress
 from ..core.render3d import AXES, clipping_planes, plane_normal, true_colour_style
 from ._common import (
     ProgressRow,
+    adding_layers,
     image_layer_picker,
     plain_viewer,
     wrapping_label,
@@ -290,19 +291,20 @@ class View3DWidget(Container):
         self.progress.run(make, show, self.show3d)
 
     def _show_colour_copy(self, source, index, style, place: dict) -> None:
-        copy = self.viewer.add_image(
-            index,
-            name=source.name + COLOUR_SUFFIX,
-            colormap=_colormap(style, self.opacity.value, f"{source.name} stains"),
-            contrast_limits=(0, len(style.palette) - 1),
-            rendering="translucent",
-            blending="translucent",
-            interpolation3d="nearest",
-            units=source.units,
-            axis_labels=source.axis_labels[:3],
-            metadata=dict(source.metadata),
-            **place,
-        )
+        with adding_layers():  # a display of the source, no tab's input
+            copy = self.viewer.add_image(
+                index,
+                name=source.name + COLOUR_SUFFIX,
+                colormap=_colormap(style, self.opacity.value, f"{source.name} stains"),
+                contrast_limits=(0, len(style.palette) - 1),
+                rendering="translucent",
+                blending="translucent",
+                interpolation3d="nearest",
+                units=source.units,
+                axis_labels=source.axis_labels[:3],
+                metadata=dict(source.metadata),
+                **place,
+            )
         self._colour[id(source)] = copy
         if style.brightfield and not self._background_set:
             # the slide's own colour behind the tissue, as on the glass
