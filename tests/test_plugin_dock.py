@@ -91,3 +91,17 @@ def test_after_align_the_other_tabs_take_the_aligned_stack_and_align_keeps_its_i
     assert focus.map_layer is not None
     for title in ("QC", "Isotropic", "3D", "Segment", "Interpolate", "Focus", "Align"):
         assert panel.tools[title].layer.value is not focus.map_layer, title
+
+
+def test_the_build_tab_keeps_an_em_pixel_size_and_section_spacing(make_napari_viewer):
+    """Two decimals turned 0.004 µm into 0.00, read as 'the file's' size: an EM build came
+    out at 1 µm pixels, a flat sheet in 3D (helper's journey)."""
+    viewer = make_napari_viewer(show=True)
+    build = _docked(viewer, "Build volume")
+    build.pixel_size.value = 0.004
+    build.spacing.value = 0.05
+    assert build.pixel_size.value == pytest.approx(0.004)
+    assert build.spacing.value == pytest.approx(0.05)
+    sections = _docked(viewer, "Sections")
+    sections.spacing.value = 0.006
+    assert sections.spacing.value == pytest.approx(0.006)

@@ -10,14 +10,13 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
-    FloatSpinBox,
     PushButton,
     Slider,
     SpinBox,
 )
 
 from ..core.pipeline import ALIGN_CHOICES, iter_build_volume
-from ._common import ProgressRow, confirm_overwrite, plain_viewer, replaces_an_input
+from ._common import ProgressRow, confirm_overwrite, micrometre_box, plain_viewer, replaces_an_input
 
 if TYPE_CHECKING:
     import napari
@@ -35,11 +34,11 @@ class BuildWidget(Container):
         self.size = SpinBox(
             value=0, min=0, max=100000, step=256, label="canvas size (px, 0 = full)"
         )
-        self.pixel_size = FloatSpinBox(
-            value=0.0, min=0.0, max=1000.0, step=0.01, label="pixel size (µm, 0 = file's)"
+        self.pixel_size = micrometre_box(
+            "pixel size (µm, 0 = file's)", value=0.0, min=0.0, max=1000.0, step=0.01
         )
-        self.spacing = FloatSpinBox(
-            value=0.0, min=0.0, max=10000.0, step=0.5, label="section spacing (µm)"
+        self.spacing = micrometre_box(
+            "section spacing (µm)", value=0.0, min=0.0, max=10000.0, step=0.5
         )
         self.resume = ComboBox(
             choices=("start anew", "resume"), value="start anew", label="if interrupted"

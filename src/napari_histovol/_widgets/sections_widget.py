@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButton
+from magicgui.widgets import CheckBox, Container, Label, PushButton
 from qtpy.QtWidgets import QListWidget, QListWidgetItem
 
 from .._layers import DISPLAY_KEY, physical_placement
 from ..core.errors import HistovolError
 from ..core.io.meta import META_KEY, VolumeMeta
 from ..core.sections import missing_label, plane_label
-from ._common import chosen_layer, image_layer_picker, plain_viewer, text_overlay
+from ._common import chosen_layer, image_layer_picker, micrometre_box, plain_viewer, text_overlay
 from ._worker import error_text
 
 if TYPE_CHECKING:
@@ -66,15 +66,12 @@ class SectionsWidget(Container):
         self.layer = image_layer_picker(viewer, "sections")
         self.current = Label(value="", label="under the slider")
         self.on_canvas = CheckBox(value=True, text="name the section on the canvas")
-        self.pixel_size = FloatSpinBox(
-            value=1.0, min=1e-5, max=1000.0, step=0.05, label="pixel size (µm)"
+        self.pixel_size = micrometre_box(
+            "pixel size (µm)", value=1.0, min=1e-5, max=1000.0, step=0.05
         )
-        self.spacing = FloatSpinBox(
-            value=1.0, min=1e-5, max=100000.0, step=1.0, label="section spacing (µm)"
+        self.spacing = micrometre_box(
+            "section spacing (µm)", value=1.0, min=1e-5, max=100000.0, step=1.0
         )
-        for box in (self.pixel_size, self.spacing):
-            # EM: 4 nm pixels (0.004 µm), 50 nm or 5 nm sections; two decimals made them 0
-            box.native.setDecimals(5)
         self.apply_scale = PushButton(text="Set the scale of this stack")
         super().__init__(
             widgets=[
