@@ -2,6 +2,7 @@
 generated plane was made from (ground truth: the bundled sample's names and a plan we make)."""
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 
@@ -50,3 +51,20 @@ def test_labels_of_measured_filled_renumbered_and_regenerated_planes():
     assert plane_label(frames, 1).startswith("plane z 2 · synthetic between section 1 (He)")
     assert missing_label(2) == "section 2 · missing (a gap in the numbering)"
     assert plane_label(frames, 99) == ""
+
+
+def test_isotropic_planes_are_named_by_plane_not_as_missing_sections():
+    """Isotropic reconstruction renumbers the planes without 'frames between': its plane 7
+    read 'section 7 (missing) · synthetic between section 1 and section 2' (helper's
+    journey)."""
+    from napari_histovol.core.isotropic import iter_isotropic
+    from napari_histovol.core.progress import drain
+
+    files = ["s_01.png", "s_02.png", "s_03.png"]
+    vol = _volume([1, 2, 3], files)
+    vol = Volume(vol.data, replace(vol.meta, scale=(4.0, 1.0, 1.0)))
+    meta = drain(iter_isotropic(vol, factor=4, steps=1)).volume.meta
+    assert plane_label(meta, 4) == "plane z 5 · section 2 · s_02.png"
+    assert plane_label(meta, 6) == (
+        "plane z 7 · synthetic between section 2 and section 3, t = 0.50"
+    )

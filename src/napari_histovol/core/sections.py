@@ -92,7 +92,9 @@ def plane_label(meta: VolumeMeta, index: int) -> str:
                 if "replaces" in src
                 else "synthetic between"
             )
-            renumbered = (m.extra.get("interpolation") or {}).get("frames_between", 0)
+            # planes renumbered by interpolation or isotropic reconstruction (which records
+            # no frames between: its planes read "section 7 (missing)" beside section 7)
+            renumbered = m.planes_per_section != 1
             where = f"plane z {z}" if renumbered or "replaces" in src else f"section {z} (missing)"
             return f"{where} · {how} {a} and {b}, t = {float(src['t']):.2f}"
         return f"plane z {z} · synthetic (generated plane)"
