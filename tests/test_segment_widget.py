@@ -283,3 +283,23 @@ def test_quick_clicks_on_three_nuclei_segment_all_three(make_napari_viewer, qtbo
     for k in (1, 2, 3):
         assert dice(got == k, truth == k) >= 0.8, k
     assert [row[0] for row in w.table.data.to_list()] == [1, 2, 3]
+
+
+def test_undo_of_an_object_s_only_click_takes_it_out_of_the_volumes_table(
+    make_napari_viewer, qtbot, bridged_objects
+):
+    """Undo cleared object 2 from the labels but the table kept its row (helper's journey):
+    the table and the saved CSV disagreed."""
+    img, a, b, fg = bridged_objects
+    w = _started_on(make_napari_viewer, img[..., 0], SCALE)
+    w.points.add([6, 32, 32])
+    qtbot.waitUntil(lambda: w.progress.worker is None and not w._dirty, timeout=30000)
+    w._new_object()
+    w.points.add([2, 10, 110])
+    qtbot.waitUntil(lambda: w.progress.worker is None and not w._dirty, timeout=30000)
+    assert [r["object"] for r in w.rows] == [1, 2]
+    w.undo()
+    qtbot.waitUntil(lambda: w.progress.worker is None and not w._dirty, timeout=30000)
+    assert not (_labels(w) == 2).any()
+    assert [r["object"] for r in w.rows] == [1]
+    assert w.table.shape[0] == 1

@@ -371,10 +371,13 @@ class SegmentWidget(Container):
             sc = scribbles_from_labels(data, s.shape)
             s.set_scribbles(sc if sc.points else None)
             self._scribbles_dirty = False
-        for obj in list(s.masks):
-            if obj not in s.objects:
-                s.masks.pop(obj)
-                self._redraw(obj)
+        gone = [obj for obj in list(s.masks) if obj not in s.objects]
+        for obj in gone:
+            s.masks.pop(obj)
+            self._redraw(obj)
+        if gone:  # the table listed an object undo had removed from the labels
+            self._table()
+            self.info.value = f"object {', '.join(map(str, gone))} removed"
 
     def _pump(self, *_) -> None:
         """Start the next queued job when none runs."""
