@@ -91,6 +91,22 @@ def test_stack_report_uses_z_numbers_and_flags_blurry_sections(skin):
     assert len(rep["planes"][0]["tiles"]["scores"]) == 4
 
 
+def test_generated_planes_are_scored_but_not_judged(skin):
+    """A built volume's interpolated plane was flagged blurry and was the 'blurriest' to go
+    to (helper's journey); a measured blurred section still is."""
+    gray = cv2.cvtColor(skin[:512, :512], cv2.COLOR_RGB2GRAY)
+    planes = [gray] * 9
+    planes[2] = blur(gray, 5.0)  # a generated plane (blurrier than any)
+    planes[6] = blur(gray, 3.0)  # a measured section out of focus
+    syn = tuple(i == 2 for i in range(9))
+    meta = VolumeMeta(z_numbers=tuple(range(9)), synthetic=syn).with_planes(9)
+    vol = Volume(da.from_array(np.stack(planes), chunks=(1, 512, 512)), meta)
+    rep = drain(iter_focus_stack(vol, tile=128))
+    assert rep["flagged_z"] == [6] and rep["worst_plane"] == 6
+    assert rep["planes"][2]["synthetic"] and not rep["planes"][2]["out_of_focus"]
+    assert rep["planes"][2]["tiles"]["flagged"] == 0
+
+
 @pytest.mark.parametrize(
     "img",
     [

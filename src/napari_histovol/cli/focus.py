@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         tiles = p.get("tiles", {}).get("flagged")
         print(
             f"{p['z']:>6}  {p['score']:>12.6g}  {p['robust_z']:>8.2f}  "
-            f"{'BLUR' if p['out_of_focus'] else '    '}  {p['file']}"
+            f"{'BLUR' if p['out_of_focus'] else '    '}  "
+            f"{p['file'] or ('(generated)' if p.get('synthetic') else '')}"
             + (f"  ({tiles} blurry tiles)" if tiles else "")
         )
     print(

@@ -81,7 +81,8 @@ def iter_focus_stack(
     dict
         The report: ``metric``, ``threshold``, ``planes`` (``z``, ``file``, ``score``,
         ``robust_z``, ``out_of_focus``, ``defocus_um`` for the learned metric, ``tiles`` with
-        ``tile``), ``flagged_z``, ``best_plane``, ``best_plane_index``, ``best_plane_subframe``
+        ``tile``; ``synthetic`` for generated planes, which are scored but never flagged, best
+        or worst), ``flagged_z``, ``best_plane``, ``best_plane_index``, ``best_plane_subframe``
         and ``worst_plane``.
 
     Raises
@@ -103,9 +104,17 @@ def iter_focus_stack(
         measured.append(m.measure(img, tile=tile, min_tissue=min_tissue, threshold=threshold))
         yield Progress(i + 1, n, f"z {zs[i]}", stage="focus")
     scores = [p.score for p in measured]
-    z = robust_z(np.array(scores))
-    flags = z < -threshold
-    k, sub = best_plane(scores)
+    # generated planes (interpolated, reconstructed) are scored but not judged: a build's
+    # interpolated plane was flagged blurry, and its z fed to `interpolate --replace`
+    synthetic = np.asarray(meta.synthetic, bool)
+    judged = np.flatnonzero(~synthetic) if (~synthetic).any() else np.arange(n)
+    arr = np.asarray(scores, dtype=float)
+    z = np.zeros(n)
+    z[judged] = robust_z(arr[judged])
+    flags = np.zeros(n, bool)
+    flags[judged] = z[judged] < -threshold
+    k_judged, sub = best_plane([scores[i] for i in judged])
+    k = int(judged[k_judged])
     planes = []
     for i, p in enumerate(measured):
         entry = {
@@ -115,6 +124,8 @@ def iter_focus_stack(
             "robust_z": float(z[i]),
             "out_of_focus": bool(flags[i]),
         }
+        if synthetic[i]:
+            entry["synthetic"] = True
         if p.defocus_um is not None:
             entry["defocus_um"] = p.defocus_um
         if p.focus_map is not None:
@@ -122,10 +133,10 @@ def iter_focus_stack(
             entry["tiles"] = {
                 "shape": list(fm.scores.shape),
                 "tile_px": tile,
-                "flagged": int(fm.flags.sum()),
+                "flagged": 0 if synthetic[i] else int(fm.flags.sum()),
                 "scores": fm.scores.round(8).tolist(),
                 "tissue": fm.tissue.round(3).tolist(),
-                "out_of_focus": fm.flags.tolist(),
+                "out_of_focus": (fm.flags & ~synthetic[i]).tolist(),
             }
         planes.append(entry)
     return {
@@ -135,8 +146,10 @@ def iter_focus_stack(
         "flagged_z": [zs[i] for i in range(n) if flags[i]],
         "best_plane": zs[k],
         "best_plane_index": k,
-        "best_plane_subframe": subframe_z(zs, sub) if n > 1 else float(zs[0]),
-        "worst_plane": zs[int(np.argmin(scores))],
+        "best_plane_subframe": (
+            subframe_z([zs[i] for i in judged], sub) if len(judged) > 1 else float(zs[k])
+        ),
+        "worst_plane": zs[int(judged[np.argmin(arr[judged])])],
     }
 
 
