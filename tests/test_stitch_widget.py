@@ -57,6 +57,9 @@ def test_stitch_widget_shows_the_mosaic_and_outlines_coloured_by_edge_qc(
     qtbot.waitUntil(lambda: w.result is not None and w.run_button.enabled, timeout=60000)
     assert (tmp_path / "tiles_mosaic_TILES.json").is_file()
     assert "flagged: tile_05.png" in w.progress.status.value
+    outlines = viewer.layers["tiles_mosaic tiles"].features
+    red = set(outlines["tile"][outlines["qc"] == "rejected"])
+    assert red and all(name in w.progress.status.value for name in red)  # every red tile named
 
     mosaic = viewer.layers["tiles_mosaic"]
     assert mosaic.rgb

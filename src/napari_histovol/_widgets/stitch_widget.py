@@ -129,8 +129,13 @@ class StitchWidget(Container):
         edges = [e for _, p in result.sections for e in p.edges]
         acc = sum(e.status == "accepted" for e in edges)
         flagged = result.flagged
-        self.progress.status.value = f"{tiles} tiles, {acc}/{len(edges)} edges accepted" + (
-            f"; flagged: {', '.join(flagged)}" if flagged else ""
+        # the red tiles on the canvas: flagged, or most of their edges rejected (a user saw
+        # two red tiles the status did not name)
+        red = [n for n in self._grades if self._grades[n] == "rejected" and n not in flagged]
+        self.progress.status.value = (
+            f"{tiles} tiles, {acc}/{len(edges)} edges accepted"
+            + (f"; flagged: {', '.join(flagged)}" if flagged else "")
+            + (f"; most edges rejected: {', '.join(red)}" if red else "")
         )
 
     def _add_qc_layers(self, image, result, name: str) -> list:
@@ -153,6 +158,7 @@ class StitchWidget(Container):
                 lines.append(np.column_stack([np.full(2, plane), xy[:, 1], xy[:, 0]]))
                 line_grades.append(g)
                 line_texts.append(label)
+        self._grades = dict(zip(tiles, grades, strict=True))
         place = dict(scale=tuple(image.scale)[:3], translate=tuple(image.translate)[:3])
         for n in (f"{name} tiles", f"{name} seams"):
             if n in self.viewer.layers:
