@@ -104,6 +104,7 @@ def test_generated_planes_are_scored_but_not_judged(skin):
     rep = drain(iter_focus_stack(vol, tile=128))
     assert rep["flagged_z"] == [6] and rep["worst_plane"] == 6
     assert rep["planes"][2]["synthetic"] and not rep["planes"][2]["out_of_focus"]
+    assert rep["planes"][2]["robust_z"] is None
     assert rep["planes"][2]["tiles"]["flagged"] == 0
 
 

@@ -105,3 +105,42 @@ def test_the_build_tab_keeps_an_em_pixel_size_and_section_spacing(make_napari_vi
     sections = _docked(viewer, "Sections")
     sections.spacing.value = 0.006
     assert sections.spacing.value == pytest.approx(0.006)
+
+
+def test_the_interpolate_box_keeps_its_sections_while_the_user_looks_around(
+    make_napari_viewer, qtbot
+):
+    """Selecting the live layer to look at it, leaving 3D (which re-selects a layer) or QC
+    replacing its masks switched the Interpolate box to its own result, and the slider froze;
+    picking the raw stack rebuilt the layer named '... aligned interpolated' from it
+    (helper's journey)."""
+    viewer = make_napari_viewer(show=True)
+    stack = np.stack([tissue((48, 56), i, dtype=np.uint8) for i in range(3)])
+    raw = viewer.add_image(stack + 1, name="raw", scale=(6.0, 0.5, 0.5))
+    sections = viewer.add_image(stack, name="sections", scale=(6.0, 0.5, 0.5))
+    panel = _docked(viewer, "HistoVol")
+    w = panel.show_tab("Interpolate")
+    assert w.layer.value is sections
+
+    def frames(n):
+        w.frames.value = n
+        qtbot.waitUntil(
+            lambda: w.result_layer is not None and w.result_layer.data.shape[0] == 2 * n + 3,
+            timeout=30000,
+        )
+
+    frames(2)
+    live = w.result_layer
+    viewer.layers.selection.active = live  # the user looks at the result
+    assert w.layer.value is sections
+    frames(1)
+    view3d = panel.show_tab("3D")
+    view3d.layer.value = live
+    view3d.show_3d()
+    viewer.dims.ndisplay = 2  # back to the slides: the 3D tab re-selects its source
+    assert w.layer.value is sections
+    frames(3)
+    viewer.layers.selection.active = raw  # the user picks the raw stack
+    assert w.layer.value is raw
+    qtbot.waitUntil(lambda: "raw interpolated" in viewer.layers, timeout=30000)
+    assert live.name == "sections interpolated" and live.data.shape[0] == 9  # untouched

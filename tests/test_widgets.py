@@ -46,7 +46,7 @@ def test_a_tab_s_image_box_follows_the_layer_the_user_selects(make_napari_viewer
     the aligned volume (the first image layer): pressing Align would have aligned the aligned
     volume again. The box starts on the selected layer and follows the user's selection and
     the layers napari selects on adding them, except the tab's own and mere displays."""
-    from napari_histovol._widgets._common import adding_layers
+    from napari_histovol._widgets._common import layers_changed_by_tab
     from napari_histovol._widgets.align_widget import AlignWidget
 
     viewer = make_napari_viewer(show=True)
@@ -59,15 +59,15 @@ def test_a_tab_s_image_box_follows_the_layer_the_user_selects(make_napari_viewer
     assert widget.layer.value is aligned
     viewer.layers.selection.active = raw
     assert widget.layer.value is raw
-    with adding_layers(widget.layer):  # a layer the tab adds itself
+    with layers_changed_by_tab(widget.layer):  # a layer the tab adds itself
         made = viewer.add_image(np.ones((5, 32, 32), np.uint8), name="raw sections aligned")
     assert viewer.layers.selection.active is made and widget.layer.value is raw
     viewer.add_points(np.zeros((1, 3)), name="clicks")  # not an image: the box stays
     assert widget.layer.value is raw
-    with adding_layers():  # a display no tab takes as input (a focus map)
+    with layers_changed_by_tab():  # a display no tab takes as input (a focus map)
         viewer.add_image(np.ones((5, 32, 32), np.uint8), name="focus map")
     assert widget.layer.value is raw
-    with adding_layers(object()):  # another tab's result: the next step's input
+    with layers_changed_by_tab(object()):  # another tab's result: the next step's input
         other = viewer.add_image(np.ones((5, 32, 32), np.uint8), name="raw sections restored")
     assert widget.layer.value is other
     opened = viewer.add_image(np.ones((5, 32, 32), np.uint8), name="opened by the user")

@@ -30,13 +30,15 @@ _ADDING: list = []
 
 
 @contextmanager
-def adding_layers(own_picker=None):
-    """Add a tab's layers inside this. napari selects a layer it adds, and the user sees it
+def layers_changed_by_tab(own_picker=None):
+    """Add, select or remove a tab's layers inside this. napari selects a layer it adds, and the user sees it
     selected: the other tabs' image boxes take it (the next step's input: after Align, QC and
     Isotropic work on the aligned stack; clicking the already selected layer fires nothing, so
     a box that waited for a click never took it). The adding tab's own box, ``own_picker``,
     keeps its input (Align would align the aligned stack again, the Interpolate tab would
-    interpolate its own live layer). With no picker, no box takes the layers."""
+    interpolate its own live layer). With no picker, no box takes the layers: a display
+    added, or a selection the tab moves (leaving 3D re-selects the source of a colour copy;
+    replacing QC masks leaves another layer selected)."""
     _ADDING.append(own_picker)
     try:
         yield
@@ -44,12 +46,14 @@ def adding_layers(own_picker=None):
         _ADDING.pop()
 
 
-def image_layer_picker(viewer, label: str):
+def image_layer_picker(viewer, label: str, own: Callable[[], list] | None = None):
     """A combo box of the viewer's image layers that follows layers being added or removed,
     starts on the selected image layer, and follows the image layer the user selects in the
     layer list (a user who opened an aligned volume and then the raw sections found the Align
     tab set to the aligned volume, the first layer), or that napari selects on adding it,
-    unless its own tab added it (see :func:`adding_layers`)."""
+    unless its own tab added it (see :func:`layers_changed_by_tab`). ``own`` lists layers
+    the box never follows a selection to (the Interpolate tab's live layer, which it cannot
+    take as input: selecting it to look at it froze the slider)."""
     import napari
     from magicgui.widgets import create_widget
 
@@ -58,6 +62,8 @@ def image_layer_picker(viewer, label: str):
     def follow_selection(_event=None) -> None:
         active = viewer.layers.selection.active
         if active is None or (_ADDING and _ADDING[-1] in (None, picker)):
+            return
+        if own is not None and any(active is layer for layer in own()):
             return
         if isinstance(active, napari.layers.Image):
             picker.reset_choices()

@@ -30,9 +30,9 @@ from ..core.align import (
 from ..core.align.stack import ENGINES
 from ._common import (
     ProgressRow,
-    adding_layers,
     chosen_layer,
     image_layer_picker,
+    layers_changed_by_tab,
     plain_viewer,
     wrapping_label,
 )
@@ -115,7 +115,7 @@ class AlignWidget(Container):
     def _show(self, layer, result) -> None:
         self.result = result
         self.source = layer
-        with adding_layers(self.layer):
+        with layers_changed_by_tab(self.layer):
             (self.aligned,) = add_volume_layer(
                 self.viewer, result.volume, name=f"{layer.name} aligned", like=layer
             )

@@ -107,10 +107,12 @@ class BuildWidget(Container):
     def _show(self, result) -> None:
         from .._layers import add_volume_layer
         from ..core.io.ome_zarr import read_ome_zarr
+        from .view3d_widget import tilt_camera
 
         vol = read_ome_zarr(result.out)
         self.layers = add_volume_layer(self.viewer, vol, name=result.out.name.split(".")[0])
         self.viewer.dims.ndisplay = 3
+        tilt_camera(self.viewer)  # from above, a volume looks like one flat section
         self.progress.status.value = (
             f"{result.shape[0]} planes ({len(result.synthetic_z)} generated), voxel "
             + " x ".join(f"{s:g}" for s in result.scale)

@@ -13,7 +13,13 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from .._layers import layer_volume, on_display_grid, world_z
 from ..core.focus import DEFAULT_METRIC, METRICS, iter_focus_stack
-from ._common import ProgressRow, adding_layers, chosen_layer, image_layer_picker, plain_viewer
+from ._common import (
+    ProgressRow,
+    chosen_layer,
+    image_layer_picker,
+    layers_changed_by_tab,
+    plain_viewer,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -161,7 +167,7 @@ class FocusWidget(Container):
             )
             if self.map_layer is not None and self.map_layer in self.viewer.layers:
                 self.viewer.layers.remove(self.map_layer)
-            with adding_layers():  # a map, no tab's input
+            with layers_changed_by_tab():  # a map, no tab's input
                 self.map_layer = self.viewer.add_image(maps, **kwargs)
         flagged = rep["flagged_z"]
         self.progress.status.value = (

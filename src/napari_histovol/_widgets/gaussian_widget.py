@@ -31,9 +31,9 @@ from ..core.gaussians import (
 from ..core.progress import Progress
 from ._common import (
     ProgressRow,
-    adding_layers,
     chosen_layer,
     image_layer_picker,
+    layers_changed_by_tab,
     plain_viewer,
     wrapping_label,
 )
@@ -167,7 +167,7 @@ class GaussianWidget(Container):
         for data, kwargs, kind in tuples:
             kwargs["translate"] = tuple(layer.translate)[-3:]
             kwargs["metadata"] = {**kwargs.get("metadata", {}), "fit_report": report}
-            with adding_layers(self.layer):
+            with layers_changed_by_tab(self.layer):
                 getattr(self.viewer, f"add_{kind}")(data, **kwargs)
         self.summary.value = (
             f"{report['gaussians']} Gaussians, {report['file_bytes']} bytes, "

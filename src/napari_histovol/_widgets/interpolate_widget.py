@@ -34,10 +34,10 @@ from ..core.progress import Progress
 from ._common import (
     NO_LAYER_TEXT,
     ProgressRow,
-    adding_layers,
     chosen_layer,
     confirm_overwrite,
     image_layer_picker,
+    layers_changed_by_tab,
     plain_viewer,
     replaces_an_input,
 )
@@ -59,7 +59,10 @@ class InterpolateWidget(Container):
         from qtpy.QtCore import QTimer
 
         self.viewer = viewer = plain_viewer(viewer)
-        self.layer = image_layer_picker(viewer, "sections")
+        # never its own live layer, even when the user selects it to look at it
+        self.layer = image_layer_picker(
+            viewer, "sections", own=lambda: [getattr(self, "result_layer", None)]
+        )
         self.frames = Slider(value=1, min=0, max=50, label="frames between")
         self.method = ComboBox(choices=METHODS, value="flow", label="method")
         self.model_dir = FileEdit(mode="d", label="model folder", value="")
@@ -212,6 +215,9 @@ class InterpolateWidget(Container):
         if (
             out is not None
             and out in self.viewer.layers
+            # from another stack it is another result: a layer named "... aligned
+            # interpolated" held the unaligned sections after the user picked them
+            and out.name == kwargs["name"]
             and not out.multiscale
             and out.rgb == kwargs["rgb"]
             and out.data.ndim == data.ndim
@@ -229,7 +235,7 @@ class InterpolateWidget(Container):
         else:
             if kwargs["name"] in self.viewer.layers:
                 self.viewer.layers.remove(kwargs["name"])
-            with adding_layers(self.layer):
+            with layers_changed_by_tab(self.layer):
                 out = self.viewer.add_image(data, **kwargs)
             if z is not None:
                 dims.set_point(0, z)

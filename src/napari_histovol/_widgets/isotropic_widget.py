@@ -19,9 +19,9 @@ from ..core.isotropic import DEFAULT_TIME_BUDGET, MAX_FACTOR
 from ..core.progress import Progress
 from ._common import (
     ProgressRow,
-    adding_layers,
     chosen_layer,
     image_layer_picker,
+    layers_changed_by_tab,
     plain_viewer,
     wrapping_label,
 )
@@ -132,7 +132,7 @@ class IsotropicWidget(Container):
     def _show(self, layer, result) -> None:
         self.result = result
         vol = result.volume
-        with adding_layers(self.layer):
+        with layers_changed_by_tab(self.layer):
             add_volume_layer(self.viewer, vol, name=f"{layer.name} isotropic", like=layer)
         self.summary.value = (
             f"{vol.shape[0]} planes ({sum(vol.meta.synthetic)} reconstructed), z spacing "

@@ -20,10 +20,10 @@ from ..core.qc import KINDS, iter_section_qc
 from ..core.qc.restore import apply_repairs, repair_at
 from ._common import (
     ProgressRow,
-    adding_layers,
     chosen_layer,
     image_layer_picker,
     layer_placement,
+    layers_changed_by_tab,
     plain_viewer,
 )
 from .sections_widget import plane_under_slider
@@ -271,7 +271,12 @@ class QCWidget(Container):
     def _show_masks(self, layer, volume, rep, cleared=()) -> None:
         """The masks as a Labels layer on the layer's display grid (lazy: zeros where a
         section has none, or is among the ``cleared`` z numbers: repaired); no layer when no
-        section has one (a previous run's is removed)."""
+        section has one (a previous run's is removed). No tab's image box follows the
+        selection this moves."""
+        with layers_changed_by_tab():
+            self._replace_masks(layer, volume, rep, cleared)
+
+    def _replace_masks(self, layer, volume, rep, cleared) -> None:
         name = f"{layer.name} QC masks"
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
@@ -417,7 +422,7 @@ class QCWidget(Container):
             self.volume, [(i, f, r) for i, (f, r) in sorted(self.repairs.items())]
         )
         layer = self.source
-        with adding_layers(self.layer):
+        with layers_changed_by_tab(self.layer):
             made = add_volume_layer(
                 self.viewer, restored, name=f"{layer.name} restored", like=layer
             )

@@ -27,8 +27,8 @@ from ..core.progress import Progress
 from ..core.render3d import AXES, clipping_planes, plane_normal, true_colour_style
 from ._common import (
     ProgressRow,
-    adding_layers,
     image_layer_picker,
+    layers_changed_by_tab,
     plain_viewer,
     wrapping_label,
 )
@@ -291,7 +291,7 @@ class View3DWidget(Container):
         self.progress.run(make, show, self.show3d)
 
     def _show_colour_copy(self, source, index, style, place: dict) -> None:
-        with adding_layers():  # a display of the source, no tab's input
+        with layers_changed_by_tab():  # a display of the source, no tab's input
             copy = self.viewer.add_image(
                 index,
                 name=source.name + COLOUR_SUFFIX,
@@ -310,11 +310,16 @@ class View3DWidget(Container):
             # the slide's own colour behind the tissue, as on the glass
             self.viewer.canvas.background_color_override = tuple(style.background / 255.0)
             self._background_set = True
-        self.viewer.layers.selection.active = copy
+        with layers_changed_by_tab():
+            self.viewer.layers.selection.active = copy
 
     def _leave_3d(self) -> None:
         """Back to the slide view: colour copies go, RGB layers show again, scales and clipping
-        are undone."""
+        are undone (no tab's image box follows the layers this removes and re-selects)."""
+        with layers_changed_by_tab():
+            self._restore_2d()
+
+    def _restore_2d(self) -> None:
         if self.progress.worker is not None:
             self.progress.worker.quit()  # a colour copy still being made is not wanted now
         for copy in list(self._colour.values()):

@@ -62,10 +62,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'z':>6}  {'score':>12}  {'z-score':>8}  flag  file")
     for p in rep["planes"]:
         tiles = p.get("tiles", {}).get("flagged")
+        robust = "-" if p["robust_z"] is None else f"{p['robust_z']:.2f}"  # "-": not judged
+        name = p["file"] or ("(generated)" if p.get("synthetic") else "")
         print(
-            f"{p['z']:>6}  {p['score']:>12.6g}  {p['robust_z']:>8.2f}  "
-            f"{'BLUR' if p['out_of_focus'] else '    '}  "
-            f"{p['file'] or ('(generated)' if p.get('synthetic') else '')}"
+            f"{p['z']:>6}  {p['score']:>12.6g}  {robust:>8}  "
+            f"{'BLUR' if p['out_of_focus'] else '    '}  {name}"
             + (f"  ({tiles} blurry tiles)" if tiles else "")
         )
     print(

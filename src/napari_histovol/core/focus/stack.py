@@ -121,7 +121,7 @@ def iter_focus_stack(
             "z": zs[i],
             "file": meta.files[i],
             "score": scores[i],
-            "robust_z": float(z[i]),
+            "robust_z": None if synthetic[i] else float(z[i]),  # not judged
             "out_of_focus": bool(flags[i]),
         }
         if synthetic[i]:
