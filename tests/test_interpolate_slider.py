@@ -90,8 +90,8 @@ def test_slider_updates_one_live_layer_with_the_cores_frames(make_napari_viewer,
         "plane z 11 · synthetic between section 2 (CD31) and section 3 (Ki67), t = 0.25"
     )
     # the Sections list follows the live layer as its planes change
-    tab.layer.value = live
-    assert tab.list.count() == 25
+    tab.layer.value = live  # (it may be there already: a tab's new stack is every box's)
+    qtbot.waitUntil(lambda: tab.list.count() == 25, timeout=5000)  # rebuilt on the next loop
     w.frames.value = 1
     qtbot.waitUntil(lambda: tab.list.count() == 7, timeout=10000)
     w.frames.value = 7
