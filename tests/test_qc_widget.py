@@ -193,3 +193,5 @@ def test_the_list_names_a_built_volumes_planes_by_plane_and_file():
     built = VolumeMeta(extra={"interpolation": {"frames_between": 2}})
     assert _section_name(sec, built) == "plane z 16 (s06.png)"
     assert _section_name(sec, VolumeMeta()) == "section 16"
+    generated = SectionQC(z=5, synthetic=True)  # 'Section 5 has no QC flag' (helper)
+    assert _section_name(generated, built) == "plane z 5 (generated)"

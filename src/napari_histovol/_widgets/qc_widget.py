@@ -163,8 +163,11 @@ def _section_name(sec, meta) -> str:
     (built, interpolated, isotropic) its plane number and source file, since its number there
     is no section number (the canvas names the sections by theirs)."""
     extra = meta.extra or {}
-    if ("interpolation" in extra or "isotropic" in extra) and sec.file:
-        return f"plane z {sec.z} ({sec.file})"
+    if "interpolation" in extra or "isotropic" in extra:
+        if sec.file:
+            return f"plane z {sec.z} ({sec.file})"
+        if sec.synthetic:
+            return f"plane z {sec.z} (generated)"
     return f"section {sec.z}"
 
 
@@ -387,14 +390,15 @@ class QCWidget(Container):
         volume, report = self.volume, self.report
         z = volume.meta.with_planes(volume.shape[0]).z_numbers[index]
         sec = report.section(z)
+        name = self._name(z)
         if not replace_whole and (sec is None or not sec.flags):
-            show_warning(f"Section {z} has no QC flag; nothing to repair.")
-            self.progress.status.value = f"section {z}: no QC flag, nothing repaired"
+            show_warning(f"{name[0].upper()}{name[1:]} has no QC flag; nothing to repair.")
+            self.progress.status.value = f"{name}: no QC flag, nothing repaired"
             return
 
         def job():
             verb = "replacing" if replace_whole else "repairing"
-            yield Progress(0, 1, f"{verb} section {z}", "restore")
+            yield Progress(0, 1, f"{verb} {name}", "restore")
             return repair_at(volume, report, index, replace_whole=replace_whole)
 
         self.progress.run(
@@ -405,17 +409,26 @@ class QCWidget(Container):
             self.replace_button,
         )
 
+    def _name(self, z: int) -> str:
+        """How the list names the plane numbered ``z`` (a built volume's plane numbers are no
+        section numbers: 'section 10: inpainted' was section 4)."""
+        from ..core.qc import SectionQC
+
+        sec = self.report.section(z) if self.report is not None else None
+        return _section_name(sec if sec is not None else SectionQC(z=z), self.volume.meta)
+
     def _repaired(self, index: int, res) -> None:
         fixed, rec = res
         if rec is None:
             from napari.utils.notifications import show_warning
 
             z = self.volume.meta.with_planes(self.volume.shape[0]).z_numbers[index]
+            name = self._name(z)
             show_warning(
-                f"Section {z} has no sound neighbour to be rebuilt from (or only the section "
-                "it copies); remove it from the stack instead."
+                f"{name[0].upper()}{name[1:]} has no sound neighbour to be rebuilt from (or "
+                "only the section it copies); remove it from the stack instead."
             )
-            self.progress.status.value = f"section {z}: nothing to rebuild it from"
+            self.progress.status.value = f"{name}: nothing to rebuild it from"
             return
         self.repairs[index] = (fixed, rec)
         restored = apply_repairs(
@@ -434,7 +447,7 @@ class QCWidget(Container):
         self._show_masks(layer, self.volume, self.report, cleared={zs[i] for i in self.repairs})
         self._mark_repaired(rec.z, rec.action)
         self.progress.status.value = (
-            f"section {rec.z}: {rec.action} ({len(self.repairs)} repaired in "
+            f"{self._name(rec.z)}: {rec.action} ({len(self.repairs)} repaired in "
             f"'{layer.name} restored')"
         )
 
