@@ -24,26 +24,28 @@ def plain_viewer(viewer):
     return getattr(viewer, "__wrapped__", viewer)
 
 
-#: the tabs adding layers right now, innermost last: the adding tab's image box (or None for a
-#: layer that is no tab's input: a focus map, a colour copy for 3D)
-_ADDING: list = []
+#: the tabs changing layers right now, innermost last: each one's own image box (None: no box
+#: follows, as for a focus map or a colour copy for 3D)
+_CHANGING: list = []
 
 
 @contextmanager
 def layers_changed_by_tab(own_picker=None):
-    """Add, select or remove a tab's layers inside this. napari selects a layer it adds, and the user sees it
-    selected: the other tabs' image boxes take it (the next step's input: after Align, QC and
-    Isotropic work on the aligned stack; clicking the already selected layer fires nothing, so
-    a box that waited for a click never took it). The adding tab's own box, ``own_picker``,
-    keeps its input (Align would align the aligned stack again, the Interpolate tab would
-    interpolate its own live layer). With no picker, no box takes the layers: a display
-    added, or a selection the tab moves (leaving 3D re-selects the source of a colour copy;
-    replacing QC masks leaves another layer selected)."""
-    _ADDING.append(own_picker)
+    """Add, select or remove a tab's layers inside this.
+
+    napari selects a layer it adds, and the user sees it selected: the other tabs' image boxes
+    take it, as the next step's input (after Align, QC and Isotropic work on the aligned stack;
+    clicking the already selected layer fires nothing, so a box that waited for a click never
+    took it). The tab's own box, ``own_picker``, keeps its input (Align would align the aligned
+    stack again, the Interpolate tab would interpolate its own live layer). With no picker, no
+    box follows: a display added, or a selection the tab moves (leaving 3D re-selects the
+    source of a colour copy; replacing QC masks leaves another layer selected).
+    """
+    _CHANGING.append(own_picker)
     try:
         yield
     finally:
-        _ADDING.pop()
+        _CHANGING.pop()
 
 
 def image_layer_picker(viewer, label: str, own: Callable[[], list] | None = None):
@@ -61,7 +63,7 @@ def image_layer_picker(viewer, label: str, own: Callable[[], list] | None = None
 
     def follow_selection(_event=None) -> None:
         active = viewer.layers.selection.active
-        if active is None or (_ADDING and _ADDING[-1] in (None, picker)):
+        if active is None or (_CHANGING and _CHANGING[-1] in (None, picker)):
             return
         if own is not None and any(active is layer for layer in own()):
             return
