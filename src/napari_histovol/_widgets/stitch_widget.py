@@ -131,7 +131,7 @@ class StitchWidget(Container):
         flagged = result.flagged
         # the red tiles on the canvas: flagged, or most of their edges rejected (a user saw
         # two red tiles the status did not name)
-        red = [n for n in self._grades if self._grades[n] == "rejected" and n not in flagged]
+        red = [n for n, g in self._grades.items() if g == "rejected" and n not in flagged]
         self.progress.status.value = (
             f"{tiles} tiles, {acc}/{len(edges)} edges accepted"
             + (f"; flagged: {', '.join(flagged)}" if flagged else "")

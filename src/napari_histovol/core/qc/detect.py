@@ -1580,13 +1580,13 @@ def _with_enclosed_loss(mask: np.ndarray, tissue_here: np.ndarray, tissue_near: 
     labels, n = ndi.label(lost)
     if n == 0:
         return mask
-    outline = (ndi.grey_dilation(labels, size=3) > 0) & (labels == 0)
-    owner = ndi.grey_dilation(labels, size=3)[outline]
-    on_mask = mask[outline]
+    grown = ndi.grey_dilation(labels, size=3)
+    outline = (grown > 0) & (labels == 0)  # the pixels just outside each patch, by its label
+    owner = grown[outline]
     total = np.bincount(owner, minlength=n + 1)
-    shared = np.bincount(owner[on_mask], minlength=n + 1)
+    shared = np.bincount(owner[mask[outline]], minlength=n + 1)
+    # label 0 owns no outline pixel (0 of max(0, 1)), so it never joins
     join = np.flatnonzero(shared >= ENCLOSED_SHARE * np.maximum(total, 1))
-    join = join[join > 0]
     return mask | np.isin(labels, join) if join.size else mask
 
 
