@@ -17,7 +17,7 @@ import numpy as np
 
 from ..progress import Progress, ProgressGenerator, drain
 from .classifier import PixelClassifier, disk_offsets, implicit_negatives
-from .features import EDGE_FEATURE, FeatureStack, blob_radius
+from .features import EDGE_FEATURE, FeatureStack, click_region
 from .masks import SectionMask, crop_mask, label_plane, lazy_labels, voxel_counts
 from .prompts import Prompt, Scribbles, check_prompts, object_ids, scribbled_objects
 from .propagate import SNAP, carry_over, core_of, segment_section
@@ -112,7 +112,7 @@ class SegmentSession:
         self.masks: dict[int, dict[int, SectionMask]] = {}
         self._clf: dict[int, tuple[tuple, PixelClassifier]] = {}
         self._prob: dict[tuple, np.ndarray] = {}
-        self._blob: dict[tuple, float] = {}
+        self._blob: dict[tuple, tuple[float, bool]] = {}
         self._solid: dict[int, tuple[tuple, dict[int, SectionMask]]] = {}
         self._terms: dict[int, tuple[tuple, ImageTerms]] = {}
         check_prompts(self.prompts, self.shape)
@@ -231,16 +231,41 @@ class SegmentSession:
 
     def click_radius(self, p: Prompt) -> int:
         """Radius of the disk around a positive click taken as object examples: half the
-        radius of the blob or cell it falls in (2 to 12 pixels)."""
-        return int(np.clip(round(RADIUS_SHARE * self.blob_radius(p)), 2, 12))
+        radius of the blob or cell it falls in (2 to 12 pixels). A corrective click is
+        measured as its object is (from the edges around it only in a dark object: at the rim
+        of a bright nucleus the dark gap beyond may answer)."""
+        first = self._clicks(p.object, True)[:1]
+        if not first or first[0] == p:
+            radius = self.blob_radius(p)
+        else:
+            radius = self._region(p, self.in_dark_region(first[0]))[0]
+        return int(np.clip(round(RADIUS_SHARE * radius), 2, 12))
 
     def blob_radius(self, p: Prompt) -> float:
-        """Radius (pixels) of the blob or cell a click falls in."""
-        key = (p.z, p.y, p.x)
+        """Radius (pixels) of the blob or cell a click falls in (in 3D a dark region counts:
+        :func:`.features.click_region`)."""
+        return self._region(p, self.volumetric)[0]
+
+    def in_dark_region(self, p: Prompt) -> bool:
+        """Whether a click falls in a dark region (a cell inside bright membranes, a lumen, a
+        dark nucleus) rather than a bright blob (:func:`.features.click_region`); only looked
+        for in 3D."""
+        return self._region(p, self.volumetric)[1]
+
+    def _region(self, p: Prompt, from_edges: bool) -> tuple[float, bool]:
+        key = (p.z, p.y, p.x, from_edges)
         hit = self._blob.get(key)
         if hit is None:
             f = self.features
-            hit = blob_radius(f.plane(p.z), p.y, p.x, rgb=f.rgb, low=f.low, high=f.high)
+            hit = click_region(
+                f.plane(p.z),
+                p.y,
+                p.x,
+                rgb=f.rgb,
+                low=f.low,
+                high=f.high,
+                from_edges=from_edges,
+            )
             self._blob[key] = hit
         return hit
 
@@ -512,6 +537,7 @@ class SegmentSession:
                 radius=radius,
                 clicks=len(clicked),
                 terms=self._terms[obj][1],
+                polarity=-1.0 if clicked and self.in_dark_region(clicked[0]) else None,
                 open_faces=(
                     z0 > 0,
                     z1 < nz,

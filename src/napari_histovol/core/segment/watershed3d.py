@@ -225,19 +225,21 @@ def plus_operator(
 
 
 def _neighbour_centres(
-    blob: np.ndarray, rel: np.ndarray, positive: np.ndarray, radius_px: float
+    blob: np.ndarray, rel: np.ndarray, positive: np.ndarray, radius_px: float, polarity: float
 ) -> np.ndarray:
     """(N, 3) centres of the blobs like the clicked one (``blob``: the scale-normalised
     Laplacian of Gaussian at its scale; of the clicked blob's polarity, at least
     :data:`NEIGHBOUR_RESPONSE` of its response) that lie at least :data:`NEIGHBOUR_GAP` blob
     radii from every positive click."""
     sig = max(1.0, radius_px / np.sqrt(2))
-    ref = float(blob[tuple(positive[0])])
-    if ref == 0:
+    if polarity == 0:
         return np.zeros((0, 3), int)
-    blob = blob * np.sign(ref)
+    blob = blob * polarity
+    # a click whose response is of the other sign (a narrow cell between bright membranes,
+    # read at a scale where they dominate) takes every peak of its own polarity
+    ref = max(float(blob[tuple(positive[0])]), 0.0)
     size = tuple(int(v) for v in np.maximum(1, 2 * np.round(sig / rel) + 1))
-    peaks = (blob == ndi.maximum_filter(blob, size=size)) & (blob > NEIGHBOUR_RESPONSE * abs(ref))
+    peaks = (blob == ndi.maximum_filter(blob, size=size)) & (blob > NEIGHBOUR_RESPONSE * ref)
     pts = np.argwhere(peaks)
     if not len(pts):
         return pts
@@ -317,13 +319,12 @@ EDGE_BAND = 1.5
 
 
 def _edge_refined(
-    obj: np.ndarray, terms: ImageTerms, click: np.ndarray, rel: np.ndarray, markers: np.ndarray
+    obj: np.ndarray, terms: ImageTerms, polarity: float, rel: np.ndarray, markers: np.ndarray
 ) -> np.ndarray:
     """``obj`` with its outline moved, within :data:`EDGE_BAND` of the watershed's line, to
     the zero crossing of the PLUS operator (the object's side: where the image curves down
-    for a bright object, up for a dark one; polarity from the blob response at the click),
+    for a bright object, up for a dark one: ``polarity`` +1 or -1),
     where the image falls away from the object."""
-    polarity = float(np.sign(terms.blob[tuple(click)]))
     if polarity == 0 or not obj.any():
         return obj
     inside = ndi.distance_transform_edt(obj, sampling=rel)
@@ -344,6 +345,44 @@ def _edge_refined(
     return out
 
 
+#: how far (in-plane pixels) a dark object's outline may move out, up the rise of the bright
+#: wall or background around it, to where the image is halfway up
+HALF_RISE_BAND = 2.5
+
+
+def _to_half_rise(
+    obj: np.ndarray, gray: np.ndarray, rel: np.ndarray, markers: np.ndarray
+) -> np.ndarray:
+    """A dark object (a cell inside bright membranes, a lumen, a dark nucleus) grown out, within
+    :data:`HALF_RISE_BAND` of its outline, to where the image is halfway from the object's own
+    level up to the brightest level near it (the crest of a membrane, the plateau of a bright
+    background). The watershed stops on the rise's steepest point, which on a thin membrane
+    blurred by the optics lies a blur width inside the membrane's edge."""
+    img = gray if gray.ndim == 3 else gray.mean(axis=-1)
+    smooth = _smooth(img, rel)
+    if not obj.any():
+        return obj
+    level = float(np.median(smooth[obj]))
+    outside = ndi.distance_transform_edt(~obj, sampling=rel)
+    band = (outside > 0) & (outside <= HALF_RISE_BAND) & (markers == 0)
+    size = tuple(int(v) for v in np.maximum(1, 2 * np.ceil(2 * HALF_RISE_BAND / rel) + 1))
+    crest = ndi.maximum_filter(np.where(band | obj, smooth, -np.inf), size=size)
+    low = band & (smooth < 0.5 * (level + crest))
+    # only on the near side of the crest (the image rising going out): a wall thinner than
+    # the band, or one that falls between two planes, is not crossed into the next cell
+    rising = np.zeros(obj.shape, np.float32)
+    for axis in range(3):
+        if obj.shape[axis] > 1:
+            rising += np.gradient(smooth, rel[axis], axis=axis) * np.gradient(
+                outside, rel[axis], axis=axis
+            )
+    low &= rising > 0
+    # only what is connected to the object through such voxels
+    grown, _ = ndi.label(obj | low)
+    keep = np.unique(grown[obj])
+    return np.isin(grown, keep[keep > 0]) & (obj | low)
+
+
 def segment_object_3d(
     gray: np.ndarray,
     prob: np.ndarray,
@@ -356,6 +395,7 @@ def segment_object_3d(
     open_faces: Sequence[bool] = (True,) * 6,
     clicks: int | None = None,
     terms: ImageTerms | None = None,
+    polarity: float | None = None,
 ) -> np.ndarray:
     """One object in a window of a nearly isotropic volume.
 
@@ -373,7 +413,7 @@ def segment_object_3d(
     sampling
         Voxel size (z, y, x), any one unit.
     radius
-        The clicked blob's radius in in-plane pixels (from :func:`features.blob_radius`).
+        The clicked blob's radius in in-plane pixels (from :func:`.features.click_region`).
     open_faces
         For the faces (z0, z1, y0, y1, x0, x1) of the window: whether the volume goes on beyond
         it (a face inside the volume seeds the background; a face at the volume's edge does not,
@@ -389,6 +429,10 @@ def segment_object_3d(
         other side.
     terms
         :func:`image_terms` of ``gray`` at ``radius`` when already computed.
+    polarity
+        +1 for a bright object, -1 for a dark one (a cell inside bright membranes: its
+        outline is then also moved out to where the wall around it is halfway up,
+        :func:`_to_half_rise`); None: the sign of the blob response at the first click.
 
     Returns
     -------
@@ -442,7 +486,9 @@ def segment_object_3d(
 
     # dense look-alike neighbours (touching nuclei) are not improbable: their own centres
     # hold them back
-    for c in _neighbour_centres(terms.blob, rel, positive, radius_px):
+    if polarity is None:
+        polarity = float(np.sign(terms.blob[tuple(positive[0])]))
+    for c in _neighbour_centres(terms.blob, rel, positive, radius_px, polarity):
         markers[_ball(shape, c, deep_ball(c, NEIGHBOUR_SEED_SHARE))] = 2
     for c in negative:
         markers[_ball(shape, c, small)] = 2
@@ -465,7 +511,9 @@ def segment_object_3d(
             trust = np.zeros(shape, bool)
             trust[_ball(shape, positive[i], TRUST_SHARE * d / rel)] = True
             obj |= own & trust
-    obj = _edge_refined(obj, terms, positive[0], rel, markers)
+    obj = _edge_refined(obj, terms, polarity, rel, markers)
+    if polarity < 0:
+        obj = _to_half_rise(obj, gray, rel, markers)
     if others is not None:
         obj &= ~others
     # keep what is connected to the clicks, holes filled section by section
