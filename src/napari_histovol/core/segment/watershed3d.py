@@ -66,6 +66,13 @@ BACKGROUND_GAP = 1.0
 #: the first click's seed: a ball of this share of the click's depth inside the probable region
 #: (at most this share of the blob radius)
 FIRST_SEED_SHARE = 0.5
+#: ... and never less than this share of the blob radius: the depth is read on the probability
+#: of a classifier retrained after every click, and a corrective click's examples can make the
+#: first click's surroundings improbable. On a cells3d nucleus, once its negative clicks were
+#: no longer filled back in (below), a positive click shrank the first seed from 489 to 49
+#: voxels and the object from 38 262 to 2 074 (Dice 0.96 -> 0.10); with this floor every set's
+#: figures are those of before the fill change, to 3 decimals
+FIRST_SEED_FLOOR = 0.25
 #: neighbouring blobs (centres at least this many blob radii from every positive click, with at
 #: least NEIGHBOUR_RESPONSE of the clicked blob's response) seed the background
 NEIGHBOUR_GAP = 1.5
@@ -79,6 +86,12 @@ SADDLE_SHARE = 0.5
 #: on four dev draws of small nuclei 0.829 -> 0.835, stardist 0.842 -> 0.844, the larger
 #: synthetic nuclei 0.926 -> 0.927, the held-out small nuclei 0.817 -> 0.816; 0.8 gave 0.833)
 NEIGHBOUR_SEED_SHARE = 0.5
+#: in a dark region, a negative click at least WALL_CLEARANCE pixels from any wall seeds the
+#: dark voxels it reaches within this share of the blob radius. Benchmark protocol, mean Dice
+#: after 5 clicks on five membrane-cell draws, speck only -> this: 0.953/0.923/0.931/0.954/
+#: 0.942 -> 0.955/0.919/0.936/0.954/0.946; without the clearance 0.945/0.910/0.934/0.926/0.912
+NEGATIVE_SHARE = 0.5
+WALL_CLEARANCE = 1.5
 #: a corrective positive click's own catchment is kept within this many times its distance to
 #: the rest of the object
 TRUST_SHARE = 4.0
@@ -383,6 +396,19 @@ def _to_half_rise(
     return np.isin(grown, keep[keep > 0]) & (obj | low)
 
 
+def _dark_reach(walls: np.ndarray, at: np.ndarray, radius_vox: np.ndarray) -> np.ndarray:
+    """The voxels within the ellipsoid of ``radius_vox`` around ``at`` that ``at`` reaches
+    without crossing ``walls`` (none when ``at`` is on a wall)."""
+    shape = walls.shape
+    at = np.asarray(at, int)
+    out = np.zeros(shape, bool)
+    if not np.all((at >= 0) & (at < np.asarray(shape))) or walls[tuple(at)]:
+        return out
+    out[_ball(shape, at, radius_vox)] = True
+    lab, _ = ndi.label(out & ~walls)
+    return lab == lab[tuple(at)]
+
+
 def segment_object_3d(
     gray: np.ndarray,
     prob: np.ndarray,
@@ -430,9 +456,11 @@ def segment_object_3d(
     terms
         :func:`image_terms` of ``gray`` at ``radius`` when already computed.
     polarity
-        +1 for a bright object, -1 for a dark one (a cell inside bright membranes: its
+        +1 for a bright object, -1 for a dark region (a cell inside bright membranes: its
         outline is then also moved out to where the wall around it is halfway up,
-        :func:`_to_half_rise`); None: the sign of the blob response at the first click.
+        :func:`_to_half_rise`, and a negative click off a wall claims the dark voxels around
+        it); None: the sign of the blob response at the first click, for the outline's side
+        and the look-alike neighbours only.
 
     Returns
     -------
@@ -486,16 +514,32 @@ def segment_object_3d(
 
     # dense look-alike neighbours (touching nuclei) are not improbable: their own centres
     # hold them back
+    # a dark region only when the caller found one (:func:`.features.click_region`): a
+    # negative blob response at the click can be a nucleolus, and a nucleus is no dark region
+    dark_region = polarity is not None and polarity < 0
     if polarity is None:
         polarity = float(np.sign(terms.blob[tuple(positive[0])]))
     for c in _neighbour_centres(terms.blob, rel, positive, radius_px, polarity):
         markers[_ball(shape, c, deep_ball(c, NEIGHBOUR_SEED_SHARE))] = 2
+    # in a dark region a negative click marks a neighbouring cell, as dark as the object: a
+    # seed as small as a speck lost the cell's flat interior to the object's flood, and the
+    # leak stayed after four negative clicks (a helper's journey: Dice 0.64 -> 0.97 with one
+    # click now). Off the walls' flanks it also seeds the dark voxels within
+    # :data:`NEGATIVE_SHARE` blob radii that it reaches without crossing a wall (walls: above
+    # halfway from the median to the 95th percentile of the window); on a flank, where the
+    # object's own rim lies, that ate into the object (0.96 -> 0.93), so it seeds a speck
+    walls = None
+    if dark_region and len(negative):
+        smooth = _smooth(gray if gray.ndim == 3 else gray.mean(axis=-1), rel)
+        walls = smooth >= np.mean(np.percentile(smooth, (50, 95)))
     for c in negative:
         markers[_ball(shape, c, small)] = 2
+        if walls is not None and _distance_to(walls, c, rel, reach=3.0) >= WALL_CLEARANCE:
+            markers[_dark_reach(walls, c, NEGATIVE_SHARE * radius_px / rel)] = 2
     for i, c in enumerate(positive):
         ball, label = small, 1
         if i == 0 and n_clicks:
-            ball = deep_ball(c, FIRST_SEED_SHARE)
+            ball = np.maximum(deep_ball(c, FIRST_SEED_SHARE), FIRST_SEED_FLOOR * radius_px / rel)
         elif i < n_clicks:
             label = 2 + i  # a corrective click floods under its own label (kept below)
         markers[_ball(shape, c, ball)] = label
@@ -512,16 +556,25 @@ def segment_object_3d(
             trust[_ball(shape, positive[i], TRUST_SHARE * d / rel)] = True
             obj |= own & trust
     obj = _edge_refined(obj, terms, polarity, rel, markers)
-    if polarity < 0:
+    if dark_region:
         obj = _to_half_rise(obj, gray, rel, markers)
     if others is not None:
         obj &= ~others
-    # keep what is connected to the clicks, holes filled section by section
+    # keep what is connected to the clicks, holes filled section by section, but for a hole
+    # that holds a negative click or another object: a negative click in a neighbour that the
+    # object had flooded round was filled back in, and the leak stayed (a helper's journey)
     lab, n = ndi.label(obj)
     keep = np.unique(lab[tuple(positive.T)])
     keep = keep[keep > 0]
     obj = np.isin(lab, keep) if len(keep) else obj
+    held = np.zeros(shape, bool)
+    inside_window = np.all((negative >= 0) & (negative < np.asarray(shape)), axis=1)
+    held[tuple(negative[inside_window].T)] = True
+    if others is not None:
+        held |= others
     for z in range(shape[0]):
         if obj[z].any():
-            obj[z] = ndi.binary_fill_holes(obj[z])
+            holes, _ = ndi.label(ndi.binary_fill_holes(obj[z]) & ~obj[z])
+            kept = np.unique(holes[held[z]])
+            obj[z] |= (holes > 0) & ~np.isin(holes, kept[kept > 0])
     return obj
