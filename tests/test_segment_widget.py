@@ -153,6 +153,11 @@ def test_segment_widget_clicks_leak_undo_and_volumes(
     qtbot.waitUntil(lambda: w.progress.worker is None and not w._dirty, timeout=30000)
     assert w.save_table() is None and table.read_text() == before
     assert "exists already" in w.info.value
+    w.write_labels()
+    assert w.info.value == "not written: 'objects.ome.zarr' exists already"
+    assert w.progress.status.value == w.info.value  # not "wrote objects.ome.zarr"
+    # the file keeps the object as it was before the negative click
+    assert not np.array_equal(np.asarray(read_volume(out).data), _labels(w))
 
 
 def test_scribbles_alone_segment_an_object(make_napari_viewer, qtbot):

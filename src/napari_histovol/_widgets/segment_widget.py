@@ -224,6 +224,12 @@ class SegmentWidget(Container):
     def _tell(self, text: str) -> None:
         self.info.value = text
 
+    def _refuse(self, text: str) -> None:
+        """Say that a file was not written, on the progress line too (which still said "wrote
+        ..." from the last write when the user declined to replace it; a helper's journey)."""
+        self._tell(text)
+        self.progress.status.value = text
+
     # ------------------------------------------------------------------------- prompts
     def _plane_of(self, shown: float) -> int | None:
         """The volume plane of a displayed plane (None for an empty plane shown for a gap)."""
@@ -539,7 +545,7 @@ class SegmentWidget(Container):
         self._table()
         overwrite = path.exists()
         if overwrite and not self._confirm_overwrite(path):
-            self._tell(f"not saved: '{path.name}' exists already")
+            self._refuse(f"not saved: '{path.name}' exists already")
             return None
         try:
             out = write_text(path, object_table_csv(self.rows), overwrite=overwrite)
@@ -577,7 +583,7 @@ class SegmentWidget(Container):
             return
         overwrite = path.exists() or path.is_symlink()
         if overwrite and not self._confirm_overwrite(path):
-            self._tell(f"not written: '{path.name}' exists already")
+            self._refuse(f"not written: '{path.name}' exists already")
             return
         meta = label_meta(self.volume.meta.with_planes(self.volume.shape[0]))
         labels = Volume(self.session.labels(), meta)
