@@ -378,16 +378,19 @@ def click_region(
         responses.append(r)
         if r > best:
             best, radius = r, float(s * np.sqrt(2))
+    if not from_edges:
+        return radius, False
     # beyond the finest scales, where noise and texture answer as much as the region does
     darker = -min(responses[FIRST_REGION_SCALE:]) > max(responses[FIRST_REGION_SCALE:])
-    if from_edges and darker:
-        distances, rises = first_edges(crop, y - a0, x - b0, max_radius)
-        if len(rises) and rises.mean() >= DARK_SHARE:
-            return float(np.clip(np.median(distances), 2.0, max_radius)), True
     # a bright response still rising at the largest scale is no blob at the click (a cluster
     # around a dim nucleus, a broad slope): a dim nucleus amid bright ones got 48 px for 5
-    if from_edges and radius >= max_radius - 1e-6:
-        distances, _ = first_edges(crop, y - a0, x - b0, max_radius)
-        if len(distances):
-            return float(np.clip(np.median(distances), 2.0, max_radius)), False
-    return radius, False
+    no_blob = radius >= max_radius - 1e-6
+    if not (darker or no_blob):
+        return radius, False
+    distances, rises = first_edges(crop, y - a0, x - b0, max_radius)
+    if not len(distances):
+        return radius, False
+    reach = float(np.clip(np.median(distances), 2.0, max_radius))
+    if darker and rises.mean() >= DARK_SHARE:
+        return reach, True
+    return (reach if no_blob else radius), False

@@ -364,15 +364,14 @@ HALF_RISE_BAND = 2.5
 
 
 def _to_half_rise(
-    obj: np.ndarray, gray: np.ndarray, rel: np.ndarray, markers: np.ndarray
+    obj: np.ndarray, smooth: np.ndarray, rel: np.ndarray, markers: np.ndarray
 ) -> np.ndarray:
     """A dark object (a cell inside bright membranes, a lumen, a dark nucleus) grown out, within
     :data:`HALF_RISE_BAND` of its outline, to where the image is halfway from the object's own
     level up to the brightest level near it (the crest of a membrane, the plateau of a bright
     background). The watershed stops on the rise's steepest point, which on a thin membrane
-    blurred by the optics lies a blur width inside the membrane's edge."""
-    img = gray if gray.ndim == 3 else gray.mean(axis=-1)
-    smooth = _smooth(img, rel)
+    blurred by the optics lies a blur width inside the membrane's edge. ``smooth``: the gray
+    image smoothed by a pixel (:func:`_smooth`)."""
     if not obj.any():
         return obj
     level = float(np.median(smooth[obj]))
@@ -517,6 +516,7 @@ def segment_object_3d(
     # a dark region only when the caller found one (:func:`.features.click_region`): a
     # negative blob response at the click can be a nucleolus, and a nucleus is no dark region
     dark_region = polarity is not None and polarity < 0
+    smooth = _smooth(gray if gray.ndim == 3 else gray.mean(axis=-1), rel) if dark_region else None
     if polarity is None:
         polarity = float(np.sign(terms.blob[tuple(positive[0])]))
     for c in _neighbour_centres(terms.blob, rel, positive, radius_px, polarity):
@@ -530,7 +530,6 @@ def segment_object_3d(
     # object's own rim lies, that ate into the object (0.96 -> 0.93), so it seeds a speck
     walls = None
     if dark_region and len(negative):
-        smooth = _smooth(gray if gray.ndim == 3 else gray.mean(axis=-1), rel)
         walls = smooth >= np.mean(np.percentile(smooth, (50, 95)))
     for c in negative:
         markers[_ball(shape, c, small)] = 2
@@ -557,7 +556,7 @@ def segment_object_3d(
             obj |= own & trust
     obj = _edge_refined(obj, terms, polarity, rel, markers)
     if dark_region:
-        obj = _to_half_rise(obj, gray, rel, markers)
+        obj = _to_half_rise(obj, smooth, rel, markers)
     if others is not None:
         obj &= ~others
     # keep what is connected to the clicks, holes filled section by section, but for a hole
