@@ -567,3 +567,20 @@ def test_a_negative_click_that_the_object_surrounds_stays_out_of_it():
     # inside the object was filled back in: the clicked voxel stayed in the object
     truth, first, after, at = _leak_then_negative_click(12, 14)
     assert first[at] and not after[at]
+
+
+def test_a_second_click_far_from_the_object_adds_what_it_clicked():
+    """A helper clicked an airway, then a vessel far away as the same object: the corrective
+    click's trust ball (four times its distance to the object) asked for 381 GiB and the
+    click failed with a MemoryError; the ball is now cut to the window."""
+    img, lab = _nuclei(
+        [(12, 36, 30), (12, 36, 330)], [(6, 11, 11), (6, 10, 10)], [0.9, 0.8], shape=(24, 72, 360)
+    )
+    obj = _object_from(
+        img,
+        [Prompt(12, 36, 30, 1, True), Prompt(12, 36, 330, 1, True)],
+        sampling=SAMPLING,
+        margin=400,
+    )
+    both = (lab == 1) | (lab == 2)
+    assert dice(obj, both) >= 0.8
