@@ -308,3 +308,41 @@ def test_undo_of_an_object_s_only_click_takes_it_out_of_the_volumes_table(
     assert not (_labels(w) == 2).any()
     assert [r["object"] for r in w.rows] == [1]
     assert w.table.shape[0] == 1
+
+
+def test_cancel_while_the_clicked_section_is_segmented_stops_the_object(
+    make_napari_viewer, qtbot, bridged_objects, monkeypatch
+):
+    """A helper pressed Cancel while the clicked section was being segmented: that step ran
+    to its end, and the volume step then started on its own and labelled all 12 planes."""
+    import threading
+
+    img, a, b, fg = bridged_objects
+    w = _started_on(make_napari_viewer, img, SCALE)
+    started, release, volume_steps = threading.Event(), threading.Event(), []
+    real_section = w.session.segment_section
+
+    def slow_section(obj, z):
+        started.set()
+        release.wait(20)
+        return real_section(obj, z)
+
+    real_volume = w.session.iter_segment_object
+
+    def volume(obj):
+        volume_steps.append(obj)
+        return (yield from real_volume(obj))
+
+    monkeypatch.setattr(w.session, "segment_section", slow_section)
+    monkeypatch.setattr(w.session, "iter_segment_object", volume)
+    w.points.add([6, 32, 32])
+    qtbot.waitUntil(started.is_set, timeout=20000)
+    w.progress.cancel.native.click()  # the user's Cancel, during the clicked section
+    release.set()
+    qtbot.waitUntil(lambda: w.progress.worker is None, timeout=30000)
+    qtbot.wait(300)  # a volume step would start on the next turn of the event loop
+    assert w.progress.worker is None and not volume_steps
+    assert w.progress.status.value == "cancelled"
+    assert not _labels(w).any()
+    # the click stays: the next click (or Update) segments the object again
+    assert len(w.prompts) == 1

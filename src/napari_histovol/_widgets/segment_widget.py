@@ -435,6 +435,10 @@ class SegmentWidget(Container):
             def gen():
                 yield Progress(0, 1, f"object {obj}: section {z}", "segment")
                 s.segment_section(obj, z)
+                # one more yield, so that a Cancel pressed while the section was computed
+                # ends the job here (the worker looks between two yields), before the volume
+                # step is queued: it ran to its end, then the whole volume was segmented
+                yield Progress(1, 1, f"object {obj}: section {z} done", "segment")
                 return None
 
             def done(_) -> None:
