@@ -310,3 +310,21 @@ def test_show_in_3d_looks_at_the_sections_from_above_at_a_tilt(make_napari_viewe
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
     lit = np.abs(shot - shot[2, 2]).sum(-1) > 40
     assert lit.any() and not lit[[0, -1]].any() and not lit[:, [0, -1]].any()  # all in view
+
+
+def test_show_in_3d_on_a_2d_image_or_with_no_layer_says_so(make_napari_viewer):
+    """A helper chose a single 2D image and pressed Show in 3D: an IndexError (napari's own
+    2D/3D button raised it too, through the tab); with no layer the button said nothing."""
+    from napari_histovol._widgets.view3d_widget import View3DWidget
+
+    viewer = make_napari_viewer(show=True)
+    w = View3DWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.show_3d() == [] and viewer.dims.ndisplay == 2
+    assert "choose it in the 'volume' box" in w.progress.status.value
+    flat = viewer.add_image(np.full((60, 80), 120, np.uint8), name="one section")
+    w.layer.value = flat
+    assert w.show_3d() == [] and viewer.dims.ndisplay == 2
+    assert "'one section' is a single 2D image" in w.progress.status.value
+    viewer.dims.ndisplay = 3  # napari's own button: no error from the tab
+    viewer.dims.ndisplay = 2

@@ -26,7 +26,9 @@ from magicgui.widgets import (
 from ..core.progress import Progress
 from ..core.render3d import AXES, clipping_planes, plane_normal, true_colour_style
 from ._common import (
+    NO_LAYER_TEXT,
     ProgressRow,
+    chosen_layer,
     image_layer_picker,
     layers_changed_by_tab,
     plain_viewer,
@@ -214,7 +216,22 @@ class View3DWidget(Container):
     def show_3d(self, *_) -> list:
         """Switch the viewer to 3D (the chosen layer drawn in its colours) and return the layers
         that are rendered. A camera still looking straight down the sections is tilted (a
-        volume seen from above looks like one section, whatever its depth)."""
+        volume seen from above looks like one section, whatever its depth). With no layer
+        chosen, or a single 2D image, it says so and changes nothing."""
+        source = chosen_layer(self.layer)
+        if source is None:
+            self.progress.status.value = NO_LAYER_TEXT.format(label=self.layer.label)
+            return []
+        if not _is_volume(source):
+            from napari.utils.notifications import show_warning
+
+            text = (
+                f"'{source.name}' is a single 2D image: choose a volume (a stack of "
+                "sections) in the 'volume' box to see it in 3D."
+            )
+            show_warning(text)
+            self.progress.status.value = text
+            return []
         if self.viewer.dims.ndisplay != 3:
             self.viewer.dims.ndisplay = 3  # -> _enter_3d
         else:
@@ -235,8 +252,8 @@ class View3DWidget(Container):
 
     def _enter_3d(self) -> None:
         source = self.layer.value
-        if source is None:
-            return
+        if source is None or not _is_volume(source):
+            return  # napari's own 3D button on a 2D image: nothing of ours to draw
         if not source.rgb and not self._rendering_chosen:
             self._choosing_rendering = True
             try:
@@ -542,6 +559,11 @@ def _in_world(layer, planes: list[dict]) -> list[dict]:
             }
         )
     return out
+
+
+def _is_volume(layer) -> bool:
+    """Whether an image layer holds a volume (three axes or more besides colour)."""
+    return int(layer.ndim) >= 3
 
 
 def _shape3(layer) -> tuple:
