@@ -57,13 +57,17 @@ def test_slider_updates_one_live_layer_with_the_cores_frames(make_napari_viewer,
     tab.layer.value = sections
     tab.pixel_size.value, tab.spacing.value = 0.5, 4.0
     tab.set_scale()
+    name = f"{sections.name} interpolated"
+    assert name not in viewer.layers  # a tab the user does not see makes nothing
+    viewer.dims.set_point(0, world_z(sections, 2))  # section 3
     w = panel.show_tab("Interpolate")
     w.layer.value = sections
-    name = f"{sections.name} interpolated"
-    assert name not in viewer.layers  # nothing is made until a control moves
-    viewer.dims.set_point(0, world_z(sections, 2))  # section 3
-    w.frames.value = 3  # no button pressed: the debounce timer rebuilds the layer
+    # the tab in view: the live layer at the slider's default (1 frame), no control moved (a
+    # pathologist saw nothing until the slider was moved away from 1 and back)
     qtbot.waitUntil(lambda: name in viewer.layers, timeout=10000)
+    assert w.frames.value == 1 and viewer.layers[name].data.shape[0] == 7
+    w.frames.value = 3  # no button pressed: the debounce timer rebuilds the layer
+    qtbot.waitUntil(lambda: viewer.layers[name].data.shape[0] == 13, timeout=10000)
     live = viewer.layers[name]
     assert live.data.shape[0] == 13 and live.rgb
     assert tuple(live.scale) == pytest.approx((1.0, 0.5, 0.5))

@@ -26,6 +26,7 @@ from magicgui.widgets import (
     PushButton,
     Slider,
 )
+from qtpy.QtCore import QEvent, QObject
 
 from .._layers import layer_volume, result_layer_kwargs
 from ..core.errors import HistovolError
@@ -103,7 +104,7 @@ class InterpolateWidget(Container):
         self._learned = None  # (source key, trained axial model) for the learned method
         self._training = None  # the source key a model is being trained for
         self._told = ""
-        self._timer = QTimer()
+        self._timer = QTimer(self.native)  # goes with the tab: no rebuild after it closed
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self.update_live)
@@ -113,6 +114,11 @@ class InterpolateWidget(Container):
         self.method.changed.connect(lambda m: setattr(self.learn_budget, "visible", m == "learned"))
         self.layer.changed.connect(self._layer_changed)
         self.run_button.changed.connect(self.run)
+        # the tab shown with a stack chosen: its live layer at the slider's value at once (a
+        # pathologist saw nothing at the default of 1 frame until the slider was moved away
+        # and back); a tab the user does not see makes nothing
+        self._on_show = _ShowWatcher(self._shown)
+        self.native.installEventFilter(self._on_show)
 
     # ------------------------------------------------------------------ live layer
     def _schedule(self, *_) -> None:
@@ -121,6 +127,16 @@ class InterpolateWidget(Container):
 
     def _layer_changed(self, *_) -> None:
         if self.result_layer is not None and self.result_layer in self.viewer.layers:
+            self._schedule()
+        elif self.native.isVisible():
+            self._shown()
+
+    def _shown(self) -> None:
+        """The tab is in view: show the chosen stack's live layer if there is none yet."""
+        if self.result_layer is not None and self.result_layer in self.viewer.layers:
+            return
+        layer = self.layer.value
+        if layer is not None and layer is not self.result_layer and layer.ndim >= 3:
             self._schedule()
 
     def _tell(self, text: str) -> None:
@@ -388,6 +404,20 @@ class InterpolateWidget(Container):
         self.progress.run(
             gen, done, self.run_button, self.frames, self.method, self.replace, self.model_dir
         )
+
+
+class _ShowWatcher(QObject):
+    """Calls ``on_show()`` each time the widget it watches is shown (its tab brought forward,
+    its dock opened)."""
+
+    def __init__(self, on_show) -> None:
+        super().__init__()
+        self._on_show = on_show
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.Show:
+            self._on_show()
+        return False
 
 
 def _compute_planes(data):
