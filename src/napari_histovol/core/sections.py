@@ -63,6 +63,86 @@ def _source_files(meta: VolumeMeta) -> dict[int, str]:
     return {int(z): f for z, f in zip(m.z_numbers, m.files, strict=True) if f}
 
 
+def source_files(meta: VolumeMeta) -> dict[int, str]:
+    """Section number -> file name of the measured sections a volume was made from (through
+    every interpolation or reconstruction before it)."""
+    return _source_files(meta)
+
+
+def _plane_sources(meta: VolumeMeta) -> list[dict] | None:
+    """The per-plane sources a volume records (``extra["planes"]``), one per plane, or None."""
+    m = meta.with_planes(len(meta.z_numbers))
+    sources = m.extra.get("planes")
+    return sources if sources and len(sources) == len(m.z_numbers) else None
+
+
+def chain_plane_sources(meta: VolumeMeta, planes: list[dict]) -> list[dict]:
+    """Per-plane sources written in terms of the planes of ``meta`` (``{"source_z": z}``, or
+    ``{"between": [z_a, z_b], "t": t}`` with z numbers of ``meta``), rewritten in terms of the
+    measured sections ``meta`` itself was made from, when it records them (a built or
+    interpolated volume, interpolated or reconstructed again).
+
+    A plane that copies a generated plane of ``meta`` takes that plane's sources; a plane
+    generated between two of its planes lies at the same share of the way between their
+    positions in the section numbering, and is named by the two measured sections around
+    that position. Without this, a built volume interpolated again called its generated planes
+    measured sections and named a blend of He and CD31 "section 2" (a helper's journey).
+
+    Parameters
+    ----------
+    meta
+        The metadata of the volume the planes were made from.
+    planes
+        One entry per new plane, in ``meta``'s z numbers.
+
+    Returns
+    -------
+    list of dict
+        The entries in the section numbers of the measured sections (``planes`` itself when
+        ``meta`` records no per-plane sources).
+    """
+    src = _plane_sources(meta)
+    if src is None:
+        return planes
+    index = {int(z): i for i, z in enumerate(meta.z_numbers)}
+
+    def position(i: int) -> float:
+        s = src[i]
+        if "source_z" in s:
+            return float(s["source_z"])
+        a, b = (float(v) for v in s["between"])
+        return a + float(s["t"]) * (b - a)
+
+    measured = sorted(
+        {int(s["source_z"]) for s in src if "source_z" in s}
+        | {int(v) for s in src if "between" in s for v in s["between"]}
+    )
+    out = []
+    for entry in planes:
+        if "source_z" in entry:
+            out.append(dict(src[index[int(entry["source_z"])]]))
+            continue
+        a, b = (index[int(v)] for v in entry["between"])
+        p = position(a) + float(entry["t"]) * (position(b) - position(a))
+        below = [v for v in measured if v < p - 1e-6]
+        above = [v for v in measured if v > p + 1e-6]
+        at = [v for v in measured if abs(v - p) <= 1e-6]
+        if at and "replaces" not in entry:
+            below, above = at, at  # exactly on a section: named as between it and itself
+        if not below or not above:
+            out.append(dict(entry))
+            continue
+        lo, hi = below[-1], above[0]
+        t = 0.0 if hi == lo else (p - lo) / (hi - lo)
+        chained = {"between": [int(lo), int(hi)], "t": round(float(t), 6)}
+        if "replaces" in entry:
+            r = index.get(int(entry["replaces"]))
+            if r is not None and "source_z" in src[r]:
+                chained["replaces"] = int(src[r]["source_z"])
+        out.append(chained)
+    return out
+
+
 def plane_label(meta: VolumeMeta, index: int) -> str:
     """One line naming plane ``index`` of a volume, by section number (the number in the
     file names) rather than by plane index.
@@ -114,4 +194,10 @@ def missing_label(z: int) -> str:
     return f"section {z} · missing (a gap in the numbering)"
 
 
-__all__ = ["missing_label", "plane_label", "stain_names"]
+__all__ = [
+    "chain_plane_sources",
+    "missing_label",
+    "plane_label",
+    "source_files",
+    "stain_names",
+]

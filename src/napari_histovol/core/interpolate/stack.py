@@ -245,12 +245,19 @@ def interpolated_meta(meta: VolumeMeta, plan: Plan, *, method: str) -> VolumeMet
     VolumeMeta
         One entry per planned plane; ``extra["planes"]`` holds :func:`plane_sources`.
     """
+    from ..sections import chain_plane_sources, source_files
+
     step = plan.frames_between + 1
-    files = tuple(meta.files[f.source] if not f.synthetic else "" for f in plan.frames)
+    m = meta.with_planes(len(meta.z_numbers))
+    files = tuple(m.files[f.source] if not f.synthetic else "" for f in plan.frames)
+    # a plane copied from a generated plane of the input (a built volume interpolated again)
+    # is generated too; planes are named by the measured sections behind the input
+    synthetic = tuple(f.synthetic or bool(m.synthetic[f.source]) for f in plan.frames)
+    sections = source_files(m) if m.extra.get("planes") else {}
     return replace(
         meta,
         z_numbers=tuple(f.z for f in plan.frames),
-        synthetic=tuple(f.synthetic for f in plan.frames),
+        synthetic=synthetic,
         gaps=(),
         files=files,
         scale=(meta.scale[0] / step, meta.scale[1], meta.scale[2]),
@@ -261,11 +268,11 @@ def interpolated_meta(meta: VolumeMeta, plan: Plan, *, method: str) -> VolumeMet
                 "method": method,
                 "frames_between": plan.frames_between,
                 "replaced_z": list(plan.replaced),
-                "source_z": list(meta.z_numbers),
-                "source_files": list(meta.files),
+                "source_z": list(sections) if sections else list(meta.z_numbers),
+                "source_files": list(sections.values()) if sections else list(meta.files),
             },
             # per output plane: the section it shows, or the two it was made from and where
-            "planes": plane_sources(plan, meta.z_numbers),
+            "planes": chain_plane_sources(m, plane_sources(plan, meta.z_numbers)),
         },
     )
 

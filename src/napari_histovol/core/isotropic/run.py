@@ -238,10 +238,16 @@ def isotropic_meta(meta: VolumeMeta, geometry: AxialGeometry, model) -> VolumeMe
         za, zb = meta.z_numbers[b - 1], meta.z_numbers[b]
         t = (q - pos[b - 1]) / (pos[b] - pos[b - 1])
         planes.append({"between": [int(za), int(zb)], "t": round(float(t), 6)})
+    from ..sections import chain_plane_sources
+
+    m = meta.with_planes(len(meta.z_numbers))
+    # an input plane that was itself generated (a built volume) stays generated, and every
+    # plane is named by the measured sections behind the input
+    planes = chain_plane_sources(m, planes)
     return replace(
         meta,
         z_numbers=tuple(z0 + j for j in range(n_out)),
-        synthetic=tuple(j not in measured for j in range(n_out)),
+        synthetic=tuple(j not in measured or bool(m.synthetic[measured[j]]) for j in range(n_out)),
         gaps=(),
         files=tuple(
             meta.files[measured[j]] if j in measured and meta.files else "" for j in range(n_out)

@@ -137,9 +137,7 @@ def _smooth(a: np.ndarray, rel: np.ndarray, sigma_px: float = 1.0) -> np.ndarray
     return ndi.gaussian_filter(a.astype(np.float32), sigma)
 
 
-def _ball_box(
-    shape, centre, radius_vox: np.ndarray
-) -> tuple[tuple[slice, ...], np.ndarray]:
+def _ball_box(shape, centre, radius_vox: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
     """The voxels of ``shape`` within the ellipsoid of semi-axes ``radius_vox`` around
     ``centre``: the box of ``shape`` it overlaps and a boolean mask over that box. The box is
     cut to ``shape`` before anything is allocated: a corrective click far from its object
