@@ -225,3 +225,16 @@ def test_tile_and_edge_grades_point_at_the_bad_seams():
     assert edge_grade(EdgeReport(0, 1, "accepted", "", 0.9, ncc=0.5), 0.2) == "weak"
     assert edge_grade(EdgeReport(0, 1, "accepted", "", 0.9, ncc=0.7), 0.2) == "accepted"
     assert edge_grade(EdgeReport(0, 1, "accepted", "", 0.9, 0.9, residual_px=2.0), 0.2) == "weak"
+
+
+@pytest.mark.parametrize("source", ["skin", "em"])
+def test_a_2x3_grid_in_row_order_is_not_taken_for_one_row(source):
+    """A helper's six skin tiles (2 x 3, row order) were laid out as one row of six: that
+    layout calls four true pairs and one false pair neighbours, and the layouts were ranked
+    by the median of their pairs' correlation."""
+    img = _skin() if source == "skin" else _em()
+    sim = simulate_grid(img, grid=(2, 3), tile=(240, 300), overlap=0.17, jitter=3, noise=2, seed=2)
+    nominal, info = infer_layout(ArrayTiles(sim.tiles))
+    assert (info["rows"], info["cols"], info["order"]) == (2, 3, "row")
+    expect = sim.nominal - sim.nominal.min(0)
+    assert np.abs(nominal - expect).max() < 12
