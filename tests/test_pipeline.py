@@ -185,3 +185,70 @@ def test_local_cluster_gives_the_same_volume(tmp_path):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     assert attrs_a["histovol"]["synthetic"] == attrs_b["histovol"]["synthetic"]
+
+
+def test_a_second_build_of_the_same_output_is_refused_while_the_first_aligns(
+    tmp_path, monkeypatch, capsys
+):
+    """Two `histovol build ... lk.ome.zarr` runs 5 s apart: the lock was taken only when
+    writing began, so the second deleted the first's registration cache while it aligned
+    and the first failed on a missing file (a helper's journey). The build now holds the
+    output's lock from its start; an interrupted build says whether anything was kept."""
+    from napari_histovol.core import pipeline
+    from napari_histovol.core.io.atomic import lock_name
+
+    from .conftest import histovol
+
+    truth = true_volume()
+    write_sections(tmp_path / "in", truth, list(range(5)))
+    out = tmp_path / "v.ome.zarr"
+    real_align = pipeline.iter_align
+    seen = []
+    # the second run, started while the first aligns: another thread of this process stands
+    # in for another terminal (the thread that holds a lock may take it again, no other)
+    import threading
+
+    def second(*args, **kwargs):
+        box = []
+        t = threading.Thread(target=lambda: box.append(histovol("build", tmp_path / "in", out)))
+        t.start()
+        t.join()
+        seen.append(box[0])
+        return (yield from real_align(*args, **kwargs))
+
+    monkeypatch.setattr(pipeline, "iter_align", second)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert histovol("build", tmp_path / "in", out, "--quiet") == 0
+    err = capsys.readouterr().err
+    assert seen == [2] and "Another histovol run (this process) is writing" in err
+    assert read_volume(out).shape[0] == 5 and not lock_name(out).exists()
+
+    # interrupted while aligning: nothing is kept, and it says so
+    def interrupted(*args, **kwargs):
+        yield from ()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "iter_align", interrupted)
+    assert histovol("build", tmp_path / "in", tmp_path / "w.ome.zarr", "--quiet") == 130
+    err = capsys.readouterr().err
+    assert "'w.ome.zarr' was not written and nothing was kept" in err
+    assert not list(tmp_path.glob(".w.ome.zarr*"))
+
+    # interrupted while writing: the blocks written so far are kept, and it says where
+    monkeypatch.setattr(pipeline, "iter_align", real_align)
+
+    def write_then_interrupted(volume, out, **kwargs):
+        from napari_histovol.core.io.atomic import temp_name
+
+        temp_name(out).mkdir()
+        (temp_name(out) / "0").write_text("a block")
+        yield from ()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "iter_write_ome_zarr", write_then_interrupted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert histovol("build", tmp_path / "in", tmp_path / "w.ome.zarr", "--quiet") == 130
+    err = capsys.readouterr().err
+    assert "What was done is kept beside it ('.w.ome.zarr.partial')" in err

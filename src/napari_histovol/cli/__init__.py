@@ -9,8 +9,10 @@ and exits with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import glob
 import sys
 import warnings
+from pathlib import Path
 
 from .. import __version__
 from . import (
@@ -100,6 +102,38 @@ def _check_outputs_are_not_inputs(args) -> None:
             check_not_input(out, inputs, not_inside=k == "output")
 
 
+def _interrupted_line(args) -> str:
+    """What an interrupted command says: whether anything it did is kept beside its output
+    for the same command to resume from (a build stopped while aligning said so and kept
+    nothing: a helper's journey)."""
+    out = getattr(args, "output", None)
+    if not out:
+        return "histovol: interrupted; nothing was written."
+    from ..core.io.atomic import temp_name
+    from ..core.pipeline import work_folder
+
+    out = Path(out).expanduser()
+    kept = [
+        p
+        for p in (
+            temp_name(out),
+            temp_name(out, keep_suffix=True),
+            work_folder(out),
+            *out.parent.glob(f".{glob.escape(out.name)}.histovol-*.pt"),
+        )
+        if p.exists() and (not p.is_dir() or any(p.iterdir()))
+    ]
+    if kept:
+        return (
+            f"histovol: interrupted; '{out.name}' was not written. What was done is kept "
+            f"beside it ('{kept[0].name}'): run the same command again to resume."
+        )
+    return (
+        f"histovol: interrupted; '{out.name}' was not written and nothing was kept: the same "
+        "command starts again from the beginning."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``histovol`` console script."""
     from ..core.errors import HistovolError
@@ -118,11 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         return _fail(str(e))
     except KeyboardInterrupt:
-        print(
-            "histovol: interrupted; the output was not written (what was done is kept beside "
-            "it where the command can resume: run the same command again).",
-            file=sys.stderr,
-        )
+        print(_interrupted_line(args), file=sys.stderr)
         return 130
     except MemoryError:
         return _fail(

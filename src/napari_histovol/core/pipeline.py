@@ -31,7 +31,7 @@ from .align.warp import warp_volume
 from .cluster import dask_client
 from .errors import InputError
 from .interpolate import InterpolationResult, iter_interpolate, make_plan
-from .io.atomic import check_output, temp_name, write_json
+from .io.atomic import check_output, output_lock, temp_name, write_json
 from .io.detect import detect_format, read_volume
 from .io.ome_zarr import iter_write_ome_zarr
 from .io.text import read_text
@@ -154,7 +154,10 @@ def iter_build_volume(
     work = work_folder(Path(os.fspath(out)).expanduser())
     had_work = work.exists()
     try:
-        return (yield from _iter_build_volume(input_path, out, **options))
+        # the output's lock from the start: a second build of the same output, started while
+        # the first was aligning, deleted the first's registration cache (a helper's journey)
+        with output_lock(out):
+            return (yield from _iter_build_volume(input_path, out, **options))
     except BaseException:
         # a failed first run (a full disk, bad input) leaves no empty work folder behind
         if not had_work and work.is_dir() and not any(work.iterdir()):

@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -281,18 +282,52 @@ def _take_lock(lock: Path, out: Path) -> bool:
     return False
 
 
+#: the outputs whose lock this process holds: (thread that took it, how many holders)
+_HELD: dict[Path, list] = {}
+_HELD_GUARD = threading.Lock()
+
+
 @contextmanager
-def _write_lock(out: Path) -> Iterator[None]:
-    """Hold ``out``'s lock while it is written: a second run writing the same output (another
-    terminal, another tab) is refused in one sentence instead of both writing the same
-    temporary output (one failed with a raw zarr message and left it behind)."""
+def output_lock(out: str | os.PathLike) -> Iterator[None]:
+    """Hold ``out``'s lock while a run works towards it (:func:`atomic_output` takes it as it
+    writes; a job with long work before its write, as a build's alignment, takes it from its
+    start): a second run for the same output (another terminal, another tab) is refused in
+    one sentence instead of both writing the same temporary output (one failed with a raw
+    zarr message and left it behind) or one deleting the other's cache (two builds).
+
+    The thread that holds a lock may take it again (a build, then its writer)."""
+    out = Path(os.fspath(out)).expanduser()
+    key = _resolved(out)
+    me = threading.get_ident()
+    with _HELD_GUARD:
+        mine = _HELD.get(key)
+        if mine is not None and mine[0] == me:
+            mine[1] += 1
+            again = True
+        else:
+            again = False
+    if again:
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                _HELD[key][1] -= 1
+        return
     lock = lock_name(out)
     held = _take_lock(lock, out)
+    if held:
+        with _HELD_GUARD:
+            _HELD[key] = [me, 1]
     try:
         yield
     finally:
         if held:
+            with _HELD_GUARD:
+                _HELD.pop(key, None)
             remove_path(lock)
+
+
+_write_lock = output_lock
 
 
 @contextmanager
