@@ -32,6 +32,10 @@ def error_text(exc: BaseException) -> str:
     """The one sentence a user sees for a failed job."""
     if isinstance(exc, HistovolError):
         return " ".join(with_hint(exc, GUI_REMEDIES).split())
+    from ..core.io.atomic import is_disk_full
+
+    if is_disk_full(exc):
+        return "The disk is full; free some space on it and run again."
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         from ..core.io.atomic import is_disk_full
 
         if is_disk_full(e):
-            return _fail("the disk is full; free some space and run again.")
+            out = getattr(args, "output", None)
+            where = f" while writing '{out}'" if out else ""
+            return _fail(f"the disk is full{where}; free some space on it and run again.")
         where = f" '{e.filename}'" if e.filename else ""
         return _fail(f"{e.strerror or e}{where}.")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
@@ -165,23 +166,36 @@ def os_error_in(exc: BaseException | None) -> OSError | None:
     return None
 
 
+#: numpy's ``tofile`` (``np.save``) reports a full disk as a short write, with no errno
+_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
+
+
 def is_disk_full(exc: BaseException) -> bool:
-    """True when an exception comes from a full disk or an exhausted quota."""
+    """True when an exception comes from a full disk or an exhausted quota (a build on a full
+    disk said only "90000 requested and 81888 written": a helper's journey)."""
     e = os_error_in(exc)
-    return e is not None and e.errno in _DISK_FULL
+    if e is not None and e.errno in _DISK_FULL:
+        return True
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno is None and _SHORT_WRITE.match(str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def output_error(exc: BaseException, out: Path) -> OutputError | None:
     """The one-sentence error for a failed write of ``out``, or None when it is not an OS error
     about the output (a programming error keeps its traceback)."""
-    e = os_error_in(exc)
-    if e is None:
-        return None
-    if e.errno in _DISK_FULL:
+    if is_disk_full(exc):
         return OutputError(
             f"The disk is full while writing '{out}'; nothing was written: free some space and "
             "run again."
         )
+    e = os_error_in(exc)
+    if e is None:
+        return None
     if e.errno in _NO_PERMISSION:
         return OutputError(f"Cannot write '{out}': {e.strerror.lower()}.")
     return None
