@@ -873,6 +873,31 @@ def test_cli_restore_bad_input_is_one_line_and_leaves_nothing(tmp_path, folder, 
     assert read_qc_report is not None
 
 
+def test_restore_refuses_a_report_of_another_stack(tmp_path, folder, capsys):
+    """A helper restored a stack numbered 10-16 with the QC report of a stack numbered 1-8
+    (and with an alignment's report of another stack): "0 sections repaired", status 0."""
+    from napari_histovol.core.io import read_volume
+
+    zs = list(read_volume(folder).meta.z_numbers)
+    out = tmp_path / "r.ome.zarr"
+    qc = tmp_path / "QC.json"
+    cases = [
+        ([{"z": z + 100, "flags": ["fold"] if z == zs[1] else []} for z in zs], "not about this"),
+        ([{"z": zs[1], "flags": []}, {"z": zs[-1] + 5, "flags": ["fold"]}], "does not hold"),
+        ([{"z": z, "file": f"other_{z}.png", "flags": []} for z in zs], "not about this"),
+    ]
+    for sections, said in cases:
+        qc.write_text(json.dumps({"sections": sections}))
+        assert histovol("restore", folder, out, "--qc", qc) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("histovol: error:") and said in err, err
+        assert "run histovol qc on this stack" in err and len(err.splitlines()) == 1
+        assert not out.exists()
+    # this stack's own report with nothing flagged: restored, nothing to do
+    qc.write_text(json.dumps({"sections": [{"z": z, "flags": []} for z in zs]}))
+    assert histovol("restore", folder, out, "--qc", qc, "--quiet") == 0
+
+
 def _shifted_crops(shared_data, n=7, side=256, seed=4):
     """``n`` crops of the skin H&E image, each a few pixels and a degree from the last (serial
     sections of tissue that fills the frame: no slide at any border)."""

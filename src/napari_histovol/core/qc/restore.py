@@ -581,6 +581,7 @@ def iter_restore(volume, report) -> ProgressGenerator[RestoreResult]:
     meta = volume.meta.with_planes(volume.shape[0])
     sections = _by_z(report)
     zs = list(meta.z_numbers)
+    _check_report_matches(sections, meta)
     todo = [i for i, z in enumerate(zs) if sections.get(z, {}).get("flags")]
     for i in todo:
         m = sections[zs[i]].get("mask")
@@ -597,6 +598,48 @@ def iter_restore(volume, report) -> ProgressGenerator[RestoreResult]:
         done.append((i, fixed, rec))
         yield Progress(k + 1, len(todo), f"repaired section {zs[i]} ({rec.action})", "restore")
     return RestoreResult(apply_repairs(volume, done), [r for _, _, r in done])
+
+
+def _z_text(zs) -> str:
+    zs = sorted(zs)
+    return f"z {zs[0]}" if len(zs) == 1 else f"z {zs[0]}-{zs[-1]}"
+
+
+def _check_report_matches(sections: dict[int, dict], meta) -> None:
+    """Refuse a QC report made on another stack: restore with one said "0 sections repaired"
+    and exited 0, which reads as "nothing needed repair" (a helper's journey). A report
+    matches when its flagged sections are sections of the stack and, where both name their
+    files, the names of the sections they share agree (at least one)."""
+    from ..errors import InputError
+
+    zs = set(int(z) for z in meta.z_numbers)
+    listed = set(sections)
+    # a missing section is flagged at a number the stack lacks (a gap): that is no mismatch
+    flagged = {z for z, s in sections.items() if set(s.get("flags") or ()) - {"missing"}}
+    hint = "run histovol qc on this stack and restore with that report"
+    if listed and not listed & zs:
+        raise InputError(
+            f"The QC report is not about this stack: it lists sections {_z_text(listed)}, the "
+            f"stack holds {_z_text(zs)}; {hint}."
+        )
+    absent = sorted(flagged - zs)
+    if absent:
+        raise InputError(
+            f"The QC report flags {_z_text(absent)}, which this stack does not hold (it holds "
+            f"{_z_text(zs)}); {hint}."
+        )
+    by_z = dict(zip((int(z) for z in meta.z_numbers), meta.files, strict=True))
+    named = [
+        (z, str(sections[z]["file"]), by_z[z])
+        for z in sorted(listed & zs)
+        if sections[z].get("file") and by_z.get(z)
+    ]
+    if named and not any(a == b for _, a, b in named):
+        z, a, b = named[0]
+        raise InputError(
+            f"The QC report is not about this stack: its section {z} is '{a}', the stack's is "
+            f"'{b}'; {hint}."
+        )
 
 
 def repair_at(
