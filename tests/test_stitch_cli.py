@@ -63,6 +63,12 @@ def test_every_output_format_with_tiles_json(tiles, tmp_path, name, capsys):
     assert np.abs(img[y + 10 : y + 60, x + 10 : x + 60] - t1[10:60, 10:60]).mean() < 4
     if name.endswith(".ome.tif"):
         assert len(read_volume(out).levels) >= 2
+    # every mosaic reopens in `histovol info`, the .png one as a single image (a helper's
+    # .png mosaic was refused: "a single image; give the folder")
+    capsys.readouterr()
+    assert histovol("info", out, "--json") == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["planes"] == 1 and said["shape"][1:3] == [H, W]
     assert histovol(*args) == 2  # exists: needs --overwrite
     assert histovol(*args, "--overwrite") == 0
 

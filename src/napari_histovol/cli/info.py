@@ -15,9 +15,12 @@ def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         NAME,
         help="what a folder or volume holds: count, shape, dtype, z numbers, gaps",
-        description="Describe a folder of sections or a volume (.ome.zarr, .ome.tif, .npy).",
+        description="Describe a folder of sections or a volume (.ome.zarr, .ome.tif, .npy), or a "
+        "single image (a .png or .jpg mosaic) as one plane.",
     )
-    p.add_argument("path", metavar="PATH", help="folder of section images or volume file")
+    p.add_argument(
+        "path", metavar="PATH", help="folder of section images, volume file or single image"
+    )
     p.add_argument(
         "--json",
         dest="json_out",

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from .io.detect import detect_format, read_volume
 
+#: single image files ``describe`` reads as one plane
+SINGLE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
 
 def describe(path: str | os.PathLike, *, on_corrupt: str = "error") -> dict[str, Any]:
     """A JSON-able summary of ``path``: format, count, shape, dtype, z numbers, gaps, scale."""
-    fmt = detect_format(path)
-    vol = read_volume(path, on_corrupt=on_corrupt)
+    p = Path(os.fspath(path)).expanduser()
+    if p.is_file() and p.name.lower().endswith(SINGLE_IMAGE_SUFFIXES):
+        # a mosaic histovol stitch wrote as .png or .jpg: one plane (other commands take a
+        # folder of such sections)
+        from .io.slices import read_single_image
+
+        fmt, vol = "image", read_single_image(p)
+    else:
+        fmt = detect_format(path)
+        vol = read_volume(path, on_corrupt=on_corrupt)
     m = vol.meta
     return {
         "path": str(path),

@@ -207,6 +207,17 @@ def read_slice_folder(
     return Volume(data=data, meta=meta)
 
 
+def read_single_image(path: str | os.PathLike) -> Volume:
+    """One image file (.png, .jpg, .bmp, as ``histovol stitch`` writes a mosaic) as a lazy
+    one-plane volume, numbered and scaled as it would be in a folder of sections."""
+    path = Path(os.fspath(path)).expanduser()
+    ordered, zs = order_slices([str(path)])
+    infos, _ = _probe_all(ordered, "error")
+    channels = infos[0].channels
+    meta = _folder_meta(infos, zs, None, rgb=channels == 3)
+    return Volume(data=_lazy_stack(infos, infos[0].shape, channels, infos[0].dtype), meta=meta)
+
+
 def _folder_meta(
     infos: list[ImageInfo], zs: list[int], sidecar: VolumeMeta | None, *, rgb: bool
 ) -> VolumeMeta:
