@@ -238,3 +238,25 @@ def test_a_2x3_grid_in_row_order_is_not_taken_for_one_row(source):
     assert (info["rows"], info["cols"], info["order"]) == (2, 3, "row")
     expect = sim.nominal - sim.nominal.min(0)
     assert np.abs(nominal - expect).max() < 12
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tiles_cut_at_whole_offsets_give_a_mosaic_of_the_cut_region_without_empty_edges(seed):
+    """A helper's EM tiles, cut at whole offsets, came out 288 x 289 and 290 x 290 with an
+    empty first and last row or column: the leftmost tile was placed at 0.99 or 1 - 1e-9 px
+    and the mosaic's corner floored."""
+    from napari_histovol.core.stitch.blend import mosaic_array
+
+    em = _em()
+    rng = np.random.default_rng(seed)
+    y0, x0 = (int(v) for v in rng.integers(0, 200, 2))
+    region = em[y0 : y0 + 288, x0 : x0 + 288]
+    tiles = [region[y : y + 160, x : x + 160] for y in (0, 128) for x in (0, 128)]
+    nominal = np.array([[x, y] for y in (0, 128) for x in (0, 128)], float)
+    nominal += rng.uniform(-2, 2, nominal.shape)  # a stage that is off by up to 2 px
+    pl = place_tiles(ArrayTiles(tiles), nominal, model="translation")
+    mosaic = np.asarray(mosaic_array(ArrayTiles(tiles), pl))
+    assert mosaic.shape == region.shape
+    for edge in (mosaic[0], mosaic[-1], mosaic[:, 0], mosaic[:, -1]):
+        assert (edge > 0).mean() > 0.9  # EM has no zero pixels; an empty edge is all zero
+    assert np.corrcoef(mosaic.ravel(), region.ravel())[0, 1] > 0.95  # the region, in place

@@ -382,15 +382,19 @@ def iter_place_tiles(
         tiles.append(
             TilePlacement(source.names[k], shapes[k], mats[k], tuple(nominal[k]), fields[k], flags)
         )
-    # the mosaic's origin at the top-left of the placed tiles
-    corners = np.concatenate([_outline(t, 2) for t in tiles])
-    lo = np.floor(corners.min(0))
-    hi = corners.max(0)
+    # the mosaic's origin at the top-left of the placed tiles: its first pixel is the first
+    # whose centre a tile covers (a tile's pixel k covers k - 0.5 .. k + 0.5, as the blender
+    # samples it). Flooring the tiles' corner (0, 0) gave a mosaic an empty first row or
+    # column when the leftmost tile sat at 0.99 or at 1 - 1e-9 px (a helper's EM tiles, cut
+    # at whole offsets), and ceiling its far corner an empty last one
+    corners = np.concatenate([_outline(t, 2, origin=-0.5) for t in tiles])
+    lo = np.floor(corners.min(0) + 1e-6) + 1
+    hi = np.ceil(corners.max(0) - 1e-6)
     shift = np.eye(3)
     shift[:2, 2] = -lo
     for t in tiles:
         t.matrix = shift @ t.matrix
-    mosaic_shape = (int(np.ceil(hi[1] - lo[1])), int(np.ceil(hi[0] - lo[0])))
+    mosaic_shape = (int(hi[1] - lo[1]), int(hi[0] - lo[0]))
     # QC after placement: the overlap NCC and residual of every pair as placed
     for rep, m in zip(reports, measures, strict=True):
         rel = np.linalg.inv(tiles[rep.i].matrix) @ tiles[rep.j].matrix
@@ -441,7 +445,7 @@ def place_tiles(source: TileSource, nominal: np.ndarray, **kwargs) -> Placement:
     return drain(iter_place_tiles(source, nominal, **kwargs))
 
 
-def _outline(t: TilePlacement, per_side: int = 8) -> np.ndarray:
+def _outline(t: TilePlacement, per_side: int = 8, origin: float = 0.0) -> np.ndarray:
     h, w = t.shape
     s = np.linspace(0, 1, per_side + 1)
     pts = np.concatenate(
@@ -452,7 +456,7 @@ def _outline(t: TilePlacement, per_side: int = 8) -> np.ndarray:
             np.stack([0 * s + w, s * h], 1),
         ]
     )
-    return t.to_mosaic(pts)
+    return t.to_mosaic(pts + origin)
 
 
 def outline(t: TilePlacement, per_side: int = 8) -> np.ndarray:
