@@ -129,3 +129,22 @@ def test_demo_no_gui_builds_the_sample(tmp_path):
     code, out, err = run_cli("demo", "--no-gui", "--out", tmp_path / "demo", "--screenshot", shot)
     assert code == 0 and "built before" in out
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # --screenshot names the PNG
+
+
+def test_a_reader_that_stops_reading_is_no_error(make_sections, monkeypatch, capsys):
+    """`histovol info X | head -5` ended with "histovol: error: Broken pipe." (a helper): a
+    pipe whose reader is gone, as stdout."""
+    import os
+
+    folder, _ = make_sections()
+    read, write = os.pipe()
+    os.close(read)  # the reader stopped reading
+    pipe = os.fdopen(write, "w", buffering=1)
+    monkeypatch.setattr(sys, "stdout", pipe)
+    try:
+        assert main(["info", str(folder), "--json"]) == 0
+    finally:
+        monkeypatch.undo()
+        pipe.close()
+    err = capsys.readouterr().err
+    assert "error" not in err.lower() and "Traceback" not in err, err

@@ -1056,3 +1056,23 @@ def test_a_black_disc_on_em_is_masked_whole_and_repaired_whole(shared_data, cent
     assert (masked & disc).sum() > 0.95 * disc.sum(), (masked & disc).sum() / disc.sum()
     fixed = restore_array(a, vol.meta, rep, 6)
     assert (fixed[disc] < 20).mean() < 0.02  # no black core left
+
+
+def test_qc_and_restore_with_every_option_the_readme_shows(tmp_path, folder, capsys):
+    """The README's synopsis of qc and restore lacked --skip-bad, --slice-format and
+    --workers (a helper's check of --help against it); each is run here: a corrupt section
+    is left out of both, the restored folder is written as .png."""
+    bad = folder / "s_099.png"
+    bad.write_bytes(b"not a png")
+    qc = tmp_path / "QC.json"
+    assert histovol("qc", folder, "--json", qc, "--quiet") == 2  # the corrupt file is named
+    assert "s_099.png" in capsys.readouterr().err
+    assert histovol("qc", folder, "--json", qc, "--skip-bad", "--quiet") == 0
+    assert 99 not in {s["z"] for s in json.loads(qc.read_text())["sections"]}
+    out = tmp_path / "restored"
+    args = ["--qc", qc, "--slice-format", "png", "--workers", "1", "--skip-bad", "--quiet"]
+    assert histovol("restore", folder, out, *args) == 0
+    written = sorted(p.name for p in out.iterdir() if p.suffix == ".png")
+    assert written and "s_099.png" not in written
+    vol = read_volume(out)
+    assert 2 in {r["z"] for r in vol.meta.extra["restored"]}

@@ -146,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         _check_outputs_are_not_inputs(args)
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a reader that stopped reading is met here, not at exit
+        return code
     except HistovolError as e:
         return _fail(error_line(e, args))
     except UsageError as e:
@@ -154,6 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(_interrupted_line(args), file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of stdout stopped reading (`histovol info X | head -5`): not an error of
+        # the command; stdout is pointed at /dev/null so that its flush at exit is silent
+        import os
+
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
     except MemoryError:
         return _fail(
             "the machine ran out of memory; use smaller sections (--size where the command has "
