@@ -261,8 +261,14 @@ def mixture_to_layer_data(
     layer as ``.hgm`` writes exactly what was fitted.
     """
     (data, image_kwargs, kind) = volume_to_layer_data(volume, name=name)[0]
-    image_kwargs["translate"] = (0.0, 0.0, 0.0)  # the Gaussians live in voxel coordinates
     scale = np.asarray(header.voxel_size, dtype=np.float64)
+    # the Gaussians live in the original's voxel coordinates; a zoomed or cropped grid starts
+    # at its first voxel's place there (a quarter voxel before the original's first at zoom 2:
+    # overlaid on the original, the zoomed volume sat a quarter voxel off, a helper found)
+    origin = volume.meta.extra.get("gaussian_mixture", {}).get("origin_voxel", [0.0] * 3)
+    image_kwargs["translate"] = tuple(
+        float(o) * float(s) for o, s in zip(origin, scale, strict=True)
+    )
     image_kwargs["metadata"]["gaussian_mixture"] = {"gaussians": len(mix), "shape": header.shape}
     if hgm_bytes is not None:
         image_kwargs["metadata"]["hgm_bytes"] = hgm_bytes
