@@ -143,6 +143,12 @@ def test_qc_tab_flags_goes_to_masks_repairs_and_replaces(make_napari_viewer, qtb
     err_new = np.abs(np.asarray(restored.data[6], float) - clean[6]).mean()
     err_copy = np.abs(a[keep.index(6)].astype(float) - clean[6]).mean()
     assert err_new < err_copy
+    # and the canvas says so (it read only "synthetic (generated plane)": a helper)
+    from napari_histovol.core.io.meta import VolumeMeta
+    from napari_histovol.core.sections import plane_label
+
+    label = plane_label(VolumeMeta.from_dict(meta), meta["z_numbers"].index(6))
+    assert label.startswith("plane z 6 · section 6 regenerated from section 5"), label
 
 
 def _left():

@@ -58,6 +58,9 @@ class RepairedSection:
     kinds: list[str]
     action: str
     synthetic: np.ndarray | None = None
+    #: for a section replaced as a whole: where its planes came from, as the volume's
+    #: per-plane sources say it (``{"between": [z_a, z_b], "t": t, "replaces": z}``)
+    source: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record for the volume's metadata (``extra["restored"]``)."""
@@ -684,9 +687,20 @@ def repair_at(
         fixed = cast_like(interpolate_between(prev, nxt, t), cur.dtype)
         flags = list(sec.get("flags") or [])
         rec = RepairedSection(int(zs[index]), flags, "replaced", np.ones(cur.shape[:2], bool))
-        return fixed, rec
-    fixed, rec = repair_section(cur, sec.get("mask"), list(sec.get("flags") or []), prev, nxt, t)
-    rec.z = int(zs[index])
+    else:
+        fixed, rec = repair_section(
+            cur, sec.get("mask"), list(sec.get("flags") or []), prev, nxt, t
+        )
+        rec.z = int(zs[index])
+    if rec.action == "replaced":
+        # named on the canvas as regenerated from which sections (a dropped section read
+        # only "synthetic (generated plane)": a helper's journey)
+        if p is not None and q is not None:
+            rec.source = {
+                "between": [int(zs[p]), int(zs[q])],
+                "t": round(float(t), 6),
+                "replaces": int(zs[index]),
+            }
     return fixed, rec
 
 
@@ -720,6 +734,19 @@ def apply_repairs(volume, repairs):
     data = da.stack(planes).rechunk((1,) + tuple(volume.shape[1:]))
     extra = dict(meta.extra)
     extra["restored"] = [records[i].to_dict() for i in sorted(records)]
+    replaced = sorted(i for i, r in records.items() if r.source is not None)
+    if replaced:
+        from ..sections import chain_plane_sources
+
+        known = meta.extra.get("planes")
+        known = known if known and len(known) == len(meta.z_numbers) else None
+        sources = known or [{"source_z": int(z)} for z in meta.z_numbers]
+        made = [records[i].source for i in replaced]
+        made = chain_plane_sources(meta, made) if known else made
+        sources = list(sources)
+        for i, entry in zip(replaced, made, strict=True):
+            sources[i] = entry
+        extra["planes"] = sources
     return Volume(data, replace(meta, synthetic=tuple(synthetic), extra=extra))
 
 
