@@ -11,6 +11,7 @@ import os
 import subprocess
 import uuid
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -20,10 +21,10 @@ from napari_histovol.cli import main
 from .conftest import tissue, write_image
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A mounted tmpfs with no free byte left (a filler file takes it all)."""
-    mnt = tmp_path / f"full-{uuid.uuid4().hex[:6]}"
+@contextmanager
+def _small_disk(tmp_path, name: str):
+    """A mounted 256 kB tmpfs under ``tmp_path`` (the test skips where none can be mounted)."""
+    mnt = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}"
     mnt.mkdir()
     p = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
@@ -36,6 +37,15 @@ def full_disk(tmp_path):
             f"cannot mount a small tmpfs to fill up here ({p.stderr.strip() or 'not root'})"
         )
     try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A mounted tmpfs with no free byte left (a filler file takes it all)."""
+    with _small_disk(tmp_path, "full") as mnt:
         with open(mnt / "filler", "wb", buffering=0) as f:
             try:
                 while True:
@@ -43,8 +53,6 @@ def full_disk(tmp_path):
             except OSError:
                 pass
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.fixture
@@ -148,17 +156,7 @@ def test_full_disk_one_line_nothing_left(full_disk, inputs, capsys, name):
 def test_a_build_on_a_nearly_full_disk_says_the_disk_is_full(tmp_path, capsys):
     """A helper's build on a 1 MB disk said only "90000 requested and 81888 written": numpy
     reports a write the disk cut short without an errno."""
-    mnt = tmp_path / f"small-{uuid.uuid4().hex[:6]}"
-    mnt.mkdir()
-    p = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({p.stderr.strip() or 'not root'})")
-    try:
+    with _small_disk(tmp_path, "small") as mnt:
         folder = tmp_path / "sections"
         folder.mkdir()
         rng = np.random.default_rng(1)
@@ -175,5 +173,3 @@ def test_a_build_on_a_nearly_full_disk_says_the_disk_is_full(tmp_path, capsys):
         assert code == 2 and len(lines) == 1, err
         assert f"the disk is full while writing '{mnt / 'b.ome.zarr'}'" in lines[0], err
         assert os.listdir(mnt) == [], os.listdir(mnt)
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
