@@ -191,7 +191,7 @@ GROW_REACH = 0.05
 GROW_LEVEL = 2.0
 #: ... and how far, and by how many times its 90th percentile difference, for what stands
 #: out far more.
-GROW_FAR_REACH = 0.15
+GROW_FAR_REACH = 0.5
 GROW_FAR_LEVEL = 4.0
 #: The difference is smoothed over this many pixels (Gaussian sigma) before it is judged.
 GROW_SMOOTH = 2.5
@@ -214,7 +214,9 @@ def grown_damage(cur: np.ndarray, pred: np.ndarray, damaged: np.ndarray) -> np.n
     both). On the QC benchmark (``--trials 6``, seed 0, ten stacks) the repaired region's PSNR
     rose by 0.0-2.5 dB on every stack against the mask as detected, the section's moved by
     -1.9 to +1.0 dB (grown without regard to sign: region +0.0-1.6 dB, section down to
-    -3.0 dB).
+    -3.0 dB). The far reach was then widened from 15 % to half the side (cracks run on far
+    beyond a mask that caught one piece of them): region +0.96 and +0.41 dB on the two skin
+    stacks, -0.03 to +0.02 dB on the other eight; section +0.0 to +0.84 dB on all ten.
 
     Parameters
     ----------
@@ -449,8 +451,12 @@ def _dilated(mask: np.ndarray, share: float, least: int = 0) -> np.ndarray:
     r = max(least, int(round(share * max(mask.shape[:2]))))
     if r < 1 or not mask.any():
         return mask
-    ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
-    return cv2.dilate(mask.astype(np.uint8), ker).astype(bool)
+    # the exact Euclidean distance, whose cost does not grow with the reach (a disc kernel
+    # of half the side took 7 s on a 1024 px section)
+    dist = cv2.distanceTransform(
+        (~mask.astype(bool)).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE
+    )
+    return dist <= r
 
 
 def whole_section_replacement(stack: np.ndarray, pos: int) -> np.ndarray:
