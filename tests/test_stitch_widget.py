@@ -105,3 +105,23 @@ def test_stitch_widget_shows_the_mosaic_and_outlines_coloured_by_edge_qc(
     assert corner == pytest.approx(t0[[1, 0], 2] - 0.5, abs=0.6)
     shot = viewer.screenshot(canvas_only=True)
     assert shot.shape[-1] == 4 and shot[..., :3].std() > 5
+
+
+def test_a_png_mosaic_is_shown_with_its_tiles(make_napari_viewer, qtbot, skin_tiles, tmp_path):
+    """A helper stitched to .png (an output the README lists): the file was written, then
+    refused as "a single image; give the folder" and never shown, with "done" in the status."""
+    from napari_histovol._widgets.stitch_widget import StitchWidget
+
+    folder, img, sim = skin_tiles
+    viewer = make_napari_viewer(show=True)
+    w = StitchWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.folder.value = str(folder)
+    w.output.value = str(tmp_path / "m.png")
+    w.rows.value, w.cols.value, w.overlap.value = 3, 3, 0.2
+    w.run()
+    qtbot.waitUntil(lambda: w.result is not None and w.run_button.enabled, timeout=60000)
+    assert "edges accepted" in w.progress.status.value
+    mosaic = viewer.layers["m"]
+    assert mosaic.rgb and np.asarray(mosaic.data).shape[1:3] == w.result.sections[0][1].mosaic_shape
+    assert len(viewer.layers["m tiles"].data) == 9

@@ -116,10 +116,12 @@ class StitchWidget(Container):
 
     def _show(self, result) -> None:
         from .._layers import add_volume_layer
-        from ..core.io import read_volume
+        from ..core.io.detect import read_volume_or_image
 
         name = result.out.name.split(".")[0]
-        made = add_volume_layer(self.viewer, read_volume(result.out), name=name)
+        # a .png mosaic too (it was written, then refused as "a single image" and never
+        # shown: a helper's journey)
+        made = add_volume_layer(self.viewer, read_volume_or_image(result.out), name=name)
         image = made[0]
         self.layers = made + self._add_qc_layers(image, result, name)
         self.viewer.dims.ndisplay = 2

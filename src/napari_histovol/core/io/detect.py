@@ -86,6 +86,22 @@ def read_volume(
     return vol
 
 
+#: single image files that :func:`read_volume_or_image` reads as one plane
+SINGLE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def read_volume_or_image(path: str | os.PathLike, *, on_corrupt: str = "error") -> Volume:
+    """:func:`read_volume`, or a single image file (a mosaic ``histovol stitch`` wrote as
+    .png or .jpg) as a one-plane volume; the stages that take sections refuse a single image,
+    the places that show or describe an output (``info``, the Stitch tab) take it."""
+    p = Path(os.fspath(path)).expanduser()
+    if p.is_file() and p.name.lower().endswith(SINGLE_IMAGE_SUFFIXES):
+        from .slices import read_single_image
+
+        return read_single_image(p)
+    return read_volume(path, on_corrupt=on_corrupt)
+
+
 _WRITER_OPTIONS = {
     "ome-zarr": {
         "ngff_version",
