@@ -201,3 +201,35 @@ def test_the_list_names_a_built_volumes_planes_by_plane_and_file():
     assert _section_name(sec, VolumeMeta()) == "section 16"
     generated = SectionQC(z=5, synthetic=True)  # 'Section 5 has no QC flag' (helper)
     assert _section_name(generated, built) == "plane z 5 (generated)"
+
+
+def test_closing_the_layer_while_qc_runs_cancels_it_and_adds_nothing(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    """A helper closed the image while QC ran: when the job ended, selecting the closed
+    layer raised ValueError, and a masks layer was added for a layer that was gone."""
+    import threading
+
+    from napari_histovol._widgets import qc_widget
+
+    viewer = make_napari_viewer(show=True)
+    _dock, panel = viewer.window.add_plugin_dock_widget("napari-histovol", "HistoVol")
+    qc = panel.show_tab("QC")
+    stack = viewer.add_image(blob_stack(8), name="damaged")
+    qc.layer.value = stack
+    started, release = threading.Event(), threading.Event()
+    real = qc_widget.iter_section_qc
+
+    def slow(volume):
+        started.set()
+        release.wait(20)
+        return (yield from real(volume))
+
+    monkeypatch.setattr(qc_widget, "iter_section_qc", slow)
+    qc.run()
+    qtbot.waitUntil(started.is_set, timeout=20000)
+    viewer.layers.remove(stack)
+    release.set()
+    qtbot.waitUntil(lambda: qc.run_button.enabled, timeout=60000)
+    assert qc.progress.status.value == "cancelled: 'damaged' was closed"
+    assert qc.report is None and [ly.name for ly in viewer.layers] == []

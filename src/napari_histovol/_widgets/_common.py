@@ -187,17 +187,37 @@ class ProgressRow(Container):
         on_done: Callable[[Any], None],
         *buttons: PushButton,
         before_start: Callable | None = None,
+        source=None,
     ):
         """Run a core progress generator on a thread worker shown in this row; ``buttons``
         are disabled until it finishes (done, failed or cancelled). ``before_start(worker)``
         connects further signals before the worker starts (see
-        :func:`._worker.run_progress_generator`)."""
+        :func:`._worker.run_progress_generator`).
+
+        ``source``, a ``(viewer, layer)`` pair: the job is about that layer. Closing it
+        cancels the job, and a result that comes after it was closed is not shown (a QC run
+        on a layer closed mid-way raised ValueError selecting it and added a masks layer for
+        a layer that was gone; a focus map was added for one; a fit ran on for minutes:
+        helpers' journeys)."""
         for b in buttons:
             b.enabled = False
         self._ended = False
+        viewer, layer = source if source is not None else (None, None)
+        gone: list[str] = []
+
+        def removed(event) -> None:
+            if event.value is layer and self.worker is not None:
+                gone.append(layer.name)
+                self.cancel.changed.emit(True)  # as the Cancel button: a tab's own hooks too
+
+        if viewer is not None:
+            viewer.layers.events.removed.connect(removed)
 
         def done(value) -> None:
             self._ended = True
+            if viewer is not None and (gone or layer not in viewer.layers):
+                self.status.value = f"'{layer.name}' was closed while the job ran; nothing shown"
+                return
             self.status.value = "done"
             on_done(value)  # may put a more telling summary in the status line
 
@@ -207,9 +227,11 @@ class ProgressRow(Container):
 
         def cancelled() -> None:
             self._ended = True
-            self.status.value = "cancelled"
+            self.status.value = f"cancelled: '{gone[0]}' was closed" if gone else "cancelled"
 
         def finished() -> None:
+            if viewer is not None:
+                viewer.layers.events.removed.disconnect(removed)
             self.finish()
             for b in buttons:
                 b.enabled = True

@@ -110,6 +110,7 @@ class AlignWidget(Container):
             lambda: iter_align(volume, **opts),
             lambda result: self._show(layer, result),
             self.run_button,
+            source=(self.viewer, layer),
         )
 
     def _show(self, layer, result) -> None:

@@ -131,6 +131,7 @@ class FocusWidget(Container):
             lambda: iter_focus_stack(volume, **opts),
             lambda rep: self._show(layer, rep),
             self.run_button,
+            source=(self.viewer, layer),
         )
 
     def _show(self, layer, rep) -> None:

@@ -140,6 +140,7 @@ class GaussianWidget(Container):
             self.run_button,
             # a progress message on its way when Cancel was pressed must not replace it
             before_start=lambda worker: worker.yielded.connect(self._keep_cancelled),
+            source=(self.viewer, layer),
         )
 
     def _request_cancel(self) -> None:

@@ -233,6 +233,7 @@ class QCWidget(Container):
             lambda: iter_section_qc(volume),
             lambda rep: self._show(layer, volume, rep),
             self.run_button,
+            source=(self.viewer, layer),
         )
 
     def _show(self, layer, volume, rep) -> None:
