@@ -210,6 +210,29 @@ def test_model_metric_in_the_stack_report(skin):
     d = [p["defocus_um"] for p in rep["planes"]]
     assert d[1] > d[0] + 1 and d[1] > d[2] + 1
     assert rep["worst_plane"] == 1 and len(rep["planes"][0]["tiles"]["scores"]) == 3
+    assert not rep["model_estimates_flat"]
+
+
+def test_the_model_says_so_when_its_estimates_do_not_change_across_a_stack(shared_data, capsys):
+    """On DFNN's light-sheet stack (not what the model learned from) it estimated 5.25-5.27
+    µm for all 34 planes and picked a plane 10 frames from focus without a word."""
+    pytest.importorskip("torch")
+    from napari_histovol.core.errors import HistovolWarning
+    from napari_histovol.core.io import read_volume
+    from napari_histovol.core.io.meta import planes_of
+
+    from .conftest import histovol
+
+    folder = shared_data / "dfnn_defocus" / "mitochondria"
+    vol = read_volume(folder)
+    pick = list(range(8, 24, 3))  # six planes around focus (frame 51 is index 19)
+    few = Volume(vol.data[pick], planes_of(vol.meta, pick))
+    with pytest.warns(HistovolWarning, match="hardly change across the 6 planes"):
+        rep = drain(iter_focus_stack(few, metric="model"))
+    assert rep["model_estimates_flat"]
+    assert histovol("focus", folder, "--metric", "model") == 0
+    out = capsys.readouterr()
+    assert "not to be trusted" in out.out and "hardly change" in out.err
 
 
 # --- the metric registry ---------------------------------------------------------------------

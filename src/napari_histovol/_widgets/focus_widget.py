@@ -174,6 +174,11 @@ class FocusWidget(Container):
         self.progress.status.value = (
             f"sharpest z {rep['best_plane']} (sub-step {rep['best_plane_subframe']:.2f})"
             + (f"; blurry z {', '.join(map(str, flagged))}" if flagged else "")
+            + (
+                "; the model's estimates hardly change across the planes: not to be trusted"
+                if rep.get("model_estimates_flat")
+                else ""
+            )
         )
 
     def _go(self, index: int) -> None:

@@ -69,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
             f"{'BLUR' if p['out_of_focus'] else '    '}  {name}"
             + (f"  ({tiles} blurry tiles)" if tiles else "")
         )
+    doubt = " (not to be trusted: see the warning)" if rep.get("model_estimates_flat") else ""
     print(
-        f"best plane: z {rep['best_plane']} (sub-step {rep['best_plane_subframe']:.2f}); "
+        f"best plane: z {rep['best_plane']} (sub-step {rep['best_plane_subframe']:.2f}){doubt}; "
         f"out of focus: {', '.join(map(str, rep['flagged_z'])) or 'none'}"
     )
     if args.json_out:
