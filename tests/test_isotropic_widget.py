@@ -67,3 +67,35 @@ def test_interpolate_tab_learned_trains_once_for_every_frame_count(make_napari_v
     assert w._learned[1] is model
     assert w.result_layer.data.shape == (10, 40, 48)
     w._timer.stop()  # the debounced rebuild the frame change scheduled is done above
+
+
+def test_the_reconstruction_is_computed_block_by_block_so_cancel_can_stop_it():
+    """A helper pressed Cancel while the Isotropic tab applied the model: it waited 42 s,
+    the whole reconstruction, computed in one call. The tab now computes one lateral block
+    (all planes) between two progress steps, where the worker looks for Cancel."""
+    import dask.array as da
+
+    from napari_histovol._widgets.isotropic_widget import _compute_by_blocks
+
+    computed = []
+
+    def count(block, block_info=None):
+        computed.append(block_info[None]["chunk-location"])
+        return block + 1
+
+    base = np.arange(4 * 300 * 260, dtype=np.float32).reshape(4, 300, 260)
+    lazy = da.from_array(base, chunks=(4, 128, 128)).map_blocks(count, dtype=np.float32)
+    gen = _compute_by_blocks(lazy)
+    first = next(gen)
+    assert first.total == 9 and not computed  # nothing computed before the first step
+    next(gen)
+    assert len(computed) == 1  # one block per step: Cancel is looked at in between
+    gen.close()
+    out = None
+    gen = _compute_by_blocks(lazy)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as done:
+        out = done.value
+    np.testing.assert_array_equal(out, base + 1)
