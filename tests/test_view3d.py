@@ -328,3 +328,29 @@ def test_show_in_3d_on_a_2d_image_or_with_no_layer_says_so(make_napari_viewer):
     assert "'one section' is a single 2D image" in w.progress.status.value
     viewer.dims.ndisplay = 3  # napari's own button: no error from the tab
     viewer.dims.ndisplay = 2
+
+
+def test_z_exaggeration_and_the_clip_reach_the_labels_drawn_in_the_volume(make_napari_viewer):
+    """A helper's segmented objects stood 4 times shorter than the volume at a z
+    exaggeration of 4, and showed above the clipping plane: both acted on the volume only."""
+    from napari_histovol._widgets.view3d_widget import View3DWidget
+
+    vol = np.zeros((8, 60, 80), np.uint8)
+    vol[2:6, 20:40, 20:60] = 200
+    labels = (vol > 0).astype(np.uint8)
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image(vol, name="stack", scale=(5.0, 2.0, 2.0))
+    objects = viewer.add_labels(labels, name="objects", scale=(5.0, 2.0, 2.0))
+    w = View3DWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.layer.value = image
+    w.show_3d()
+    w.z_exaggeration.value = 4.0
+    w.axis.value = "y"
+    w.position.value = 0.35
+    assert tuple(image.scale) == (20.0, 2.0, 2.0) and tuple(objects.scale) == (20.0, 2.0, 2.0)
+    img_planes = [p.dict() for p in image.experimental_clipping_planes]
+    lab_planes = [p.dict() for p in objects.experimental_clipping_planes]
+    assert img_planes and lab_planes == img_planes
+    viewer.dims.ndisplay = 2
+    assert tuple(objects.scale) == (5.0, 2.0, 2.0) and not objects.experimental_clipping_planes

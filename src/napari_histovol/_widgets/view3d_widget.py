@@ -392,7 +392,8 @@ class View3DWidget(Container):
         """Apply rendering, opacity, z exaggeration and the clipping plane to the targets."""
         if self._applying or self.viewer.dims.ndisplay != 3:
             return
-        for t in self.targets():
+        targets = self.targets()
+        for t in targets:
             is_copy = t.name.endswith(COLOUR_SUFFIX)
             if is_copy:
                 style = self._styles.get(id(self.layer.value))
@@ -424,6 +425,24 @@ class View3DWidget(Container):
                     elevation_deg=self.elevation.value,
                 ),
             )
+        self._apply_to_others(targets)
+
+    def _apply_to_others(self, targets: list) -> None:
+        """The z exaggeration for every other layer in the viewer, and the clipping plane for
+        the Labels layers (segmented objects): at 4x the volume stood 4 times taller than the
+        labels drawn in it, and the labels showed above the cut (a helper's journey)."""
+        if not targets:
+            return
+        from napari.layers import Labels
+
+        planes = list(targets[0].experimental_clipping_planes)
+        for layer in self.viewer.layers:
+            if layer in targets or layer.ndim < 3 or layer.name.endswith(COLOUR_SUFFIX):
+                continue
+            base = self._base_scale.setdefault(id(layer), tuple(layer.scale))
+            layer.scale = (base[0] * self.z_exaggeration.value, *base[1:])
+            if isinstance(layer, Labels):
+                layer.experimental_clipping_planes = [p.dict() for p in planes]
 
     # ------------------------------------------------------------------ drag in the canvas
     def _drag_clip(self, viewer, event):
