@@ -98,3 +98,38 @@ def test_cancel_stops_every_fitting_thread(make_napari_viewer, qtbot, monkeypatc
     qtbot.waitUntil(lambda: w.report is not None and w.run_button.enabled, timeout=120000)
     assert "noise (Gaussians)" in viewer.layers
     assert w.progress.status.value != "cancelled"
+
+
+def test_closing_napari_while_a_fit_runs_ends_the_process_cleanly(tmp_path):
+    """A helper closed napari while a Gaussian fit ran: a progress message reached a deleted
+    label, and the process aborted (status 134). Closing now cancels the job and waits for
+    its thread."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "close_mid_fit.py"
+    script.write_text(
+        "import time\n"
+        "import numpy as np\n"
+        "import napari\n"
+        "from qtpy.QtWidgets import QApplication\n"
+        "from napari_histovol._widgets.gaussian_widget import GaussianWidget\n"
+        "rng = np.random.default_rng(0)\n"
+        "vol = rng.random((16, 64, 64)).astype(np.float32)\n"
+        "viewer = napari.Viewer(show=True)\n"
+        "w = GaussianWidget(viewer)\n"
+        "viewer.window.add_dock_widget(w)\n"
+        "w.layer.value = viewer.add_image(vol, name='v')\n"
+        "w.ratio.value, w.iterations.value = 20.0, 20000\n"
+        "w.run()\n"
+        "t = time.time()\n"
+        "while time.time() - t < 3:\n"
+        "    QApplication.processEvents(); time.sleep(0.05)\n"
+        "assert w.progress.worker is not None, 'the fit ended before the window closed'\n"
+        "viewer.close()\n"
+        "QApplication.processEvents()\n"
+        "print('closed', flush=True)\n"
+    )
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "closed" in p.stdout, p.stderr[-2000:]
+    assert "has been deleted" not in p.stderr

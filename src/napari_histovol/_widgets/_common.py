@@ -168,6 +168,27 @@ def confirm_overwrite(parent, path) -> bool:
     return answer == QMessageBox.Yes
 
 
+#: how long closing napari waits for a cancelled job's thread to end
+CLOSE_WAIT_MS = 30_000
+
+
+def _unless_closed(row, fn):
+    """``fn`` as a worker's slot that does nothing once ``row``'s widgets are gone."""
+
+    def slot(*args):
+        if row.closed:
+            return None
+        try:
+            return fn(*args)
+        except RuntimeError as e:  # a widget deleted under the slot: the window closed
+            if "has been deleted" not in str(e):
+                raise
+            row.closed = True
+            return None
+
+    return slot
+
+
 class ProgressRow(Container):
     """A progress bar, a status line that always says how the last job ended (done, cancelled,
     failed: why), and a Cancel button."""
@@ -179,7 +200,24 @@ class ProgressRow(Container):
         super().__init__(widgets=[self.bar, self.status, self.cancel], labels=False)
         self.worker = None
         self._ended = False
+        #: set when the row's widgets are gone (napari closed while a job ran)
+        self.closed = False
         self.cancel.changed.connect(self._cancel)
+        self.native.destroyed.connect(self._closing)
+
+    def _closing(self, *_) -> None:
+        """The window is closing with a job running: cancel it (as the Cancel button does,
+        so a tab's own hooks stop its threads too) and wait for its thread, so that nothing
+        touches the deleted widgets and no thread is left running at exit (quitting napari
+        mid-fit aborted the process: a helper's journey)."""
+        self.closed = True
+        worker = self.worker
+        if worker is None:
+            return
+        self.cancel.changed.emit(True)
+        from qtpy.QtCore import QThreadPool
+
+        QThreadPool.globalInstance().waitForDone(CLOSE_WAIT_MS)
 
     def run(
         self,
@@ -238,11 +276,11 @@ class ProgressRow(Container):
 
         worker = run_progress_generator(
             make_generator,
-            on_progress=self.update,
-            on_done=done,
-            on_error=failed,
-            on_cancelled=cancelled,
-            on_finished=finished,
+            on_progress=_unless_closed(self, self.update),
+            on_done=_unless_closed(self, done),
+            on_error=_unless_closed(self, failed),
+            on_cancelled=_unless_closed(self, cancelled),
+            on_finished=_unless_closed(self, finished),
             before_start=before_start,
         )
         self.start(worker)
@@ -270,4 +308,5 @@ class ProgressRow(Container):
     def _cancel(self) -> None:
         if self.worker is not None:
             self.worker.quit()
-            self.status.value = "cancelling..."
+            if not self.closed:
+                self.status.value = "cancelling..."

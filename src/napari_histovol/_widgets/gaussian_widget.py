@@ -146,10 +146,11 @@ class GaussianWidget(Container):
     def _request_cancel(self) -> None:
         """Cancel pressed: stop the fit's threads (the progress row stops the worker)."""
         self._cancel.set()
-        self.progress.status.value = "cancelled"
+        if not self.progress.closed:
+            self.progress.status.value = "cancelled"
 
     def _keep_cancelled(self, _progress=None) -> None:
-        if self._cancel.is_set():
+        if self._cancel.is_set() and not self.progress.closed:
             self.progress.status.value = "cancelled"
 
     def _show(self, layer, out) -> None:
