@@ -50,8 +50,11 @@ def test_stitch_widget_shows_the_mosaic_and_outlines_coloured_by_edge_qc(
     w = StitchWidget(viewer)
     viewer.window.add_dock_widget(w)
     assert w.positions.native.isHidden() and not w.rows.native.isHidden()
-    w.folder.value = str(folder)
+    w.folder.value = str(tmp_path / "other_tiles")
+    assert str(w.output.value).endswith("other_tiles_mosaic.ome.tif")
+    w.folder.value = str(folder)  # the suggestion follows the folder (a helper's stayed)
     assert str(w.output.value).endswith("tiles_mosaic.ome.tif")
+    assert not str(w.output.value).endswith("other_tiles_mosaic.ome.tif")
     w.rows.value, w.cols.value, w.overlap.value = 3, 3, 0.2
     w.run()
     qtbot.waitUntil(lambda: w.result is not None and w.run_button.enabled, timeout=60000)
@@ -118,6 +121,9 @@ def test_a_png_mosaic_is_shown_with_its_tiles(make_napari_viewer, qtbot, skin_ti
     viewer.window.add_dock_widget(w)
     w.folder.value = str(folder)
     w.output.value = str(tmp_path / "m.png")
+    w.folder.value = str(folder.parent / "another")  # a name the user gave stays
+    assert str(w.output.value).endswith("m.png")
+    w.folder.value = str(folder)
     w.rows.value, w.cols.value, w.overlap.value = 3, 3, 0.2
     w.run()
     qtbot.waitUntil(lambda: w.result is not None and w.run_button.enabled, timeout=60000)

@@ -79,9 +79,16 @@ class StitchWidget(Container):
         self.positions.visible = self.layout_choice.value == "positions CSV"
 
     def _suggest_output(self, *_) -> None:
+        """Name the output after the tiles folder while the user has not named it: empty, or
+        still the name suggested for the folder before (it stayed on the first folder's
+        mosaic, which 'replace existing output' would then have overwritten: a helper)."""
         folder = Path(str(self.folder.value))
-        if str(self.folder.value) not in ("", ".") and str(self.output.value) in ("", "."):
-            self.output.value = str(folder.parent / f"{folder.name}_mosaic.ome.tif")
+        current = str(self.output.value)
+        if str(self.folder.value) not in ("", ".") and (
+            current in ("", ".") or current == getattr(self, "_suggested", None)
+        ):
+            self._suggested = str(folder.parent / f"{folder.name}_mosaic.ome.tif")
+            self.output.value = self._suggested
 
     def options(self) -> dict:
         """The keyword arguments of :func:`iter_stitch` the controls give."""

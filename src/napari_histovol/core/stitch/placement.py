@@ -382,6 +382,15 @@ def iter_place_tiles(
         tiles.append(
             TilePlacement(source.names[k], shapes[k], mats[k], tuple(nominal[k]), fields[k], flags)
         )
+    # the best-connected tile on whole pixels, so that its pixels are copied, not resampled
+    # (the solve leaves a common fraction: a helper's mosaic sat 0.35 px off every tile, a
+    # mean difference of 4.6 grey levels against the tiles, 0.49 with the fraction removed)
+    degree = [sum(1 for e in kept if k in (e.i, e.j)) for k in range(n)]
+    anchor = tiles[int(np.argmax(degree))].matrix[:2, 2]
+    frac = np.eye(3)
+    frac[:2, 2] = np.round(anchor) - anchor
+    for t in tiles:
+        t.matrix = frac @ t.matrix
     # the mosaic's origin at the top-left of the placed tiles: its first pixel is the first
     # whose centre a tile covers (a tile's pixel k covers k - 0.5 .. k + 0.5, as the blender
     # samples it). Flooring the tiles' corner (0, 0) gave a mosaic an empty first row or
