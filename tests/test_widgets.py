@@ -137,6 +137,35 @@ def test_build_widget_builds_and_shows_in_3d(make_napari_viewer, qtbot, tmp_path
     assert (w.layers[0].data[0] if w.layers[0].multiscale else w.layers[0].data).shape[0] == 7
 
 
+def test_build_takes_the_scale_set_on_the_open_sections(make_napari_viewer, qtbot, tmp_path):
+    """A helper set 2 µm pixels and 5 µm spacing on the opened sample in the Sections tab,
+    then built it with the Build tab's boxes at 0: the volume came out in pixels."""
+    import warnings
+
+    from napari_histovol._sample_data import sample_folder
+
+    viewer = make_napari_viewer(show=True)
+    _dock, panel = viewer.window.add_plugin_dock_widget("napari-histovol", "HistoVol")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (sections,) = viewer.open(str(sample_folder()), plugin="napari-histovol")
+    tab = panel.show_tab("Sections")
+    tab.layer.value = sections
+    tab.pixel_size.value, tab.spacing.value = 2.0, 5.0
+    tab.set_scale()
+    w = panel.show_tab("Build")
+    w.folder.value = str(sample_folder())
+    w.output.value = str(tmp_path / "lung.ome.zarr")
+    w.size.value = 256
+    assert w.pixel_size.value == 0 and w.spacing.value == 0
+    w.run()
+    qtbot.waitUntil(lambda: bool(w.layers) and w.run_button.enabled, timeout=120000)
+    built = w.layers[0]
+    assert built.scale[0] == pytest.approx(5.0)  # 5 µm spacing, gaps filled, no frames
+    assert built.scale[1] == pytest.approx(2.0 * 895 / 256, rel=0.01)  # 2 µm, downsized
+    assert [str(u) for u in built.units] == ["micrometer"] * 3
+
+
 def test_3d_view_clips_a_gray_volume_and_2d_comes_back(make_napari_viewer, tmp_path):
     from scipy import ndimage as ndi
 

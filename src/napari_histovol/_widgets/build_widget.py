@@ -91,18 +91,57 @@ class BuildWidget(Container):
                 self.progress.status.value = f"not built: '{target.name}' exists already"
                 return
             overwrite = True
+        pixel_size = float(self.pixel_size.value) or None
+        spacing = float(self.spacing.value) or None
+        if pixel_size is None or spacing is None:
+            # the scale a user set on these sections in the Sections tab (a helper set 2 µm
+            # and 5 µm there, and the build came out in pixels)
+            px, sp, name = self._scale_of_open_sections(folder)
+            used = []
+            if pixel_size is None and px:
+                pixel_size = px
+                used.append(f"{px:g} µm pixels")
+            if spacing is None and sp:
+                spacing = sp
+                used.append(f"{sp:g} µm section spacing")
+            if used:
+                from napari.utils.notifications import show_info
+
+                show_info(f"Building with the scale set on '{name}': {' and '.join(used)}.")
         opts = dict(
             frames_between=int(self.frames.value) or None,
             align=self.align.value,
             size=int(self.size.value) or None,
-            pixel_size=float(self.pixel_size.value) or None,
-            section_spacing=float(self.spacing.value) or None,
+            pixel_size=pixel_size,
+            section_spacing=spacing,
             resume=resume,
             overwrite=overwrite,
         )
         self.progress.run(
             lambda: iter_build_volume(folder, out, **opts), self._show, self.run_button
         )
+
+    def _scale_of_open_sections(self, folder: str) -> tuple[float | None, float | None, str]:
+        """(pixel size, section spacing, layer name) set in µm on an open layer that holds
+        the sections of ``folder`` (the same files), each None where it is not known."""
+        from ..core.errors import HistovolError
+        from ..core.io.slices import list_section_files
+        from .sections_widget import histovol_meta
+
+        try:
+            names = {Path(p).name for p in list_section_files(folder)}
+        except HistovolError:
+            return None, None, ""
+        for layer in self.viewer.layers:
+            meta = histovol_meta(layer)
+            if meta is None or meta.unit != "micrometer":
+                continue
+            if {f for f in meta.files if f} != names:
+                continue
+            px = float(meta.scale[1]) if meta.scale_known else None
+            sp = float(meta.section_spacing) if meta.spacing_known else None
+            return px, sp, layer.name
+        return None, None, ""
 
     def _show(self, result) -> None:
         from .._layers import add_volume_layer
