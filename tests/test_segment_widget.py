@@ -308,6 +308,8 @@ def test_undo_of_an_object_s_only_click_takes_it_out_of_the_volumes_table(
     assert not (_labels(w) == 2).any()
     assert [r["object"] for r in w.rows] == [1]
     assert w.table.shape[0] == 1
+    # the progress line says so too (it still gave object 2's sections: a helper)
+    assert w.progress.status.value == "object 2 removed"
 
 
 def test_cancel_while_the_clicked_section_is_segmented_stops_the_object(

@@ -153,6 +153,9 @@ class AlignWidget(Container):
         if first_flagged is not None:  # the first flagged pair in view, not below the fold
             self.table.scrollToItem(self.table.item(first_flagged, 0))
         flagged = result.flagged_z
+        if not pairs:  # a single section: no pair to score ("mean NCC - -> -": a helper)
+            self.progress.status.value = "a single section: nothing to align"
+            return
         self.progress.status.value = (
             f"mean NCC {_fmt(result.qc['mean_ncc_before'])} -> "
             f"{_fmt(result.qc['mean_ncc_after'])}"

@@ -124,7 +124,9 @@ class GaussianWidget(Container):
         if layer is None:
             return
         volume = layer_volume(layer)
-        if volume.meta.rgb or volume.data.ndim != 3:
+        # a 2D image is one plane to layer_volume: refused here, not with a byte budget that
+        # made no sense for it (a helper's journey)
+        if volume.meta.rgb or volume.data.ndim != 3 or layer.ndim < 3:
             show_error("Gaussian compression takes a single-channel 3D volume.")
             return
         try:

@@ -384,6 +384,8 @@ class SegmentWidget(Container):
         if gone:  # the table listed an object undo had removed from the labels
             self._table()
             self.info.value = f"object {', '.join(map(str, gone))} removed"
+            # the progress line still gave the removed object's sections (a helper)
+            self.progress.status.value = self.info.value
 
     def _pump(self, *_) -> None:
         """Start the next queued job when none runs."""
@@ -583,7 +585,7 @@ class SegmentWidget(Container):
             return
         refusal = replaces_an_input(self.viewer, path)
         if refusal:
-            self._tell(refusal)
+            self._refuse(refusal)  # the progress line said how the previous write ended
             return
         overwrite = path.exists() or path.is_symlink()
         if overwrite and not self._confirm_overwrite(path):
