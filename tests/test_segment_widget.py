@@ -348,3 +348,22 @@ def test_cancel_while_the_clicked_section_is_segmented_stops_the_object(
     assert not _labels(w).any()
     # the click stays: the next click (or Update) segments the object again
     assert len(w.prompts) == 1
+
+
+def test_closing_the_objects_layer_ends_the_session_and_says_so(
+    make_napari_viewer, qtbot, bridged_objects
+):
+    """A helper deleted the objects layer: later clicks still ran and reported "object 1:
+    13 section(s)" with nothing shown and no word why."""
+    img, a, b, fg = bridged_objects
+    w = _started_on(make_napari_viewer, img, SCALE)
+    w.points.add([6, 32, 32])
+    qtbot.waitUntil(lambda: w.progress.worker is None and not w._dirty, timeout=30000)
+    w.viewer.layers.remove(w.objects)
+    assert w.session is None
+    assert w.progress.status.value == "'nuclei objects' was closed: press Start to segment again"
+    w.points.add([6, 32, 80])  # a click after it: nothing runs
+    qtbot.wait(300)
+    assert w.progress.worker is None and "was closed" in w.progress.status.value
+    w.start()  # a new session, new layers
+    assert w.session is not None and w.objects in w.viewer.layers

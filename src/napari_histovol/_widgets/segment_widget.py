@@ -143,6 +143,23 @@ class SegmentWidget(Container):
         self.write_button.changed.connect(self.write_labels)
         self.table_button.changed.connect(self.save_table)
         self.model_path.changed.connect(self._model_changed)
+        viewer.layers.events.removed.connect(self._session_layer_removed)
+
+    def _session_layer_removed(self, event) -> None:
+        """The image, prompts or objects layer of the session was closed: the session ends
+        (clicks ran on and reported sections that nothing showed: a helper's journey)."""
+        layer = event.value
+        if self.session is None or not any(
+            layer is ly for ly in (self.image, self.points, self.objects)
+        ):
+            return
+        if self.progress.worker is not None:
+            self.progress.worker.quit()
+        self.session = None
+        self._dirty.clear()
+        text = f"'{layer.name}' was closed: press Start to segment again"
+        self._tell(text)
+        self.progress.status.value = text
 
     # ------------------------------------------------------------------------- set up
     def start(self, *_) -> None:
@@ -176,6 +193,8 @@ class SegmentWidget(Container):
         self._grid = list(grid) if grid and layer.ndim == 3 else list(range(nz))
         shown = (len(self._grid), *volume.shape[1:3]) if layer.ndim == 3 else volume.shape[1:3]
         place = layer_placement(layer, layer.ndim)
+        # the earlier session's layers go: not taken for this session's being closed
+        self.points = self.scribbles = self.objects = None
         for suffix in ("prompts", "scribbles", "objects"):
             name = f"{layer.name} {suffix}"
             if name in self.viewer.layers:
@@ -420,6 +439,8 @@ class SegmentWidget(Container):
                 return masks.get(obj, {}), model.licence
 
             def done(result) -> None:
+                if self.session is not s:
+                    return  # the session ended (its layers closed) meanwhile
                 per_z, licence = result
                 s.masks[obj] = per_z
                 self._redraw(obj)
@@ -444,6 +465,8 @@ class SegmentWidget(Container):
                 return None
 
             def done(_) -> None:
+                if self.session is not s:
+                    return  # the session ended (its layers closed) meanwhile
                 self._redraw(obj, [z])
                 if self._dirty.get(obj, -1) == z and self._generation[obj] == generation:
                     self._dirty[obj] = None
@@ -454,6 +477,8 @@ class SegmentWidget(Container):
                 return (yield from s.iter_segment_object(obj))
 
             def done(n) -> None:
+                if self.session is not s:
+                    return  # the session ended (its layers closed) meanwhile
                 self._redraw(obj)
                 if self._generation[obj] == generation:
                     self._dirty.pop(obj, None)
@@ -503,6 +528,8 @@ class SegmentWidget(Container):
 
     def _redraw(self, obj: int, zs: list[int] | None = None) -> None:
         """Draw the session's label planes where ``obj`` was or is now."""
+        if self.session is None or self.objects not in self.viewer.layers:
+            return  # the session ended (its layers closed) while the job ran
         now = set(self.session.masks.get(obj, {}))
         planes = set(zs) if zs is not None else now | self._shown.get(obj, set())
         self._shown[obj] = (self._shown.get(obj, set()) | set(planes)) if zs else now
