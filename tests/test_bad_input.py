@@ -69,9 +69,10 @@ CASES = [
         "holds no section images",
     ),
     (
+        # a command that takes sections, given one of them (info describes a single image)
         "single-image-path",
         lambda t: {"d": _sections(t / "s")},
-        ["info", "{d}/sec_01.png"],
+        ["convert", "{d}/sec_01.png", "{o}/v.ome.zarr"],
         "single image",
     ),
     (
