@@ -131,3 +131,13 @@ def test_a_png_mosaic_is_shown_with_its_tiles(make_napari_viewer, qtbot, skin_ti
     mosaic = viewer.layers["m"]
     assert mosaic.rgb and np.asarray(mosaic.data).shape[1:3] == w.result.sections[0][1].mosaic_shape
     assert len(viewer.layers["m tiles"].data) == 9
+    # again into the same output: asked, as the other tabs ask (it failed naming a box)
+    asked = []
+    w._confirm_overwrite = lambda path: asked.append(path) or False  # No
+    w.run()
+    assert asked == [tmp_path / "m.png"] and "exists already" in w.progress.status.value
+    # into the tiles folder: refused, as the command refuses it (the mosaic became a tile)
+    w.output.value = str(folder / "mosaic.png")
+    w.run()
+    assert "inside the input folder" in w.progress.status.value
+    assert not (folder / "mosaic.png").exists()

@@ -18,7 +18,7 @@ from magicgui.widgets import (
 )
 
 from ..core.stitch import BLENDS, MODELS, iter_stitch
-from ._common import ProgressRow, plain_viewer
+from ._common import ProgressRow, confirm_overwrite, plain_viewer, replaces_an_input
 
 if TYPE_CHECKING:
     import napari
@@ -111,15 +111,33 @@ class StitchWidget(Container):
         if self.layout_choice.value == "positions CSV" and str(self.positions.value) in ("", "."):
             show_warning("Choose the positions file (file,x,y) or another layout.")
             return
+        # as the command refuses it: a mosaic written into the tiles folder became a tile of
+        # the next run there ("a 3x3 grid holds 9 tiles but there are 10": a helper)
+        refusal = replaces_an_input(self.viewer, out, folder)
+        if refusal:
+            show_warning(refusal)
+            self.progress.status.value = refusal
+            return
         out_path = Path(out)
         tiles_out = out_path.parent / f"{out_path.name.split('.')[0]}_TILES.json"
         opts = self.options()
+        existing = [p for p in (out_path, tiles_out) if p.exists() or p.is_symlink()]
+        if existing and not opts["overwrite"]:
+            # asked, as the other tabs ask (it failed, naming the box to tick)
+            if not self._confirm_overwrite(existing[0]):
+                self.progress.status.value = f"not written: '{existing[0].name}' exists already"
+                return
+            opts["overwrite"] = True
         self.result = None
         self.progress.run(
             lambda: iter_stitch(folder, out, tiles_out=tiles_out, **opts),
             self._show,
             self.run_button,
         )
+
+    def _confirm_overwrite(self, path: Path) -> bool:
+        """Ask before an existing mosaic (or its TILES.json) is replaced."""
+        return confirm_overwrite(self.native, path)
 
     def _show(self, result) -> None:
         from .._layers import add_volume_layer
