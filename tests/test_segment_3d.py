@@ -426,25 +426,13 @@ def test_a_tube_is_told_from_a_ball_by_its_flat_direction():
 
 
 def _cells(seed, *, shape=(36, 72, 72), n=14, aniso=1.0):
-    """Cells tiling space (Voronoi), bright membranes about 1.5 px thick around dim, textured
-    interiors, blurred and noisy, as a membrane stain in a confocal stack. Labels: the cells'
-    interiors (membrane voxels are 0); z sampled ``aniso`` times coarser."""
-    from scipy.spatial import cKDTree
+    """Cells tiling space, bright membranes about 1.5 px thick around dim, textured interiors
+    (:func:`membrane_cells`); labels: the cells' interiors; z sampled ``aniso`` times
+    coarser."""
+    from napari_histovol.core.segment.simulate import membrane_cells
 
-    rng = np.random.default_rng(seed)
-    nz, ny, nx = shape
-    pts = rng.uniform(0, 1, (n, 3)) * (nz * aniso, ny, nx)
-    grid = np.stack(np.meshgrid(np.arange(nz) * aniso, np.arange(ny), np.arange(nx), indexing="ij"))
-    d, i = cKDTree(pts).query(grid.reshape(3, -1).T, k=2)
-    lab = (i[:, 0] + 1).reshape(shape).astype(np.int32)
-    membrane = (d[:, 1] - d[:, 0]).reshape(shape) < 1.5
-    lab[membrane] = 0
-    tex = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 2)
-    img = 0.25 * (1 + 0.3 * tex / tex.std())
-    img[membrane] = rng.uniform(0.6, 1.0, n)[i[:, 0].reshape(shape)[membrane]]
-    img = ndi.gaussian_filter(img, (1.0 / aniso, 1.0, 1.0))
-    img = rng.poisson(np.clip(img, 0, None) * 30).astype(np.float32)
-    return (img * 40 + 100).astype(np.uint16), lab
+    img, lab, _ = membrane_cells(seed, shape=shape, n=n, aniso=aniso)
+    return img, lab
 
 
 def _deepest(mask, sampling):
