@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from .io.detect import SINGLE_IMAGE_SUFFIXES, detect_format, read_volume_or_image
+from .io.detect import detect_format, is_single_image, read_volume_or_image
 
 
 def describe(path: str | os.PathLike, *, on_corrupt: str = "error") -> dict[str, Any]:
     """A JSON-able summary of ``path``: format, count, shape, dtype, z numbers, gaps, scale."""
-    p = Path(os.fspath(path)).expanduser()
-    single = p.is_file() and p.name.lower().endswith(SINGLE_IMAGE_SUFFIXES)
     # a mosaic histovol stitch wrote as .png or .jpg is one plane (other commands take a
     # folder of such sections)
-    fmt = "image" if single else detect_format(path)
+    fmt = "image" if is_single_image(path) else detect_format(path)
     vol = read_volume_or_image(path, on_corrupt=on_corrupt)
     m = vol.meta
     return {

@@ -46,15 +46,16 @@ def stain_names(files: Sequence[str]) -> list[str]:
     return out
 
 
-def _source_files(meta: VolumeMeta) -> dict[int, str]:
-    """z number -> source file name of the measured sections a volume was made from."""
+def source_files(meta: VolumeMeta) -> dict[int, str]:
+    """Section number -> file name of the measured sections a volume was made from (through
+    every interpolation or reconstruction before it)."""
     interp = meta.extra.get("interpolation") or {}
     zs, files = interp.get("source_z"), interp.get("source_files")
     if zs and files and len(zs) == len(files):
         return {int(z): str(f) for z, f in zip(zs, files, strict=True)}
     m = meta.with_planes(len(meta.z_numbers))
-    sources = m.extra.get("planes")
-    if sources and len(sources) == len(m.files):
+    sources = recorded_plane_sources(m)
+    if sources is not None:
         return {
             int(src["source_z"]): f
             for src, f in zip(sources, m.files, strict=True)
@@ -63,14 +64,9 @@ def _source_files(meta: VolumeMeta) -> dict[int, str]:
     return {int(z): f for z, f in zip(m.z_numbers, m.files, strict=True) if f}
 
 
-def source_files(meta: VolumeMeta) -> dict[int, str]:
-    """Section number -> file name of the measured sections a volume was made from (through
-    every interpolation or reconstruction before it)."""
-    return _source_files(meta)
-
-
-def _plane_sources(meta: VolumeMeta) -> list[dict] | None:
-    """The per-plane sources a volume records (``extra["planes"]``), one per plane, or None."""
+def recorded_plane_sources(meta: VolumeMeta) -> list[dict] | None:
+    """The per-plane sources a volume records (``extra["planes"]``: ``{"source_z": z}`` or
+    ``{"between": [z_a, z_b], "t": t}``), one per plane, or None where it records none."""
     m = meta.with_planes(len(meta.z_numbers))
     sources = m.extra.get("planes")
     return sources if sources and len(sources) == len(m.z_numbers) else None
@@ -101,7 +97,7 @@ def chain_plane_sources(meta: VolumeMeta, planes: list[dict]) -> list[dict]:
         The entries in the section numbers of the measured sections (``planes`` itself when
         ``meta`` records no per-plane sources).
     """
-    src = _plane_sources(meta)
+    src = recorded_plane_sources(meta)
     if src is None:
         return planes
     index = {int(z): i for i, z in enumerate(meta.z_numbers)}
@@ -156,10 +152,10 @@ def plane_label(meta: VolumeMeta, index: int) -> str:
     if not 0 <= index < len(m.z_numbers):
         return ""
     z = m.z_numbers[index]
-    by_z = _source_files(m)
+    by_z = source_files(m)
     stains = dict(zip(by_z, stain_names(list(by_z.values())), strict=True))
-    sources = m.extra.get("planes")
-    src = sources[index] if sources and len(sources) == len(m.z_numbers) else None
+    sources = recorded_plane_sources(m)
+    src = sources[index] if sources is not None else None
 
     def section(v: int) -> str:
         return f"section {v}" + (f" ({stains[v]})" if stains.get(v) else "")
@@ -198,6 +194,7 @@ __all__ = [
     "chain_plane_sources",
     "missing_label",
     "plane_label",
+    "recorded_plane_sources",
     "source_files",
     "stain_names",
 ]

@@ -245,7 +245,7 @@ def interpolated_meta(meta: VolumeMeta, plan: Plan, *, method: str) -> VolumeMet
     VolumeMeta
         One entry per planned plane; ``extra["planes"]`` holds :func:`plane_sources`.
     """
-    from ..sections import chain_plane_sources, source_files
+    from ..sections import chain_plane_sources, recorded_plane_sources, source_files
 
     step = plan.frames_between + 1
     m = meta.with_planes(len(meta.z_numbers))
@@ -253,7 +253,7 @@ def interpolated_meta(meta: VolumeMeta, plan: Plan, *, method: str) -> VolumeMet
     # a plane copied from a generated plane of the input (a built volume interpolated again)
     # is generated too; planes are named by the measured sections behind the input
     synthetic = tuple(f.synthetic or bool(m.synthetic[f.source]) for f in plan.frames)
-    sections = source_files(m) if m.extra.get("planes") else {}
+    sections = source_files(m) if recorded_plane_sources(m) is not None else {}
     return replace(
         meta,
         z_numbers=tuple(f.z for f in plan.frames),

@@ -219,7 +219,7 @@ def atomic_output(
     ``keep_suffix`` the temporary name ends with ``out``'s name (see :func:`temp_name`).
     """
     out = check_output(out, overwrite=overwrite, kind="dir" if is_dir else "file")
-    with _write_lock(out):
+    with output_lock(out):
         tmp = temp_name(out, keep_suffix=keep_suffix)
         if not keep_partial:
             remove_path(tmp)  # a stale leftover of a killed run
@@ -339,9 +339,6 @@ def output_lock(out: str | os.PathLike) -> Iterator[None]:
             with _HELD_GUARD:
                 _HELD.pop(key, None)
             remove_path(lock)
-
-
-_write_lock = output_lock
 
 
 @contextmanager

@@ -11,6 +11,9 @@ from ..progress import ProgressGenerator, drain
 from .volume import Volume
 
 FORMATS = ("folder", "ome-zarr", "ome-tiff", "npy")
+#: single image files: a section, not a stack (:func:`read_volume_or_image` reads one as a
+#: one-plane volume)
+SINGLE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def detect_format(path: str | os.PathLike, *, for_output: bool = False) -> str:
@@ -39,7 +42,7 @@ def detect_format(path: str | os.PathLike, *, for_output: bool = False) -> str:
         return "ome-zarr" if is_ome_zarr(p) else "folder"
     if not p.exists():
         raise InputError(f"'{p}' does not exist.")
-    if name.endswith((".png", ".jpg", ".jpeg", ".bmp")):
+    if name.endswith(SINGLE_IMAGE_SUFFIXES):
         raise InputError(f"'{p.name}' is a single image; give the folder that holds the sections.")
     raise InputError(
         f"'{p.name}' is not a format napari-histovol reads (a folder of sections, .ome.zarr, "
@@ -86,19 +89,20 @@ def read_volume(
     return vol
 
 
-#: single image files that :func:`read_volume_or_image` reads as one plane
-SINGLE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+def is_single_image(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one image file (.png, .jpg, .bmp), not a volume or a folder."""
+    p = Path(os.fspath(path)).expanduser()
+    return p.is_file() and p.name.lower().endswith(SINGLE_IMAGE_SUFFIXES)
 
 
 def read_volume_or_image(path: str | os.PathLike, *, on_corrupt: str = "error") -> Volume:
     """:func:`read_volume`, or a single image file (a mosaic ``histovol stitch`` wrote as
     .png or .jpg) as a one-plane volume; the stages that take sections refuse a single image,
     the places that show or describe an output (``info``, the Stitch tab) take it."""
-    p = Path(os.fspath(path)).expanduser()
-    if p.is_file() and p.name.lower().endswith(SINGLE_IMAGE_SUFFIXES):
+    if is_single_image(path):
         from .slices import read_single_image
 
-        return read_single_image(p)
+        return read_single_image(path)
     return read_volume(path, on_corrupt=on_corrupt)
 
 

@@ -749,14 +749,12 @@ def apply_repairs(volume, repairs):
     extra["restored"] = [records[i].to_dict() for i in sorted(records)]
     replaced = sorted(i for i, r in records.items() if r.source is not None)
     if replaced:
-        from ..sections import chain_plane_sources
+        from ..sections import chain_plane_sources, recorded_plane_sources
 
-        known = meta.extra.get("planes")
-        known = known if known and len(known) == len(meta.z_numbers) else None
-        sources = known or [{"source_z": int(z)} for z in meta.z_numbers]
-        made = [records[i].source for i in replaced]
-        made = chain_plane_sources(meta, made) if known else made
-        sources = list(sources)
+        sources = list(
+            recorded_plane_sources(meta) or [{"source_z": int(z)} for z in meta.z_numbers]
+        )
+        made = chain_plane_sources(meta, [records[i].source for i in replaced])
         for i, entry in zip(replaced, made, strict=True):
             sources[i] = entry
         extra["planes"] = sources
