@@ -144,3 +144,26 @@ def test_the_interpolate_box_keeps_its_sections_while_the_user_looks_around(
     assert w.layer.value is raw
     qtbot.waitUntil(lambda: "raw interpolated" in viewer.layers, timeout=30000)
     assert live.name == "sections interpolated" and live.data.shape[0] == 9  # untouched
+
+
+def test_the_interpolate_box_does_not_follow_to_a_volume_with_generated_planes(
+    make_napari_viewer, qtbot
+):
+    """After a build, napari selected the built volume, the Interpolate box followed it and
+    the tab interpolated it again on its own (181 planes between interpolated ones); a user
+    who means it still chooses it in the box."""
+    from napari_histovol._layers import add_volume_layer
+    from napari_histovol.core.io import Volume, VolumeMeta
+
+    viewer = make_napari_viewer(show=True)
+    stack = np.stack([tissue((48, 56), i, dtype=np.uint8) for i in range(3)])
+    sections = viewer.add_image(stack, name="sections", scale=(6.0, 0.5, 0.5))
+    panel = _docked(viewer, "HistoVol")
+    w = panel.show_tab("Interpolate")
+    assert w.layer.value is sections
+    meta = VolumeMeta(z_numbers=(1, 2, 3), synthetic=(False, True, False)).with_planes(3)
+    (built,) = add_volume_layer(viewer, Volume(stack, meta), name="sections volume")
+    viewer.layers.selection.active = built  # as napari selects a layer it adds
+    assert w.layer.value is sections
+    w.layer.value = built  # chosen in the box: taken
+    assert w.layer.value is built

@@ -124,6 +124,13 @@ def test_build_widget_builds_and_shows_in_3d(make_napari_viewer, qtbot, tmp_path
     assert layer.rgb and shape[0] == 13
     assert layer.scale[0] == pytest.approx(2.0)
     assert (tmp_path / "lung.transforms.json").is_file()
+    # named apart from the sections it was built from (a layer of the same name is replaced)
+    assert layer.name == "lung volume"
+    # again into the same output while it is shown: refused, as for a volume opened from its
+    # file (replacing the store under the open layer crashed napari's renderer)
+    w.run()
+    assert "open as layer 'lung volume'" in w.progress.status.value
+    viewer.layers.remove(layer)
     # again into the same output: asked first (the error used to name a box the tab lacks)
     asked = []
     w._confirm_overwrite = lambda path: asked.append(path) or False  # No

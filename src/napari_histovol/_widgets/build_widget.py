@@ -81,6 +81,7 @@ class BuildWidget(Container):
             return
         refusal = replaces_an_input(self.viewer, out, folder)
         if refusal:
+            self.progress.status.value = refusal
             show_warning(refusal)
             return
         resume = self.resume.value == "resume"
@@ -144,12 +145,21 @@ class BuildWidget(Container):
         return None, None, ""
 
     def _show(self, result) -> None:
+        from napari.layers._source import layer_source
+
         from .._layers import add_volume_layer
         from ..core.io.ome_zarr import read_ome_zarr
         from .view3d_widget import tilt_camera
 
         vol = read_ome_zarr(result.out)
-        self.layers = add_volume_layer(self.viewer, vol, name=result.out.name.split(".")[0])
+        # named apart from the sections (a layer of the same name is replaced: the sections
+        # the user had scaled were gone), and opened from its file as the reader would, so
+        # that a second build into it is refused while it is shown (replacing the store under
+        # the open layer and the live layers made from it crashed napari in its renderer)
+        with layer_source(path=str(result.out), reader_plugin="napari-histovol"):
+            self.layers = add_volume_layer(
+                self.viewer, vol, name=f"{result.out.name.split('.')[0]} volume"
+            )
         self.viewer.dims.ndisplay = 3
         tilt_camera(self.viewer)  # from above, a volume looks like one flat section
         self.progress.status.value = (

@@ -61,8 +61,13 @@ class InterpolateWidget(Container):
 
         self.viewer = viewer = plain_viewer(viewer)
         # never its own live layer, even when the user selects it to look at it
+        # nor to a volume that holds generated planes already (a built volume, selected as
+        # napari added it: the tab interpolated it again, 181 planes between interpolated
+        # ones, on its own; a user who means it chooses it in the box)
         self.layer = image_layer_picker(
-            viewer, "sections", own=lambda: [getattr(self, "result_layer", None)]
+            viewer,
+            "sections",
+            own=lambda: [getattr(self, "result_layer", None), *_generated(self.viewer)],
         )
         self.frames = Slider(value=1, min=0, max=50, label="frames between")
         self.method = ComboBox(choices=METHODS, value="flow", label="method")
@@ -404,6 +409,18 @@ class InterpolateWidget(Container):
         self.progress.run(
             gen, done, self.run_button, self.frames, self.method, self.replace, self.model_dir
         )
+
+
+def _generated(viewer) -> list:
+    """The viewer's layers whose histovol metadata marks some planes generated."""
+    from .sections_widget import histovol_meta
+
+    out = []
+    for layer in viewer.layers:
+        meta = histovol_meta(layer)
+        if meta is not None and any(meta.synthetic):
+            out.append(layer)
+    return out
 
 
 class _ShowWatcher(QObject):
