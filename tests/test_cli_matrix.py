@@ -76,6 +76,27 @@ def test_convert_into_every_format_and_back_through_info_convert_build(
     assert (tmp_path / "built.transforms.json").is_file() and (tmp_path / "built.qc.json").is_file()
 
 
+@pytest.mark.parametrize("fmt", [*FORMATS, "tif"])
+@pytest.mark.parametrize("given", ["pixel", "spacing"])
+def test_only_the_scale_given_is_known_in_every_format(sections, tmp_path, fmt, given):
+    """OME-TIFF wrote the placeholder 1.0 µm of an unknown section spacing (or pixel size) as
+    a physical size and read it back as measured: the isotropic reconstruction then took 125
+    rows for one section step (a helper's chain)."""
+    folder, _ = sections
+    out = tmp_path / FORMATS.get(fmt, "v.tif")
+    opt = ["--pixel-size", 0.5] if given == "pixel" else ["--section-spacing", 4]
+    assert histovol("convert", folder, out, *opt, "--quiet") == 0
+    for path in (out, tmp_path / "again.ome.zarr"):
+        meta = read_volume(path).meta
+        assert (meta.scale_known, meta.spacing_known) == (given == "pixel", given == "spacing")
+        assert meta.unit == "micrometer"
+        assert meta.scale[1 if given == "pixel" else 0] == pytest.approx(
+            0.5 if given == "pixel" else 4
+        )
+        if path == out:  # and again through another format
+            assert histovol("convert", out, tmp_path / "again.ome.zarr", "--quiet") == 0
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_align_into_every_format_with_transforms_qc_and_warp_points(sections, tmp_path, fmt):
     folder, truth = sections
@@ -227,3 +248,31 @@ def test_focus_train_writes_the_model_and_its_json(tmp_path):
     assert histovol("focus-train", folder, out, "--steps", 30, "--quiet") == 0
     assert out.is_file() and (tmp_path / "m.json").is_file()
     assert histovol("focus-train", folder, out, "--steps", 30, "--quiet") == 2
+
+
+@pytest.mark.parametrize("command", ["info", "focus", "qc"])
+def test_a_report_never_replaces_the_metadata_its_input_is_read_with(
+    sections, tmp_path, command, capsys
+):
+    """`info sections/ --json sections/histovol.json --overwrite` erased the folder's scale and
+    generated planes; the same with a .npy's .npy.json, and a report inside an OME-Zarr store
+    (a helper's chain). A report beside the sections is still written."""
+    folder, _ = sections
+    vol = tmp_path / "v_slices"
+    npy = tmp_path / "v.npy"
+    zarr_out = tmp_path / "v.ome.zarr"
+    for out in (vol, npy, zarr_out):
+        assert histovol("convert", folder, out, "--pixel-size", 0.5, "--section-spacing", 4) == 0
+    for src, report in (
+        (vol, vol / "histovol.json"),
+        (vol, vol / "synthetic.txt"),
+        (npy, tmp_path / "v.npy.json"),
+        (zarr_out, zarr_out / "r.json"),
+    ):
+        before = report.read_bytes() if report.is_file() else None
+        capsys.readouterr()
+        assert histovol(command, src, "--json", report, "--overwrite") == 2
+        assert "input" in capsys.readouterr().err
+        assert (report.read_bytes() if report.is_file() else None) == before
+        assert read_volume(src).meta.scale == pytest.approx((4, 0.5, 0.5))
+    assert histovol(command, vol, "--json", vol / "report.json") == 0

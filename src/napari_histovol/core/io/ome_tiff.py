@@ -94,8 +94,15 @@ def read_ome_tiff(path: str | os.PathLike) -> Volume:
     _check_chunk_fits(path, levels[0])
     levels, rgb, ch_names = _to_zyxc(levels, axes)
 
-    meta = _histovol_meta(path, xml)
+    meta, own = _histovol_meta(path, xml)
     px, py, pz = size_um.x, size_um.y, size_um.z
+    if own:
+        # a size our own block says was not known is the placeholder an older version wrote
+        # (1.0 µm), not a measurement; a size another tool set since is one
+        if not meta.scale_known and px is not None and np.isclose(px, meta.scale[2]):
+            px = py = None
+        if not meta.spacing_known and pz is not None and np.isclose(pz, meta.scale[0]):
+            pz = None
     if pz is None and px is not None and not meta.spacing_known:
         meta = replace(meta, scale=(px, *meta.scale[1:]))  # as for a folder: isotropic guess
     scale = (pz or meta.scale[0], py or px or meta.scale[1], px or meta.scale[2])
@@ -113,16 +120,18 @@ def read_ome_tiff(path: str | os.PathLike) -> Volume:
     return Volume(data=levels[0], meta=meta, levels=tuple(levels))
 
 
-def _histovol_meta(path: Path, xml: str | None) -> VolumeMeta:
-    """napari-histovol's own metadata block from the OME-XML (defaults when absent)."""
+def _histovol_meta(path: Path, xml: str | None) -> tuple[VolumeMeta, bool]:
+    """napari-histovol's own metadata block from the OME-XML (defaults when absent), and
+    whether there was one."""
     hv = parse_ome_map_annotation(xml) if xml else None
     if not hv:
-        return VolumeMeta()
+        return VolumeMeta(), False
     try:
         block = json.loads(hv)
     except ValueError:
         block = hv  # refused below with a warning
-    return meta_from_block(block, source=str(path)) or VolumeMeta()
+    meta = meta_from_block(block, source=str(path))
+    return (meta, True) if meta is not None else (VolumeMeta(), False)
 
 
 def _check_chunk_fits(path: Path, level0: da.Array) -> None:
@@ -393,15 +402,18 @@ def _compute_plane(data: da.Array, z: int) -> np.ndarray:
 
 def _ome_metadata(meta: VolumeMeta, rgb: bool) -> dict[str, Any]:
     md: dict[str, Any] = {"axes": "ZYXS" if rgb else "ZYX"}
-    if meta.unit == "micrometer":
+    # only what is known: a placeholder 1.0 µm read back as a measured size (an unknown
+    # section spacing became a known 1 µm, and the isotropic reconstruction took 125 rows for
+    # one section step)
+    if meta.unit == "micrometer" and meta.scale_known:
         md.update(
             PhysicalSizeX=meta.scale[2],
             PhysicalSizeXUnit="µm",
             PhysicalSizeY=meta.scale[1],
             PhysicalSizeYUnit="µm",
-            PhysicalSizeZ=meta.scale[0],
-            PhysicalSizeZUnit="µm",
         )
+    if meta.unit == "micrometer" and meta.spacing_known:
+        md.update(PhysicalSizeZ=meta.scale[0], PhysicalSizeZUnit="µm")
     syn = ",".join(str(z) for z in meta.synthetic_z)
     md["MapAnnotation"] = {META_KEY: json.dumps(meta.to_dict()), "synthetic_planes": syn or "none"}
     return md
