@@ -69,10 +69,11 @@ CASES = [
         "holds no section images",
     ),
     (
-        # a command that takes sections, given one of them (info describes a single image)
+        # a command that takes sections, given one of them (info describes a single image and
+        # convert converts one: a stitched .png mosaic)
         "single-image-path",
         lambda t: {"d": _sections(t / "s")},
-        ["convert", "{d}/sec_01.png", "{o}/v.ome.zarr"],
+        ["align", "{d}/sec_01.png", "{o}/v.ome.zarr"],
         "single image",
     ),
     (
@@ -311,7 +312,7 @@ CASES = [
     (
         "info-json-is-a-folder",
         lambda t: {"d": _sections(t / "s")},
-        ["info", "{d}", "--json", "{t}"],
+        ["info", "{d}", "--json", "{o}"],
         "is a folder",
     ),
     ("info-json-swallows-path", lambda t: {}, ["info", "--json", "."], "required"),

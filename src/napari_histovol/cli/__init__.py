@@ -85,7 +85,7 @@ def _fail(text: str) -> int:
 
 #: argument names that hold paths a command writes, and paths it reads
 _OUTPUT_ARGS = ("output", "json_out", "masks", "tiles_out")
-_INPUT_ARGS = ("input", "prompts", "scribbles", "qc", "positions")
+_INPUT_ARGS = ("input", "path", "prompts", "scribbles", "qc", "positions")
 
 
 def _check_outputs_are_not_inputs(args) -> None:
@@ -94,12 +94,44 @@ def _check_outputs_are_not_inputs(args) -> None:
     from ..core.io.atomic import check_not_input
 
     inputs = [getattr(args, k) for k in _INPUT_ARGS if isinstance(getattr(args, k, None), str)]
+    read_too = [f for p in inputs for f in _read_alongside(p)]
+    stores = [p for p in inputs if _is_store(p)]
     for k in _OUTPUT_ARGS:
         out = getattr(args, k, None)
         if isinstance(out, str) and out:
             # OUT (a volume) may not land among the sections it was read from; side files
-            # (--json, --masks) may, the folder reader passes over them
+            # (--json, --masks) may, the folder reader passes over them, but not over the
+            # metadata the input is read with (`info sections/ --json sections/histovol.json
+            # --overwrite` erased the folder's scale and generated planes) nor inside a store
             check_not_input(out, inputs, not_inside=k == "output")
+            check_not_input(out, read_too)
+            check_not_input(out, stores, not_inside=True)
+
+
+def _read_alongside(path: str) -> list[str]:
+    """The metadata files read with the volume at ``path``: a folder's ``histovol.json`` and
+    ``synthetic.txt``, a ``.npy``'s ``.npy.json``."""
+    from pathlib import Path
+
+    from ..core.io.npy import sidecar_path
+    from ..core.io.slices import SIDECAR, SYNTHETIC_LIST
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return [str(p / SIDECAR), str(p / SYNTHETIC_LIST)]
+    if p.suffix.lower() == ".npy":
+        return [str(sidecar_path(p))]
+    return []
+
+
+def _is_store(path: str) -> bool:
+    """Whether ``path`` is a folder read as one volume (an OME-Zarr store), not a folder of
+    files."""
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    markers = ("zarr.json", ".zattrs", ".zgroup")
+    return p.is_dir() and (p.suffix.lower() == ".zarr" or any((p / m).exists() for m in markers))
 
 
 def _interrupted_line(args) -> str:
