@@ -722,3 +722,41 @@ def test_a_header_without_voxels_is_damage():
     body = _PREFIX.pack(MAGIC, version, flags, len(head)) + head + data[_PREFIX.size + hlen : -4]
     with pytest.raises(InputError, match=r"damaged: its volume shape \[0, 5, 5\] holds no voxels"):
         decode(body + struct.pack("<I", zlib.crc32(body)), "x.hgm")
+
+
+def test_decompressed_volume_keeps_z_numbers_gaps_generated_planes_and_known_sizes(tmp_path):
+    """compress then decompress numbered a stack with gaps 0, 1, 2, ... (sections at the wrong
+    depth) and counted its interpolated planes as measured (a helper's chain)."""
+    from dataclasses import replace
+
+    import dask.array as da
+
+    from napari_histovol.core.io import Volume, read_volume, write_volume
+    from napari_histovol.core.io.meta import VolumeMeta
+
+    _, vol = placed_volume(np.random.default_rng(3), shape=(6, 32, 32))
+    meta = VolumeMeta(
+        z_numbers=(1, 2, 3, 5, 6, 8),
+        gaps=(4, 7),
+        scale=(4.0, 0.5, 0.5),
+        unit="micrometer",
+        scale_known=True,
+        spacing_known=False,
+    ).with_planes(6)
+    meta = replace(meta, synthetic=(False, True, False, False, False, False))
+    src = tmp_path / "in.ome.zarr"
+    write_volume(Volume(da.from_array(vol), meta), src)
+    hgm = tmp_path / "in.hgm"
+    assert (
+        main(["compress", str(src), str(hgm), "--gaussians", "8", "--iterations", "20", "--quiet"])
+        == 0
+    )
+    for out in ("whole.ome.zarr", "region.npy"):
+        roi = [] if out.startswith("whole") else ["--roi", "3:6,0:32,0:32"]
+        assert main(["decompress", str(hgm), str(tmp_path / out), *roi, "--quiet"]) == 0
+        got = read_volume(tmp_path / out).meta
+        first = 0 if not roi else 3
+        assert got.z_numbers == meta.z_numbers[first:]
+        assert got.synthetic == meta.synthetic[first:]
+        assert got.gaps == ((4, 7) if not roi else (7,))
+        assert (got.scale_known, got.spacing_known) == (True, False)

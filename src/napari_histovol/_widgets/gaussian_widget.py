@@ -27,6 +27,7 @@ from ..core.gaussians import (
     decompress_volume,
     fit_report,
     iter_compress,
+    plane_record,
 )
 from ..core.progress import Progress
 from ._common import (
@@ -50,7 +51,12 @@ def _fit_and_measure(volume, config: FitConfig, cancel: threading.Event):
     original = volume.data.compute()  # read once: fitted and measured against
     try:
         result = yield from iter_compress(
-            original, config, voxel_size=volume.meta.scale, unit=volume.meta.unit, cancel=cancel
+            original,
+            config,
+            voxel_size=volume.meta.scale,
+            unit=volume.meta.unit,
+            planes=plane_record(volume.meta),
+            cancel=cancel,
         )
     except FitCancelled:
         return None

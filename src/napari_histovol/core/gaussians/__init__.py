@@ -25,6 +25,7 @@ from .decompress import (
     decompress_array,
     decompress_volume,
     parse_roi,
+    plane_record,
 )
 from .files import fit_side_files, iter_compress_file, iter_decompress_file
 from .hgm import HgmHeader, Quantisation, decode, encode, read_hgm, write_hgm
@@ -52,6 +53,7 @@ __all__ = [
     "iter_decompress_file",
     "parse_roi",
     "plan_blocks",
+    "plane_record",
     "read_hgm",
     "render_region",
     "write_hgm",

@@ -260,6 +260,7 @@ def iter_compress(
     *,
     voxel_size=(1.0, 1.0, 1.0),
     unit: str = "pixel",
+    planes: dict | None = None,
     workers: int | None = None,
     scheduler: Any = None,
     cancel: CancelSignal | None = None,
@@ -278,6 +279,10 @@ def iter_compress(
         Budget and fit settings (see :class:`FitConfig`).
     voxel_size, unit
         Physical voxel size stored in the file.
+    planes
+        The volume's planes as :func:`.decompress.plane_record` describes them (z numbers,
+        generated planes, which sizes are known), stored in the file so that the decoded
+        volume keeps them; None: planes numbered from 0, all measured.
     workers
         Blocks fitted at the same time (default: the number of cores, at most the blocks).
     scheduler
@@ -316,6 +321,7 @@ def iter_compress(
                 "overlap": config.block_overlap,
                 "grid": [len({b.index[ax] for b in blocks}) for ax in range(3)],
             },
+            {"planes": planes} if planes else {},
         )
 
     if vmin == vmax:

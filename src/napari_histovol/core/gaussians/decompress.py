@@ -247,8 +247,23 @@ def decompress_array(
     )
 
 
+def plane_record(meta: VolumeMeta) -> dict:
+    """What an ``.hgm`` file keeps of a volume's planes: their z numbers, which are generated,
+    and which physical sizes are known (a volume with gaps came back numbered 0, 1, 2, ...
+    with its sections at the wrong depth, and its interpolated planes counted as measured)."""
+    meta = meta.with_planes(len(meta.z_numbers)) if meta.z_numbers else meta
+    return {
+        "z_numbers": [int(z) for z in meta.z_numbers],
+        "synthetic": [bool(s) for s in meta.synthetic],
+        "scale_known": bool(meta.scale_known),
+        "spacing_known": bool(meta.spacing_known),
+    }
+
+
 def decompress_volume(mix: GaussianMixture, header: HgmHeader, *, zoom=1.0, roi=None) -> Volume:
-    """The decoded data as a :class:`Volume` whose voxel size accounts for the zoom."""
+    """The decoded data as a :class:`Volume` whose voxel size accounts for the zoom, with the
+    original's z numbers, gaps and generated planes where the file records them (see
+    :func:`plane_record`) and z is not zoomed."""
     roi = _resolve_roi(roi, header.shape)
     data = decompress_array(mix, header, zoom=zoom, roi=roi)
     _, origin, step, start = output_grid(header.shape, zoom, roi)
@@ -256,13 +271,25 @@ def decompress_volume(mix: GaussianMixture, header: HgmHeader, *, zoom=1.0, roi=
     # Planes that fall between the original planes (zoom in z) are interpolated, not measured.
     zs = origin[0] + (start[0] + np.arange(data.shape[0])) * step[0]
     synthetic = tuple(bool(abs(v - round(v)) > 1e-6) for v in zs)
+    z_numbers = tuple(range(start[0], start[0] + data.shape[0]))
+    gaps: tuple[int, ...] = ()
+    known = (header.unit != "pixel",) * 2
+    planes = header.extra.get("planes") or {}
+    if len(planes.get("z_numbers", ())) == header.shape[0]:
+        known = (bool(planes["scale_known"]), bool(planes["spacing_known"]))
+        if step[0] == 1:  # the original's planes, as they were numbered and flagged
+            picked = slice(start[0], start[0] + data.shape[0])
+            z_numbers = tuple(int(z) for z in planes["z_numbers"][picked])
+            synthetic = tuple(bool(s) for s in planes["synthetic"][picked])
+            gaps = tuple(sorted(set(range(z_numbers[0], z_numbers[-1] + 1)) - set(z_numbers)))
     meta = VolumeMeta(
         scale=scale,
         unit=header.unit,
-        z_numbers=tuple(range(start[0], start[0] + data.shape[0])),
+        z_numbers=z_numbers,
+        gaps=gaps,
         synthetic=synthetic,
-        scale_known=header.unit != "pixel",
-        spacing_known=header.unit != "pixel",
+        scale_known=known[0],
+        spacing_known=known[1],
         extra={
             "gaussian_mixture": {
                 "gaussians": len(mix),

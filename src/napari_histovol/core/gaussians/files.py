@@ -21,7 +21,13 @@ from ..progress import Progress, ProgressGenerator
 from .cancel import CancelSignal
 from .compress import CompressResult, fit_report, iter_compress
 from .config import FitConfig
-from .decompress import DecodeSize, check_decode_size, decompress_volume, parse_roi
+from .decompress import (
+    DecodeSize,
+    check_decode_size,
+    decompress_volume,
+    parse_roi,
+    plane_record,
+)
 from .hgm import read_hgm
 
 
@@ -85,6 +91,7 @@ def iter_compress_file(
         config,
         voxel_size=volume.meta.scale,
         unit=volume.meta.unit,
+        planes=plane_record(volume.meta),
         workers=workers,
         scheduler=scheduler,
         cancel=cancel,
