@@ -69,6 +69,11 @@ def test_every_output_format_with_tiles_json(tiles, tmp_path, name, capsys):
     assert histovol("info", out, "--json") == 0
     said = json.loads(capsys.readouterr().out)
     assert said["planes"] == 1 and said["shape"][1:3] == [H, W]
+    # and converts, the .png one too (it was refused as "a single image")
+    again = tmp_path / "again.ome.zarr"
+    assert histovol("convert", out, again, "--pixel-size", 0.5, "--quiet") == 0
+    np.testing.assert_array_equal(read_volume(again).data[0].compute(), img)
+    assert read_volume(again).meta.scale[1:] == pytest.approx((0.5, 0.5))
     assert histovol(*args) == 2  # exists: needs --overwrite
     assert histovol(*args, "--overwrite") == 0
 

@@ -157,11 +157,12 @@ def on_corrupt(args: argparse.Namespace) -> str:
     return "skip" if getattr(args, "skip_bad", False) else "error"
 
 
-def read_input(args: argparse.Namespace, path: str | None = None):
-    """The input volume, lazily, with the scale options and --skip-bad applied."""
-    from ..core.io.detect import read_volume
+def read_input(args: argparse.Namespace, path: str | None = None, *, single_image=False):
+    """The input volume, lazily, with the scale options and --skip-bad applied; with
+    ``single_image``, a single image file (a stitched .png mosaic) too, as one plane."""
+    from ..core.io.detect import read_volume, read_volume_or_image
 
-    return read_volume(
+    return (read_volume_or_image if single_image else read_volume)(
         path if path is not None else args.input,
         on_corrupt=on_corrupt(args),
         pixel_size=getattr(args, "pixel_size", None),

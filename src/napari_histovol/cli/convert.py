@@ -69,10 +69,11 @@ def run(args: argparse.Namespace) -> int:
     for flag, (key, value) in given.items():
         if value is not None and not writer_accepts(fmt, key):
             raise InputError(f"{flag} does not apply when writing {fmt} output.")
-    vol = read_input(args)
+    vol = read_input(args, single_image=True)
     opts = write_options(fmt, workers=args.workers, **{k: v for k, v in given.values()})
     out = progress(
         iter_write_volume(vol, args.output, overwrite=args.overwrite, **opts), args, NAME
     )
-    print(f"wrote {out} ({fmt}, {vol.shape[0]} planes)")
+    planes = f"{vol.shape[0]} plane" + ("s" if vol.shape[0] != 1 else "")
+    print(f"wrote {out} ({fmt}, {planes})")
     return 0

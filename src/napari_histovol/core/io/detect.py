@@ -95,15 +95,30 @@ def is_single_image(path: str | os.PathLike) -> bool:
     return p.is_file() and p.name.lower().endswith(SINGLE_IMAGE_SUFFIXES)
 
 
-def read_volume_or_image(path: str | os.PathLike, *, on_corrupt: str = "error") -> Volume:
+def read_volume_or_image(
+    path: str | os.PathLike,
+    *,
+    on_corrupt: str = "error",
+    pixel_size: float | None = None,
+    section_spacing: float | None = None,
+) -> Volume:
     """:func:`read_volume`, or a single image file (a mosaic ``histovol stitch`` wrote as
     .png or .jpg) as a one-plane volume; the stages that take sections refuse a single image,
-    the places that show or describe an output (``info``, the Stitch tab) take it."""
+    the places that show, describe or convert an output (``info``, ``convert``, the Stitch
+    tab) take it."""
     if is_single_image(path):
+        from dataclasses import replace
+
         from .slices import read_single_image
 
-        return read_single_image(path)
-    return read_volume(path, on_corrupt=on_corrupt)
+        vol = read_single_image(path)
+        if pixel_size is not None or section_spacing is not None:
+            meta = vol.meta.with_scale(pixel_size=pixel_size, section_spacing=section_spacing)
+            vol = replace(vol, meta=meta)
+        return vol
+    return read_volume(
+        path, on_corrupt=on_corrupt, pixel_size=pixel_size, section_spacing=section_spacing
+    )
 
 
 _WRITER_OPTIONS = {
