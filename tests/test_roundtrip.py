@@ -243,3 +243,17 @@ def test_halve_is_the_rounded_2x2_mean_for_every_type(dtype, shape):
         )
     else:
         np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
+def test_a_16_bit_volume_opens_with_a_range_that_shows_its_voxels(shared_data):
+    """napari measured cells3d's middle plane alone: the range saturated 10.9 % of the nuclei
+    volume's voxels and the chromatin showed as flat white (a helper's journey)."""
+    from napari_histovol._layers import volume_to_layer_data
+    from napari_histovol.core.io import read_volume
+
+    vol = read_volume(shared_data / "cells3d_nuclei_3d" / "nuclei.tif")
+    _, kwargs, _ = volume_to_layer_data(vol, name="nuclei")[0]
+    lo, hi = kwargs["contrast_limits"]
+    a = np.asarray(vol.data)
+    assert (a > hi).mean() < 0.005 and (a < lo).mean() < 0.005
+    assert hi - lo > 0.5 * (np.percentile(a, 99) - np.percentile(a, 1))

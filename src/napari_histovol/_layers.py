@@ -78,9 +78,11 @@ def volume_to_layer_data(volume: Volume, *, name: str) -> list[tuple[Any, dict, 
         kwargs["contrast_limits"] = tuple(limits)
     elif volume.dtype == np.uint8:
         kwargs["contrast_limits"] = (0, 255)
-    elif grid is not None:
-        # napari would measure the middle plane, which may be an empty gap plane
-        kwargs["contrast_limits"] = _plane_range(volume.levels[-1], volume.shape[0] // 2)
+    else:
+        # napari would measure the middle plane shown alone, which may be an empty gap plane
+        # or a dim one (cells3d's middle plane saturated 10.9 % of the nuclei volume's
+        # voxels, and the chromatin showed as flat white): a few planes of the coarsest level
+        kwargs["contrast_limits"] = _volume_range(volume.levels[-1])
     return [(levels if multiscale else levels[0], kwargs, "image")]
 
 
@@ -104,10 +106,28 @@ def move_off_gap(viewer: Any, layer: Any) -> bool:
     return True
 
 
-def _plane_range(level: da.Array, index: int) -> tuple[float, float]:
-    """Minimum and maximum of one measured plane (of the coarsest level: cheap)."""
-    plane = np.asarray(level[index])
-    lo, hi = (float(plane.min()), float(plane.max())) if plane.size else (0.0, 1.0)
+#: planes sampled for a volume's display range, and the share of its brightest and darkest
+#: voxels the range may clip
+RANGE_PLANES = 7
+RANGE_CLIP_PERCENT = 0.05
+
+
+def _volume_range(level: da.Array) -> tuple[float, float]:
+    """The display range of a volume: the 0.05th to 99.95th percentile of up to
+    :data:`RANGE_PLANES` evenly spaced planes of ``level`` (the coarsest: cheap), at most a
+    quarter of a million voxels each."""
+    if not level.shape[0]:
+        return (0.0, 1.0)
+    pick = sorted({round(k) for k in np.linspace(0, level.shape[0] - 1, RANGE_PLANES)})
+    step = max(1, int(np.sqrt(level.shape[1] * level.shape[2] / 250_000)))
+    sample = np.concatenate(
+        [np.asarray(level[i, ::step, ::step], dtype=np.float64).ravel() for i in pick]
+    )
+    sample = sample[np.isfinite(sample)]
+    if not sample.size:
+        return (0.0, 1.0)
+    lo, hi = np.percentile(sample, (RANGE_CLIP_PERCENT, 100 - RANGE_CLIP_PERCENT))
+    lo, hi = float(lo), float(hi)
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
