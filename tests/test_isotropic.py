@@ -200,6 +200,17 @@ def test_cli_isotropic_into_every_format(tmp_path, fmt):
     assert histovol(*args) == 2  # OUT exists: needs --overwrite
 
 
+def test_cli_isotropic_says_why_nothing_was_trained(tmp_path, capsys):
+    """Sections closer than the pixels leave nothing to learn: the summary read "0 steps in
+    0 s, held-back validation None dB" and --steps went by without a word (a helper's chain)."""
+    src = tmp_path / "in.ome.tif"
+    tifffile.imwrite(src, _blobs((5, 32, 32)), metadata={"axes": "ZYX"})
+    args = ("--factor", 2, "--steps", 20, "--pixel-size", 0.26, "--section-spacing", 0.1)
+    assert histovol("isotropic", src, tmp_path / "o.ome.zarr", *args) == 0
+    out = capsys.readouterr().out
+    assert "no model trained" in out and "None" not in out
+
+
 def test_cli_isotropic_bad_factor_is_one_line(tmp_path, capsys):
     src = tmp_path / "in.ome.tif"
     tifffile.imwrite(src, _blobs((5, 32, 32)), metadata={"axes": "ZYX"})
@@ -336,11 +347,11 @@ def test_a_budget_shorter_than_applying_the_model_is_said(monkeypatch):
     from napari_histovol.core.isotropic import network
 
     v = _volume(_blobs((8, 64, 64)))
-    monkeypatch.setattr(network, "forward_seconds_per_pixel", lambda device=None: 1e-3)
+    monkeypatch.setattr(network, "forward_seconds_per_pixel", lambda device=None, **kw: 1e-3)
     res = drain(iter_isotropic(v, factor=2, time_budget=2))
     assert res.model.apply_estimate_s > 2
     assert "more than the 2 s time budget" in res.budget_note
-    monkeypatch.setattr(network, "forward_seconds_per_pixel", lambda device=None: 1e-9)
+    monkeypatch.setattr(network, "forward_seconds_per_pixel", lambda device=None, **kw: 1e-9)
     res = drain(iter_isotropic(v, factor=2, time_budget=3 * network.SAFETY_S + 1))
     assert res.budget_note is None
 

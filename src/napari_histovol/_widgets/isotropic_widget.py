@@ -154,12 +154,11 @@ class IsotropicWidget(Container):
             add_volume_layer(self.viewer, vol, name=f"{layer.name} isotropic", like=layer)
         self.summary.value = (
             f"{vol.shape[0]} planes ({sum(vol.meta.synthetic)} reconstructed), z spacing "
-            f"{vol.meta.scale[0]:g} {vol.meta.unit}; model: {result.model.steps} steps in "
-            f"{result.model.train_seconds:.0f} s, held-back planes {result.model.validation_psnr} dB "
-            f"against {result.model.spline_psnr} dB for the cubic spline"
+            f"{vol.meta.scale[0]:g} {vol.meta.unit}; {result.model.describe()}"
         )
         gain = (result.model.validation_psnr or 0.0) - (result.model.spline_psnr or 0.0)
-        if gain < NEXT_TO_NOTHING_DB:  # 3 steps once gained 0.001 dB and read as a success
+        trained = result.model.validation_psnr is not None
+        if trained and gain < NEXT_TO_NOTHING_DB:  # 3 steps gained 0.001 dB, read as a success
             self.summary.value += (
                 f"; the model gained {max(gain, 0.0):.2f} dB over the cubic spline in that "
                 "time, so the planes are (nearly) the spline: give training a longer time budget"

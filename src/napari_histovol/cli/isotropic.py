@@ -129,9 +129,7 @@ def run(args: argparse.Namespace) -> int:
     meta, model = result.volume.meta, result.model
     print(
         f"wrote {out}: {result.volume.shape[0]} planes, {sum(meta.synthetic)} reconstructed, "
-        f"z spacing {meta.scale[0]:g} {meta.unit}; model: {model.steps} steps in "
-        f"{model.train_seconds:.0f} s, held-back validation {model.validation_psnr} dB "
-        f"(cubic alone {model.spline_psnr} dB)"
+        f"z spacing {meta.scale[0]:g} {meta.unit}; {model.describe()}"
     )
     if result.budget_note:
         print(f"note: {result.budget_note}.", file=sys.stderr)

@@ -160,7 +160,10 @@ def iter_train_model(
     if steps is None:
         n_pix = geometry.n_model * volume.shape[1] * volume.shape[2]
         n_pix *= (volume.shape[3] if volume.data.ndim == 4 else 1) * len(geometry.orientations)
-        apply_s = forward_seconds_per_pixel(device) * n_pix * APPLY_MARGIN + SAFETY_S
+        per_pixel = forward_seconds_per_pixel(
+            device, rows=geometry.n_model, length=max(volume.shape[1], volume.shape[2])
+        )
+        apply_s = per_pixel * n_pix * APPLY_MARGIN + SAFETY_S
         spent = time.perf_counter() - t_start
         seconds = max(MIN_TRAIN_SHARE * time_budget, time_budget - spent - apply_s)
         if apply_s > (1 - MIN_TRAIN_SHARE) * time_budget:
