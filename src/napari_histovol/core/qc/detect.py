@@ -55,9 +55,12 @@ from scipy import ndimage as ndi
 
 from ..image import (
     OPAQUE_OD,
+    TISSUE_OD,
     auto_channel,
     background_value,
+    optical_density,
     registration_channel,
+    slide_colour,
     tissue_mask,
 )
 from ..interpolate.flow import estimate_pair_flow, synthesize, warp_by_flow
@@ -259,6 +262,10 @@ def sharpness_tiles(chan: np.ndarray, tissue: np.ndarray, n: int) -> np.ndarray:
                 continue
             e_bp = float(bp[ys[i] : ys[i + 1], xs[j] : xs[j + 1]][t].mean())
             if e_bp < 0.05 * bp_all:
+                # no detail left at all: as blurred as a tile gets (NaN, unjudged, let a tile
+                # blurred beyond the band's reach hide among flat ones; a tile flat in its
+                # neighbours too is 0 against 0 and goes unjudged there)
+                out[i, j] = 0.0
                 continue
             out[i, j] = float(hp[ys[i] : ys[i + 1], xs[j] : xs[j + 1]][t].mean()) / e_bp
     return out
@@ -827,6 +834,8 @@ def _stain_dev(i: int, near: list[int], log_gain, zpos: list[int], s: QCSettings
     return float(abs(np.median(devs)) / np.log(s.contrast_ratio))
 
 
+#: sections predicted across a gap that set the unit of one predicted across a gap as wide
+SPAN_SAMPLES = 6
 #: A section predicted from far is judged against its own residual's 99th percentile unless
 #: that lies this many times above its 95th percentile times the stack's typical ratio of the
 #: two (its tail is then damage, not natural change).
@@ -974,19 +983,21 @@ class _Calibration:
 
 def _work_channels(
     volume, s: QCSettings
-) -> ProgressGenerator[tuple[list, tuple, str, list, float | None]]:
+) -> ProgressGenerator[tuple[list, tuple, str, list, float | None, float | None]]:
     """Each section's working channel (material high, the stack's 1st to 99.5th percentile
     scaled to 0-1) at the working size, its shape, the channel kind, each section's
-    alignment fill, and (stained brightfield) the level of :data:`OPAQUE_OD` on that scale."""
+    alignment fill, (stained brightfield) the level of :data:`OPAQUE_OD` on that scale, and
+    each section's stained pixels (:func:`_stained`; None for other channel kinds)."""
     n = volume.shape[0]
     h, w = volume.shape[1:3]
     f = min(1.0, s.work_side / max(h, w))
     shape = (max(8, round(h * f)), max(8, round(w * f)))
     kind = auto_channel(np.asarray(volume.data[n // 2].compute()))
-    chans, voids = [], []
+    chans, voids, stained = [], [], []
     for i in range(n):
         img = np.asarray(volume.data[i].compute())
         voids.append(_resize_mask(_warp_fill(img), shape))
+        stained.append(_stained(img, shape) if kind == "od" else None)
         if kind == "od":
             c = registration_channel(img, "od")
         else:  # one offset for the whole stack (inverted gray is turned at its own maximum)
@@ -998,7 +1009,7 @@ def _work_channels(
     scale = 1.0 / (hi - lo) if hi > lo else 1.0
     chans = [((c - lo) * scale).astype(np.float32) for c in chans]
     opaque = (OPAQUE_OD - lo) * scale if kind == "od" else None
-    return chans, shape, kind, voids, opaque
+    return chans, shape, kind, voids, opaque, stained
 
 
 #: the smallest share of a section that a warp's fill must cover to be taken for one
@@ -1031,6 +1042,17 @@ def _warp_fill(img: np.ndarray) -> np.ndarray:
     big = stats[:, cv2.CC_STAT_AREA] >= _FILL_MIN_SHARE * same.size
     edge = edge[(edge > 0) & big[edge]]
     return np.isin(lab, edge)
+
+
+def _stained(img: np.ndarray, shape: tuple) -> np.ndarray:
+    """A brightfield colour section's stained pixels at the working size: optical density
+    against the bare slide (:func:`.image.slide_colour`), lightly smoothed, above
+    :data:`.image.TISSUE_OD`. Tissue is then also what Otsu's split leaves out when the
+    section is all tissue (a crop inside a slide: the split fell between dense epidermis and
+    pale stroma, and the blur of a user's half-blurred crop was judged on the rest)."""
+    od = optical_density(img[..., :3], background=slide_colour(img)[:3]).sum(axis=-1)
+    small = _resize(od.astype(np.float32), shape)
+    return _smooth(small, max(1.0, max(shape) / 256)) > TISSUE_OD
 
 
 def _resize_mask(mask: np.ndarray, shape: tuple) -> np.ndarray:
@@ -1127,7 +1149,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
             f"{n} section; choose a stack of sections."
         )
     full = tuple(volume.shape[1:3])
-    chans, shape, channel_kind, voids, opaque = yield from _work_channels(volume, s)
+    chans, shape, channel_kind, voids, opaque, stained = yield from _work_channels(volume, s)
     side = float(max(shape))
     # a section's position is set by its tissue, not by dust (black dust on ANHIR's pale Cc10
     # section moved its best match by 62-77 px, so it was called misaligned, its dust went
@@ -1140,6 +1162,16 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     tissue = [tissue_mask(c) for c in chans]
     # an aligned section's fill (no data) is not tissue
     tissue = [t & ~v for t, v in zip(tissue, voids, strict=True)]
+    # blur is judged, and a prediction's stain matched, on every stained pixel: Otsu's split
+    # of a section that is all tissue (a crop inside a slide) left out its pale stroma, so a
+    # user's half-blurred crop went unflagged (blur 0.62), and on a crop with a broad fold the
+    # split kept the fold alone, the prediction was matched to it and the fold vanished from
+    # the residual. Not for the residual's own scale and reach: with the stroma judged there
+    # too, its natural texture read as tears on clean stacks
+    stained_tissue = [
+        t | (st & ~v) if st is not None else t
+        for t, st, v in zip(tissue, stained, voids, strict=True)
+    ]
     # consecutive differences and offsets (the stack's own scale of "normal")
     diffs = [float(np.abs(chans[i] - chans[i - 1]).mean()) for i in range(1, n)]
     # consecutive offsets: the median optical flow from each section to the next
@@ -1148,7 +1180,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     ways = [chans] if capped is None else [chans, capped]
     steps = [[_offset(w[i - 1], w[i]) for i in range(1, n)] for w in ways]
     typ_diff = float(np.median(diffs)) if diffs else 0.0
-    sharp = [sharpness_tiles(c, t, s.tiles) for c, t in zip(chans, tissue, strict=True)]
+    sharp = [sharpness_tiles(c, t, s.tiles) for c, t in zip(chans, stained_tissue, strict=True)]
     dup = [False] * n
     for i in range(1, n):
         # a copy is the later of two near-identical sections
@@ -1217,7 +1249,8 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
             # the median of the near sections (a damaged neighbour does not set the level)
             med = np.take_along_axis(srt, ((np.maximum(seen, 1) - 1) // 2)[None], axis=0)[0]
             ref = np.where(seen > 0, med, np.nan)
-            rel = sharp[i] / ref
+            with np.errstate(all="ignore"):  # 0 / 0: a tile without detail in every section
+                rel = sharp[i] / ref
             valid = np.isfinite(rel)
             if valid.sum() >= 4:
                 low = valid & (rel < s.blur_ratio)
@@ -1227,7 +1260,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
                     raw[i]["blur"] *= 0.5
                 if low.any():
                     tiles = _resize(low.astype(np.uint8), shape, nearest=True).astype(bool)
-                    cand[i]["blur"] = tiles & tissue[i]
+                    cand[i]["blur"] = tiles & stained_tissue[i]
     cal.fit(("misaligned", "blur"))
     # sections that cannot be a reference: misaligned, or off in stain against the near ones
     not_dup = [not d for d in dup]
@@ -1247,7 +1280,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     smooth = max(2.0, side / 16)
     coarse = max(3.0, side / 96)
 
-    def scaled(rs, wide, t):
+    def scaled(rs, wide, t, span=None):
         # two scales: fine (damage with an edge) and coarse (a band whose every pixel is
         # within the natural change, as on EM, but which is coherent over its width)
         r, rc = (_min_residual([_smooth(x, sg) for x in rs]) for sg in (1.5, coarse))
@@ -1255,7 +1288,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         # heavy tail of natural change, e.g. nuclei edges, and every edge became "damage")
         q95, q99 = (float(v) for v in np.percentile(np.abs(r[t] if t.any() else r), (95, 99)))
         q95c, q99c = (float(v) for v in np.percentile(np.abs(rc[t] if t.any() else rc), (95, 99)))
-        return r, q99, wide, rc, q99c, q95, q95c
+        return r, q99, wide, rc, q99c, q95, q95c, span
 
     edges = [_edge_strength(c) for c in chans]
 
@@ -1268,8 +1301,28 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
             chans[i],
             smooth,
         )
-        pred = _match_gain(pred, chans[i], tissue[i])
+        pred = _match_gain(pred, chans[i], stained_tissue[i])
         return np.where(beyond, 0, _unexplained(chans[i], pred, edges[i]))
+
+    def span_unit(d):
+        """The median 99th percentile (fine, coarse) of the residuals of up to
+        :data:`SPAN_SAMPLES` sections predicted from the sections ``d`` apart around them (None
+        where no section has such neighbours)."""
+        at = {zpos[j]: j for j in range(n) if not skip[j]}
+        a = d // 2
+        found = [
+            (at[zpos[j] - a], j, at[zpos[j] + d - a])
+            for j in range(n)
+            if not skip[j] and zpos[j] - a in at and zpos[j] + d - a in at
+        ]
+        found = found[:: max(1, len(found) // SPAN_SAMPLES)][:SPAN_SAMPLES]
+        q = []
+        for pp, j, qq in found:
+            rs = [residual(j, pp, qq), residual(j, pp, None), residual(j, None, qq)]
+            x = scaled(rs, False, tissue[j])
+            q.append((x[1], x[4]))
+            yield Progress(2 * n, 3 * n, f"predicting sections across a gap of {d - 1}", "qc")
+        return tuple(np.median(q, axis=0)) if q else None
 
     for i in range(n):
         near_pair = neighbours(i)
@@ -1287,7 +1340,8 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         cal.one_sided[i] = None in near_pair
         if cal.one_sided[i]:
             cal.reach[i] = abs(zpos[p if p is not None else q] - zpos[i])
-        residuals.append(scaled(rs, cal.one_sided[i] or zpos[q] - zpos[p] > 2, t))
+        span = None if cal.one_sided[i] else zpos[q] - zpos[p]
+        residuals.append(scaled(rs, cal.one_sided[i] or span > 2, t, span))
         if not cal.one_sided[i]:  # what a prediction from one side gives on an inner section
             residuals_one[i] = [(zpos[i] - zpos[p], scaled(rs[1:2], True, t))]
         yield Progress(n + i + 1, 3 * n, f"comparing section {i + 1} of {n}", "qc")
@@ -1303,6 +1357,16 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
             residuals_one[i].append((zpos[i] - zpos[p2], scaled([r], True, tissue[i])))
     scale = float(np.median([x[1] for x in residuals if x is not None] or [1.0])) or 1e-6
     scale_c = float(np.median([x[4] for x in residuals if x is not None] or [1.0])) or 1e-6
+    # a section between neighbours further apart (beside a missing or skipped section) is
+    # predicted across the gap, and sections further apart differ more: its unit is what
+    # predictions across the same span give on sections that have their neighbours (judged
+    # by its own residual instead, a fold over a tenth of a section beside a missing one set
+    # its own unit and scored 0)
+    span_units = {}
+    for d in sorted({x[7] for x in residuals if x is not None and x[7] and x[7] > 2}):
+        unit_d = yield from span_unit(d)
+        if unit_d is not None:
+            span_units[d] = unit_d
     # a section predicted from far (across a gap, or from one side) is judged against its own
     # residual's tail, estimated from its 95th percentile and the stack's typical ratio of the
     # 99th to the 95th: its own 99th percentile was set by damage over more than 1 % of its
@@ -1316,6 +1380,8 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
             r, q99, q95, t, unit = res[3], res[4], res[6], tail_c, scale_c
         else:
             r, q99, q95, t, unit = res[0], res[1], res[5], tail, scale
+        if res[7] in span_units:
+            return r / max(unit, span_units[res[7]][1 if coarse_scale else 0])
         # its own 99th percentile, unless its tail is far heavier than the stack's (damage)
         own = q99 if q99 <= TAIL_SLACK * q95 * t else q95 * t
         return r / (max(unit, own) if res[2] else unit)
