@@ -27,7 +27,7 @@ from ..core.gaussians import (
     decompress_volume,
     fit_report,
     iter_compress,
-    plane_record,
+    volume_fields,
 )
 from ..core.progress import Progress
 from ._common import (
@@ -51,12 +51,7 @@ def _fit_and_measure(volume, config: FitConfig, cancel: threading.Event):
     original = volume.data.compute()  # read once: fitted and measured against
     try:
         result = yield from iter_compress(
-            original,
-            config,
-            voxel_size=volume.meta.scale,
-            unit=volume.meta.unit,
-            planes=plane_record(volume.meta),
-            cancel=cancel,
+            original, config, **volume_fields(volume.meta), cancel=cancel
         )
     except FitCancelled:
         return None

@@ -26,6 +26,7 @@ from .decompress import (
     decompress_volume,
     parse_roi,
     plane_record,
+    volume_fields,
 )
 from .files import fit_side_files, iter_compress_file, iter_decompress_file
 from .hgm import HgmHeader, Quantisation, decode, encode, read_hgm, write_hgm
@@ -55,6 +56,7 @@ __all__ = [
     "plan_blocks",
     "plane_record",
     "read_hgm",
+    "volume_fields",
     "render_region",
     "write_hgm",
 ]

@@ -260,6 +260,12 @@ def plane_record(meta: VolumeMeta) -> dict:
     }
 
 
+def volume_fields(meta: VolumeMeta) -> dict:
+    """What :func:`.compress.iter_compress` stores of a volume besides its voxels: its voxel
+    size, unit and planes (:func:`plane_record`)."""
+    return {"voxel_size": meta.scale, "unit": meta.unit, "planes": plane_record(meta)}
+
+
 def decompress_volume(mix: GaussianMixture, header: HgmHeader, *, zoom=1.0, roi=None) -> Volume:
     """The decoded data as a :class:`Volume` whose voxel size accounts for the zoom, with the
     original's z numbers, gaps and generated planes where the file records them (see

@@ -26,7 +26,7 @@ from .decompress import (
     check_decode_size,
     decompress_volume,
     parse_roi,
-    plane_record,
+    volume_fields,
 )
 from .hgm import read_hgm
 
@@ -89,9 +89,7 @@ def iter_compress_file(
     result = yield from iter_compress(
         original,
         config,
-        voxel_size=volume.meta.scale,
-        unit=volume.meta.unit,
-        planes=plane_record(volume.meta),
+        **volume_fields(volume.meta),
         workers=workers,
         scheduler=scheduler,
         cancel=cancel,
