@@ -129,7 +129,7 @@ def test_build_widget_builds_and_shows_in_3d(make_napari_viewer, qtbot, tmp_path
     # again into the same output while it is shown: refused, as for a volume opened from its
     # file (replacing the store under the open layer crashed napari's renderer)
     w.run()
-    assert "open as layer 'lung volume'" in w.progress.status.value
+    assert "shown as layer 'lung volume'" in w.progress.status.value
     viewer.layers.remove(layer)
     # again into the same output: asked first (the error used to name a box the tab lacks)
     asked = []

@@ -79,7 +79,7 @@ class BuildWidget(Container):
         if folder in ("", ".") or out in ("", "."):
             show_warning("Choose the sections folder and the output first.")
             return
-        refusal = replaces_an_input(self.viewer, out, folder)
+        refusal = self._shown_already(out) or replaces_an_input(self.viewer, out, folder)
         if refusal:
             self.progress.status.value = refusal
             show_warning(refusal)
@@ -121,6 +121,18 @@ class BuildWidget(Container):
         self.progress.run(
             lambda: iter_build_volume(folder, out, **opts), self._show, self.run_button
         )
+
+    def _shown_already(self, out: str) -> str | None:
+        """The refusal when ``out`` is a volume this tab built and still shows."""
+        target = Path(out).expanduser().resolve()
+        for layer in self.layers:
+            src = getattr(getattr(layer, "source", None), "path", None)
+            if layer in self.viewer.layers and src and Path(src).resolve() == target:
+                return (
+                    f"'{target.name}' is shown as layer '{layer.name}', built before; close "
+                    "that layer to build it again, or choose another output name."
+                )
+        return None
 
     def _scale_of_open_sections(self, folder: str) -> tuple[float | None, float | None, str]:
         """(pixel size, section spacing, layer name) set in µm on an open layer that holds
