@@ -886,6 +886,9 @@ def test_restore_refuses_a_report_of_another_stack(tmp_path, folder, capsys):
         ([{"z": z + 100, "flags": ["fold"] if z == zs[1] else []} for z in zs], "not about this"),
         ([{"z": zs[1], "flags": []}, {"z": zs[-1] + 5, "flags": ["fold"]}], "does not hold"),
         ([{"z": z, "file": f"other_{z}.png", "flags": []} for z in zs], "not about this"),
+        # the report of a longer stack that begins like this one (an interpolated volume's
+        # report taken for its sections: a helper's chain), its extra sections unflagged
+        ([{"z": z, "flags": []} for z in range(zs[0], zs[-1] + 15)], "does not hold"),
     ]
     for sections, said in cases:
         qc.write_text(json.dumps({"sections": sections}))

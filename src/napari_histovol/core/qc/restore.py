@@ -617,8 +617,9 @@ def iter_restore(volume, report) -> ProgressGenerator[RestoreResult]:
 
 
 def _z_text(zs) -> str:
-    zs = sorted(zs)
-    return f"z {zs[0]}" if len(zs) == 1 else f"z {zs[0]}-{zs[-1]}"
+    from ..io.naming import format_ranges
+
+    return f"z {format_ranges(zs)}"
 
 
 def _check_report_matches(sections: dict[int, dict], meta) -> None:
@@ -637,6 +638,18 @@ def _check_report_matches(sections: dict[int, dict], meta) -> None:
         raise InputError(
             f"The QC report is not about this stack: it lists sections {_z_text(listed)}, the "
             f"stack holds {_z_text(zs)}; {hint}."
+        )
+    # sections the stack does not hold, other than its own missing ones: a report of the
+    # 22-plane interpolated volume was taken for its 6-section source (a helper's chain)
+    extra = sorted(
+        z
+        for z, sec in sections.items()
+        if z not in zs and set(sec.get("flags") or ()) != {"missing"}
+    )
+    if extra:
+        raise InputError(
+            f"The QC report is not about this stack: it lists sections {_z_text(extra)}, which "
+            f"this stack does not hold (it holds {_z_text(zs)}); {hint}."
         )
     absent = sorted(flagged - zs)
     if absent:
