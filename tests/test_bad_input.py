@@ -195,6 +195,13 @@ CASES = [
         "0 or more",
     ),
     (
+        # the range error named no flag (a helper's chain)
+        "frames-between-too-many",
+        lambda t: {"d": _sections(t / "s")},
+        ["interpolate", "{d}", "{o}/v.ome.zarr", "--frames-between", "5000"],
+        "(--frames-between N)",
+    ),
+    (
         "size-zero",
         lambda t: {"d": _sections(t / "s")},
         ["build", "{d}", "{o}/v.ome.zarr", "--size", "0"],

@@ -92,7 +92,8 @@ def make_plan(
         raise InputError("The sections' z numbers must be distinct and increasing.")
     if not (0 <= frames_between <= MAX_FRAMES_BETWEEN):
         raise InputError(
-            f"frames between must be between 0 and {MAX_FRAMES_BETWEEN}, not {frames_between}."
+            f"frames between must be between 0 and {MAX_FRAMES_BETWEEN}, not {frames_between}.",
+            option="frames_between",
         )
     replace = tuple(sorted({int(r) for r in replace}))
     unknown = [r for r in replace if r not in zs]
