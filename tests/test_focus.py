@@ -523,3 +523,15 @@ def test_default_metric_finds_focus_of_physical_defocus_series_of_shared_sets(sh
     frames = [defocus(img, float(z), Optics(), rng) for z in zs]
     k, _ = best_plane([score(f, DEFAULT_METRIC) for f in frames])
     assert abs(k - 8) <= 1, (name, k)
+
+
+def test_the_sub_step_follows_uneven_spacing_beside_a_gap():
+    """A focus series with sections 4 and 5 missing (z 1, 2, 3, 6, 7): its parabola was fitted
+    as if the planes were evenly spaced and put the peak of a curve peaking at 4.13 at 3.29 (a
+    helper's chain). Fitted at the planes' z, a Gaussian focus curve's vertex comes back."""
+    zs = [1, 2, 3, 6, 7]
+    scores = [np.exp(-((z - 4.13) ** 2) / (2 * 1.5**2)) for z in zs]
+    k, sub = best_plane(scores, zs)
+    assert zs[k] == 3 and sub == pytest.approx(4.13, abs=1e-6)
+    k, sub = best_plane(scores)  # without positions: a fractional index, one step apart
+    assert k == 2 and 1.5 <= sub <= 2.5
