@@ -37,6 +37,12 @@ def test_isotropic_tab_reconstructs_and_stop_keeps_the_model(make_napari_viewer,
     assert out.metadata["histovol"]["synthetic"] == [j % 3 != 0 for j in range(13)]
     np.testing.assert_array_equal(np.asarray(out.data[6]), v[2])
     assert "reconstructed" in w.summary.value and "dB" in w.summary.value
+    assert w.progress.status.value == "done"
+    # a layer it cannot take: the status says so, not "done" from the run before
+    w.layer.value = viewer.add_image(v[:1], name="one plane")
+    w.run()
+    assert w.progress.status.value.startswith("not started:")
+    assert "fewer than two planes" in w.progress.status.value
 
 
 def test_interpolate_tab_learned_trains_once_for_every_frame_count(make_napari_viewer, qtbot):

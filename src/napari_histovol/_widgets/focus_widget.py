@@ -172,7 +172,7 @@ class FocusWidget(Container):
                 self.map_layer = self.viewer.add_image(maps, **kwargs)
         flagged = rep["flagged_z"]
         self.progress.status.value = (
-            f"sharpest z {rep['best_plane']} (sub-step {rep['best_plane_subframe']:.2f})"
+            f"done: sharpest z {rep['best_plane']} (sub-step {rep['best_plane_subframe']:.2f})"
             + (f"; blurry z {', '.join(map(str, flagged))}" if flagged else "")
             + (
                 "; the model's estimates hardly change across the planes: not to be trusted"

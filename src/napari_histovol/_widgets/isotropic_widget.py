@@ -121,6 +121,8 @@ class IsotropicWidget(Container):
 
             axial_geometry(volume.meta.with_planes(volume.shape[0]), self.factor.value)
         except HistovolError as exc:
+            # the status line said "done" from the run before (a helper's journey)
+            self.progress.status.value = f"not started: {exc}"
             show_error(str(exc))
             return
         self.summary.value = ""
