@@ -751,6 +751,13 @@ def test_decompressed_volume_keeps_z_numbers_gaps_generated_planes_and_known_siz
         main(["compress", str(src), str(hgm), "--gaussians", "8", "--iterations", "20", "--quiet"])
         == 0
     )
+    # info describes the file as it decodes (it was refused as a format it does not read)
+    from napari_histovol.core.info import describe
+
+    said = describe(hgm)
+    assert said["format"] == "hgm" and said["shape"] == [6, 32, 32]
+    assert said["z_numbers"] == list(meta.z_numbers) and said["gaps"] == [4, 7]
+    assert said["gaussians"] >= 1 and said["file_bytes"] == hgm.stat().st_size
     for out in ("whole.ome.zarr", "region.npy"):
         roi = [] if out.startswith("whole") else ["--roi", "3:6,0:32,0:32"]
         assert main(["decompress", str(hgm), str(tmp_path / out), *roi, "--quiet"]) == 0

@@ -15,11 +15,12 @@ def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         NAME,
         help="what a folder or volume holds: count, shape, dtype, z numbers, gaps",
-        description="Describe a folder of sections or a volume (.ome.zarr, .ome.tif, .npy), or a "
-        "single image (a .png or .jpg mosaic) as one plane.",
+        description="Describe a folder of sections or a volume (.ome.zarr, .ome.tif, .npy), a "
+        "Gaussian-mixture file (.hgm) as it decodes, or a single image (a .png or .jpg mosaic) "
+        "as one plane.",
     )
     p.add_argument(
-        "path", metavar="PATH", help="folder of section images, volume file or single image"
+        "path", metavar="PATH", help="folder of section images, volume file, .hgm or single image"
     )
     p.add_argument(
         "--json",
@@ -80,6 +81,12 @@ def format_description(d: dict[str, Any]) -> str:
     )
     if d["synthetic_z"]:
         lines.append(f"  synthetic  {format_ranges(d['synthetic_z'])}  (generated planes)")
+    if d.get("gaussians") is not None:
+        ratio = d["bytes"] / max(d["file_bytes"], 1)
+        lines.append(
+            f"  gaussians  {d['gaussians']} in {d['file_bytes']} bytes (ratio {ratio:.1f}; "
+            "histovol decompress decodes it)"
+        )
     if d.get("naming_pattern"):
         p = d["naming_pattern"]
         lines.append(f"  naming     {p['prefix']}{'#' * p['width']}{p['suffix']}{p['ext']}")

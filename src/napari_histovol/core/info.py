@@ -12,10 +12,20 @@ def describe(path: str | os.PathLike, *, on_corrupt: str = "error") -> dict[str,
     """A JSON-able summary of ``path``: format, count, shape, dtype, z numbers, gaps, scale."""
     # a mosaic histovol stitch wrote as .png or .jpg is one plane (other commands take a
     # folder of such sections)
-    fmt = "image" if is_single_image(path) else detect_format(path)
-    vol = read_volume_or_image(path, on_corrupt=on_corrupt)
+    gaussians = None
+    if str(path).lower().endswith(".hgm"):
+        # what compress wrote (histovol decompress gives it back): described as it decodes,
+        # without decoding it (`info` refused it as a format napari-histovol does not read)
+        from .gaussians import decompress_volume, read_hgm
+
+        fmt = "hgm"
+        mix, header = read_hgm(path)
+        vol, gaussians = decompress_volume(mix, header), len(mix)
+    else:
+        fmt = "image" if is_single_image(path) else detect_format(path)
+        vol = read_volume_or_image(path, on_corrupt=on_corrupt)
     m = vol.meta
-    return {
+    out = {
         "path": str(path),
         "format": fmt,
         "planes": int(vol.shape[0]),
@@ -36,3 +46,7 @@ def describe(path: str | os.PathLike, *, on_corrupt: str = "error") -> dict[str,
         "naming_pattern": m.pattern.to_dict() if m.pattern else None,
         "bytes": int(vol.nbytes),
     }
+    if gaussians is not None:
+        out["gaussians"] = gaussians
+        out["file_bytes"] = os.path.getsize(path)
+    return out
