@@ -767,3 +767,19 @@ def test_decompressed_volume_keeps_z_numbers_gaps_generated_planes_and_known_siz
         assert got.synthetic == meta.synthetic[first:]
         assert got.gaps == ((4, 7) if not roi else (7,))
         assert (got.scale_known, got.spacing_known) == (True, False)
+
+
+def test_a_missed_budget_is_said():
+    """A ratio of 200 gave a file of ratio 320, and a count of 1500 kept 1050 Gaussians,
+    without a word (a helper's journey); within a fifth of the budget nothing is said."""
+    from napari_histovol.core.gaussians import CompressResult, GaussianMixture, HgmHeader
+
+    header = HgmHeader((10, 100, 100), "uint8", (0.0, 255.0))  # 100 000 raw bytes
+    mix = GaussianMixture.empty(0.0)
+
+    def note(config, n_bytes):
+        return CompressResult(mix, header, b"x" * n_bytes, config, 1.0).budget_note
+
+    assert "of the 10 Gaussians asked" in note(FitConfig(gaussians=10), 50)
+    assert "smaller than a ratio of 200" in note(FitConfig(ratio=200), 300)  # ratio 333
+    assert note(FitConfig(ratio=200), 480) is None  # ratio 208

@@ -179,3 +179,5 @@ class GaussianWidget(Container):
             f"ratio {report['ratio']:.1f}, PSNR {report['psnr_db']:.2f} dB, "
             f"SSIM {report['ssim']:.3f}, {report['fit_seconds']:.0f} s"
         )
+        if result.budget_note:
+            self.summary.value += f"; {result.budget_note}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ._options import (
     add_input,
@@ -96,4 +97,6 @@ def run(args: argparse.Namespace) -> int:
         f"SSIM {report['ssim']:.4f}, fitted in {res.seconds:.0f} s"
     )
     print(f"wrote {yaml_path} and {json_path}")
+    if res.budget_note:
+        print(f"note: {res.budget_note}.", file=sys.stderr)
     return 0

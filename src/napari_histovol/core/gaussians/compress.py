@@ -107,6 +107,25 @@ class CompressResult:
     def bits_per_voxel(self) -> float:
         return 8 * len(self.data) / float(np.prod(self.header.shape))
 
+    @property
+    def budget_note(self) -> str | None:
+        """A sentence when the file misses the budget asked by more than a fifth: fewer
+        Gaussians than asked, or a file well under the ratio's size (a helper asked a ratio of
+        200 and got 320, and a count of 1500 and got 1050, without a word); None otherwise."""
+        cfg, n = self.config, len(self.mixture)
+        if cfg.gaussians is not None and n < 0.8 * cfg.gaussians:
+            return (
+                f"the fit kept {n} of the {cfg.gaussians} Gaussians asked (the others added "
+                "nothing where they were placed); ask more for more detail"
+            )
+        if cfg.ratio is not None and self.ratio > 1.2 * cfg.ratio:
+            return (
+                f"the file came out smaller than a ratio of {cfg.ratio:g} allows (ratio "
+                f"{self.ratio:.0f}): its {n} Gaussians were planned at an estimated size and "
+                "packed smaller; ask a lower ratio, or a number of Gaussians, for more detail"
+            )
+        return None
+
 
 def _target_count(cfg: FitConfig, raw_bytes: int, voxels: int) -> int:
     """Gaussians to fit for the budget (never more than the volume has voxels)."""
