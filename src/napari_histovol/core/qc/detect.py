@@ -262,9 +262,9 @@ def sharpness_tiles(chan: np.ndarray, tissue: np.ndarray, n: int) -> np.ndarray:
                 continue
             e_bp = float(bp[ys[i] : ys[i + 1], xs[j] : xs[j + 1]][t].mean())
             if e_bp < 0.05 * bp_all:
-                # no detail left at all: as blurred as a tile gets (NaN, unjudged, let a tile
-                # blurred beyond the band's reach hide among flat ones; a tile flat in its
-                # neighbours too is 0 against 0 and goes unjudged there)
+                # no detail left at all: as blurred as a tile gets (left unjudged, a tile
+                # blurred past the band-pass went unseen; a tile as flat in its neighbours is
+                # 0 against 0 there, and stays unjudged)
                 out[i, j] = 0.0
                 continue
             out[i, j] = float(hp[ys[i] : ys[i + 1], xs[j] : xs[j + 1]][t].mean()) / e_bp
@@ -834,7 +834,8 @@ def _stain_dev(i: int, near: list[int], log_gain, zpos: list[int], s: QCSettings
     return float(abs(np.median(devs)) / np.log(s.contrast_ratio))
 
 
-#: sections predicted across a gap that set the unit of one predicted across a gap as wide
+#: how many other sections, each predicted across a gap as wide, set the unit of a section
+#: whose neighbours lie across a gap
 SPAN_SAMPLES = 6
 #: A section predicted from far is judged against its own residual's 99th percentile unless
 #: that lies this many times above its 95th percentile times the stack's typical ratio of the
@@ -983,7 +984,7 @@ class _Calibration:
 
 def _work_channels(
     volume, s: QCSettings
-) -> ProgressGenerator[tuple[list, tuple, str, list, float | None, float | None]]:
+) -> ProgressGenerator[tuple[list, tuple, str, list, float | None, list]]:
     """Each section's working channel (material high, the stack's 1st to 99.5th percentile
     scaled to 0-1) at the working size, its shape, the channel kind, each section's
     alignment fill, (stained brightfield) the level of :data:`OPAQUE_OD` on that scale, and
