@@ -31,7 +31,6 @@ from napari_histovol.core.focus import (
     image_patches,
     predict_focus_distance,
     score,
-    subframe_z,
 )
 from napari_histovol.core.io import read_volume
 
@@ -51,8 +50,7 @@ def dfnn() -> dict:
     res = {}
     for metric in METRICS:
         s = [score(p, metric) for p in planes]
-        k, sub = best_plane(s)
-        sub_z = subframe_z(zs, sub)
+        k, sub_z = best_plane(s, zs)
         res[metric] = {
             "best_plane": zs[k],
             "best_plane_subframe": float(sub_z),

@@ -126,12 +126,12 @@ def _read_alongside(path: str) -> list[str]:
 
 def _is_store(path: str) -> bool:
     """Whether ``path`` is a folder read as one volume (an OME-Zarr store), not a folder of
-    files."""
+    files: as the readers tell them apart."""
     from pathlib import Path
 
-    p = Path(path).expanduser()
-    markers = ("zarr.json", ".zattrs", ".zgroup")
-    return p.is_dir() and (p.suffix.lower() == ".zarr" or any((p / m).exists() for m in markers))
+    from ..core.io.detect import detect_format
+
+    return Path(path).expanduser().is_dir() and detect_format(path) == "ome-zarr"
 
 
 def _interrupted_line(args) -> str:

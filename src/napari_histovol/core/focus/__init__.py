@@ -36,7 +36,7 @@ from .registry import (
     get_metric,
     score,
 )
-from .stack import best_plane, focus_stack, iter_focus_stack, subframe_z
+from .stack import best_plane, focus_stack, iter_focus_stack
 from .training import (
     FocusDataset,
     TrainValSplit,
@@ -83,6 +83,5 @@ __all__ = [
     "spectral_ratio",
     "split_sources",
     "stack_patches",
-    "subframe_z",
     "train_focus_model",
 ]

@@ -3,7 +3,6 @@ stack, and the best plane of a focus series with a sub-step estimate."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,14 +47,6 @@ def best_plane(
     b = (y1 - y0) / (x1 - x0) - a * (x0 + x1)
     vertex = -b / (2 * a)
     return k, float(np.clip(vertex, x1 - 0.5 * (x1 - x0), x1 + 0.5 * (x2 - x1)))
-
-
-def subframe_z(z_numbers: Sequence[int], index: float) -> float:
-    """The z number at a fractional plane index (linear between neighbouring z numbers)."""
-    zs = list(z_numbers)
-    lo = min(max(int(math.floor(index)), 0), len(zs) - 1)
-    hi = min(lo + 1, len(zs) - 1)
-    return float(zs[lo] + (index - lo) * (zs[hi] - zs[lo]))
 
 
 def iter_focus_stack(
@@ -201,4 +192,4 @@ def focus_stack(
     )
 
 
-__all__ = ["best_plane", "focus_stack", "iter_focus_stack", "subframe_z"]
+__all__ = ["best_plane", "focus_stack", "iter_focus_stack"]

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import InputError
 from ..io.bounds import format_bytes
 from ..io.meta import VolumeMeta
+from ..io.naming import find_gaps
 from ..io.volume import Volume
 from .hgm import HgmHeader
 from .mixture import GaussianMixture
@@ -287,7 +288,7 @@ def decompress_volume(mix: GaussianMixture, header: HgmHeader, *, zoom=1.0, roi=
             picked = slice(start[0], start[0] + data.shape[0])
             z_numbers = tuple(int(z) for z in planes["z_numbers"][picked])
             synthetic = tuple(bool(s) for s in planes["synthetic"][picked])
-            gaps = tuple(sorted(set(range(z_numbers[0], z_numbers[-1] + 1)) - set(z_numbers)))
+            gaps = find_gaps(z_numbers)
     meta = VolumeMeta(
         scale=scale,
         unit=header.unit,
