@@ -80,13 +80,15 @@ def read_volume(
         from .npy import read_npy
 
         vol = read_npy(path)
-    if pixel_size is not None or section_spacing is not None:
-        vol = Volume(
-            vol.data,
-            vol.meta.with_scale(pixel_size=pixel_size, section_spacing=section_spacing),
-            vol.levels,
-        )
-    return vol
+    return _with_scale(vol, pixel_size, section_spacing)
+
+
+def _with_scale(vol: Volume, pixel_size: float | None, section_spacing: float | None) -> Volume:
+    """``vol`` with the pixel size and section spacing (µm) given in place of its own."""
+    if pixel_size is None and section_spacing is None:
+        return vol
+    meta = vol.meta.with_scale(pixel_size=pixel_size, section_spacing=section_spacing)
+    return Volume(vol.data, meta, vol.levels)
 
 
 def is_single_image(path: str | os.PathLike) -> bool:
@@ -107,15 +109,9 @@ def read_volume_or_image(
     the places that show, describe or convert an output (``info``, ``convert``, the Stitch
     tab) take it."""
     if is_single_image(path):
-        from dataclasses import replace
-
         from .slices import read_single_image
 
-        vol = read_single_image(path)
-        if pixel_size is not None or section_spacing is not None:
-            meta = vol.meta.with_scale(pixel_size=pixel_size, section_spacing=section_spacing)
-            vol = replace(vol, meta=meta)
-        return vol
+        return _with_scale(read_single_image(path), pixel_size, section_spacing)
     return read_volume(
         path, on_corrupt=on_corrupt, pixel_size=pixel_size, section_spacing=section_spacing
     )
