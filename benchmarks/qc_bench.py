@@ -317,6 +317,7 @@ def run_stack(
             zs.remove(drop)
         vol = as_volume(a[keep], zs)
         if save_trials:
+            Path(save_trials).mkdir(parents=True, exist_ok=True)
             np.savez_compressed(
                 Path(save_trials) / f"{name}_{t}.npz",
                 sections=a[keep],
