@@ -197,10 +197,14 @@ def content_fraction(tissue_bright: np.ndarray) -> float:
 TISSUE_OD = 0.2
 
 
-def tissue_mask(chan: np.ndarray, *, min_fraction: float = 0.01) -> np.ndarray:
+def tissue_mask(
+    chan: np.ndarray, *, min_fraction: float = 0.01, material_high: bool | None = None
+) -> np.ndarray:
     """Tissue pixels of a gray channel: Otsu's threshold on a smoothed copy (computed at 1/4
     size), on the side away from the slide (bright slides: darker pixels; dark backgrounds:
-    brighter). When hardly anything, or almost everything, looks like tissue, all pixels count.
+    brighter; ``material_high``: True where tissue is known to be the higher side, as in an
+    optical density, False where the lower; None: told by the border). When hardly anything,
+    or almost everything, looks like tissue, all pixels count.
     """
     lo, hi = (float(chan.min()), float(chan.max())) if chan.size else (0.0, 0.0)
     if hi - lo < 1e-6:
@@ -215,7 +219,13 @@ def tissue_mask(chan: np.ndarray, *, min_fraction: float = 0.01) -> np.ndarray:
     small = cv2.GaussianBlur(small.astype(np.float32, copy=False), (0, 0), 2.0 / f)
     u8 = np.clip((small - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
     t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    bright_slide = float(background_value(small)) > float(np.median(small))
+    if material_high is None:
+        bright_slide = float(background_value(small)) > float(np.median(small))
+    else:
+        # told, not guessed: a crop's border is tissue, and where it was denser than the
+        # median the guess took the densest tissue for the slide (a fold's band on a crop of
+        # skin was left out of the tissue and out of the section QC's comparison)
+        bright_slide = not material_high
     mask = (u8 < t) if bright_slide else (u8 > t)
     frac = float(mask.mean())
     if frac < min_fraction or frac > 0.995:

@@ -46,6 +46,7 @@ fluorescence and brightfield stacks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -295,20 +296,49 @@ def _outside(flow: np.ndarray) -> np.ndarray:
     return cv2.dilate(out, np.ones((5, 5), np.uint8)).astype(bool)
 
 
-def _predict(prev: np.ndarray | None, nxt: np.ndarray | None, cur: np.ndarray, smooth: float):
+def _fill_from(a: np.ndarray, b: np.ndarray, void_a, void_b):
+    """``a`` and ``b`` with each one's alignment fill (``void_a``, ``void_b``; None: none)
+    replaced by what the other holds there, and one value where both are fill: the straight
+    edge of one section's fill has no counterpart in the other, and a flow between them drags
+    the tissue beside it toward that edge (smoothed, over a band a tenth of the section deep:
+    false tears along the fill of turned crops aligned by histovol)."""
+    if void_a is None and void_b is None:
+        return a, b
+    va = np.zeros(a.shape[:2], bool) if void_a is None else void_a
+    vb = np.zeros(b.shape[:2], bool) if void_b is None else void_b
+    a2 = np.where(va & ~vb, b, a)
+    b2 = np.where(vb & ~va, a, b)
+    b2 = np.where(va & vb, a, b2)
+    return a2, b2
+
+
+def _predict(
+    prev: np.ndarray | None,
+    nxt: np.ndarray | None,
+    cur: np.ndarray,
+    smooth: float,
+    voids: tuple = (None, None, None),
+):
     """The section predicted from its neighbours and bent onto it by a smooth flow, and where
     the prediction holds nothing measured (it draws on what lies beyond a neighbour's border:
-    tissue that drifts into view between sections has no counterpart there)."""
+    tissue that drifts into view between sections has no counterpart there). ``voids``: the
+    alignment fill of ``prev``, ``nxt`` and ``cur`` (None: none), left out of the flows
+    (:func:`_fill_from`)."""
+    void_p, void_n, void_c = voids
     if prev is not None and nxt is not None:
+        prev, nxt = _fill_from(prev, nxt, void_p, void_n)
         pair = estimate_pair_flow(prev, nxt)
         pred = synthesize(prev, nxt, pair, 0.5)
         outside = _outside(-0.25 * pair.f_ab + 0.25 * pair.f_ba) | _outside(
             0.25 * pair.f_ab - 0.25 * pair.f_ba
         )
+        void_pred = None if void_p is None or void_n is None else void_p & void_n
     else:
         pred = (prev if prev is not None else nxt).astype(np.float32)
         outside = np.zeros(pred.shape[:2], bool)
-    f = estimate_pair_flow(cur, pred).f_ab  # cur(x) ~ pred(x + f)
+        void_pred = void_p if prev is not None else void_n
+    cur_f, pred = _fill_from(cur, pred, void_c, void_pred)
+    f = estimate_pair_flow(cur_f, pred).f_ab  # cur(x) ~ pred(x + f)
     f = np.dstack([_smooth(f[..., 0], smooth), _smooth(f[..., 1], smooth)])
     moved = warp_by_flow(outside.astype(np.float32), f) > 0.5
     return warp_by_flow(pred, f), moved | _outside(f)
@@ -551,11 +581,17 @@ def _crack_line_mask(
 ) -> np.ndarray:
     """The pixels of the crack lines whose strength reaches ``level``, followed down to half
     of it (the crack's weaker stretches): each such pixel's segment, along its direction (the
-    support of its kernel's core)."""
+    support of its kernel's core). Where the line, followed that far, merges into what is no
+    line, it is followed down to the level, then to half its peak, where it is straight (a
+    short crack from the border was flagged with no mask at all)."""
     out = np.zeros(strength.shape, bool)
-    line = _straight_only(strength, 0.5 * level)
-    _, lab = cv2.connectedComponents((line > 0).astype(np.uint8), connectivity=8)
-    hit = np.isin(lab, np.unique(lab[line >= level])) & (lab > 0)
+    peak = float(strength.max())
+    for low in (0.5 * level, level, 0.5 * peak):
+        line = _straight_only(strength, low)
+        _, lab = cv2.connectedComponents((line > 0).astype(np.uint8), connectivity=8)
+        hit = np.isin(lab, np.unique(lab[line >= level])) & (lab > 0)
+        if hit.any():
+            break
     for k, ker in enumerate(kernels):
         here = (hit & (direction == k)).astype(np.uint8)
         if here.any():
@@ -752,9 +788,9 @@ def _classify_local(
         if c["mass"] / s.min_mass < 0.25:
             continue  # a small natural change between sections
         if material is not None:
-            cur, near = material
+            cur, near_material = material
             here = float(np.median(cur[c["pix"]]))
-            if here > 0 and float(np.median(near[c["pix"]])) >= SAME_MATERIAL_SHARE * here:
+            if here > 0 and float(np.median(near_material[c["pix"]])) >= SAME_MATERIAL_SHARE * here:
                 continue
         masks["debris"] |= c["pix"]
         scores["debris"] += c["mass"] / s.min_mass
@@ -877,13 +913,17 @@ def _match_gain(pred: np.ndarray, cur: np.ndarray, tissue: np.ndarray) -> np.nda
     """The prediction with its tissue's median and gain set to the section's (a stain or
     exposure change is not local damage; a fold or debris hardly moves these robust figures)."""
     m = tissue if 0.02 < tissue.mean() < 0.98 else np.ones_like(tissue)
-    p50, c50 = float(np.median(pred[m])), float(np.median(cur[m]))
-    d = pred[m] - p50
-    big = np.abs(d) > np.percentile(np.abs(d), 75)
-    # the median ratio over the pixels far from the median: robust to the few a fold changes
-    gain = float(np.median((cur[m][big] - c50) / d[big])) if big.sum() > 16 else 1.0
-    gain = float(np.clip(gain, 0.25, 4.0))
-    return ((pred - p50) * gain + c50).astype(np.float32)
+    for _ in range(2):
+        p50, c50 = float(np.median(pred[m])), float(np.median(cur[m]))
+        d = pred[m] - p50
+        big = np.abs(d) > np.percentile(np.abs(d), 75)
+        # the median ratio over the pixels far from the median: robust to the few a fold changes
+        gain = float(np.median((cur[m][big] - c50) / d[big])) if big.sum() > 16 else 1.0
+        gain = float(np.clip(gain, 0.25, 4.0))
+        out = ((pred - p50) * gain + c50).astype(np.float32)
+        r = np.abs(cur - out)
+        m = m & (r <= np.percentile(r[m], 75))
+    return out
 
 
 # -------------------------------------------------------------------------------- the stack
@@ -994,23 +1034,86 @@ def _work_channels(
     f = min(1.0, s.work_side / max(h, w))
     shape = (max(8, round(h * f)), max(8, round(w * f)))
     kind = auto_channel(np.asarray(volume.data[n // 2].compute()))
-    chans, voids, stained = [], [], []
+    chans, voids, stained, resampled = [], [], [], []
     for i in range(n):
         img = np.asarray(volume.data[i].compute())
         voids.append(_resize_mask(_warp_fill(img), shape))
-        stained.append(_stained(img, shape) if kind == "od" else None)
+        stained.append(None)
         if kind == "od":
-            c = registration_channel(img, "od")
+            # against the bare slide, not the section's border: on a crop, or a section whose
+            # alignment fill (the border's median) is tissue-coloured, every paler pixel held
+            # no density at all, a different set on each section (a section of turned lung
+            # crops read as debris all over its air spaces)
+            slide = slide_colour(img)[:3]
+
+            def channel(x, slide=slide):
+                return optical_density(x, background=slide).sum(axis=-1)
+
+            c = channel(img[..., :3])
+            stained[-1] = _stained(c, shape)
+            small = _resize(img[..., :3].astype(np.float32), shape)
         else:  # one offset for the whole stack (inverted gray is turned at its own maximum)
-            c = registration_channel(img, "intensity") * (-1.0 if kind == "inverted" else 1.0)
+            sign = -1.0 if kind == "inverted" else 1.0
+
+            def channel(x, sign=sign):
+                return registration_channel(x, "intensity") * sign
+
+            c = channel(img)
+            small = _resize(img.astype(np.float32), shape)
         chans.append(_resize(c.astype(np.float32), shape))
+        resampled.append(
+            tuple(
+                channel(x).astype(np.float32)
+                for x in (*_quarter_shifts(small), _half_pixel_blur(small))
+            )
+        )
         yield Progress(i + 1, 3 * n, f"reading section {i + 1} of {n}", "qc")
     lo = float(np.median([np.percentile(c, 1.0) for c in chans]))
     hi = float(np.median([np.percentile(c, 99.5) for c in chans]))
     scale = 1.0 / (hi - lo) if hi > lo else 1.0
     chans = [((c - lo) * scale).astype(np.float32) for c in chans]
+    resampled = [tuple(((x - lo) * scale).astype(np.float32) for x in r) for r in resampled]
     opaque = (OPAQUE_OD - lo) * scale if kind == "od" else None
-    return chans, shape, kind, voids, opaque, stained
+    return chans, shape, kind, voids, opaque, stained, resampled
+
+
+def _quarter_shifts(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``img`` resampled (bilinear) a quarter of a pixel down and right, and a quarter up and
+    left: two copies that differ as two sections resampled by an alignment do."""
+    h, w = img.shape[:2]
+    return tuple(
+        cv2.warpAffine(
+            img,
+            np.float32([[1, 0, d], [0, 1, d]]),
+            (w, h),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT,
+        )
+        for d in (0.25, -0.25)
+    )
+
+
+def _resampling_unit(resampled: list, tissue: list, coarse: float) -> tuple[float, float]:
+    """The least residual two sections differ by: the median over sections of the 99th
+    percentile, over the tissue, of the residual between the section resampled a quarter of a
+    pixel one way and a quarter the other (:func:`_quarter_shifts`, before its channel is
+    made: an optical density of resampled intensities; less what a small shift explains), at
+    the fine scale and at the ``coarse`` one."""
+    fine, wide = [], []
+    for (a, b, _), t in zip(resampled, tissue, strict=True):
+        if not t.any():
+            continue
+        u = _unexplained(a, b, _edge_strength(a))
+        fine.append(np.percentile(np.abs(_smooth(u, 1.5))[t], 99))
+        wide.append(np.percentile(np.abs(_smooth(u, coarse))[t], 99))
+    return (float(np.median(fine)), float(np.median(wide))) if fine else (0.0, 0.0)
+
+
+def _half_pixel_blur(img: np.ndarray) -> np.ndarray:
+    """``img`` as a bilinear resampling half a pixel off along both axes leaves it: smoothed
+    by ``[1/4, 1/2, 1/4]`` both ways (the most an alignment's resampling smooths a section)."""
+    k = np.array([[0.25, 0.5, 0.25]], np.float32)
+    return cv2.sepFilter2D(img, -1, k, k, borderType=cv2.BORDER_REFLECT)
 
 
 #: the smallest share of a section that a warp's fill must cover to be taken for one
@@ -1045,13 +1148,13 @@ def _warp_fill(img: np.ndarray) -> np.ndarray:
     return np.isin(lab, edge)
 
 
-def _stained(img: np.ndarray, shape: tuple) -> np.ndarray:
-    """A brightfield colour section's stained pixels at the working size: optical density
-    against the bare slide (:func:`.image.slide_colour`), lightly smoothed, above
-    :data:`.image.TISSUE_OD`. Tissue is then also what Otsu's split leaves out when the
-    section is all tissue (a crop inside a slide: the split fell between dense epidermis and
-    pale stroma, and the blur of a user's half-blurred crop was judged on the rest)."""
-    od = optical_density(img[..., :3], background=slide_colour(img)[:3]).sum(axis=-1)
+def _stained(od: np.ndarray, shape: tuple) -> np.ndarray:
+    """A brightfield colour section's stained pixels at the working size, from its optical
+    density summed over channels against the bare slide (:func:`.image.slide_colour`):
+    lightly smoothed, above :data:`.image.TISSUE_OD`. Tissue is then also what Otsu's split
+    leaves out when the section is all tissue (a crop inside a slide: the split fell between
+    dense epidermis and pale stroma, and the blur of a user's half-blurred crop was judged on
+    the rest)."""
     small = _resize(od.astype(np.float32), shape)
     return _smooth(small, max(1.0, max(shape) / 256)) > TISSUE_OD
 
@@ -1150,7 +1253,9 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
             f"{n} section; choose a stack of sections."
         )
     full = tuple(volume.shape[1:3])
-    chans, shape, channel_kind, voids, opaque, stained = yield from _work_channels(volume, s)
+    chans, shape, channel_kind, voids, opaque, stained, resampled = yield from _work_channels(
+        volume, s
+    )
     side = float(max(shape))
     # a section's position is set by its tissue, not by dust (black dust on ANHIR's pale Cc10
     # section moved its best match by 62-77 px, so it was called misaligned, its dust went
@@ -1160,7 +1265,10 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     # tissue and sharpness measured so gave false blur beside sections whose contrast swing
     # had clipped to black)
     capped = [_without_opaque(c, opaque) for c in chans] if opaque is not None else None
-    tissue = [tissue_mask(c) for c in chans]
+    # stained brightfield: the slide is at no density, so tissue is the denser side (guessed
+    # from the border, a crop's dense border took its densest tissue for the slide)
+    high = True if channel_kind == "od" else None
+    tissue = [tissue_mask(c, material_high=high) for c in chans]
     # an aligned section's fill (no data) is not tissue
     tissue = [t & ~v for t, v in zip(tissue, voids, strict=True)]
     # blur is judged, and a prediction's stain matched, on every stained pixel: Otsu's split
@@ -1293,6 +1401,9 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
 
     edges = [_edge_strength(c) for c in chans]
 
+    # what resampling alone changes in each section, less what a small shift explains
+    resampling = [_unexplained(c, r[2], e) for c, r, e in zip(chans, resampled, edges, strict=True)]
+
     def residual(i, pp, qq):
         """Section ``i`` less its prediction from sections ``pp`` and ``qq`` (either may be
         None), less what a small shift explains, 0 where the prediction holds nothing measured."""
@@ -1301,6 +1412,11 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
             chans[qq] if qq is not None else None,
             chans[i],
             smooth,
+            (
+                voids[pp] if pp is not None else None,
+                voids[qq] if qq is not None else None,
+                voids[i],
+            ),
         )
         pred = _match_gain(pred, chans[i], stained_tissue[i])
         return np.where(beyond, 0, _unexplained(chans[i], pred, edges[i]))
@@ -1372,6 +1488,11 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     # residual's tail, estimated from its 95th percentile and the stack's typical ratio of the
     # 99th to the 95th: its own 99th percentile was set by damage over more than 1 % of its
     # tissue (black dust on an ANHIR section beside a missing one: 1.5 against its own 0.97)
+    # never below what resampling alone leaves: sections that are near copies of each other
+    # (crops of one image, turned and aligned again) differ only by their interpolation, and
+    # in units of a smaller residual a half-blurred section read as dust all over
+    floor, floor_c = _resampling_unit(resampled, tissue, coarse)
+    scale, scale_c = max(scale, floor), max(scale_c, floor_c)
     tail = float(np.median([x[1] / max(x[5], 1e-9) for x in residuals if x is not None] or [1.0]))
     tail_c = float(np.median([x[4] / max(x[6], 1e-9) for x in residuals if x is not None] or [1.0]))
 
@@ -1407,6 +1528,24 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         ]
         return cv2.dilate(np.maximum.reduce(nbz), near_kernel) if nbz else None
 
+    def explained_residual(i, coarse_scale):
+        """What explains section ``i``'s residual at each pixel, on its scale: the
+        neighbours' residual (:func:`neighbour_residual`) and what resampling alone changes
+        in the neighbours it is predicted from (each less itself as an alignment's resampling
+        smooths it: the optical density of a dark nucleus a few pixels across changes by
+        several typical residuals from section to section of crops of one slide, each
+        resampled at its own phase). The neighbours', not its own: damage darkens a
+        section's texture, and its own resampling explained a fold's band away."""
+        res = residuals[i]
+        out = neighbour_residual(i, coarse_scale)
+        for j in neighbours(i):
+            if j is None:
+                continue
+            sm = _smooth(resampling[j], coarse if coarse_scale else 1.5)
+            near = np.abs(zmap_of((sm,) + res[1:3] + (sm,) + res[4:], coarse_scale))
+            out = near if out is None else np.maximum(out, near)
+        return out
+
     # each section's emptiest pixels (0.1th percentile of what it shows), the level below which
     # a neighbour's loss of material is a hole: once per section, not once per neighbour
     emptiest = [
@@ -1434,6 +1573,18 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     line_peak: dict[int, float] = {}
     line_score: dict[int, float] = {}
 
+    # the reach of each scale's smoothing (fine: 1.5 px, coarse: ``coarse``) beyond the fill,
+    # and the section's outer two pixels (a warp that reaches less than a pixel beyond the
+    # section's edge blends the fill into its outer column without a run of fill pixels: a
+    # column of 5 times the residual beside it). Not grown: a tear from the border, shortened
+    # by a grown frame, fell below a tear's length and was missed
+    rim_kernels = {
+        c: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)
+        for c, r in ((False, 2 + 3), (True, 2 + math.ceil(2 * coarse)))
+    }
+    frame = np.ones(shape, bool)
+    frame[2:-2, 2:-2] = False
+
     def local_damage(i, res, near_nb, keep=False):
         """Fold, tear and debris scores and masks of section ``i`` from its residual
         (``near_nb``: :func:`neighbour_residual` of the section at each scale; ``keep``: keep
@@ -1449,6 +1600,12 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         for j in neighbours(i):
             if j is not None:
                 void |= voids[j]
+        # nor beside it, as far as the residual is smoothed, nor on the section's outer pixels
+        # (the warp blends the fill into the rim of tissue beside it: smoothed, that step read
+        # as a tear along the fill's edge of turned lung crops aligned by histovol)
+        void_near = {
+            c: (cv2.dilate(void.astype(np.uint8), k) > 0) | frame for c, k in rim_kernels.items()
+        }
         # where one neighbour is all there is to explain a change (the ends of the stack,
         # beside a run of skipped sections), and in fluorescence, where a structure is at its
         # brightest in the plane through its middle (a nucleus brighter than both neighbours
@@ -1464,7 +1621,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         hole = (chans[i], min(floors) - HOLE_MARGIN) if floors else None
         for coarse_scale in (False, True):
             zmap = zmap_of(res, coarse_scale)
-            zmap[~grown | void] = 0
+            zmap[~grown | void_near[coarse_scale]] = 0
             if "blur" in cand[i] and cal(i, "blur") >= 1:
                 # a blurred region's residual is its lost detail, not structure
                 zmap = np.where(cand[i]["blur"], zmap * 0.5, zmap)
@@ -1481,7 +1638,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         res = residuals[i]
         if res is None or dup[i] or cal(i, "misaligned") >= 1:
             continue
-        near_nb = {c: neighbour_residual(i, c) for c in (False, True)}
+        near_nb = {c: explained_residual(i, c) for c in (False, True)}
         ls_all, lm_all = local_damage(i, res, near_nb, keep=True)
         raw[i].update(ls_all)
         cand[i].update(lm_all)
@@ -1509,7 +1666,11 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     for i, (strength, direction) in found.items():
         if cal.one_sided[i]:
             continue
-        beside = cv2.dilate(flagged_mask(i, ("fold", "debris")).astype(np.uint8), fold_kernel)
+        # (and its own blurred tiles: their residual is lost detail, and the nuclei cut at
+        # the edge of a half blur read as a crack there once the fill no longer set the unit)
+        beside = cv2.dilate(
+            flagged_mask(i, ("fold", "debris", "blur")).astype(np.uint8), fold_kernel
+        )
         # nor beside where this section or a neighbour holds no data (the edge of an
         # alignment's fill is a straight line, and the warp's interpolation blends it), nor
         # where a neighbour is damaged: it is no reference there
