@@ -2,8 +2,9 @@
 duplicated, missing or misaligned, with a score per kind and a mask of local damage.
 
 The reference for a section is the stack itself. Every section is reduced to one tissue-bright
-channel (:func:`core.image.registration_channel`, one normalisation for the whole stack, so a
-contrast swing stays visible) at a working size, and compared with its neighbours:
+channel (stained brightfield: optical density against the bare slide, :func:`core.image.
+slide_colour`; gray: :func:`core.image.registration_channel`; one normalisation for the whole
+stack, so a contrast swing stays visible) at a working size, and compared with its neighbours:
 
 - **prediction residual** (fold, tear, debris): the section is predicted from its two
   neighbours by motion-compensated interpolation (DIS optical flow,
@@ -1061,20 +1062,31 @@ def _work_channels(
             c = channel(img)
             small = _resize(img.astype(np.float32), shape)
         chans.append(_resize(c.astype(np.float32), shape))
-        resampled.append(
-            tuple(
-                channel(x).astype(np.float32)
-                for x in (*_quarter_shifts(small), _half_pixel_blur(small))
-            )
-        )
+        resampled.append(_resampling_residuals(channel, small))
         yield Progress(i + 1, 3 * n, f"reading section {i + 1} of {n}", "qc")
     lo = float(np.median([np.percentile(c, 1.0) for c in chans]))
     hi = float(np.median([np.percentile(c, 99.5) for c in chans]))
     scale = 1.0 / (hi - lo) if hi > lo else 1.0
     chans = [((c - lo) * scale).astype(np.float32) for c in chans]
-    resampled = [tuple(((x - lo) * scale).astype(np.float32) for x in r) for r in resampled]
+    resampled = [tuple((x * scale).astype(np.float32) for x in r) for r in resampled]
     opaque = (OPAQUE_OD - lo) * scale if kind == "od" else None
     return chans, shape, kind, voids, opaque, stained, resampled
+
+
+def _resampling_residuals(channel, small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What resampling alone changes in a section (``small``: the section at the working
+    size; ``channel``: how its working channel is made, before the stack's scaling), less
+    what a small shift explains: between two copies resampled a quarter of a pixel either way
+    (:func:`_quarter_shifts`), and between the section and itself as a half-pixel resampling
+    smooths it (:func:`_half_pixel_blur`). Both are made from the resampled intensities, as
+    an alignment resamples a section before its optical density is taken."""
+    a, b = (channel(x).astype(np.float32) for x in _quarter_shifts(small))
+    here = channel(small).astype(np.float32)
+    smoothed = channel(_half_pixel_blur(small)).astype(np.float32)
+    return (
+        _unexplained(a, b, _edge_strength(a)),
+        _unexplained(here, smoothed, _edge_strength(here)),
+    )
 
 
 def _quarter_shifts(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1095,15 +1107,13 @@ def _quarter_shifts(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _resampling_unit(resampled: list, tissue: list, coarse: float) -> tuple[float, float]:
     """The least residual two sections differ by: the median over sections of the 99th
-    percentile, over the tissue, of the residual between the section resampled a quarter of a
-    pixel one way and a quarter the other (:func:`_quarter_shifts`, before its channel is
-    made: an optical density of resampled intensities; less what a small shift explains), at
-    the fine scale and at the ``coarse`` one."""
+    percentile, over the tissue, of the residual between two copies of the section resampled
+    a quarter of a pixel either way (the first of :func:`_resampling_residuals`), at the fine
+    scale and at the ``coarse`` one."""
     fine, wide = [], []
-    for (a, b, _), t in zip(resampled, tissue, strict=True):
+    for (u, _), t in zip(resampled, tissue, strict=True):
         if not t.any():
             continue
-        u = _unexplained(a, b, _edge_strength(a))
         fine.append(np.percentile(np.abs(_smooth(u, 1.5))[t], 99))
         wide.append(np.percentile(np.abs(_smooth(u, coarse))[t], 99))
     return (float(np.median(fine)), float(np.median(wide))) if fine else (0.0, 0.0)
@@ -1402,7 +1412,7 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     edges = [_edge_strength(c) for c in chans]
 
     # what resampling alone changes in each section, less what a small shift explains
-    resampling = [_unexplained(c, r[2], e) for c, r, e in zip(chans, resampled, edges, strict=True)]
+    resampling = [r[1] for r in resampled]
 
     def residual(i, pp, qq):
         """Section ``i`` less its prediction from sections ``pp`` and ``qq`` (either may be
