@@ -914,17 +914,22 @@ def _match_gain(pred: np.ndarray, cur: np.ndarray, tissue: np.ndarray) -> np.nda
     """The prediction with its tissue's median and gain set to the section's (a stain or
     exposure change is not local damage; a fold or debris hardly moves these robust figures)."""
     m = tissue if 0.02 < tissue.mean() < 0.98 else np.ones_like(tissue)
-    for _ in range(2):
-        p50, c50 = float(np.median(pred[m])), float(np.median(cur[m]))
-        d = pred[m] - p50
-        big = np.abs(d) > np.percentile(np.abs(d), 75)
-        # the median ratio over the pixels far from the median: robust to the few a fold changes
-        gain = float(np.median((cur[m][big] - c50) / d[big])) if big.sum() > 16 else 1.0
-        gain = float(np.clip(gain, 0.25, 4.0))
-        out = ((pred - p50) * gain + c50).astype(np.float32)
-        r = np.abs(cur - out)
-        m = m & (r <= np.percentile(r[m], 75))
-    return out
+    first = _gain_fit(pred, cur, m)
+    # fitted again on the three quarters it explains best: a fold over a fifth of the section
+    # biased the gain, and the epidermis above it read as torn
+    r = np.abs(cur - first)
+    return _gain_fit(pred, cur, m & (r <= np.percentile(r[m], 75)))
+
+
+def _gain_fit(pred: np.ndarray, cur: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The prediction with its median and gain over ``m`` set to the section's."""
+    p50, c50 = float(np.median(pred[m])), float(np.median(cur[m]))
+    d = pred[m] - p50
+    big = np.abs(d) > np.percentile(np.abs(d), 75)
+    # the median ratio over the pixels far from the median: robust to the few a fold changes
+    gain = float(np.median((cur[m][big] - c50) / d[big])) if big.sum() > 16 else 1.0
+    gain = float(np.clip(gain, 0.25, 4.0))
+    return ((pred - p50) * gain + c50).astype(np.float32)
 
 
 # -------------------------------------------------------------------------------- the stack
@@ -1411,8 +1416,11 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
 
     edges = [_edge_strength(c) for c in chans]
 
-    # what resampling alone changes in each section, less what a small shift explains
-    resampling = [r[1] for r in resampled]
+    # what resampling alone changes in each section, less what a small shift explains, at each
+    # scale (smoothed once: each section serves both its neighbours)
+    resampling = {
+        c: [_smooth(r[1], coarse if c else 1.5) for r in resampled] for c in (False, True)
+    }
 
     def residual(i, pp, qq):
         """Section ``i`` less its prediction from sections ``pp`` and ``qq`` (either may be
@@ -1506,12 +1514,15 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
     tail = float(np.median([x[1] / max(x[5], 1e-9) for x in residuals if x is not None] or [1.0]))
     tail_c = float(np.median([x[4] / max(x[6], 1e-9) for x in residuals if x is not None] or [1.0]))
 
-    def zmap_of(res, coarse_scale=False):
-        """Residual in typical residuals (fine, or the coarse scale)."""
+    def zmap_of(res, coarse_scale=False, values=None):
+        """Residual in typical residuals (fine, or the coarse scale); ``values``: another map
+        at that scale, put in the units of ``res``."""
         if coarse_scale:
             r, q99, q95, t, unit = res[3], res[4], res[6], tail_c, scale_c
         else:
             r, q99, q95, t, unit = res[0], res[1], res[5], tail, scale
+        if values is not None:
+            r = values
         if res[7] in span_units:
             return r / max(unit, span_units[res[7]][1 if coarse_scale else 0])
         # its own 99th percentile, unless its tail is far heavier than the stack's (damage)
@@ -1546,13 +1557,11 @@ def _iter_qc(volume, settings) -> ProgressGenerator[QCReport]:
         several typical residuals from section to section of crops of one slide, each
         resampled at its own phase). The neighbours', not its own: damage darkens a
         section's texture, and its own resampling explained a fold's band away."""
-        res = residuals[i]
         out = neighbour_residual(i, coarse_scale)
         for j in neighbours(i):
             if j is None:
                 continue
-            sm = _smooth(resampling[j], coarse if coarse_scale else 1.5)
-            near = np.abs(zmap_of((sm,) + res[1:3] + (sm,) + res[4:], coarse_scale))
+            near = np.abs(zmap_of(residuals[i], coarse_scale, resampling[coarse_scale][j]))
             out = near if out is None else np.maximum(out, near)
         return out
 
