@@ -572,3 +572,83 @@ def test_a_second_click_far_from_the_object_adds_what_it_clicked():
     )
     both = (lab == 1) | (lab == 2)
     assert dice(obj, both) >= 0.8
+
+
+# ----------------------------------------------------- the same numbers, fewer passes
+
+
+@pytest.mark.parametrize(
+    ("shape", "sigma"),
+    [((12, 30, 34), (1.3, 2.0, 2.5)), ((1, 30, 34), (0.0, 1.5, 1.5)), ((9, 20, 22), (0.7, 3, 3))],
+)
+def test_gaussian_derivatives_are_scipy_s_bit_for_bit(shape, sigma):
+    """The shared-pass derivatives (on threads too) equal scipy's gaussian_filter for every
+    order the PLUS operator and the Laplacian of Gaussian use, an axis of sigma 0 included."""
+    from napari_histovol.core.segment.watershed3d import gaussian_derivatives
+
+    img = np.random.default_rng(1).random(shape).astype(np.float32)
+    orders = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (2, 0, 0), (1, 1, 0), (1, 0, 1)]
+    orders += [(0, 2, 0), (0, 1, 1), (0, 0, 2)]
+    for workers in (1, 2):
+        got = gaussian_derivatives(img, sigma, orders, workers=workers)
+        for o in orders:
+            want = ndi.gaussian_filter(img, sigma, order=o)
+            assert got[o].dtype == want.dtype
+            assert np.array_equal(got[o], want), (o, workers)
+
+
+@pytest.mark.parametrize("shape", [(10, 28, 30), (1, 28, 30)])
+def test_the_laplacian_of_gaussian_is_scipy_s_bit_for_bit(shape):
+    from napari_histovol.core.segment.watershed3d import _laplacian_of_gaussian
+
+    img = np.random.default_rng(2).random(shape).astype(np.float32)
+    sigma = tuple(np.where(np.array(shape) > 1, 2.2, 0.0))
+    want = ndi.gaussian_laplace(img, sigma)
+    assert np.array_equal(_laplacian_of_gaussian(img, sigma, 2), want)
+
+
+def test_the_outline_refined_in_the_object_s_box_is_the_one_refined_in_the_window(touching):
+    """The PLUS refinement measures distances in the object's box only; the outline equals
+    the one measured over the whole window (the formula before the box, written out here)."""
+    from napari_histovol.core.segment.watershed3d import _edge_refined, image_terms
+
+    img, lab = touching
+    gray = img.astype(np.float32) / img.max()
+    rel = np.array(SAMPLING) / min(SAMPLING[1:])
+    terms = image_terms(gray, SAMPLING, 8.0)
+    obj = ndi.binary_dilation(lab == 1, iterations=1)  # an outline off the true edge
+    markers = np.zeros(obj.shape, np.int32)
+    markers[tuple(np.argwhere(lab == 1).mean(axis=0).astype(int))] = 1
+    markers[0] = 2
+
+    inside = ndi.distance_transform_edt(obj, sampling=rel)
+    outside = ndi.distance_transform_edt(~obj, sampling=rel)
+    band = np.where(obj, inside <= 1.5, outside <= 1.5) & (markers == 0)
+    signed = outside - inside
+    along = np.zeros(obj.shape, np.float32)
+    for axis in range(3):
+        along += terms.gradient[axis] * np.gradient(signed, rel[axis], axis=axis)
+    band &= along < 0
+    want = obj.copy()
+    want[band] = terms.plus[band] < 0
+
+    got = _edge_refined(obj, terms, 1.0, rel, markers)
+    assert np.array_equal(got, want)
+    assert (got != obj).sum() > 100  # the refinement did move the outline
+
+
+def test_features_of_a_lazy_volume_read_in_one_call_are_those_of_the_array(touching):
+    """A dask volume's sections are read together for a window; the features are those of
+    the same volume in memory."""
+    import dask.array as da
+
+    from napari_histovol.core.segment.features import FeatureStack
+
+    img, _ = touching
+    lazy = FeatureStack(da.from_array(img, chunks=(1, 40, 72)), rgb=False)
+    eager = FeatureStack(img, rgb=False)
+    win = (10, 60, 5, 50)
+    zs = list(range(3, 20))
+    assert list(lazy.iter_compute(zs, win)) == zs
+    for z in zs:
+        assert np.array_equal(lazy.features(z, win), eager.features(z, win))

@@ -201,8 +201,9 @@ class FeatureStack:
             return
         from concurrent.futures import ThreadPoolExecutor
 
+        planes = self._read_together(todo, keys)
         with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
-            futures = {z: pool.submit(self._compute, keys[z]) for z in todo}
+            futures = {z: pool.submit(self._compute, keys[z], planes.pop(z, None)) for z in todo}
             for z in zs:
                 if z in futures:
                     self._store(keys[z], futures[z].result())
@@ -230,13 +231,36 @@ class FeatureStack:
                 return k
         return None
 
-    def _compute(self, key: tuple[int, ...]) -> np.ndarray:
+    def _reach_box(self, key: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """(a0, a1, b0, b1): the part of a section that the features of ``key`` are made from
+        (its tiles and the filters' reach around them)."""
         ny, nx = self.shape[1:]
-        z, sy0, sy1, sx0, sx1 = key
+        _, sy0, sy1, sx0, sx1 = key
         m = _REACH
-        a0, a1 = max(0, sy0 - m), min(ny, sy1 + m)
-        b0, b1 = max(0, sx0 - m), min(nx, sx1 + m)
-        plane = np.asarray(self.data[int(z), a0:a1, b0:b1])
+        return max(0, sy0 - m), min(ny, sy1 + m), max(0, sx0 - m), min(nx, sx1 + m)
+
+    def _read_together(self, zs: list[int], keys: dict) -> dict[int, np.ndarray]:
+        """The parts of sections ``zs`` their features are made from, read in one call when
+        the volume is lazy (dask: one graph reads the chunks in parallel; section by section,
+        reading 60 sections of a window from a TIFF took 0.25 s against 0.11 s); {} for a
+        numpy volume, which is sliced as it is."""
+        if isinstance(self.data, np.ndarray) or not zs:
+            return {}
+        boxes = {self._reach_box(keys[z]) for z in zs}
+        if len(boxes) != 1:
+            return {}
+        a0, a1, b0, b1 = boxes.pop()
+        z0, z1 = min(zs), max(zs) + 1
+        if len(zs) < (z1 - z0) / 2:  # scattered sections: read one by one
+            return {}
+        block = np.asarray(self.data[z0:z1, a0:a1, b0:b1])
+        return {z: block[z - z0] for z in zs}
+
+    def _compute(self, key: tuple[int, ...], plane: np.ndarray | None = None) -> np.ndarray:
+        z, sy0, sy1, sx0, sx1 = key
+        a0, a1, b0, b1 = self._reach_box(key)
+        if plane is None:
+            plane = np.asarray(self.data[int(z), a0:a1, b0:b1])
         f = section_features(plane, rgb=self.rgb, low=self.low, high=self.high)
         return np.ascontiguousarray(f[sy0 - a0 : sy1 - a0, sx0 - b0 : sx1 - b0])
 

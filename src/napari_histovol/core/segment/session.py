@@ -10,6 +10,7 @@ through the volume.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -521,12 +522,18 @@ class SegmentSession:
             for i, z in enumerate(self.features.iter_compute(todo, win)):
                 gray[z] = self.features.normalised(z, win)
                 yield Progress(i + 1, len(todo) + 1, f"object {obj}: section {z}", "segment")
-            prob.update(self.probabilities(obj, todo))
             others = np.stack([self._others(obj, z, win) for z in range(z0, z1)])
             block = np.stack([gray[z] for z in range(z0, z1)])
             terms_key = (win, z0, z1, radius, (dz, dy, dx))
             if self._terms.get(obj, (None,))[0] != terms_key:  # once per window, not per click
-                self._terms[obj] = (terms_key, image_terms(block, (dz, dy, dx), radius))
+                # the image's terms on a thread while the trees predict (both release the
+                # GIL): a first click on a cells3d nucleus waited for one, then the other
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    pending = pool.submit(image_terms, block, (dz, dy, dx), radius)
+                    prob.update(self.probabilities(obj, todo))
+                    self._terms[obj] = (terms_key, pending.result())
+            else:
+                prob.update(self.probabilities(obj, todo))
             m = segment_object_3d(
                 block,
                 np.stack([prob[z] for z in range(z0, z1)]),
