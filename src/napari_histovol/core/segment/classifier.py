@@ -91,6 +91,8 @@ class PixelClassifier:
         x = np.concatenate([pos, neg]).astype(np.float32)
         y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
         model = _make_model(self.kind, self.n_trees, self.seed)
+        if hasattr(model, "n_jobs"):  # the trees grow in threads (the same trees: each
+            model.n_jobs = usable_cores()  # tree's seed is drawn before they are shared out)
         model.fit(x, y, **{_weight_arg(model): w})
         self._model, self._constant = model, None
         return self
