@@ -13,10 +13,15 @@
 - ``clip_drag``: seconds per frame while the clipping plane is dragged in the 3D canvas
   (Shift+drag) and while its slider is stepped, on the sample and the 2048 px stack shown in
   their stain colours (a software renderer here: ``gl_renderer`` says which).
+- ``segment_click``: seconds from a click in the Segment tab to the clicked section's object
+  drawn, and to the whole object, on cells3d's nuclei (60 x 256 x 256, opened with the
+  plugin's reader, 0.29 x 0.26 x 0.26 µm: segmented in 3D), 8 nuclei, the micro-sam protocol
+  of ``segment_bench.py`` (first click at the point farthest inside, then up to 4 corrective
+  clicks, each on its own section, a second's pause before each as a user aims).
 
 Prints one JSON object. Needs a display (run under ``xvfb-run`` on a headless machine).
 
-    xvfb-run -a python benchmarks/napari_bench.py [--full]
+    xvfb-run -a python benchmarks/napari_bench.py [--full] [--only slider,clip_drag,memory,segment_click]
 
 ``--full`` also runs the materialising path at 50 frames on the 2048 px stack (about 12 GB).
 """
@@ -359,40 +364,155 @@ def measure_clip_drag(volume, *, name: str, moves: int = 24, window=(1400, 900))
 # ------------------------------------------------------------------ main
 
 
+# ------------------------------------------------------------------ segment
+
+
+def _idle(app, seconds: float) -> None:
+    """Let the event loop run for ``seconds`` as napari's own loop would (posted deletes
+    included: outside ``exec`` Qt keeps them, and napari's activity spinner, left turning
+    after ``viewer.open``, repaints the window 35 times a second)."""
+    from qtpy.QtCore import QEvent
+
+    end = time.perf_counter() + seconds
+    while True:
+        app.processEvents()
+        app.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        if time.perf_counter() >= end:
+            return
+        time.sleep(0.005)
+
+
+def _idle_until(app, cond, timeout: float = 120.0) -> None:
+    end = time.perf_counter() + timeout
+    while not cond():
+        _idle(app, 0.0)
+        time.sleep(0.005)
+        if time.perf_counter() > end:
+            raise TimeoutError("the Segment tab did not finish")
+
+
+def measure_segment_click(objects: int = 8, clicks: int = 5) -> dict:
+    """Click to section shown (and to object done) in the Segment tab: see the module doc."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from segment_bench import dice, farthest_inside, load_nuclei, next_click, pick_objects
+
+    path = SHARED / "cells3d_nuclei_3d" / "nuclei.tif"
+    if not path.is_file():
+        return {"skipped": f"{path} not found"}
+    _, lab, sampling = load_nuclei()
+    ids = pick_objects(lab, objects, min_sections=3, min_voxels=200)
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    layer = viewer.open(str(path), plugin="napari-histovol")[0]
+    layer.scale = sampling  # what the Sections tab sets
+    layer.units = ("micrometer",) * 3
+    _, panel = viewer.window.add_plugin_dock_widget("napari-histovol", "HistoVol")
+    w = panel.show_tab("Segment")
+    w.layer.value = layer
+    w.start()
+    _idle(app, 3.0)  # the user finds the first nucleus (scikit-learn loads meanwhile)
+    drawn: dict[int, float] = {}
+    redraw = w._redraw
+
+    def timed_redraw(obj, zs=None):
+        redraw(obj, zs)
+        _draw(viewer, app)
+        drawn.setdefault(obj, time.perf_counter())
+
+    w._redraw = timed_redraw
+    rows = []
+    for i, k in enumerate(ids):
+        gt = lab == k
+        click = (*farthest_inside(gt, sampling), True)
+        w.object_id.value = i + 1
+        for c in range(clicks):
+            z, y, x, positive = click
+            w.negative.value = not positive
+            viewer.dims.set_current_step(0, z)
+            _idle(app, 1.0)  # the user aims
+            drawn.pop(i + 1, None)
+            t0 = time.perf_counter()
+            w.points.add([[z, y, x]])
+            _idle_until(app, lambda i=i: i + 1 in drawn)
+            section = drawn[i + 1] - t0
+            _idle_until(app, lambda: w.progress.worker is None and not w._dirty)
+            whole = time.perf_counter() - t0
+            got = np.asarray(w.objects.data) == i + 1
+            rows.append(
+                {
+                    "object": int(k),
+                    "click": c + 1,
+                    "section_s": round(section, 2),
+                    "object_s": round(whole, 2),
+                    "dice": round(dice(gt, got), 3),
+                }
+            )
+            click = next_click(gt, got, sampling)
+            if click is None:
+                break
+    viewer.close()
+    section = [r["section_s"] for r in rows]
+    first = [r["section_s"] for r in rows if r["click"] == 1]
+    return {
+        "data": "cells3d nuclei 60x256x256, 0.29x0.26x0.26 um, opened with the plugin's reader",
+        "clicks": len(rows),
+        "section_s_mean": round(float(np.mean(section)), 2),
+        "section_s_max": max(section),
+        "first_click_section_s_max": max(first),
+        "clicks_over_2_s": sum(v >= 2.0 for v in section),
+        "object_s_max": max(r["object_s"] for r in rows),
+        "per_click": rows,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Run every measurement, print and return one JSON object."""
+    """Run every measurement (or those ``--only`` names), print and return one JSON object."""
     argv = sys.argv[1:] if argv is None else argv
     full = "--full" in argv
+    names = {"slider", "clip_drag", "memory", "segment_click"}
+    only = set(argv[argv.index("--only") + 1].split(",")) if "--only" in argv else names
+    if not only <= names:
+        raise SystemExit(f"--only takes {', '.join(sorted(names))}, not {', '.join(only - names)}")
     out: dict = {"benchmark": "napari_bench", "cpu_count": os.cpu_count()}
-    sample = sample_volume()
-    out["slider_sample"] = measure_slider(sample, name="lung lesion 3 sections")
     have_skin = SKIN.is_file()
-    if have_skin:
-        out["slider_2048_rgb_20_sections"] = measure_slider(
-            big_volume(), name="skin 2048", repeats=2
-        )
-    else:
-        out["slider_2048_rgb_20_sections"] = {"skipped": f"{SKIN} not found"}
-    out["clip_drag_sample"] = measure_clip_drag(sample, name="lung lesion 3 sections")
-    if have_skin:
-        out["clip_drag_2048_rgb_20_sections"] = measure_clip_drag(big_volume(), name="skin 2048")
-    memory = {}
-    for which in ("sample", "big") if have_skin else ("sample",):
-        for n in (5, 50):
-            for path in ("live", "materialise"):
-                key = f"{which}_{n}_frames_{path}"
-                if which == "big" and path == "materialise" and n == 50 and not full:
-                    memory[key] = {"skipped": "about 12 GB; run with --full"}
-                    continue
-                memory[key] = measure_memory(which, n, path)
-    out["memory"] = memory
-    for which in ("sample", "big"):
-        live = memory.get(f"{which}_50_frames_live", {})
-        mat = memory.get(f"{which}_50_frames_materialise", {})
-        if "peak_rss_mb" in live and "peak_rss_mb" in mat:
-            out[f"{which}_50_frames_rss_ratio_materialise_over_live"] = round(
-                mat["peak_rss_mb"] / max(live["peak_rss_mb"], 1.0), 1
+    sample = sample_volume() if only & {"slider", "clip_drag"} else None
+    if "slider" in only:
+        out["slider_sample"] = measure_slider(sample, name="lung lesion 3 sections")
+        if have_skin:
+            out["slider_2048_rgb_20_sections"] = measure_slider(
+                big_volume(), name="skin 2048", repeats=2
             )
+        else:
+            out["slider_2048_rgb_20_sections"] = {"skipped": f"{SKIN} not found"}
+    if "clip_drag" in only:
+        out["clip_drag_sample"] = measure_clip_drag(sample, name="lung lesion 3 sections")
+        if have_skin:
+            out["clip_drag_2048_rgb_20_sections"] = measure_clip_drag(
+                big_volume(), name="skin 2048"
+            )
+    if "memory" in only:
+        memory = {}
+        for which in ("sample", "big") if have_skin else ("sample",):
+            for n in (5, 50):
+                for path in ("live", "materialise"):
+                    key = f"{which}_{n}_frames_{path}"
+                    if which == "big" and path == "materialise" and n == 50 and not full:
+                        memory[key] = {"skipped": "about 12 GB; run with --full"}
+                        continue
+                    memory[key] = measure_memory(which, n, path)
+        out["memory"] = memory
+        for which in ("sample", "big"):
+            live = memory.get(f"{which}_50_frames_live", {})
+            mat = memory.get(f"{which}_50_frames_materialise", {})
+            if "peak_rss_mb" in live and "peak_rss_mb" in mat:
+                out[f"{which}_50_frames_rss_ratio_materialise_over_live"] = round(
+                    mat["peak_rss_mb"] / max(live["peak_rss_mb"], 1.0), 1
+                )
+    if "segment_click" in only:
+        out["segment_click"] = measure_segment_click()
     print(json.dumps(out, indent=1))
     return out
 

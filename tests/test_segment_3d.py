@@ -652,3 +652,29 @@ def test_features_of_a_lazy_volume_read_in_one_call_are_those_of_the_array(touch
     assert list(lazy.iter_compute(zs, win)) == zs
     for z in zs:
         assert np.array_equal(lazy.features(z, win), eager.features(z, win))
+
+
+def test_features_widened_around_cached_ones_are_those_computed_afresh(touching):
+    """A window widened by a corrective click computes only the bands around the features
+    already cached; the numbers are those of the whole window computed afresh."""
+    from napari_histovol.core.segment.features import FeatureStack
+
+    img, _ = touching
+    stack = FeatureStack(img, rgb=False)
+    computed = []
+    band = stack._band
+
+    def counting(plane, origin, rect):
+        computed.append(rect)
+        return band(plane, origin, rect)
+
+    stack._band = counting
+    zs = list(range(4, 14))
+    list(stack.iter_compute(zs, (20, 45, 20, 45)))
+    computed.clear()
+    wide = (2, 70, 10, 60)  # grows on every side, at the image's edge above
+    list(stack.iter_compute(zs, wide))
+    assert computed and all(r != stack._key(4, wide)[0][1:] for r in computed)
+    fresh = FeatureStack(img, rgb=False)
+    for z in zs:
+        assert np.array_equal(stack.features(z, wide), fresh.features(z, wide))

@@ -185,7 +185,7 @@ class FeatureStack:
         if hit is not None:
             self._cache.move_to_end(key)
         else:
-            hit = self._store(key, self._compute(key))
+            hit = self._store(key, self._compute(key, base=self._overlapping(key)))
         _, sy0, _, sx0, _ = key
         return hit[y0 - sy0 : y1 - sy0, x0 - sx0 : x1 - sx0]
 
@@ -202,8 +202,11 @@ class FeatureStack:
         from concurrent.futures import ThreadPoolExecutor
 
         planes = self._read_together(todo, keys)
+        bases = {z: self._overlapping(keys[z]) for z in todo}  # here: the cache is not shared
         with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
-            futures = {z: pool.submit(self._compute, keys[z], planes.pop(z, None)) for z in todo}
+            futures = {
+                z: pool.submit(self._compute, keys[z], planes.pop(z, None), bases[z]) for z in todo
+            }
             for z in zs:
                 if z in futures:
                     self._store(keys[z], futures[z].result())
@@ -231,6 +234,20 @@ class FeatureStack:
                 return k
         return None
 
+    def _overlapping(self, key: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray] | None:
+        """The cached features of the same section that share the most pixels with ``key``'s
+        tiles (a corrective click that widens the window by a tile row: only that row is
+        computed), as (cached key, features); None when none overlaps."""
+        z, y0, y1, x0, x1 = key
+        best, area = None, 0
+        for k, f in self._cache.items():
+            if k[0] != z:
+                continue
+            a = max(0, min(y1, k[2]) - max(y0, k[1])) * max(0, min(x1, k[4]) - max(x0, k[3]))
+            if a > area:
+                best, area = (k, f), a
+        return best
+
     def _reach_box(self, key: tuple[int, ...]) -> tuple[int, int, int, int]:
         """(a0, a1, b0, b1): the part of a section that the features of ``key`` are made from
         (its tiles and the filters' reach around them)."""
@@ -256,13 +273,59 @@ class FeatureStack:
         block = np.asarray(self.data[z0:z1, a0:a1, b0:b1])
         return {z: block[z - z0] for z in zs}
 
-    def _compute(self, key: tuple[int, ...], plane: np.ndarray | None = None) -> np.ndarray:
+    def _compute(
+        self,
+        key: tuple[int, ...],
+        plane: np.ndarray | None = None,
+        base: tuple[tuple[int, ...], np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Features of ``key``'s tiles, from ``plane`` (its reach box, read when None); where
+        ``base`` (cached features of the same section) covers part of them, that part is
+        copied and only the bands around it are computed (each with the filters' reach
+        around it: the same numbers, see :data:`_REACH`)."""
         z, sy0, sy1, sx0, sx1 = key
         a0, a1, b0, b1 = self._reach_box(key)
         if plane is None:
             plane = np.asarray(self.data[int(z), a0:a1, b0:b1])
-        f = section_features(plane, rgb=self.rgb, low=self.low, high=self.high)
-        return np.ascontiguousarray(f[sy0 - a0 : sy1 - a0, sx0 - b0 : sx1 - b0])
+        if base is not None:
+            (_, cy0, cy1, cx0, cx1), cached = base
+            iy0, iy1, ix0, ix1 = max(sy0, cy0), min(sy1, cy1), max(sx0, cx0), min(sx1, cx1)
+            if iy0 < iy1 and ix0 < ix1:
+                bands = [
+                    (sy0, iy0, sx0, sx1),  # above what is cached, the whole width
+                    (iy1, sy1, sx0, sx1),  # below it
+                    (iy0, iy1, sx0, ix0),  # left of it, its height
+                    (iy0, iy1, ix1, sx1),  # right of it
+                ]
+                out = None
+                for y0, y1, x0, x1 in bands:
+                    if y0 >= y1 or x0 >= x1:
+                        continue
+                    f = self._band(plane, (a0, b0), (y0, y1, x0, x1))
+                    if out is None:
+                        out = np.empty((sy1 - sy0, sx1 - sx0, f.shape[-1]), np.float32)
+                    out[y0 - sy0 : y1 - sy0, x0 - sx0 : x1 - sx0] = f
+                if out is None:  # the cached features hold all of it
+                    return np.ascontiguousarray(
+                        cached[sy0 - cy0 : sy1 - cy0, sx0 - cx0 : sx1 - cx0]
+                    )
+                out[iy0 - sy0 : iy1 - sy0, ix0 - sx0 : ix1 - sx0] = cached[
+                    iy0 - cy0 : iy1 - cy0, ix0 - cx0 : ix1 - cx0
+                ]
+                return out
+        return self._band(plane, (a0, b0), (sy0, sy1, sx0, sx1))
+
+    def _band(self, plane: np.ndarray, origin: tuple[int, int], rect) -> np.ndarray:
+        """Features of ``rect`` = (y0, y1, x0, x1) (section pixels) from ``plane``, a part of
+        the section starting at ``origin`` that holds the filters' reach around ``rect``."""
+        ny, nx = self.shape[1:]
+        y0, y1, x0, x1 = rect
+        m = _REACH
+        r0, r1, c0, c1 = max(0, y0 - m), min(ny, y1 + m), max(0, x0 - m), min(nx, x1 + m)
+        a0, b0 = origin
+        part = plane[r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
+        f = section_features(part, rgb=self.rgb, low=self.low, high=self.high)
+        return np.ascontiguousarray(f[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0])
 
     def _store(self, key: tuple[int, ...], f: np.ndarray) -> np.ndarray:
         self._cache[key] = f
