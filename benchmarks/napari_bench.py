@@ -28,6 +28,7 @@ Prints one JSON object. Needs a display (run under ``xvfb-run`` on a headless ma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -406,7 +407,8 @@ def measure_segment_click(objects: int = 8, clicks: int = 5) -> dict:
     ids = pick_objects(lab, objects, min_sections=3, min_voxels=200)
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
-    layer = viewer.open(str(path), plugin="napari-histovol")[0]
+    with contextlib.redirect_stdout(sys.stderr):  # the reader's note: stdout is the JSON's
+        layer = viewer.open(str(path), plugin="napari-histovol")[0]
     layer.scale = sampling  # what the Sections tab sets
     layer.units = ("micrometer",) * 3
     _, panel = viewer.window.add_plugin_dock_widget("napari-histovol", "HistoVol")
