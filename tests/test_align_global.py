@@ -329,3 +329,70 @@ def test_em_sections_far_from_a_direct_reference_are_not_turned_to_a_look_alike(
     res = quiet_align(volume_of(stack), method="rigid", reference="middle")
     angles = [np.degrees(np.arctan2(t.matrix[1, 0], t.matrix[0, 0])) for t in res.transforms]
     assert max(abs(a) for a in angles) < 20, [round(float(a), 1) for a in angles]
+
+
+def _turned_steadily(base, n=8, degrees_per_section=0.8):
+    """``n`` copies of ``base``, plane k turned by k times the step about the centre: a stack
+    whose sections turn steadily along z (as accumulated registration error turns one)."""
+    h, w = base.shape
+    fill = float(np.median(base))
+    out = []
+    for k in range(n):
+        m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), k * degrees_per_section, 1.0)
+        out.append(cv2.warpAffine(base, m, (w, h), borderValue=fill))
+    return np.stack(out)
+
+
+def test_steady_turn_is_told_from_a_random_one():
+    from napari_histovol.core.align.stack import steady_turn, turn_note
+
+    def rows(rot, flags=None):
+        return [
+            {"z": z, "rotation_deg": float(r), "flags": (flags or {}).get(z, [])}
+            for z, r in enumerate(rot)
+        ]
+
+    steady = steady_turn(rows(-0.5 * np.arange(12) + 0.05 * np.sin(np.arange(12))))
+    assert steady["steady"] and steady["end_to_end_degrees"] == pytest.approx(-5.5, abs=0.2)
+    randomly = steady_turn(rows(np.random.default_rng(0).uniform(-4, 4, 12)))
+    assert not randomly["steady"]  # sections laid by hand: a line explains little
+    # a flagged (failed) section is left out of the line
+    spoiled = -0.5 * np.arange(12)
+    spoiled[6] = 40.0
+    assert steady_turn(rows(spoiled, {6: ["failed"]}))["steady"]
+    assert steady_turn(rows(np.arange(5.0))) is None  # too few sections to tell
+    qc = {"reference": "global", "smooth_sections": 0.0, "steady_turn": steady}
+    assert "--smooth 5" in turn_note(qc)
+    assert turn_note({**qc, "smooth_sections": 5.0}) is None
+    assert turn_note({**qc, "reference": "middle"}) is None
+
+
+def test_align_cli_notes_a_steady_turn_and_not_a_random_one(tmp_path):
+    """A stack turned 0.8 degrees a section: the alignment undoes it, and the command says
+    so in a note on stderr (with what to do if the sections were aligned); the same sections
+    jittered at random get no note."""
+    base = isbi_base(96)
+    cases = {"steady": _turned_steadily(base), "random": jitter_stack([base] * 8, seed=3)[0]}
+    for name, stack in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        for k, p in enumerate(stack):
+            cv2.imwrite(str(folder / f"s_{k + 1:02d}.png"), p)
+        qc = tmp_path / f"{name}.json"
+        cmd = [sys.executable, "-m", "napari_histovol.cli", "align", str(folder)]
+        run = subprocess.run(
+            cmd + [str(tmp_path / f"{name}.tif"), "--qc", str(qc), "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        turn = json.loads(qc.read_text())["steady_turn"]
+        if name == "steady":
+            assert turn["steady"]
+            assert turn["end_to_end_degrees"] == pytest.approx(-5.6, abs=0.5)
+            assert "note: the alignment turns the sections steadily" in run.stderr
+            assert "--smooth 5" in run.stderr
+        else:
+            assert not turn["steady"], turn
+            assert "note:" not in run.stderr

@@ -41,6 +41,25 @@ def test_align_widget_aligns_a_layer_and_lists_qc(make_napari_viewer, qtbot):
     assert shot[..., :3].std() > 10
 
 
+def test_align_widget_notes_a_steady_turn(make_napari_viewer, qtbot):
+    """Sections turned 0.8 degrees apiece along z: the tab's status line ends with the note
+    the command prints (the turn, and the smoothing that keeps it out)."""
+    from napari_histovol._widgets.align_widget import AlignWidget
+
+    from .test_align_global import _turned_steadily, isbi_base
+
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_image(_turned_steadily(isbi_base(96)), name="sections")
+    widget = AlignWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.layer.value = layer
+    widget.run()
+    qtbot.waitUntil(lambda: widget.result is not None and widget.run_button.enabled, timeout=60000)
+    status = widget.progress.status.value
+    assert "Note: the alignment turns the sections steadily" in status, status
+    assert "'keep shape over' 5 sections" in status
+
+
 def test_a_tab_s_image_box_follows_the_layer_the_user_selects(make_napari_viewer):
     """A user opened an aligned volume, then the raw sections, and found the Align tab set to
     the aligned volume (the first image layer): pressing Align would have aligned the aligned

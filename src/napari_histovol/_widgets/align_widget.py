@@ -26,6 +26,7 @@ from ..core.align import (
     METHODS,
     REFERENCES,
     iter_align,
+    turn_note,
 )
 from ..core.align.stack import ENGINES
 from ._common import (
@@ -156,10 +157,12 @@ class AlignWidget(Container):
         if not pairs:  # a single section: no pair to score ("mean NCC - -> -": a helper)
             self.progress.status.value = "a single section: nothing to align"
             return
+        note = turn_note(result.qc)
         self.progress.status.value = (
             f"mean NCC {_fmt(result.qc['mean_ncc_before'])} -> "
             f"{_fmt(result.qc['mean_ncc_after'])}"
             + (f"; flagged z: {', '.join(map(str, flagged))}" if flagged else "; no flags")
+            + (f". Note: {note}" if note else "")
         )
 
     def _go_to_row(self, row: int, _col: int) -> None:

@@ -90,7 +90,9 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.align import apply_transforms, iter_align
+    import sys
+
+    from ..core.align import apply_transforms, iter_align, turn_note
     from ..core.align.transforms import fields_folder
     from ..core.errors import InputError
     from ..core.io.atomic import check_output, remove_path
@@ -154,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
             f"{_num(q['mean_ncc_after'], nan):.3f}"
             + (f"; flagged z: {', '.join(map(str, result.flagged_z))}" if result.flagged_z else "")
         )
+        note = turn_note(q)
+        if note:
+            print(f"note: {note}.", file=sys.stderr)
     print(f"wrote {out}" + "".join(f", {s}" for s in sides))
     return 0
 

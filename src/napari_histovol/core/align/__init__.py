@@ -15,6 +15,7 @@ from .stack import (
     AlignResult,
     align,
     iter_align,
+    turn_note,
 )
 from .transforms import SectionTransform, load_transforms, save_transforms
 from .warp import apply_transforms
@@ -34,4 +35,5 @@ __all__ = [
     "iter_align",
     "load_transforms",
     "save_transforms",
+    "turn_note",
 ]
