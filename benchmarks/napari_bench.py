@@ -83,11 +83,19 @@ def big_volume(n: int = BIG_SECTIONS, side: int = BIG_SIDE):
 # ------------------------------------------------------------------ slider
 
 
-def _process(app, seconds: float = 0.0) -> None:
+def _process(app, seconds: float = 0.0, *, deletes: bool = False) -> None:
+    """Handle Qt's events for ``seconds``; with ``deletes``, also the deletions posted meanwhile,
+    as napari's own event loop would (outside ``exec`` Qt keeps them, and napari's activity
+    spinner, left turning after ``viewer.open``, repaints the window 35 times a second)."""
+    from qtpy.QtCore import QEvent
+
     end = time.perf_counter() + seconds
-    app.processEvents()
-    while time.perf_counter() < end:
+    while True:
         app.processEvents()
+        if deletes:
+            app.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        if time.perf_counter() >= end:
+            return
         time.sleep(0.002)
 
 
@@ -368,26 +376,10 @@ def measure_clip_drag(volume, *, name: str, moves: int = 24, window=(1400, 900))
 # ------------------------------------------------------------------ segment
 
 
-def _idle(app, seconds: float) -> None:
-    """Let the event loop run for ``seconds`` as napari's own loop would (posted deletes
-    included: outside ``exec`` Qt keeps them, and napari's activity spinner, left turning
-    after ``viewer.open``, repaints the window 35 times a second)."""
-    from qtpy.QtCore import QEvent
-
-    end = time.perf_counter() + seconds
-    while True:
-        app.processEvents()
-        app.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-        if time.perf_counter() >= end:
-            return
-        time.sleep(0.005)
-
-
 def _idle_until(app, cond, timeout: float = 120.0) -> None:
     end = time.perf_counter() + timeout
     while not cond():
-        _idle(app, 0.0)
-        time.sleep(0.005)
+        _process(app, 0.005, deletes=True)
         if time.perf_counter() > end:
             raise TimeoutError("the Segment tab did not finish")
 
@@ -415,7 +407,9 @@ def measure_segment_click(objects: int = 8, clicks: int = 5) -> dict:
     w = panel.show_tab("Segment")
     w.layer.value = layer
     w.start()
-    _idle(app, 3.0)  # the user finds the first nucleus (scikit-learn loads meanwhile)
+    _process(
+        app, 3.0, deletes=True
+    )  # the user finds the first nucleus (scikit-learn loads meanwhile)
     drawn: dict[int, float] = {}
     redraw = w._redraw
 
@@ -434,7 +428,7 @@ def measure_segment_click(objects: int = 8, clicks: int = 5) -> dict:
             z, y, x, positive = click
             w.negative.value = not positive
             viewer.dims.set_current_step(0, z)
-            _idle(app, 1.0)  # the user aims
+            _process(app, 1.0, deletes=True)  # the user aims
             drawn.pop(i + 1, None)
             t0 = time.perf_counter()
             w.points.add([[z, y, x]])

@@ -640,7 +640,7 @@ def turn_note(qc: dict) -> str | None:
     turn = qc.get("steady_turn")
     if not turn or not turn["steady"] or qc.get("reference") != "global":
         return None
-    if qc.get("smooth_sections"):
+    if qc.get("smooth_sections"):  # the user asked for the slow part to be kept out
         return None
     return (
         f"the alignment turns the sections steadily, {abs(turn['end_to_end_degrees']):.1f} "

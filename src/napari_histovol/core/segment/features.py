@@ -248,13 +248,13 @@ class FeatureStack:
                 best, area = (k, f), a
         return best
 
-    def _reach_box(self, key: tuple[int, ...]) -> tuple[int, int, int, int]:
-        """(a0, a1, b0, b1): the part of a section that the features of ``key`` are made from
-        (its tiles and the filters' reach around them)."""
+    def _reach_box(self, rect: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """The part of a section that the features of ``rect`` = (y0, y1, x0, x1) are made
+        from: ``rect`` and the filters' reach around it, within the section."""
         ny, nx = self.shape[1:]
-        _, sy0, sy1, sx0, sx1 = key
+        y0, y1, x0, x1 = rect
         m = _REACH
-        return max(0, sy0 - m), min(ny, sy1 + m), max(0, sx0 - m), min(nx, sx1 + m)
+        return max(0, y0 - m), min(ny, y1 + m), max(0, x0 - m), min(nx, x1 + m)
 
     def _read_together(self, zs: list[int], keys: dict) -> dict[int, np.ndarray]:
         """The parts of sections ``zs`` their features are made from, read in one call when
@@ -263,7 +263,7 @@ class FeatureStack:
         numpy volume, which is sliced as it is."""
         if isinstance(self.data, np.ndarray) or not zs:
             return {}
-        boxes = {self._reach_box(keys[z]) for z in zs}
+        boxes = {self._reach_box(keys[z][1:]) for z in zs}
         if len(boxes) != 1:
             return {}
         a0, a1, b0, b1 = boxes.pop()
@@ -284,7 +284,7 @@ class FeatureStack:
         copied and only the bands around it are computed (each with the filters' reach
         around it: the same numbers, see :data:`_REACH`)."""
         z, sy0, sy1, sx0, sx1 = key
-        a0, a1, b0, b1 = self._reach_box(key)
+        a0, a1, b0, b1 = self._reach_box(key[1:])
         if plane is None:
             plane = np.asarray(self.data[int(z), a0:a1, b0:b1])
         if base is not None:
@@ -318,10 +318,8 @@ class FeatureStack:
     def _band(self, plane: np.ndarray, origin: tuple[int, int], rect) -> np.ndarray:
         """Features of ``rect`` = (y0, y1, x0, x1) (section pixels) from ``plane``, a part of
         the section starting at ``origin`` that holds the filters' reach around ``rect``."""
-        ny, nx = self.shape[1:]
         y0, y1, x0, x1 = rect
-        m = _REACH
-        r0, r1, c0, c1 = max(0, y0 - m), min(ny, y1 + m), max(0, x0 - m), min(nx, x1 + m)
+        r0, r1, c0, c1 = self._reach_box(rect)
         a0, b0 = origin
         part = plane[r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
         f = section_features(part, rgb=self.rgb, low=self.low, high=self.high)

@@ -224,35 +224,32 @@ def gaussian_derivatives(
     axes = [a for a in range(img.ndim) if float(sigma[a]) > 1e-15]
     wanted = sorted({tuple(int(v) for v in o) for o in orders})
 
-    def branch(arr: np.ndarray, level: int, group: list[tuple[int, ...]]) -> dict:
-        if level == len(axes):
-            return {o: arr for o in group}
+    def step(arr: np.ndarray, level: int, v: int, group: list[tuple[int, ...]]) -> dict:
+        """The pass of order ``v`` along the level's axis, then the passes after it, for
+        the orders of ``group`` that take that order there."""
         ax = axes[level]
+        f = ndi.gaussian_filter1d(arr, float(sigma[ax]), axis=ax, order=v, output=np.float32)
+        group = [o for o in group if o[ax] == v]
+        if level + 1 == len(axes):
+            return {o: f for o in group}
         out: dict = {}
-        for v in sorted({o[ax] for o in group}):
-            f = ndi.gaussian_filter1d(arr, float(sigma[ax]), axis=ax, order=v, output=np.float32)
-            out.update(branch(f, level + 1, [o for o in group if o[ax] == v]))
+        for w in sorted({o[axes[level + 1]] for o in group}):
+            out.update(step(f, level + 1, w, group))
         return out
 
     if not axes:
         return {o: img.copy() for o in wanted}
-    ax = axes[0]
-    firsts = sorted({o[ax] for o in wanted})
-
-    def first(v: int) -> dict:
-        f = ndi.gaussian_filter1d(img, float(sigma[ax]), axis=ax, order=v, output=np.float32)
-        return branch(f, 1, [o for o in wanted if o[ax] == v])
-
+    firsts = sorted({o[axes[0]] for o in wanted})
     result: dict = {}
     if workers > 1 and len(firsts) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(workers, len(firsts))) as pool:
-            for part in pool.map(first, firsts):
+            for part in pool.map(lambda v: step(img, 0, v, wanted), firsts):
                 result.update(part)
     else:
         for v in firsts:
-            result.update(first(v))
+            result.update(step(img, 0, v, wanted))
     return result
 
 
@@ -305,12 +302,13 @@ def _laplacian_of_gaussian(img: np.ndarray, sigma: Sequence[float], workers: int
     return out
 
 
-def plus_operator(
-    img: np.ndarray, rel: np.ndarray, sigma_px: float
+def _plus_of(
+    derivs: dict[tuple[int, ...], np.ndarray], shape: tuple[int, ...], rel: np.ndarray
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-    """The PLUS operator of a (Z, Y, X) image at Gaussian scale ``sigma_px`` (in-plane pixels,
-    the same physical width along z): the second derivative along the gradient plus the
-    Laplacian, in physical units; and the gradient (z, y, x components) it was made from.
+    """The PLUS operator of a (Z, Y, X) image of ``shape`` from its Gaussian derivatives
+    (:func:`gaussian_derivatives`, in-plane pixels; ``rel`` the voxel size over the in-plane
+    pixel): the second derivative along the gradient plus the Laplacian, in physical units;
+    and the gradient (z, y, x components) it was made from.
 
     The zero crossing of either term alone is displaced by a curved edge: the second
     derivative along the gradient (where the gradient magnitude peaks) inward by about
@@ -318,16 +316,6 @@ def plus_operator(
     crossing is displaced only to third order (Verbeek and van Vliet, IEEE PAMI 16(7), 1994).
     On a small, blurred nucleus the first is a voxel or more.
     """
-    sigma = [sigma_px / rel[i] if img.shape[i] > 1 else 0.0 for i in range(3)]
-    derivs = gaussian_derivatives(img, sigma, [*_FIRST, *_SECOND.values()])
-    return _plus_of(derivs, img.shape, rel)
-
-
-def _plus_of(
-    derivs: dict[tuple[int, ...], np.ndarray], shape: tuple[int, ...], rel: np.ndarray
-) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-    """The PLUS operator and the gradient (see :func:`plus_operator`) from the image's
-    Gaussian derivatives (:func:`gaussian_derivatives`)."""
     axes = [i for i in range(3) if shape[i] > 1]
     first = {i: derivs[_FIRST[i]] / rel[i] for i in axes}
     second = {
